@@ -1,0 +1,216 @@
+package keyschedule
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"testing"
+
+	"github.com/cloudflare/circl/dh/x448"
+)
+
+type hexBytes []byte
+
+func (h *hexBytes) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := hex.DecodeString(s)
+	*h = v
+	return err
+}
+
+type vector struct {
+	Mode               int      `json:"mode"`
+	KEM                uint16   `json:"kem_id"`
+	KDF                uint16   `json:"kdf_id"`
+	AEAD               uint16   `json:"aead_id"`
+	Info               hexBytes `json:"info"`
+	SkRm               hexBytes `json:"skRm"`
+	PkRm               hexBytes `json:"pkRm"`
+	Enc                hexBytes `json:"enc"`
+	SharedSecret       hexBytes `json:"shared_secret"`
+	KeyScheduleContext hexBytes `json:"key_schedule_context"`
+	BaseNonce          hexBytes `json:"base_nonce"`
+	ExporterSecret     hexBytes `json:"exporter_secret"`
+	Encryptions        []struct {
+		Seq   uint64   `json:"seq"`
+		AAD   hexBytes `json:"aad"`
+		CT    hexBytes `json:"ct"`
+		Nonce hexBytes `json:"nonce"`
+		PT    hexBytes `json:"pt"`
+	} `json:"encryptions"`
+	Exports []struct {
+		Context hexBytes `json:"exporter_context"`
+		L       int      `json:"L"`
+		Value   hexBytes `json:"exported_value"`
+	} `json:"exports"`
+}
+
+func loadVectors(t *testing.T) []vector {
+	t.Helper()
+	b, err := os.ReadFile("testdata/rfc9180-base.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vs []vector
+	if err := json.Unmarshal(b, &vs); err != nil {
+		t.Fatal(err)
+	}
+	if len(vs) == 0 {
+		t.Fatal("no vectors")
+	}
+	return vs
+}
+
+// dh computes the raw Diffie-Hellman output from software keys, with the
+// standard library where it has the curve and circl for X448.
+func dh(t *testing.T, kem uint16, sk, pk []byte) []byte {
+	t.Helper()
+	if kem == 0x0021 {
+		var s, p, out x448.Key
+		copy(s[:], sk)
+		copy(p[:], pk)
+		if !x448.Shared(&out, &s, &p) {
+			t.Fatal("x448: low order point")
+		}
+		return out[:]
+	}
+	curve := map[uint16]ecdh.Curve{0x10: ecdh.P256(), 0x11: ecdh.P384(), 0x12: ecdh.P521(), 0x20: ecdh.X25519()}[kem]
+	priv, err := curve.NewPrivateKey(sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := curve.NewPublicKey(pk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	z, err := priv.ECDH(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return z
+}
+
+func TestRFC9180Vectors(t *testing.T) {
+	n := 0
+	for _, v := range loadVectors(t) {
+		if v.Mode != 0 {
+			continue
+		}
+		name := hex.EncodeToString([]byte{byte(v.KEM >> 8), byte(v.KEM), byte(v.KDF >> 8), byte(v.KDF), byte(v.AEAD >> 8), byte(v.AEAD)})
+		t.Run(name, func(t *testing.T) {
+			d, err := NewDHKEM(v.KEM)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ss, err := d.SharedSecret(dh(t, v.KEM, v.SkRm, v.Enc), v.Enc, v.PkRm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(ss, v.SharedSecret) {
+				t.Fatalf("shared secret %x, want %x", ss, v.SharedSecret)
+			}
+			if v.AEAD == 0xffff {
+				if _, err := NewContext(Suite{v.KEM, v.KDF, v.AEAD}, ss, v.Info); err == nil {
+					t.Fatal("export-only AEAD accepted")
+				}
+				return
+			}
+			c, err := NewContext(Suite{v.KEM, v.KDF, v.AEAD}, ss, v.Info)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(c.ExporterSecret(), v.ExporterSecret) {
+				t.Fatalf("exporter secret %x, want %x", c.ExporterSecret(), v.ExporterSecret)
+			}
+			if !bytes.Equal(c.base[:c.nn], v.BaseNonce) {
+				t.Fatalf("base nonce %x, want %x", c.base[:c.nn], v.BaseNonce)
+			}
+			recv, _ := NewContext(Suite{v.KEM, v.KDF, v.AEAD}, ss, v.Info)
+			for _, e := range v.Encryptions {
+				c.seq, recv.seq = e.Seq, e.Seq
+				if got := c.computeNonce(); !bytes.Equal(got, e.Nonce) {
+					t.Fatalf("seq %d: nonce %x, want %x", e.Seq, got, e.Nonce)
+				}
+				// Seal in place: the buffer holds pt and has room for the tag.
+				buf := make([]byte, len(e.PT), len(e.PT)+c.Overhead())
+				copy(buf, e.PT)
+				ct, err := c.Seal(buf[:0], buf, e.AAD)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(ct, e.CT) {
+					t.Fatalf("seq %d: ct %x, want %x", e.Seq, ct, e.CT)
+				}
+				pt, err := recv.Open(ct[:0], ct, e.AAD)
+				if err != nil || !bytes.Equal(pt, e.PT) {
+					t.Fatalf("seq %d: open: %v", e.Seq, err)
+				}
+				if c.Seq() != e.Seq+1 || recv.Seq() != e.Seq+1 {
+					t.Fatal("sequence number did not advance")
+				}
+			}
+			for _, e := range v.Exports {
+				got, err := c.Export(e.Context, e.L)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, e.Value) {
+					t.Fatalf("export %x: %x, want %x", e.Context, got, e.Value)
+				}
+			}
+			n++
+		})
+	}
+	if n < 20 {
+		t.Fatalf("only %d vectors exercised", n)
+	}
+}
+
+func TestOpenFailureDoesNotAdvance(t *testing.T) {
+	c, err := NewContext(Suite{0x20, 1, 1}, make([]byte, 32), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Open(nil, make([]byte, 20), nil); err == nil {
+		t.Fatal("garbage opened")
+	}
+	if c.Seq() != 0 {
+		t.Fatal("failed Open advanced the sequence")
+	}
+}
+
+func TestSequenceOverflow(t *testing.T) {
+	c, _ := NewContext(Suite{0x20, 1, 1}, make([]byte, 32), nil)
+	c.seq = ^uint64(0)
+	if _, err := c.Seal(nil, nil, nil); err != ErrSequenceOverflow {
+		t.Fatalf("got %v, want ErrSequenceOverflow", err)
+	}
+}
+
+func TestUnsupportedAlgorithms(t *testing.T) {
+	if _, err := NewKDF(9); err == nil {
+		t.Fatal("KDF 9 accepted")
+	}
+	if _, err := LookupAEAD(9); err == nil {
+		t.Fatal("AEAD 9 accepted")
+	}
+	if _, err := NewDHKEM(0x41); err == nil {
+		t.Fatal("ML-KEM accepted as DHKEM")
+	}
+}
+
+func BenchmarkStreamSeal16K(b *testing.B) {
+	c, _ := NewContext(Suite{0x20, 1, 1}, make([]byte, 32), nil)
+	buf := make([]byte, 16384+16)
+	b.SetBytes(16384)
+	for b.Loop() {
+		if _, err := c.Seal(buf[:0], buf[:16384], nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

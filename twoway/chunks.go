@@ -1,0 +1,326 @@
+package twoway
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/quic-go/quic-go/quicvarint"
+)
+
+// finalAAD is the AAD of the final chunk (draft-ietf-ohai-chunked-ohttp-08
+// section 6).
+var finalAAD = []byte("final")
+
+// maxConsecutiveEmptyReads bounds how often a source may return (0, nil)
+// in a row before a sealer gives up with io.ErrNoProgress, as bufio does.
+const maxConsecutiveEmptyReads = 100
+
+// chunkSealer reads plaintext from src and returns a Chunked OHTTP chunk
+// stream: varint length, sealed chunk, ..., then a zero length and the final
+// chunk sealed with AAD "final".
+//
+// When the caller's buffer holds a whole chunk, the plaintext is read
+// straight into it and sealed in place: one copy (the source's) and one
+// AEAD pass per byte. Otherwise chunks go through an internal buffer.
+type chunkSealer struct {
+	src      io.Reader
+	ctx      sealCtx
+	maxPT    int
+	perRead  bool
+	maxHdr   int // varint length of the longest chunk
+	maxChunk int // maxHdr + maxPT + tag
+
+	buf     []byte
+	pending []byte
+	final   bool  // the final chunk has been produced
+	err     error // reported once pending is drained
+}
+
+func newChunkSealer(src io.Reader, ctx sealCtx, cfg *opConfig) *chunkSealer {
+	maxCT := cfg.maxChunkPlaintextLen + ctx.Overhead()
+	hdr := quicvarint.Len(uint64(maxCT))
+	return &chunkSealer{
+		src:      src,
+		ctx:      ctx,
+		maxPT:    cfg.maxChunkPlaintextLen,
+		perRead:  cfg.chunkPerRead,
+		maxHdr:   hdr,
+		maxChunk: hdr + maxCT,
+	}
+}
+
+func (s *chunkSealer) Read(p []byte) (int, error) {
+	if len(s.pending) > 0 {
+		n := copy(p, s.pending)
+		s.pending = s.pending[n:]
+		return n, nil
+	}
+	if s.err != nil {
+		return 0, s.err
+	}
+	if s.final {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if len(p) >= s.maxChunk {
+		start, end := s.sealChunk(p)
+		if start > 0 {
+			copy(p, p[start:end])
+		}
+		return end - start, nil
+	}
+	if s.buf == nil {
+		s.buf = make([]byte, s.maxChunk)
+	}
+	start, end := s.sealChunk(s.buf)
+	s.pending = s.buf[start:end]
+	n := copy(p, s.pending)
+	s.pending = s.pending[n:]
+	return n, nil
+}
+
+// sealChunk reads the next chunk's plaintext into dst[maxHdr:], seals it in
+// place, writes the length prefix right before it, and returns the chunk's
+// bounds in dst. It returns an empty chunk when it records an error in s.err.
+func (s *chunkSealer) sealChunk(dst []byte) (start, end int) {
+	region := dst[s.maxHdr : s.maxHdr+s.maxPT]
+	n, eof, empty := 0, false, 0
+	var srcErr error
+	for n < len(region) {
+		m, err := s.src.Read(region[n:])
+		if m < 0 || m > len(region)-n {
+			srcErr = fmt.Errorf("source returned an invalid count %d", m)
+			m = 0
+		}
+		n += m
+		if err == io.EOF {
+			eof = true
+			break
+		}
+		if err != nil || srcErr != nil {
+			if srcErr == nil {
+				srcErr = err
+			}
+			break
+		}
+		if m == 0 {
+			if empty++; empty >= maxConsecutiveEmptyReads {
+				srcErr = io.ErrNoProgress
+				break
+			}
+			continue
+		}
+		empty = 0
+		if s.perRead {
+			break
+		}
+	}
+	if srcErr != nil {
+		// Whatever was read before the error is sealed and delivered as a
+		// non-final chunk; the message stays incomplete, so its receiver
+		// fails with ErrTruncated rather than accepting partial input.
+		s.err = fmt.Errorf("twoway: read plaintext: %w", srcErr)
+		if n == 0 {
+			return 0, 0
+		}
+	}
+	final := eof && srcErr == nil
+	var aad []byte
+	if final {
+		aad = finalAAD
+	}
+	ct, err := s.ctx.Seal(region[:0], region[:n], aad)
+	if err != nil {
+		clear(region[:n])
+		s.err = fmt.Errorf("twoway: seal chunk: %w", err)
+		return 0, 0
+	}
+	if &ct[:1][0] != &dst[s.maxHdr] { // a custom sealer that did not append in place
+		clear(region[:n])
+		s.err = fmt.Errorf("twoway: seal chunk: sealer did not write in place")
+		return 0, 0
+	}
+	length := uint64(len(ct))
+	if final {
+		length = 0
+		s.final = true
+	}
+	start = s.maxHdr - quicvarint.Len(length)
+	quicvarint.Append(dst[start:start], length)
+	return start, s.maxHdr + len(ct)
+}
+
+// maxCiphertextChunkLen returns the longest chunk the sealer produces,
+// length prefix included.
+func (s *chunkSealer) maxCiphertextChunkLen() int { return s.maxChunk }
+
+// chunkOpener reads a Chunked OHTTP chunk stream from src and returns the
+// plaintext. It buffers at most one chunk; when the caller's buffer holds a
+// whole chunk the ciphertext is read straight into it and opened in place.
+// The stream must end with a final chunk that authenticates with AAD
+// "final" and extends to the end of src.
+type chunkOpener struct {
+	src     io.Reader
+	ctx     openCtx
+	maxCT   int // largest sealed chunk accepted
+	initCap int
+
+	buf     []byte
+	pending []byte // plaintext in buf not yet returned
+	chunk   int    // index of the next chunk, for error messages
+	done    bool
+	err     error
+	hdr     [8]byte
+}
+
+func newChunkOpener(src io.Reader, ctx openCtx, cfg *opConfig) *chunkOpener {
+	return &chunkOpener{
+		src:     src,
+		ctx:     ctx,
+		maxCT:   cfg.maxChunkPlaintextLen + ctx.Overhead(),
+		initCap: cfg.initialChunkBufferLen + ctx.Overhead(),
+	}
+}
+
+func (o *chunkOpener) Read(p []byte) (int, error) {
+	if len(o.pending) > 0 {
+		n := copy(p, o.pending)
+		clear(o.pending[:n])
+		o.pending = o.pending[n:]
+		return n, nil
+	}
+	if o.err != nil {
+		return 0, o.err
+	}
+	if o.done {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, err := o.next(p)
+	if err != nil {
+		o.err = err
+	}
+	return n, err
+}
+
+// next opens one chunk, into p when it fits and into o.buf otherwise.
+func (o *chunkOpener) next(p []byte) (int, error) {
+	l, err := o.readLength()
+	if err != nil {
+		return 0, err
+	}
+	if l == 0 {
+		return o.final(p)
+	}
+	overhead := o.ctx.Overhead()
+	switch {
+	case l > uint64(o.maxCT):
+		return 0, fmt.Errorf("%w: chunk %d is %d bytes, the limit is %d", ErrChunkTooLarge, o.chunk, l, o.maxCT)
+	case l < uint64(overhead):
+		return 0, fmt.Errorf("%w: chunk %d is %d bytes, shorter than its %d-byte tag", ErrMalformed, o.chunk, l, overhead)
+	case l == uint64(overhead):
+		return 0, fmt.Errorf("%w: chunk %d", ErrEmptyChunk, o.chunk)
+	}
+	n := int(l)
+	dst := p
+	if len(p) < n {
+		dst = o.grow(n)
+	}
+	if err := readFull(o.src, dst[:n], fmt.Sprintf("chunk %d", o.chunk)); err != nil {
+		return 0, err
+	}
+	pt, err := o.ctx.Open(dst[:0], dst[:n], nil)
+	if err != nil {
+		clear(dst[:n])
+		return 0, fmt.Errorf("%w: chunk %d", ErrAuthentication, o.chunk)
+	}
+	o.chunk++
+	if len(p) >= n {
+		return len(pt), nil
+	}
+	c := copy(p, pt)
+	clear(pt[:c])
+	o.pending = pt[c:]
+	return c, nil
+}
+
+// readLength reads a chunk's varint length prefix. The end of the stream
+// here means the final chunk is missing.
+func (o *chunkOpener) readLength() (uint64, error) {
+	if err := readFull(o.src, o.hdr[:1], fmt.Sprintf("length of chunk %d (no final chunk)", o.chunk)); err != nil {
+		return 0, err
+	}
+	l := 1 << (o.hdr[0] >> 6)
+	if l > 1 {
+		if err := readFull(o.src, o.hdr[1:l], fmt.Sprintf("length of chunk %d", o.chunk)); err != nil {
+			return 0, err
+		}
+	}
+	v, _, err := quicvarint.Parse(o.hdr[:l])
+	if err != nil {
+		return 0, fmt.Errorf("%w: length of chunk %d: %v", ErrMalformed, o.chunk, err)
+	}
+	return v, nil
+}
+
+// final reads the final chunk, which extends to the end of the stream, and
+// opens it with AAD "final".
+func (o *chunkOpener) final(p []byte) (int, error) {
+	overhead := o.ctx.Overhead()
+	buf := o.grow(min(o.initCap, o.maxCT+1))
+	n := 0
+	for {
+		if n == len(buf) {
+			if n > o.maxCT {
+				return 0, fmt.Errorf("%w: the final chunk exceeds %d bytes (trailing data?)", ErrChunkTooLarge, o.maxCT)
+			}
+			buf = o.growKeep(min(2*len(buf), o.maxCT+1), n)
+		}
+		m, err := o.src.Read(buf[n:])
+		n += m
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("twoway: read final chunk: %w", err)
+		}
+	}
+	if n > o.maxCT {
+		return 0, fmt.Errorf("%w: the final chunk exceeds %d bytes (trailing data?)", ErrChunkTooLarge, o.maxCT)
+	}
+	if n < overhead {
+		return 0, truncated(fmt.Sprintf("final chunk (%d bytes, shorter than its %d-byte tag)", n, overhead))
+	}
+	pt, err := o.ctx.Open(buf[:0], buf[:n], finalAAD)
+	if err != nil {
+		clear(buf[:n])
+		return 0, fmt.Errorf("%w: final chunk (chunk %d)", ErrAuthentication, o.chunk)
+	}
+	o.done = true
+	if len(pt) == 0 {
+		return 0, io.EOF
+	}
+	c := copy(p, pt)
+	clear(pt[:c])
+	o.pending = pt[c:]
+	return c, nil
+}
+
+// grow returns o.buf resized to n bytes, reallocating when it is too small.
+func (o *chunkOpener) grow(n int) []byte { return o.growKeep(n, 0) }
+
+// growKeep is grow that preserves the first keep bytes of the buffer.
+func (o *chunkOpener) growKeep(n, keep int) []byte {
+	if cap(o.buf) < n {
+		b := make([]byte, max(n, min(o.initCap, o.maxCT+1)))
+		copy(b, o.buf[:keep])
+		clear(o.buf[:cap(o.buf)])
+		o.buf = b
+	}
+	o.buf = o.buf[:n]
+	return o.buf
+}
