@@ -6,8 +6,8 @@ import (
 
 	"github.com/cloudflare/circl/hpke"
 
-	twkem "github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/internal/keyschedule"
+	twkem "github.com/twoway-hsm/twoway-hsm/kem"
 )
 
 // RequestHeader is the header that starts every request (RFC 9458 section
