@@ -6,6 +6,7 @@ import (
 
 	"github.com/cloudflare/circl/hpke"
 	circlkem "github.com/cloudflare/circl/kem"
+	"github.com/cloudflare/circl/kem/xwing"
 )
 
 // circlKey is a PrivateKey backed by a circl HPKE KEM private key.
@@ -49,6 +50,10 @@ func circlID(s circlkem.Scheme) (ID, error) {
 		if k.Scheme().Name() == s.Name() {
 			return ID(k), nil
 		}
+	}
+	// circl's hpke wraps some schemes, whose keys report the inner scheme.
+	if s.Name() == xwing.Scheme().Name() {
+		return XWing, nil
 	}
 	return 0, fmt.Errorf("%w: circl scheme %q is not an HPKE KEM", ErrUnsupportedKEM, s.Name())
 }

@@ -276,3 +276,21 @@ func (a allocSealer) Export(ctx []byte, l uint) []byte {
 	}
 	return b
 }
+
+// context returns the sending HPKE context the example's request uses.
+func (s fixedEphemeralSuite) context(t *testing.T, keyConfig, mediaType []byte) *keyschedule.Context {
+	t.Helper()
+	var kc twoway.KeyConfig
+	if err := kc.UnmarshalBinary(keyConfig); err != nil {
+		t.Fatal(err)
+	}
+	pk, _ := hpke.KEM_X25519_HKDF_SHA256.Scheme().UnmarshalBinaryPublicKey(kc.PublicKey)
+	hdr, _ := twoway.RequestHeader{KeyID: kc.KeyID, KemID: hpke.KEM_X25519_HKDF_SHA256, KDFID: hpke.KDF_HKDF_SHA256, AEADID: hpke.AEAD_AES128GCM}.MarshalBinary()
+	inf := append(append(bytes.Clone(mediaType), 0), hdr...)
+	snd, _ := s.NewSender(pk, inf)
+	_, sealer, err := snd.Setup(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sealer.(allocSealer).c
+}

@@ -1,0 +1,202 @@
+package twoway_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"sync"
+	"testing"
+
+	"github.com/cloudflare/circl/hpke"
+	"github.com/cloudflare/circl/kem"
+
+	"github.com/twoway-hsm/twoway-hsm/twoway"
+)
+
+// The fuzz targets check that arbitrary input never panics, never yields
+// plaintext that was not sealed, and that whatever parses re-encodes to the
+// same bytes. Their seed corpora live in testdata/fuzz.
+
+func FuzzParseRequestHeader(f *testing.F) {
+	f.Add([]byte{1, 0, 0x20, 0, 1, 0, 1})
+	f.Add([]byte{255, 0, 0x11, 0, 2, 0, 2, 9})
+	f.Add([]byte{1, 0x64, 0x7a, 0, 3, 0, 3})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := twoway.ParseRequestHeaderFrom(b)
+		if err != nil {
+			return
+		}
+		out, err := h.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out, b[:twoway.BinaryRequestHeaderLen]) {
+			t.Fatalf("header %x re-encoded as %x", b[:7], out)
+		}
+		_ = h.String()
+	})
+}
+
+func FuzzParseKeyConfigs(f *testing.F) {
+	one := unhex(f, rfc9458Example.keyConfig)
+	f.Add(one)
+	f.Add(append([]byte{0, byte(len(one))}, one...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var kc twoway.KeyConfig
+		if kc.UnmarshalBinary(b) == nil {
+			out, err := kc.MarshalBinary()
+			if err != nil || !bytes.Equal(out, b) {
+				t.Fatalf("config %x re-encoded as %x (%v)", b, out, err)
+			}
+		}
+		list, err := twoway.ParseKeyConfigs(b)
+		if err != nil {
+			return
+		}
+		out, err := twoway.MarshalKeyConfigs(list)
+		if err != nil || !bytes.Equal(out, b) {
+			t.Fatalf("list %x re-encoded as %x (%v)", b, out, err)
+		}
+	})
+}
+
+// fuzzWorld is a fixed key pair, request and response, sealed with
+// deterministic randomness so that the same messages come out on every run.
+type fuzzWorld struct {
+	pk              kem.PublicKey
+	sk              kem.PrivateKey
+	request, answer []byte
+	// one-to-one, unchunked and chunked
+	encReq  [2][]byte
+	sealer  [2]*twoway.RequestSealer
+	encResp [2][]byte
+	// one-to-many
+	multiBody [2][]byte
+	multiKey  [2][]byte
+}
+
+var (
+	worldOnce sync.Once
+	world     *fuzzWorld
+)
+
+func fuzzOpts(chunked bool) []twoway.Option {
+	if chunked {
+		return []twoway.Option{twoway.EnableChunking(), twoway.WithMaxChunkPlaintextLen(16)}
+	}
+	return []twoway.Option{twoway.WithMaxMessageLen(4096)}
+}
+
+func idx(chunked bool) int {
+	if chunked {
+		return 1
+	}
+	return 0
+}
+
+// getWorld builds the fuzz world; the sealers it holds must be rebuilt for
+// each use because a response opener belongs to one message.
+func getWorld(tb testing.TB) *fuzzWorld {
+	worldOnce.Do(func() {
+		w := &fuzzWorld{request: pattern(40), answer: pattern(37)}
+		w.pk, w.sk = keyPair(tb, hpke.KEM_X25519_HKDF_SHA256, "fuzz")
+		for _, chunked := range []bool{false, true} {
+			i := idx(chunked)
+			snd, _ := twoway.NewRequestSender(testSuite, 5, w.pk, newDetRand("fuzz-sender"))
+			s, err := snd.NewRequestSealer(bytes.NewReader(w.request), []byte("req"), fuzzOpts(chunked)...)
+			if err != nil {
+				panic(err)
+			}
+			w.encReq[i], _ = io.ReadAll(s)
+			rcv, _ := twoway.NewRequestReceiver(testSuite, 5, w.sk, newDetRand("fuzz-receiver"))
+			o, err := rcv.NewRequestOpener(bytes.NewReader(w.encReq[i]), []byte("req"), fuzzOpts(chunked)...)
+			if err != nil {
+				panic(err)
+			}
+			rs, _ := o.NewResponseSealer(bytes.NewReader(w.answer), []byte("resp"), fuzzOpts(chunked)...)
+			w.encResp[i], _ = io.ReadAll(rs)
+			ms, _ := twoway.NewMultiRequestSender(testSuite, newDetRand("fuzz-multi")).NewRequestSealer(bytes.NewReader(w.request), []byte("req"), fuzzOpts(chunked)...)
+			w.multiBody[i], _ = io.ReadAll(ms)
+			w.multiKey[i], _, _ = ms.EncapsulateKey(5, w.pk)
+		}
+		world = w
+	})
+	return world
+}
+
+// requestSealer returns a fresh sealer of the world's request; with the
+// deterministic sender it has the same HPKE context every time.
+func (w *fuzzWorld) requestSealer(chunked bool) *twoway.RequestSealer {
+	snd, _ := twoway.NewRequestSender(testSuite, 5, w.pk, newDetRand("fuzz-sender"))
+	s, _ := snd.NewRequestSealer(bytes.NewReader(w.request), []byte("req"), fuzzOpts(chunked)...)
+	io.Copy(io.Discard, s)
+	return s
+}
+
+// checkOpened fails when an opener returned bytes that are not a prefix of
+// what was sealed, or reported success on anything but the whole message.
+func checkOpened(t *testing.T, sealed, got []byte, err error) {
+	t.Helper()
+	if !bytes.HasPrefix(sealed, got) {
+		t.Fatalf("opener returned %x, which was never sealed", got)
+	}
+	if err == nil && !bytes.Equal(got, sealed) {
+		t.Fatalf("opener returned a partial message (%d of %d bytes) without error", len(got), len(sealed))
+	}
+	if err != nil && errors.Is(err, io.EOF) {
+		t.Fatalf("error matches io.EOF: %v", err)
+	}
+}
+
+func FuzzRequestOpener(f *testing.F) {
+	w := getWorld(f)
+	for _, chunked := range []bool{false, true} {
+		f.Add(w.encReq[idx(chunked)], chunked)
+		f.Add(w.encReq[idx(chunked)][:50], chunked)
+	}
+	f.Fuzz(func(t *testing.T, ct []byte, chunked bool) {
+		rcv, _ := twoway.NewRequestReceiver(testSuite, 5, w.sk, newDetRand("r"))
+		o, err := rcv.NewRequestOpener(bytes.NewReader(ct), []byte("req"), fuzzOpts(chunked)...)
+		if err != nil {
+			checkOpened(t, w.request, nil, err)
+			return
+		}
+		got, err := readAllWith(o, 7)
+		checkOpened(t, w.request, got, err)
+	})
+}
+
+func FuzzResponseOpener(f *testing.F) {
+	w := getWorld(f)
+	for _, chunked := range []bool{false, true} {
+		f.Add(w.encResp[idx(chunked)], chunked)
+		f.Add(w.encResp[idx(chunked)][:20], chunked)
+	}
+	f.Fuzz(func(t *testing.T, ct []byte, chunked bool) {
+		s := w.requestSealer(chunked)
+		r, err := s.NewResponseOpener(bytes.NewReader(ct), []byte("resp"), fuzzOpts(chunked)...)
+		if err != nil {
+			checkOpened(t, w.answer, nil, err)
+			return
+		}
+		got, err := readAllWith(r, 5)
+		checkOpened(t, w.answer, got, err)
+	})
+}
+
+func FuzzMultiRequestOpener(f *testing.F) {
+	w := getWorld(f)
+	for _, chunked := range []bool{false, true} {
+		f.Add(w.multiKey[idx(chunked)], w.multiBody[idx(chunked)], chunked)
+	}
+	f.Fuzz(func(t *testing.T, ek, body []byte, chunked bool) {
+		rcv, _ := twoway.NewMultiRequestReceiver(testSuite, 5, w.sk, newDetRand("m"))
+		o, err := rcv.NewRequestOpener(ek, bytes.NewReader(body), []byte("req"), fuzzOpts(chunked)...)
+		if err != nil {
+			checkOpened(t, w.request, nil, err)
+			return
+		}
+		got, err := readAllWith(o, 11)
+		checkOpened(t, w.request, got, err)
+	})
+}
