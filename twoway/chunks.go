@@ -230,7 +230,7 @@ func (o *chunkOpener) next(p []byte) (int, error) {
 	if len(p) < n {
 		dst = o.grow(n)
 	}
-	if err := readFull(o.src, dst[:n], fmt.Sprintf("chunk %d", o.chunk)); err != nil {
+	if err := o.readFull(dst[:n], "chunk"); err != nil {
 		return 0, err
 	}
 	pt, err := o.ctx.Open(dst[:0], dst[:n], nil)
@@ -251,12 +251,12 @@ func (o *chunkOpener) next(p []byte) (int, error) {
 // readLength reads a chunk's varint length prefix. The end of the stream
 // here means the final chunk is missing.
 func (o *chunkOpener) readLength() (uint64, error) {
-	if err := readFull(o.src, o.hdr[:1], fmt.Sprintf("length of chunk %d (no final chunk)", o.chunk)); err != nil {
+	if err := o.readFull(o.hdr[:1], "length of chunk (no final chunk)"); err != nil {
 		return 0, err
 	}
 	l := 1 << (o.hdr[0] >> 6)
 	if l > 1 {
-		if err := readFull(o.src, o.hdr[1:l], fmt.Sprintf("length of chunk %d", o.chunk)); err != nil {
+		if err := o.readFull(o.hdr[1:l], "length of chunk"); err != nil {
 			return 0, err
 		}
 	}
@@ -266,6 +266,21 @@ func (o *chunkOpener) readLength() (uint64, error) {
 	}
 	return v, nil
 }
+
+// readFull fills p from the source; errors name what was read and the
+// chunk's index (built only on failure: this is the per-chunk path).
+func (o *chunkOpener) readFull(p []byte, what string) error {
+	if _, err := io.ReadFull(o.src, p); err != nil {
+		return readFull(errReader{err}, p, fmt.Sprintf("%s %d", what, o.chunk))
+	}
+	return nil
+}
+
+// errReader returns err, so that readFull can classify an error it did not
+// read itself.
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 // final reads the final chunk, which extends to the end of the stream, and
 // opens it with AAD "final".

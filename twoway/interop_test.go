@@ -19,10 +19,10 @@ import (
 type side struct {
 	name string
 	// one-to-one
-	seal     func(pk kem.PublicKey, pt []byte, chunked bool) (ct []byte, openResp func(ct []byte) ([]byte, error), err error)
-	open     func(sk kem.PrivateKey, ct []byte, chunked bool) (pt []byte, sealResp func(pt []byte) ([]byte, error), err error)
-	mseal    func(pk kem.PublicKey, pt []byte, chunked bool) (ct, ek []byte, openResp func(ct []byte) ([]byte, error), err error)
-	mopen    func(sk kem.PrivateKey, ek, ct []byte, chunked bool) (pt []byte, sealResp func(pt []byte) ([]byte, error), err error)
+	seal  func(pk kem.PublicKey, pt []byte, chunked bool) (ct []byte, openResp func(ct []byte) ([]byte, error), err error)
+	open  func(sk kem.PrivateKey, ct []byte, chunked bool) (pt []byte, sealResp func(pt []byte) ([]byte, error), err error)
+	mseal func(pk kem.PublicKey, pt []byte, chunked bool) (ct, ek []byte, openResp func(ct []byte) ([]byte, error), err error)
+	mopen func(sk kem.PrivateKey, ek, ct []byte, chunked bool) (pt []byte, sealResp func(pt []byte) ([]byte, error), err error)
 }
 
 func chunkOpt(chunked bool) []twoway.Option {

@@ -203,6 +203,11 @@ func (r *MultiRequestReceiver) NewRequestOpenerContext(ctx context.Context, enca
 	if h != r.header {
 		return nil, mismatch(h, r.header)
 	}
+	return r.open(ctx, encapKey, ct, mediaType, cfg)
+}
+
+// open opens a request whose encapsulated key's header has been checked.
+func (r *MultiRequestReceiver) open(ctx context.Context, encapKey []byte, ct io.Reader, mediaType []byte, cfg *opConfig) (*RequestOpener, error) {
 	want := BinaryRequestHeaderLen + r.suite.nenc + multiKeyLen + r.suite.aead.Overhead
 	if len(encapKey) != want {
 		return nil, fmt.Errorf("%w: encapsulated key of %d bytes, want %d", ErrMalformed, len(encapKey), want)

@@ -97,6 +97,11 @@ func (r *RequestReceiver) NewRequestOpenerContext(ctx context.Context, ct io.Rea
 	if h != r.header {
 		return nil, mismatch(h, r.header)
 	}
+	return r.openBody(ctx, ct, mediaType, cfg)
+}
+
+// openBody opens a request whose header has been read and checked.
+func (r *RequestReceiver) openBody(ctx context.Context, ct io.Reader, mediaType []byte, cfg *opConfig) (*RequestOpener, error) {
 	enc := make([]byte, r.suite.nenc)
 	if err := readFull(ct, enc, "encapsulated key"); err != nil {
 		return nil, err

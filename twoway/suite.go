@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	"sync"
+	"sync/atomic"
 
 	"github.com/cloudflare/circl/hpke"
 	"github.com/cloudflare/circl/kem"
@@ -25,6 +27,28 @@ type suite struct {
 	kdf    keyschedule.KDF
 	aead   keyschedule.AEAD
 	nenc   int
+
+	// schedules caches key_schedule_context per info string (media type
+	// and header): senders and receivers see few distinct ones.
+	schedules     sync.Map // string -> *keyschedule.Schedule
+	scheduleCount atomic.Int32
+}
+
+// maxCachedSchedules bounds the schedule cache of one sender or receiver.
+const maxCachedSchedules = 64
+
+func (s *suite) schedule(info []byte) (*keyschedule.Schedule, error) {
+	if v, ok := s.schedules.Load(string(info)); ok {
+		return v.(*keyschedule.Schedule), nil
+	}
+	sc, err := keyschedule.NewSchedule(s.ks, info)
+	if err != nil {
+		return nil, err
+	}
+	if s.scheduleCount.Add(1) <= maxCachedSchedules {
+		s.schedules.Store(string(info), sc)
+	}
+	return sc, nil
 }
 
 func newSuite(s HPKESuite) (*suite, error) {
@@ -52,6 +76,25 @@ func newSuite(s HPKESuite) (*suite, error) {
 		st.custom = nil
 	}
 	return st, nil
+}
+
+// newKeySuite resolves the suite of a receiver built from a kem.PrivateKey.
+func newKeySuite(kemID twkem.ID, kdfID hpke.KDF, aeadID hpke.AEAD) (*suite, error) {
+	if err := checkSuiteIDs(hpke.KEM(kemID), kdfID, aeadID); err != nil {
+		return nil, err
+	}
+	if !kemID.Supported() {
+		return nil, fmt.Errorf("%w: KEM %v", ErrUnsupportedSuite, kemID)
+	}
+	kdf, _ := keyschedule.NewKDF(uint16(kdfID))
+	aead, _ := keyschedule.LookupAEAD(uint16(aeadID))
+	return &suite{
+		kemID: hpke.KEM(kemID), kdfID: kdfID, aeadID: aeadID,
+		ks:   keyschedule.Suite{KEM: uint16(kemID), KDF: uint16(kdfID), AEAD: uint16(aeadID)},
+		kdf:  kdf,
+		aead: aead,
+		nenc: kemID.EncapsulatedKeySize(),
+	}, nil
 }
 
 func (s *suite) header(keyID byte) RequestHeader {
@@ -136,7 +179,12 @@ func (s *suite) setupSender(pub kem.PublicKey, rnd io.Reader, info []byte) ([]by
 	if err != nil {
 		return nil, nil, fmt.Errorf("twoway: encapsulate: %w", err)
 	}
-	ctx, err := keyschedule.NewContext(s.ks, ss, info)
+	sc, err := s.schedule(info)
+	if err != nil {
+		clear(ss)
+		return nil, nil, err
+	}
+	ctx, err := sc.NewContext(ss)
 	clear(ss)
 	if err != nil {
 		return nil, nil, err
@@ -172,7 +220,12 @@ func (s *suite) setupReceiver(ctx context.Context, k *receiverKey, enc, info []b
 	if err != nil {
 		return nil, fmt.Errorf("twoway: decapsulate: %w", err)
 	}
-	rctx, err := keyschedule.NewContext(s.ks, ss, info)
+	sc, err := s.schedule(info)
+	if err != nil {
+		clear(ss)
+		return nil, err
+	}
+	rctx, err := sc.NewContext(ss)
 	clear(ss)
 	if err != nil {
 		return nil, err

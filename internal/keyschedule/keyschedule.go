@@ -13,13 +13,14 @@
 package keyschedule
 
 import (
-	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash"
+	"sync"
 )
 
 // HPKE algorithm identifiers (RFC 9180 section 7).
@@ -44,6 +45,13 @@ var (
 const versionLabel = "HPKE-v1"
 
 // KDF is an HKDF instance of the HPKE KDF registry.
+//
+// HKDF (RFC 5869) is computed here on crypto/hmac rather than with
+// crypto/hkdf, which allocates six to ten times per call: a message
+// derives a dozen keys, and per-message cost matters to a gateway. The
+// labelled forms feed their pieces to the HMAC without concatenating them,
+// and one keyed HMAC serves every expansion from the same PRK. Both are
+// checked against crypto/hkdf and the RFC 9180 vectors.
 type KDF struct {
 	id uint16
 	h  func() hash.Hash
@@ -69,49 +77,99 @@ func (k KDF) ID() uint16 { return k.id }
 // Size returns Nh, the output size of Extract.
 func (k KDF) Size() int { return k.nh }
 
-// Extract is HKDF-Extract(salt, ikm) (RFC 5869), unlabelled, as RFC 9458
-// uses it for response keys.
+// Extract is HKDF-Extract(salt, ikm), unlabelled, as RFC 9458 uses it for
+// response keys. An empty salt is Nh zero bytes, as RFC 5869 says and
+// HMAC's key padding gives.
 func (k KDF) Extract(salt, ikm []byte) []byte {
-	prk, err := hkdf.Extract(k.h, ikm, salt)
-	if err != nil { // only for FIPS-140 only mode with short keys
-		panic("hpke: hkdf extract: " + err.Error())
-	}
-	return prk
+	mac := hmac.New(k.h, salt)
+	mac.Write(ikm)
+	return mac.Sum(make([]byte, 0, k.nh))
 }
 
-// Expand is HKDF-Expand(prk, info, l) (RFC 5869), unlabelled.
+// Expand is HKDF-Expand(prk, info, l), unlabelled.
 func (k KDF) Expand(prk, info []byte, l int) ([]byte, error) {
-	out, err := hkdf.Expand(k.h, prk, string(info), l)
-	if err != nil {
-		return nil, fmt.Errorf("hpke: hkdf expand: %w", err)
+	out := make([]byte, l)
+	if err := k.newExpander(prk).expand(out, info, nil, nil, nil, nil); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
 
-// labeledExtract is LabeledExtract(salt, label, ikm) of RFC 9180 section 4.
-func (k KDF) labeledExtract(suiteID, salt []byte, label string, ikm []byte) []byte {
-	in := make([]byte, 0, len(versionLabel)+len(suiteID)+len(label)+len(ikm))
-	in = append(in, versionLabel...)
-	in = append(in, suiteID...)
-	in = append(in, label...)
-	in = append(in, ikm...)
-	prk := k.Extract(salt, in)
-	clear(in)
-	return prk
+// expander computes HKDF-Expand outputs from one PRK with one keyed HMAC.
+type expander struct {
+	mac   hash.Hash
+	nh    int
+	dirty bool     // the HMAC has been written to since New or Reset
+	t     [64]byte // T(i), at most Nh = 64 bytes
+	ctr   [1]byte
 }
 
-// labeledExpand is LabeledExpand(prk, label, info, L) of RFC 9180 section 4.
-func (k KDF) labeledExpand(suiteID, prk []byte, label string, info []byte, l int) ([]byte, error) {
-	if l > 0xffff {
-		return nil, fmt.Errorf("hpke: expand length %d exceeds 65535", l)
+func (k KDF) newExpander(prk []byte) *expander {
+	return &expander{mac: hmac.New(k.h, prk), nh: k.nh}
+}
+
+// expand fills out with HKDF-Expand(prk, a || b || c || d || e, len(out));
+// the info is passed in pieces so that labelled expansions need no
+// concatenation.
+func (e *expander) expand(out, a, b, c, d, f []byte) error {
+	if len(out) > 255*e.nh {
+		return fmt.Errorf("hpke: hkdf expand length %d exceeds 255*Nh", len(out))
 	}
-	in := make([]byte, 2, 2+len(versionLabel)+len(suiteID)+len(label)+len(info))
-	binary.BigEndian.PutUint16(in, uint16(l))
-	in = append(in, versionLabel...)
-	in = append(in, suiteID...)
-	in = append(in, label...)
-	in = append(in, info...)
-	return k.Expand(prk, in, l)
+	var prev []byte
+	for i := 1; len(out) > 0; i++ {
+		if e.dirty {
+			e.mac.Reset()
+		}
+		e.dirty = true
+		e.mac.Write(prev)
+		e.mac.Write(a)
+		e.mac.Write(b)
+		e.mac.Write(c)
+		e.mac.Write(d)
+		e.mac.Write(f)
+		e.ctr[0] = byte(i)
+		e.mac.Write(e.ctr[:])
+		prev = e.mac.Sum(e.t[:0])
+		out = out[copy(out, prev):]
+	}
+	clear(e.t[:])
+	return nil
+}
+
+// Labels of RFC 9180, as byte slices so that passing them to an HMAC does
+// not allocate.
+var (
+	labelVersion      = []byte(versionLabel)
+	labelEAEPRK       = []byte("eae_prk")
+	labelSharedSecret = []byte("shared_secret")
+	labelPSKIDHash    = []byte("psk_id_hash")
+	labelInfoHash     = []byte("info_hash")
+	labelSecret       = []byte("secret")
+	labelKey          = []byte("key")
+	labelBaseNonce    = []byte("base_nonce")
+	labelExp          = []byte("exp")
+	labelSec          = []byte("sec")
+)
+
+// labeledExtract is LabeledExtract(salt, label, ikm) of RFC 9180 section 4.
+func (k KDF) labeledExtract(suiteID, salt, label, ikm []byte) []byte {
+	mac := hmac.New(k.h, salt)
+	mac.Write(labelVersion)
+	mac.Write(suiteID)
+	mac.Write(label)
+	mac.Write(ikm)
+	return mac.Sum(make([]byte, 0, k.nh))
+}
+
+// labeledExpand is LabeledExpand(prk, label, info, L) of RFC 9180 section
+// 4, into out (L = len(out)).
+func (e *expander) labeledExpand(out, suiteID, label, info []byte) error {
+	if len(out) > 0xffff {
+		return fmt.Errorf("hpke: expand length %d exceeds 65535", len(out))
+	}
+	var l [2]byte
+	binary.BigEndian.PutUint16(l[:], uint16(len(out)))
+	return e.expand(out, l[:], labelVersion, suiteID, label, info)
 }
 
 // DHKEM describes a Diffie-Hellman based KEM of RFC 9180 section 4.1.
@@ -147,11 +205,15 @@ func NewDHKEM(id uint16) (DHKEM, error) {
 // SharedSecret is ExtractAndExpand(dh, kem_context) with kem_context =
 // enc || pkRm: the DHKEM shared secret from the raw Diffie-Hellman output.
 func (d DHKEM) SharedSecret(dh, enc, pkR []byte) ([]byte, error) {
-	prk := d.kdf.labeledExtract(d.suiteID[:], nil, "eae_prk", dh)
+	prk := d.kdf.labeledExtract(d.suiteID[:], nil, labelEAEPRK, dh)
 	defer clear(prk)
 	kemContext := make([]byte, 0, len(enc)+len(pkR))
 	kemContext = append(append(kemContext, enc...), pkR...)
-	return d.kdf.labeledExpand(d.suiteID[:], prk, "shared_secret", kemContext, d.nsecret)
+	ss := make([]byte, d.nsecret)
+	if err := d.kdf.newExpander(prk).labeledExpand(ss, d.suiteID[:], labelSharedSecret, kemContext); err != nil {
+		return nil, err
+	}
+	return ss, nil
 }
 
 // Suite is an HPKE ciphersuite.
@@ -168,20 +230,23 @@ func (s Suite) id() [10]byte {
 	return id
 }
 
-// Context is an HPKE base-mode encryption context (RFC 9180 section 5.2)
-// whose Seal and Open work in place and do not allocate. A Context is for one
-// message and one goroutine.
-type Context struct {
-	Stream
-	kdf            KDF
-	suiteID        [10]byte
-	exporterSecret []byte
+// Schedule is the part of KeySchedule(mode_base, ...) that depends only on
+// the suite and the info string: key_schedule_context. Compute it once per
+// suite and info, and derive a Context per message from it. A Schedule is
+// immutable and safe for concurrent use.
+type Schedule struct {
+	kdf  KDF
+	aead AEAD
+	sid  [10]byte
+	ksc  []byte
 }
 
-// NewContext runs KeySchedule(mode_base, sharedSecret, info, "", "") for the
-// suite and returns the resulting context. The caller may zero sharedSecret
-// afterwards.
-func NewContext(s Suite, sharedSecret, info []byte) (*Context, error) {
+// pskIDHashes caches LabeledExtract("", "psk_id_hash", "") per suite: in
+// base mode it depends on the suite alone.
+var pskIDHashes sync.Map // [10]byte -> []byte
+
+// NewSchedule computes key_schedule_context for base mode with info.
+func NewSchedule(s Suite, info []byte) (*Schedule, error) {
 	kdf, err := NewKDF(s.KDF)
 	if err != nil {
 		return nil, err
@@ -190,34 +255,72 @@ func NewContext(s Suite, sharedSecret, info []byte) (*Context, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Context{kdf: kdf, suiteID: s.id()}
-	sid := c.suiteID[:]
+	sc := &Schedule{kdf: kdf, aead: alg, sid: s.id()}
+	sid := sc.sid[:]
+	pskIDHash, ok := pskIDHashes.Load(sc.sid)
+	if !ok {
+		pskIDHash, _ = pskIDHashes.LoadOrStore(sc.sid, kdf.labeledExtract(sid, nil, labelPSKIDHash, nil))
+	}
+	infoHash := kdf.labeledExtract(sid, nil, labelInfoHash, info)
+	sc.ksc = make([]byte, 0, 1+2*kdf.nh)
+	sc.ksc = append(sc.ksc, 0x00) // mode_base
+	sc.ksc = append(append(sc.ksc, pskIDHash.([]byte)...), infoHash...)
+	return sc, nil
+}
 
-	pskIDHash := kdf.labeledExtract(sid, nil, "psk_id_hash", nil)
-	infoHash := kdf.labeledExtract(sid, nil, "info_hash", info)
-	ksc := make([]byte, 0, 1+len(pskIDHash)+len(infoHash))
-	ksc = append(ksc, 0x00) // mode_base
-	ksc = append(append(ksc, pskIDHash...), infoHash...)
+// Context is an HPKE base-mode encryption context (RFC 9180 section 5.2)
+// whose Seal and Open work in place and do not allocate. A Context is for one
+// message and one goroutine.
+type Context struct {
+	Stream
+	sid            [10]byte
+	kdf            KDF
+	exporterSecret []byte
+	exporter       *expander // keyed with exporterSecret on first Export
+}
 
-	secret := kdf.labeledExtract(sid, sharedSecret, "secret", nil)
-	defer clear(secret)
-	key, err := kdf.labeledExpand(sid, secret, "key", ksc, alg.KeySize)
+// NewContext runs KeySchedule(mode_base, sharedSecret, info, "", "") for the
+// suite and returns the resulting context. The caller may zero sharedSecret
+// afterwards.
+func NewContext(s Suite, sharedSecret, info []byte) (*Context, error) {
+	sc, err := NewSchedule(s, info)
 	if err != nil {
 		return nil, err
 	}
-	defer clear(key)
-	baseNonce, err := kdf.labeledExpand(sid, secret, "base_nonce", ksc, alg.NonceSize)
+	return sc.NewContext(sharedSecret)
+}
+
+// NewContext derives the context for one message from the KEM shared
+// secret. The caller may zero sharedSecret afterwards.
+func (sc *Schedule) NewContext(sharedSecret []byte) (*Context, error) {
+	sid := sc.sid[:]
+	var secretBuf, keyBuf [64]byte
+	mac := hmac.New(sc.kdf.h, sharedSecret)
+	mac.Write(labelVersion)
+	mac.Write(sid)
+	mac.Write(labelSecret)
+	secret := mac.Sum(secretBuf[:0])
+	defer clear(secretBuf[:])
+	defer clear(keyBuf[:])
+
+	e := sc.kdf.newExpander(secret)
+	key := keyBuf[:sc.aead.KeySize]
+	if err := e.labeledExpand(key, sid, labelKey, sc.ksc); err != nil {
+		return nil, err
+	}
+	var baseNonce [maxNonceSize]byte
+	if err := e.labeledExpand(baseNonce[:sc.aead.NonceSize], sid, labelBaseNonce, sc.ksc); err != nil {
+		return nil, err
+	}
+	c := &Context{sid: sc.sid, kdf: sc.kdf, exporterSecret: make([]byte, sc.kdf.nh)}
+	if err := e.labeledExpand(c.exporterSecret, sid, labelExp, sc.ksc); err != nil {
+		return nil, err
+	}
+	aead, err := sc.aead.New(key)
 	if err != nil {
 		return nil, err
 	}
-	if c.exporterSecret, err = kdf.labeledExpand(sid, secret, "exp", ksc, kdf.nh); err != nil {
-		return nil, err
-	}
-	aead, err := alg.New(key)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.Stream.init(aead, baseNonce); err != nil {
+	if err := c.Stream.init(aead, baseNonce[:sc.aead.NonceSize]); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -226,7 +329,14 @@ func NewContext(s Suite, sharedSecret, info []byte) (*Context, error) {
 // Export is the secret export interface of RFC 9180 section 5.3:
 // LabeledExpand(exporter_secret, "sec", exporterContext, l).
 func (c *Context) Export(exporterContext []byte, l int) ([]byte, error) {
-	return c.kdf.labeledExpand(c.suiteID[:], c.exporterSecret, "sec", exporterContext, l)
+	if c.exporter == nil {
+		c.exporter = c.kdf.newExpander(c.exporterSecret)
+	}
+	out := make([]byte, l)
+	if err := c.exporter.labeledExpand(out, c.sid[:], labelSec, exporterContext); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // ExporterSecret returns the context's exporter_secret, for tests against

@@ -3,6 +3,7 @@ package keyschedule
 import (
 	"bytes"
 	"crypto/ecdh"
+	"crypto/hkdf"
 	"encoding/hex"
 	"encoding/json"
 	"os"
@@ -213,4 +214,60 @@ func BenchmarkStreamSeal16K(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestHKDFMatchesStandardLibrary checks the HMAC-based HKDF against
+// crypto/hkdf for every KDF and many lengths.
+func TestHKDFMatchesStandardLibrary(t *testing.T) {
+	for _, id := range []uint16{KDFHKDFSHA256, KDFHKDFSHA384, KDFHKDFSHA512} {
+		k, _ := NewKDF(id)
+		for _, n := range []int{0, 1, 31, 32, 33, 64, 65, 200} {
+			salt := bytes.Repeat([]byte{byte(n)}, n%50)
+			ikm := bytes.Repeat([]byte{0xab}, n)
+			info := bytes.Repeat([]byte{0x5c}, n%17)
+			prk := k.Extract(salt, ikm)
+			want, err := hkdf.Extract(k.h, ikm, salt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(prk, want) {
+				t.Fatalf("kdf %d: extract(%d) differs from crypto/hkdf", id, n)
+			}
+			for _, l := range []int{1, 12, 16, 32, 48, 64, 65, 100, 255 * k.nh} {
+				got, err := k.Expand(prk, info, l)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, err := hkdf.Expand(k.h, prk, string(info), l)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Fatalf("kdf %d: expand(%d, %d) differs from crypto/hkdf", id, n, l)
+				}
+			}
+			if _, err := k.Expand(prk, info, 255*k.nh+1); err == nil {
+				t.Fatal("expand beyond 255*Nh accepted")
+			}
+		}
+	}
+}
+
+func TestContextAllocations(t *testing.T) {
+	sc, err := NewSchedule(Suite{0x20, 1, 1}, []byte("info"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss := make([]byte, 32)
+	n := testing.AllocsPerRun(50, func() {
+		c, err := sc.NewContext(ss)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Export([]byte("ctx"), 16)
+	})
+	if n > 32 {
+		t.Fatalf("a context and one export cost %v allocations", n)
+	}
+	t.Logf("%v allocations for a context and one export", n)
 }

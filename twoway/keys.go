@@ -1,0 +1,230 @@
+package twoway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+
+	"github.com/cloudflare/circl/hpke"
+
+	twkem "github.com/twoway-hsm/twoway-hsm/kem"
+)
+
+// NewRequestReceiverForKey returns a receiver for requests sealed to key
+// with the given KDF and AEAD. The key is used only through its interface:
+// its public key, and decapsulation. A key in a PKCS#11 token, a TPM or a
+// plugin process stays there; wrap an ecdh.KeyExchanger, a
+// crypto.Decapsulator or a circl key with kem.From. A nil randReader means
+// crypto/rand.
+func NewRequestReceiverForKey(keyID byte, key twkem.PrivateKey, kdf hpke.KDF, aead hpke.AEAD, randReader io.Reader) (*RequestReceiver, error) {
+	s, err := keySuite(key, kdf, aead)
+	if err != nil {
+		return nil, err
+	}
+	return newRequestReceiver(s, keyID, receiverKey{key: key}, randReader), nil
+}
+
+// NewMultiRequestReceiverForKey is NewRequestReceiverForKey for one-to-many
+// requests.
+func NewMultiRequestReceiverForKey(keyID byte, key twkem.PrivateKey, kdf hpke.KDF, aead hpke.AEAD, randReader io.Reader) (*MultiRequestReceiver, error) {
+	s, err := keySuite(key, kdf, aead)
+	if err != nil {
+		return nil, err
+	}
+	return newMultiRequestReceiver(s, keyID, receiverKey{key: key}, randReader), nil
+}
+
+func keySuite(key twkem.PrivateKey, kdf hpke.KDF, aead hpke.AEAD) (*suite, error) {
+	if key == nil {
+		return nil, fmt.Errorf("twoway: nil key")
+	}
+	s, err := newKeySuite(key.KEM(), kdf, aead)
+	if err != nil {
+		return nil, err
+	}
+	if err := twkem.CheckPublicKey(key.KEM(), key.PublicKeyBytes()); err != nil && key.KEM().IsDH() {
+		return nil, fmt.Errorf("twoway: key: %w", err)
+	}
+	return s, nil
+}
+
+// ErrUnknownKey means a request names a key id the Gateway does not hold.
+var ErrUnknownKey = errors.New("twoway: unknown key id")
+
+// Gateway opens requests sealed to any of several keys, choosing the key by
+// the key id and suite in each request's header (RFC 9458 section 4.3), and
+// publishes the matching key configurations.
+//
+// Operators rotate keys by adding the new key, publishing the new
+// configurations, and removing the old key once clients have moved to the
+// new one. A Gateway is safe for concurrent use.
+type Gateway struct {
+	rand io.Reader
+	mu   sync.RWMutex
+	keys map[byte]*gatewayKey
+}
+
+type gatewayKey struct {
+	key    twkem.PrivateKey
+	suites []SymmetricSuite
+	one    map[SymmetricSuite]*RequestReceiver
+	multi  map[SymmetricSuite]*MultiRequestReceiver
+}
+
+// NewGateway returns an empty Gateway. A nil randReader means crypto/rand;
+// it supplies response nonces.
+func NewGateway(randReader io.Reader) *Gateway {
+	return &Gateway{rand: randOrDefault(randReader), keys: make(map[byte]*gatewayKey)}
+}
+
+// AddKey adds key under keyID, accepting requests sealed with any of
+// suites. A key id already in use is an error: remove the old key first.
+func (g *Gateway) AddKey(keyID byte, key twkem.PrivateKey, suites ...SymmetricSuite) error {
+	if len(suites) == 0 {
+		return fmt.Errorf("twoway: key %d: no symmetric suites", keyID)
+	}
+	gk := &gatewayKey{
+		key:   key,
+		one:   make(map[SymmetricSuite]*RequestReceiver),
+		multi: make(map[SymmetricSuite]*MultiRequestReceiver),
+	}
+	for _, ss := range suites {
+		if _, dup := gk.one[ss]; dup {
+			continue
+		}
+		r, err := NewRequestReceiverForKey(keyID, key, ss.KDF, ss.AEAD, g.rand)
+		if err != nil {
+			return fmt.Errorf("twoway: key %d: %w", keyID, err)
+		}
+		m, _ := NewMultiRequestReceiverForKey(keyID, key, ss.KDF, ss.AEAD, g.rand)
+		gk.one[ss], gk.multi[ss] = r, m
+		gk.suites = append(gk.suites, ss)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.keys[keyID]; ok {
+		return fmt.Errorf("twoway: key id %d is already in use", keyID)
+	}
+	g.keys[keyID] = gk
+	return nil
+}
+
+// RemoveKey removes the key with keyID and reports whether there was one.
+// Requests already being opened with it are not affected.
+func (g *Gateway) RemoveKey(keyID byte) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_, ok := g.keys[keyID]
+	delete(g.keys, keyID)
+	return ok
+}
+
+// KeyConfigs returns the key configurations of the Gateway's keys, ordered
+// by key id.
+func (g *Gateway) KeyConfigs() []KeyConfig {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	out := make([]KeyConfig, 0, len(g.keys))
+	for id, k := range g.keys {
+		out = append(out, KeyConfig{
+			KeyID:     id,
+			KEM:       hpke.KEM(k.key.KEM()),
+			PublicKey: k.key.PublicKeyBytes(),
+			Suites:    slices.Clone(k.suites),
+		})
+	}
+	slices.SortFunc(out, func(a, b KeyConfig) int { return int(a.KeyID) - int(b.KeyID) })
+	return out
+}
+
+// MarshalKeyConfigs returns the application/ohttp-keys body that publishes
+// the Gateway's keys.
+func (g *Gateway) MarshalKeyConfigs() ([]byte, error) {
+	return MarshalKeyConfigs(g.KeyConfigs())
+}
+
+func (g *Gateway) lookup(h RequestHeader) (*gatewayKey, SymmetricSuite, error) {
+	g.mu.RLock()
+	k, ok := g.keys[h.KeyID]
+	var ids []byte
+	if !ok {
+		for id := range g.keys {
+			ids = append(ids, id)
+		}
+	}
+	g.mu.RUnlock()
+	ss := SymmetricSuite{KDF: h.KDFID, AEAD: h.AEADID}
+	if !ok {
+		slices.Sort(ids)
+		return nil, ss, fmt.Errorf("%w: the request is for key id %d; this gateway holds key ids %v", ErrUnknownKey, h.KeyID, ids)
+	}
+	if hpke.KEM(k.key.KEM()) != h.KemID {
+		return nil, ss, fmt.Errorf("%w: the request uses %v with key id %d, which is a %v key", ErrHeaderMismatch, twkem.ID(h.KemID), h.KeyID, k.key.KEM())
+	}
+	if _, ok := k.one[ss]; !ok {
+		return nil, ss, fmt.Errorf("%w: key id %d does not accept %s with %s", ErrUnsupportedSuite, h.KeyID, kdfName(h.KDFID), aeadName(h.AEADID))
+	}
+	return k, ss, nil
+}
+
+// NewRequestOpener opens a request sealed to any of the Gateway's keys; see
+// RequestReceiver.NewRequestOpener.
+func (g *Gateway) NewRequestOpener(ct io.Reader, mediaType []byte, opts ...Option) (*RequestOpener, error) {
+	return g.NewRequestOpenerContext(context.Background(), ct, mediaType, opts...)
+}
+
+// NewRequestOpenerContext is NewRequestOpener with a context that bounds the
+// wait for the private key.
+func (g *Gateway) NewRequestOpenerContext(ctx context.Context, ct io.Reader, mediaType []byte, opts ...Option) (*RequestOpener, error) {
+	cfg, err := newConfig(false, opts)
+	if err != nil {
+		return nil, err
+	}
+	if ct == nil {
+		return nil, fmt.Errorf("twoway: nil request reader")
+	}
+	var hdr [BinaryRequestHeaderLen]byte
+	if err := readFull(ct, hdr[:], "request header"); err != nil {
+		return nil, err
+	}
+	h, err := ParseRequestHeaderFrom(hdr[:])
+	if err != nil {
+		return nil, err
+	}
+	k, ss, err := g.lookup(h)
+	if err != nil {
+		return nil, err
+	}
+	return k.one[ss].openBody(ctx, ct, mediaType, cfg)
+}
+
+// NewMultiRequestOpener opens a one-to-many request whose key was
+// encapsulated to any of the Gateway's keys; see
+// MultiRequestReceiver.NewRequestOpener.
+func (g *Gateway) NewMultiRequestOpener(encapKey []byte, ct io.Reader, mediaType []byte, opts ...Option) (*RequestOpener, error) {
+	return g.NewMultiRequestOpenerContext(context.Background(), encapKey, ct, mediaType, opts...)
+}
+
+// NewMultiRequestOpenerContext is NewMultiRequestOpener with a context that
+// bounds the wait for the private key.
+func (g *Gateway) NewMultiRequestOpenerContext(ctx context.Context, encapKey []byte, ct io.Reader, mediaType []byte, opts ...Option) (*RequestOpener, error) {
+	cfg, err := newConfig(false, opts)
+	if err != nil {
+		return nil, err
+	}
+	if ct == nil {
+		return nil, fmt.Errorf("twoway: nil request reader")
+	}
+	h, err := ParseRequestHeaderFrom(encapKey)
+	if err != nil {
+		return nil, fmt.Errorf("twoway: encapsulated key: %w", err)
+	}
+	k, ss, err := g.lookup(h)
+	if err != nil {
+		return nil, err
+	}
+	return k.multi[ss].open(ctx, encapKey, ct, mediaType, cfg)
+}
