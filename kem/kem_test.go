@@ -1,0 +1,273 @@
+package kem_test
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdh"
+	"crypto/hpke"
+	"crypto/mlkem"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	circlhpke "github.com/cloudflare/circl/hpke"
+
+	"github.com/twoway-hsm/twoway-hsm/internal/keyschedule"
+	"github.com/twoway-hsm/twoway-hsm/kem"
+)
+
+type hexBytes []byte
+
+func (h *hexBytes) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := hex.DecodeString(s)
+	*h = v
+	return err
+}
+
+type vector struct {
+	KEM          uint16   `json:"kem_id"`
+	KDF          uint16   `json:"kdf_id"`
+	AEAD         uint16   `json:"aead_id"`
+	Info         hexBytes `json:"info"`
+	SkRm         hexBytes `json:"skRm"`
+	PkRm         hexBytes `json:"pkRm"`
+	Enc          hexBytes `json:"enc"`
+	SharedSecret hexBytes `json:"shared_secret"`
+	Exports      []struct {
+		Context hexBytes `json:"exporter_context"`
+		L       int      `json:"L"`
+		Value   hexBytes `json:"exported_value"`
+	} `json:"exports"`
+}
+
+// The RFC 9180 test vectors (mode base) are shared with the key schedule's
+// tests.
+func loadVectors(t *testing.T) []vector {
+	b, err := os.ReadFile("../internal/keyschedule/testdata/rfc9180-base.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vs []vector
+	if err := json.Unmarshal(b, &vs); err != nil {
+		t.Fatal(err)
+	}
+	return vs
+}
+
+// ecdhOnly is an ecdh.KeyExchanger whose only capability is ECDH: it stands
+// for a hardware key.
+type ecdhOnly struct{ k *ecdh.PrivateKey }
+
+func (e ecdhOnly) PublicKey() *ecdh.PublicKey             { return e.k.PublicKey() }
+func (e ecdhOnly) Curve() ecdh.Curve                      { return e.k.Curve() }
+func (e ecdhOnly) ECDH(p *ecdh.PublicKey) ([]byte, error) { return e.k.ECDH(p) }
+
+// exchangerOnly is a kem.Exchanger that exposes nothing but its public key
+// and the Diffie-Hellman step, for X448.
+type exchangerOnly struct{ x kem.Exchanger }
+
+func (e exchangerOnly) KEM() ID                { return e.x.KEM() }
+func (e exchangerOnly) PublicKeyBytes() []byte { return e.x.PublicKeyBytes() }
+func (e exchangerOnly) ECDHContext(ctx context.Context, peer []byte) ([]byte, error) {
+	return e.x.ECDHContext(ctx, peer)
+}
+
+type ID = kem.ID
+
+// TestRFC9180VectorsThroughInterface decapsulates every base-mode vector of
+// the KEMs this module supports through kem.PrivateKey: from a software key,
+// from an ECDH-only key exchanger, and from an Exchanger; each gives the
+// vector's shared secret, and the context built from it the vector's
+// exported values.
+func TestRFC9180VectorsThroughInterface(t *testing.T) {
+	n := 0
+	for _, v := range loadVectors(t) {
+		id := kem.ID(v.KEM)
+		soft, err := kem.NewPrivateKey(id, v.SkRm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(soft.PublicKeyBytes(), v.PkRm) {
+			t.Fatalf("%v: public key %x, want %x", id, soft.PublicKeyBytes(), v.PkRm)
+		}
+		keys := map[string]kem.PrivateKey{"software": soft}
+		if c := id.Curve(); c != nil {
+			ek, err := c.NewPrivateKey(v.SkRm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if keys["key exchanger"], err = kem.FromKeyExchanger(ecdhOnly{ek}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if keys["exchanger"], err = kem.DHKEM(exchangerOnly{soft.(kem.Exchanger)}); err != nil {
+			t.Fatal(err)
+		}
+		for name, k := range keys {
+			ss, err := k.DecapsulateContext(context.Background(), v.Enc)
+			if err != nil {
+				t.Fatalf("%v %s: %v", id, name, err)
+			}
+			if !bytes.Equal(ss, v.SharedSecret) {
+				t.Fatalf("%v %s: shared secret %x, want %x", id, name, ss, v.SharedSecret)
+			}
+			if v.AEAD == 0xffff {
+				continue
+			}
+			c, err := keyschedule.NewContext(keyschedule.Suite{KEM: v.KEM, KDF: v.KDF, AEAD: v.AEAD}, ss, v.Info)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range v.Exports {
+				got, _ := c.Export(e.Context, e.L)
+				if !bytes.Equal(got, e.Value) {
+					t.Fatalf("%v %s: export %x = %x, want %x", id, name, e.Context, got, e.Value)
+				}
+			}
+			n++
+		}
+	}
+	if n < 40 {
+		t.Fatalf("only %d vector decapsulations checked", n)
+	}
+}
+
+// TestStandardLibraryAcceptsKeys: software DH keys are ecdh.KeyExchangers
+// and ML-KEM keys crypto.Decapsulators, so crypto/hpke takes them directly.
+func TestStandardLibraryAcceptsKeys(t *testing.T) {
+	for _, id := range []kem.ID{kem.DHKEMP256HKDFSHA256, kem.DHKEMP384HKDFSHA384, kem.DHKEMP521HKDFSHA512, kem.DHKEMX25519HKDFSHA256, kem.MLKEM768, kem.MLKEM1024} {
+		k, err := kem.GenerateKey(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var hk hpke.PrivateKey
+		switch kk := k.(type) {
+		case ecdh.KeyExchanger:
+			hk, err = hpke.NewDHKEMPrivateKey(kk)
+		case crypto.Decapsulator:
+			hk, err = hpke.NewMLKEMPrivateKey(kk)
+		default:
+			t.Fatalf("%v: %T is neither", id, k)
+		}
+		if err != nil {
+			t.Fatalf("%v: %v", id, err)
+		}
+		if !bytes.Equal(hk.PublicKey().Bytes(), k.PublicKeyBytes()) {
+			t.Fatalf("%v: crypto/hpke sees another public key", id)
+		}
+		ct, err := hpke.Seal(hk.PublicKey(), hpke.HKDFSHA256(), hpke.AES128GCM(), []byte("i"), []byte("hello"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pt, err := hpke.Open(hk, hpke.HKDFSHA256(), hpke.AES128GCM(), []byte("i"), ct)
+		if err != nil || string(pt) != "hello" {
+			t.Fatalf("%v: crypto/hpke open: %v", id, err)
+		}
+		// and our decapsulation agrees with crypto/hpke's
+		b, _ := kem.MarshalPrivateKey(k)
+		again, err := kem.NewPrivateKey(id, b)
+		if err != nil || !bytes.Equal(again.PublicKeyBytes(), k.PublicKeyBytes()) {
+			t.Fatalf("%v: marshal round trip: %v", id, err)
+		}
+	}
+}
+
+func TestFrom(t *testing.T) {
+	ek, _ := ecdh.P256().GenerateKey(nil)
+	dk, _ := mlkem.GenerateKey768()
+	_, csk, _ := circlhpke.KEM_X448_HKDF_SHA512.Scheme().GenerateKeyPair()
+	soft, _ := kem.GenerateKey(kem.DHKEMX25519HKDFSHA256)
+	for _, c := range []struct {
+		key  any
+		want kem.ID
+	}{
+		{ek, kem.DHKEMP256HKDFSHA256},
+		{ecdhOnly{ek}, kem.DHKEMP256HKDFSHA256},
+		{dk, kem.MLKEM768},
+		{csk, kem.DHKEMX448HKDFSHA512},
+		{soft, kem.DHKEMX25519HKDFSHA256},
+		{exchangerOnly{soft.(kem.Exchanger)}, kem.DHKEMX25519HKDFSHA256},
+	} {
+		k, err := kem.From(c.key)
+		if err != nil {
+			t.Fatalf("%T: %v", c.key, err)
+		}
+		if k.KEM() != c.want {
+			t.Fatalf("%T: %v, want %v", c.key, k.KEM(), c.want)
+		}
+	}
+	for _, bad := range []any{nil, "a string", 42} {
+		if _, err := kem.From(bad); !errors.Is(err, kem.ErrUnsupportedKEM) && bad != nil {
+			t.Fatalf("%T: %v", bad, err)
+		}
+	}
+}
+
+func TestInvalidEncapsulatedKeys(t *testing.T) {
+	for _, id := range []kem.ID{kem.DHKEMP256HKDFSHA256, kem.DHKEMX25519HKDFSHA256, kem.DHKEMX448HKDFSHA512} {
+		k, _ := kem.GenerateKey(id)
+		cases := map[string][]byte{
+			"empty": nil,
+			"short": make([]byte, id.EncapsulatedKeySize()-1),
+			"long":  make([]byte, id.EncapsulatedKeySize()+1),
+		}
+		if id == kem.DHKEMP256HKDFSHA256 {
+			off := make([]byte, 65)
+			off[0] = 4
+			off[64] = 1
+			cases["off the curve"] = off
+		} else {
+			// the zero u-coordinate is a low-order point
+			cases["low order"] = make([]byte, id.EncapsulatedKeySize())
+		}
+		for name, enc := range cases {
+			_, err := k.DecapsulateContext(context.Background(), enc)
+			if !errors.Is(err, kem.ErrInvalidPublicKey) {
+				t.Errorf("%v %s: %v, want ErrInvalidPublicKey", id, name, err)
+			}
+		}
+	}
+}
+
+// slowExchanger is a key exchanger that takes a second, like a busy HSM.
+type slowExchanger struct{ ecdhOnly }
+
+func (s slowExchanger) ECDH(p *ecdh.PublicKey) ([]byte, error) {
+	time.Sleep(time.Second)
+	return s.ecdhOnly.ECDH(p)
+}
+
+func TestContextCancelsContextlessKeyExchanger(t *testing.T) {
+	ek, _ := ecdh.X25519().GenerateKey(nil)
+	k, err := kem.FromKeyExchanger(slowExchanger{ecdhOnly{ek}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, _ := ecdh.X25519().GenerateKey(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = k.DecapsulateContext(ctx, peer.PublicKey().Bytes())
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("error %v, want context.DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("returned after %v, not promptly", d)
+	}
+}
+
+func TestMarshalHardwareKeyRefused(t *testing.T) {
+	ek, _ := ecdh.P256().GenerateKey(nil)
+	k, _ := kem.FromKeyExchanger(ecdhOnly{ek})
+	if _, err := kem.MarshalPrivateKey(k); err == nil {
+		t.Fatal("an opaque key was marshalled")
+	}
+}

@@ -1,0 +1,478 @@
+package twoway_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdh"
+	stdhpke "crypto/hpke"
+	"crypto/mlkem"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cloudflare/circl/hpke"
+	"github.com/cloudflare/circl/kem"
+
+	twkem "github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/twoway"
+)
+
+// ecdhOnlyKey is an ecdh.KeyExchanger whose only capability is ECDH, as a
+// hardware key's is.
+type ecdhOnlyKey struct{ k *ecdh.PrivateKey }
+
+func (e ecdhOnlyKey) PublicKey() *ecdh.PublicKey             { return e.k.PublicKey() }
+func (e ecdhOnlyKey) Curve() ecdh.Curve                      { return e.k.Curve() }
+func (e ecdhOnlyKey) ECDH(p *ecdh.PublicKey) ([]byte, error) { return e.k.ECDH(p) }
+
+// TestExamplesThroughECDHOnlyKey opens the RFC 9458 and Chunked OHTTP
+// examples with skR behind an ECDH-only key exchanger, byte for byte.
+func TestExamplesThroughECDHOnlyKey(t *testing.T) {
+	for _, e := range []ohttpExample{rfc9458Example, chunkedExample} {
+		t.Run(e.name, func(t *testing.T) {
+			sk, err := ecdh.X25519().NewPrivateKey(unhex(t, e.skR))
+			if err != nil {
+				t.Fatal(err)
+			}
+			key, err := twkem.FromKeyExchanger(ecdhOnlyKey{sk})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var kc twoway.KeyConfig
+			kc.UnmarshalBinary(unhex(t, e.keyConfig))
+			rcv, err := twoway.NewRequestReceiverForKey(kc.KeyID, key, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM, bytes.NewReader(unhex(t, e.respNonce)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkExampleReceiver(t, e, rcv)
+		})
+	}
+}
+
+func checkExampleReceiver(t *testing.T, e ohttpExample, rcv *twoway.RequestReceiver) {
+	t.Helper()
+	opener, err := rcv.NewRequestOpener(bytes.NewReader(unhex(t, e.encRequest)), []byte(e.reqMedia), e.chunkOpts()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(opener)
+	if err != nil || !bytes.Equal(got, unhex(t, e.request)) {
+		t.Fatalf("request %x, %v", got, err)
+	}
+	opts := e.chunkOpts()
+	if e.respReads != nil {
+		opts = append(opts, twoway.WithChunkPerRead())
+	}
+	rs, err := opener.NewResponseSealer(newReads(unhex(t, e.response), e.respReads), []byte(e.respMedia), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := io.ReadAll(rs)
+	if !bytes.Equal(enc, unhex(t, e.encResponse)) {
+		t.Fatalf("encapsulated response\n got %x\nwant %s", enc, e.encResponse)
+	}
+}
+
+// strictKey is a key that fails the test when anything other than its KEM,
+// its public key or the Diffie-Hellman step is asked of it.
+type strictKey struct {
+	t     *testing.T
+	x     twkem.Exchanger
+	calls atomic.Int32
+}
+
+func (s *strictKey) KEM() twkem.ID          { return s.x.KEM() }
+func (s *strictKey) PublicKeyBytes() []byte { return s.x.PublicKeyBytes() }
+func (s *strictKey) ECDHContext(ctx context.Context, peer []byte) ([]byte, error) {
+	s.calls.Add(1)
+	return s.x.ECDHContext(ctx, peer)
+}
+func (s *strictKey) Bytes() ([]byte, error) {
+	s.t.Fatal("private key bytes requested")
+	return nil, nil
+}
+func (s *strictKey) MarshalBinary() ([]byte, error) {
+	s.t.Fatal("private key marshalled")
+	return nil, nil
+}
+func (s *strictKey) Seed() []byte { s.t.Fatal("seed requested"); return nil }
+
+func TestReceiverNeverAsksForPrivateKey(t *testing.T) {
+	soft, _ := twkem.GenerateKey(twkem.DHKEMP256HKDFSHA256)
+	sk := &strictKey{t: t, x: soft.(twkem.Exchanger)}
+	key, err := twkem.DHKEM(sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := hpke.KEM_P256_HKDF_SHA256.Scheme().UnmarshalBinaryPublicKey(key.PublicKeyBytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	suite := hpke.NewSuite(hpke.KEM_P256_HKDF_SHA256, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
+	rcv, err := twoway.NewRequestReceiverForKey(1, key, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mrcv, _ := twoway.NewMultiRequestReceiverForKey(1, key, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM, nil)
+	snd, _ := twoway.NewRequestSender(suite, 1, pub, nil)
+	for _, opts := range [][]twoway.Option{nil, {twoway.EnableChunking()}} {
+		checkPair(t, snd, rcv, pattern(5000), opts)
+		checkMulti(t, twoway.NewMultiRequestSender(suite, nil), mrcv, pub, pattern(5000), opts)
+	}
+	if n := sk.calls.Load(); n != 4 {
+		t.Fatalf("%d ECDH calls for 4 requests", n)
+	}
+}
+
+// TestKeyTypesOpenIdentically seals one request per KEM and opens it through
+// every kind of key this module accepts for that KEM: circl software keys,
+// crypto/ecdh or crypto/mlkem keys, this module's software keys and
+// interface-only keys. All must give the same plaintext and, with the same
+// response nonce, the same response bytes.
+func TestKeyTypesOpenIdentically(t *testing.T) {
+	type keyCase struct {
+		name string
+		rcv  func(kdf hpke.KDF, aead hpke.AEAD, rnd io.Reader) (*twoway.RequestReceiver, error)
+	}
+	for _, id := range []twoway.RequestHeader{
+		{KemID: hpke.KEM_P256_HKDF_SHA256}, {KemID: hpke.KEM_P384_HKDF_SHA384}, {KemID: hpke.KEM_P521_HKDF_SHA512},
+		{KemID: hpke.KEM_X25519_HKDF_SHA256}, {KemID: hpke.KEM_X448_HKDF_SHA512}, {KemID: hpke.KEM_XWING},
+		{KemID: hpke.KEM(twkem.MLKEM768)}, {KemID: hpke.KEM(twkem.MLKEM1024)},
+	} {
+		kemID := twkem.ID(id.KemID)
+		t.Run(kemID.String(), func(t *testing.T) {
+			const kdf, aead = hpke.KDF_HKDF_SHA256, hpke.AEAD_ChaCha20Poly1305
+			soft, err := twkem.GenerateKey(kemID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			skb, _ := twkem.MarshalPrivateKey(soft)
+			var cases []keyCase
+			forKey := func(k twkem.PrivateKey) func(hpke.KDF, hpke.AEAD, io.Reader) (*twoway.RequestReceiver, error) {
+				return func(f hpke.KDF, a hpke.AEAD, r io.Reader) (*twoway.RequestReceiver, error) {
+					return twoway.NewRequestReceiverForKey(4, k, f, a, r)
+				}
+			}
+			cases = append(cases, keyCase{"kem software", forKey(soft)})
+			if hpke.KEM(kemID).IsValid() {
+				csk, err := hpke.KEM(kemID).Scheme().UnmarshalBinaryPrivateKey(skb)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cases = append(cases, keyCase{"circl", func(f hpke.KDF, a hpke.AEAD, r io.Reader) (*twoway.RequestReceiver, error) {
+					return twoway.NewRequestReceiver(hpke.NewSuite(hpke.KEM(kemID), f, a), 4, csk, r)
+				}})
+			}
+			if c := kemID.Curve(); c != nil {
+				ek, _ := c.NewPrivateKey(skb)
+				k1, _ := twkem.FromKeyExchanger(ek)
+				k2, _ := twkem.FromKeyExchanger(ecdhOnlyKey{ek})
+				cases = append(cases, keyCase{"crypto/ecdh", forKey(k1)}, keyCase{"ECDH-only", forKey(k2)})
+			}
+			if x, ok := soft.(twkem.Exchanger); ok {
+				k, _ := twkem.DHKEM(&strictKey{t: t, x: x})
+				cases = append(cases, keyCase{"Exchanger-only", forKey(k)})
+			}
+			switch kemID {
+			case twkem.MLKEM768:
+				dk, _ := mlkem.NewDecapsulationKey768(skb)
+				k, _ := twkem.FromDecapsulator(dk)
+				cases = append(cases, keyCase{"crypto/mlkem", forKey(k)})
+			case twkem.MLKEM1024:
+				dk, _ := mlkem.NewDecapsulationKey1024(skb)
+				k, _ := twkem.FromDecapsulator(dk)
+				cases = append(cases, keyCase{"crypto/mlkem", forKey(k)})
+			}
+
+			// Seal with Go's crypto/hpke, an implementation independent of
+			// this package and of circl; for X448, which it lacks, with circl.
+			hdr, _ := twoway.RequestHeader{KeyID: 4, KemID: hpke.KEM(kemID), KDFID: kdf, AEADID: aead}.MarshalBinary()
+			inf := append([]byte("app/req\x00"), hdr...)
+			var enc, ct []byte
+			var export func(ctx string, l int) []byte
+			if stdKEM, err := stdhpke.NewKEM(uint16(kemID)); err == nil {
+				stdPub, err := stdKEM.NewPublicKey(soft.PublicKeyBytes())
+				if err != nil {
+					t.Fatal(err)
+				}
+				stdKDF, _ := stdhpke.NewKDF(uint16(kdf))
+				stdAEAD, _ := stdhpke.NewAEAD(uint16(aead))
+				var sender *stdhpke.Sender
+				enc, sender, err = stdhpke.NewSender(stdPub, stdKDF, stdAEAD, inf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ct, _ = sender.Seal(nil, []byte("same request"))
+				export = func(c string, l int) []byte { b, _ := sender.Export(c, l); return b }
+			} else {
+				pub, err := hpke.KEM(kemID).Scheme().UnmarshalBinaryPublicKey(soft.PublicKeyBytes())
+				if err != nil {
+					t.Fatal(err)
+				}
+				snd, _ := hpke.NewSuite(hpke.KEM(kemID), kdf, aead).NewSender(pub, inf)
+				var sealer hpke.Sealer
+				enc, sealer, err = snd.Setup(nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ct, _ = sealer.Seal([]byte("same request"), nil)
+				export = func(c string, l int) []byte { return sealer.Export([]byte(c), uint(l)) }
+			}
+			req := append(append(bytes.Clone(hdr), enc...), ct...)
+
+			var first []byte
+			for _, c := range cases {
+				rcv, err := c.rcv(kdf, aead, bytes.NewReader(bytes.Repeat([]byte{7}, 32)))
+				if err != nil {
+					t.Fatalf("%s: %v", c.name, err)
+				}
+				o, err := rcv.NewRequestOpener(bytes.NewReader(req), []byte("app/req"))
+				if err != nil {
+					t.Fatalf("%s: %v", c.name, err)
+				}
+				got, _ := io.ReadAll(o)
+				if string(got) != "same request" {
+					t.Fatalf("%s: request %q", c.name, got)
+				}
+				rs, _ := o.NewResponseSealer(bytes.NewReader([]byte("same response")), []byte("app/resp"))
+				resp, _ := io.ReadAll(rs)
+				if first == nil {
+					first = resp
+					// The response also opens with crypto/hpke's exporter.
+					checkStdResponse(t, export, enc, aead, resp)
+				} else if !bytes.Equal(resp, first) {
+					t.Fatalf("%s: response differs from %s's", c.name, cases[0].name)
+				}
+			}
+			if len(cases) < 2 && kemID != twkem.XWing {
+				t.Fatalf("only %d key kinds for %v", len(cases), kemID)
+			}
+		})
+	}
+}
+
+// checkStdResponse derives the response key from an independent HPKE
+// implementation's sending context (crypto/hpke, or circl) and opens resp
+// with it.
+func checkStdResponse(t *testing.T, export func(string, int) []byte, enc []byte, aead hpke.AEAD, resp []byte) {
+	t.Helper()
+	nk, nn := int(aead.KeySize()), int(aead.NonceSize())
+	l := max(nk, nn)
+	secret := export("app/resp", l)
+	nonce := resp[:l]
+	prk := hpke.KDF_HKDF_SHA256.Extract(secret, append(bytes.Clone(enc), nonce...))
+	key := hpke.KDF_HKDF_SHA256.Expand(prk, []byte("key"), uint(nk))
+	aeadNonce := hpke.KDF_HKDF_SHA256.Expand(prk, []byte("nonce"), uint(nn))
+	c, _ := aead.New(key)
+	pt, err := c.Open(nil, aeadNonce, resp[l:], nil)
+	if err != nil || string(pt) != "same response" {
+		t.Fatalf("response does not open with crypto/hpke's exporter: %v", err)
+	}
+}
+
+// slowKey blocks in decapsulation until its context ends.
+type slowKey struct{ twkem.PrivateKey }
+
+func (s slowKey) DecapsulateContext(ctx context.Context, enc []byte) ([]byte, error) {
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(10 * time.Second):
+		return nil, errors.New("slowKey: not cancelled")
+	}
+}
+
+func TestGatewayRotation(t *testing.T) {
+	type gk struct {
+		id    byte
+		kem   hpke.KEM
+		suite twoway.SymmetricSuite
+	}
+	keys := []gk{
+		{1, hpke.KEM_X25519_HKDF_SHA256, twoway.SymmetricSuite{KDF: hpke.KDF_HKDF_SHA256, AEAD: hpke.AEAD_AES128GCM}},
+		{2, hpke.KEM_P256_HKDF_SHA256, twoway.SymmetricSuite{KDF: hpke.KDF_HKDF_SHA256, AEAD: hpke.AEAD_ChaCha20Poly1305}},
+		{3, hpke.KEM_P384_HKDF_SHA384, twoway.SymmetricSuite{KDF: hpke.KDF_HKDF_SHA384, AEAD: hpke.AEAD_AES256GCM}},
+	}
+	g := twoway.NewGateway(nil)
+	pubs := map[byte]kem.PublicKey{}
+	for _, k := range keys {
+		sk, err := twkem.GenerateKey(twkem.ID(k.kem))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := g.AddKey(k.id, sk, k.suite); err != nil {
+			t.Fatal(err)
+		}
+		pubs[k.id], _ = k.kem.Scheme().UnmarshalBinaryPublicKey(sk.PublicKeyBytes())
+	}
+	if err := g.AddKey(2, mustKey(t), keys[0].suite); err == nil {
+		t.Fatal("duplicate key id accepted")
+	}
+	// The published configurations describe the three keys, and a client
+	// that knows only them can reach each.
+	body, err := g.MarshalKeyConfigs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	configs, err := twoway.ParseKeyConfigs(body)
+	if err != nil || len(configs) != 3 {
+		t.Fatalf("published %d configs: %v", len(configs), err)
+	}
+	send := func(kc twoway.KeyConfig, opts ...twoway.Option) ([]byte, *twoway.RequestSealer) {
+		pub, err := kc.KEM.Scheme().UnmarshalBinaryPublicKey(kc.PublicKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		snd, err := twoway.NewRequestSender(hpke.NewSuite(kc.KEM, kc.Suites[0].KDF, kc.Suites[0].AEAD), kc.KeyID, pub, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, _ := snd.NewRequestSealer(bytes.NewReader([]byte(fmt.Sprint("for key ", kc.KeyID))), []byte("m"), opts...)
+		ct, _ := io.ReadAll(s)
+		return ct, s
+	}
+	for i, kc := range configs {
+		if kc.KeyID != keys[i].id || kc.KEM != keys[i].kem || kc.Suites[0] != keys[i].suite {
+			t.Fatalf("config %d: %+v", i, kc)
+		}
+		for _, opts := range [][]twoway.Option{nil, {twoway.EnableChunking()}} {
+			ct, s := send(kc, opts...)
+			o, err := g.NewRequestOpener(bytes.NewReader(ct), []byte("m"), opts...)
+			if err != nil {
+				t.Fatalf("key %d: %v", kc.KeyID, err)
+			}
+			got, err := io.ReadAll(o)
+			if err != nil || string(got) != fmt.Sprint("for key ", kc.KeyID) {
+				t.Fatalf("key %d: %q %v", kc.KeyID, got, err)
+			}
+			rs, _ := o.NewResponseSealer(bytes.NewReader([]byte("ok")), []byte("r"), opts...)
+			rct, _ := io.ReadAll(rs)
+			ro, err := s.NewResponseOpener(bytes.NewReader(rct), []byte("r"), opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := io.ReadAll(ro); string(got) != "ok" {
+				t.Fatalf("key %d: response %q", kc.KeyID, got)
+			}
+		}
+		// one-to-many through the gateway
+		ms, _ := twoway.NewMultiRequestSender(hpke.NewSuite(kc.KEM, kc.Suites[0].KDF, kc.Suites[0].AEAD), nil).NewRequestSealer(bytes.NewReader([]byte("multi")), []byte("m"))
+		mct, _ := io.ReadAll(ms)
+		ek, _, err := ms.EncapsulateKey(kc.KeyID, pubs[kc.KeyID])
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, err := g.NewMultiRequestOpener(ek, bytes.NewReader(mct), []byte("m"))
+		if err != nil {
+			t.Fatalf("multi key %d: %v", kc.KeyID, err)
+		}
+		if got, _ := io.ReadAll(o); string(got) != "multi" {
+			t.Fatalf("multi key %d: %q", kc.KeyID, got)
+		}
+	}
+	// A suite the key does not accept, and a removed key, are clear errors.
+	kc1 := configs[0]
+	kc1.Suites = []twoway.SymmetricSuite{{KDF: hpke.KDF_HKDF_SHA512, AEAD: hpke.AEAD_AES128GCM}}
+	ct, _ := send(kc1)
+	if _, err := g.NewRequestOpener(bytes.NewReader(ct), []byte("m")); !errors.Is(err, twoway.ErrUnsupportedSuite) {
+		t.Fatalf("unaccepted suite: %v", err)
+	}
+	old, _ := send(configs[0])
+	if !g.RemoveKey(1) {
+		t.Fatal("RemoveKey(1) found no key")
+	}
+	if _, err := g.NewRequestOpener(bytes.NewReader(old), []byte("m")); !errors.Is(err, twoway.ErrUnknownKey) {
+		t.Fatalf("removed key: %v", err)
+	}
+	if configs, _ := twoway.ParseKeyConfigs(must(g.MarshalKeyConfigs())); len(configs) != 2 || configs[0].KeyID != 2 {
+		t.Fatalf("after removal the gateway publishes %+v", configs)
+	}
+
+	// A cancelled context aborts a slow key promptly.
+	slow := slowKey{mustKey(t)}
+	if err := g.AddKey(9, slow, keys[0].suite); err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := hpke.KEM_X25519_HKDF_SHA256.Scheme().UnmarshalBinaryPublicKey(slow.PublicKeyBytes())
+	snd, _ := twoway.NewRequestSender(hpke.NewSuite(hpke.KEM_X25519_HKDF_SHA256, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM), 9, pub, nil)
+	s, _ := snd.NewRequestSealer(bytes.NewReader([]byte("x")), []byte("m"))
+	sct, _ := io.ReadAll(s)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(20*time.Millisecond, cancel)
+	start := time.Now()
+	_, err = g.NewRequestOpenerContext(ctx, bytes.NewReader(sct), []byte("m"))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled open: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("cancelled open returned after %v", d)
+	}
+	dctx, dcancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer dcancel()
+	if _, err := g.NewRequestOpenerContext(dctx, bytes.NewReader(sct), []byte("m")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("open past its deadline: %v", err)
+	}
+}
+
+func mustKey(t *testing.T) twkem.PrivateKey {
+	k, err := twkem.GenerateKey(twkem.DHKEMX25519HKDFSHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// BenchmarkReceiverSetup opens a request with an empty body through a circl
+// key and through the kem interface (an ECDH-only key), and measures the
+// Diffie-Hellman call alone in the same run: the interface path must cost at
+// most 10 µs beyond it.
+func BenchmarkReceiverSetup(b *testing.B) {
+	for _, k := range []hpke.KEM{hpke.KEM_X25519_HKDF_SHA256, hpke.KEM_P256_HKDF_SHA256} {
+		id := twkem.ID(k)
+		suite := hpke.NewSuite(k, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
+		ek, _ := id.Curve().GenerateKey(nil)
+		csk, _ := k.Scheme().UnmarshalBinaryPrivateKey(ek.Bytes())
+		cpk := csk.Public()
+		snd, _ := twoway.NewRequestSender(suite, 1, cpk, nil)
+		s, _ := snd.NewRequestSealer(bytes.NewReader(nil), []byte("q"))
+		ct, _ := io.ReadAll(s)
+		peer, _ := id.Curve().NewPublicKey(ct[7 : 7+id.EncapsulatedKeySize()])
+		name := map[hpke.KEM]string{hpke.KEM_X25519_HKDF_SHA256: "X25519", hpke.KEM_P256_HKDF_SHA256: "P-256"}[k]
+
+		b.Run("kem="+name+"/path=dh", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := ek.ECDH(peer); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		open := func(b *testing.B, rcv *twoway.RequestReceiver) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := rcv.NewRequestOpener(bytes.NewReader(ct), []byte("q")); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		b.Run("kem="+name+"/path=circl", func(b *testing.B) {
+			rcv, _ := twoway.NewRequestReceiver(suite, 1, csk, nil)
+			open(b, rcv)
+		})
+		b.Run("kem="+name+"/path=interface", func(b *testing.B) {
+			key, _ := twkem.FromKeyExchanger(ecdhOnlyKey{ek})
+			rcv, _ := twoway.NewRequestReceiverForKey(1, key, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM, nil)
+			open(b, rcv)
+		})
+	}
+}
