@@ -1,0 +1,265 @@
+package tpm2
+
+import (
+	"context"
+	"crypto/ecdh"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/twoway-hsm/twoway-hsm/testenv"
+)
+
+// BenchmarkECDH compares, per curve and in one run, TPM2_ECDH_ZGen
+//
+//   - backend:        Key.ECDHContext (salted HMAC session with response
+//     encryption, peer validation, locking, retries);
+//   - bare-password:  go-tpm's ECDHZGen on a pre-loaded key with a plain
+//     password session (nothing encrypted: the floor);
+//   - bare-encrypted: go-tpm's ECDHZGen with its own salted HMAC session
+//     and response encryption (what the session costs, without this
+//     package).
+//
+// Each reports ns/op and the p50 and p99 latency in µs.
+func BenchmarkECDH(b *testing.B) {
+	for _, curve := range allCurves {
+		b.Run(curveName(curve), func(b *testing.B) {
+			sw := testenv.StartSWTPM(b)
+			ctx := context.Background()
+			// One key for all three, saved as a key file.
+			tp, err := Open(ctx, sw.Transport())
+			if err != nil {
+				b.Fatal(err)
+			}
+			if have, _ := tp.Curves(ctx); !containsCurve(have, curve) {
+				tp.Close()
+				b.Skipf("TPM lacks %v", curve)
+			}
+			k, err := tp.CreateKey(ctx, curve)
+			if err != nil {
+				b.Fatal(err)
+			}
+			pemBytes, _ := k.KeyFile()
+			k.Close()
+			tp.Close()
+			peer := softwarePeer(b, curve).PublicKey().Bytes()
+			size := kemOf(curve).DHSize()
+			x, y := peer[1:1+size], peer[1+size:]
+
+			b.Run("backend", func(b *testing.B) {
+				tp, err := Open(ctx, sw.Transport())
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer tp.Close()
+				k, err := tp.LoadKey(ctx, pemBytes)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer k.Close()
+				op := func() error {
+					z, err := k.ECDHContext(ctx, peer)
+					clear(z)
+					return err
+				}
+				runLatency(b, op)
+			})
+
+			bare := func(b *testing.B, encrypted bool) {
+				tr, err := OpenTransport(ctx, sw.Transport())
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer tr.Close()
+				srk, srkPub := bareSRK(b, tr)
+				defer flushHandle(tr, srk.Handle)
+				kf, err := parseKeyFile(pemBytes)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ld, err := tpm2.Load{ParentHandle: srk, InPrivate: kf.Privkey, InPublic: kf.Pubkey}.Execute(tr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer flushHandle(tr, ld.ObjectHandle)
+				sess := tpm2.PasswordAuth(nil)
+				if encrypted {
+					s, closeSess, err := tpm2.HMACSession(tr, tpm2.TPMAlgSHA256, 32,
+						tpm2.Salted(srk.Handle, *srkPub), tpm2.AESEncryption(128, tpm2.EncryptOut))
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer closeSess()
+					sess = s
+				}
+				cmd := tpm2.ECDHZGen{
+					KeyHandle: tpm2.AuthHandle{Handle: ld.ObjectHandle, Name: ld.Name, Auth: sess},
+					InPoint: tpm2.New2B(tpm2.TPMSECCPoint{
+						X: tpm2.TPM2BECCParameter{Buffer: x},
+						Y: tpm2.TPM2BECCParameter{Buffer: y},
+					}),
+				}
+				runLatency(b, func() error {
+					_, err := cmd.Execute(tr)
+					return err
+				})
+			}
+			b.Run("bare-password", func(b *testing.B) { bare(b, false) })
+			b.Run("bare-encrypted", func(b *testing.B) { bare(b, true) })
+		})
+	}
+}
+
+// runLatency runs op in a b.Loop, and reports p50 and p99 latencies.
+func runLatency(b *testing.B, op func() error) {
+	b.Helper()
+	if err := op(); err != nil { // warm up: load, session
+		b.Fatal(err)
+	}
+	lat := make([]time.Duration, 0, 4096)
+	for b.Loop() {
+		t0 := time.Now()
+		if err := op(); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		return float64(lat[int(p*float64(len(lat)-1))].Nanoseconds()) / 1e3
+	}
+	b.ReportMetric(pct(0.50), "p50-µs")
+	b.ReportMetric(pct(0.99), "p99-µs")
+}
+
+func bareSRK(b *testing.B, tr transport.TPM) (tpm2.AuthHandle, *tpm2.TPMTPublic) {
+	rsp, err := tpm2.CreatePrimary{
+		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
+		InPublic:      tpm2.New2B(srkTemplate()),
+	}.Execute(tr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pub, err := rsp.OutPublic.Contents()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return tpm2.AuthHandle{Handle: rsp.ObjectHandle, Name: rsp.Name, Auth: tpm2.PasswordAuth(nil)}, pub
+}
+
+func flushHandle(tr transport.TPM, h tpm2.TPMHandle) {
+	tpm2.FlushContext{FlushHandle: h}.Execute(tr)
+}
+
+func curveName(c ecdh.Curve) string {
+	switch c {
+	case ecdh.P256():
+		return "P-256"
+	case ecdh.P384():
+		return "P-384"
+	case ecdh.P521():
+		return "P-521"
+	}
+	return "unknown"
+}
+
+// BenchmarkECDHPaired runs the three variants of BenchmarkECDH interleaved,
+// one operation of each per iteration over the same connection (the bare
+// calls borrow the backend's transport under its lock, with their own
+// loaded copy of the key), so machine load drifts affect all three alike.
+// It reports each variant's p50 and p99 in µs and the ratios of the p50s;
+// ns/op is for the three operations together.
+func BenchmarkECDHPaired(b *testing.B) {
+	for _, curve := range allCurves {
+		b.Run(curveName(curve), func(b *testing.B) {
+			sw := testenv.StartSWTPM(b)
+			ctx := context.Background()
+			tp, err := Open(ctx, sw.Transport())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer tp.Close()
+			if have, _ := tp.Curves(ctx); !containsCurve(have, curve) {
+				b.Skipf("TPM lacks %v", curve)
+			}
+			k, err := tp.CreateKey(ctx, curve)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer k.Close()
+			peer := softwarePeer(b, curve).PublicKey().Bytes()
+			size := kemOf(curve).DHSize()
+			if _, err := k.ECDHContext(ctx, peer); err != nil { // load key, start session
+				b.Fatal(err)
+			}
+
+			// A second loaded copy of the key and a go-tpm session, for
+			// the bare calls.
+			c := tp.c
+			c.lock(ctx)
+			p := c.parents[k.parentID]
+			ld, err := tpm2.Load{ParentHandle: p.authHandle(tpm2.PasswordAuth(nil)), InPrivate: k.blob.Privkey, InPublic: k.blob.Pubkey}.Execute(c.tr)
+			if err != nil {
+				c.unlock()
+				b.Fatal(err)
+			}
+			encSess, closeSess, err := tpm2.HMACSession(c.tr, tpm2.TPMAlgSHA256, 32,
+				tpm2.Salted(p.handle, p.pub), tpm2.AESEncryption(128, tpm2.EncryptOut))
+			c.unlock()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer func() {
+				c.lock(ctx)
+				closeSess()
+				flushHandle(c.tr, ld.ObjectHandle)
+				c.unlock()
+			}()
+			bare := func(s tpm2.Session) func() error {
+				cmd := tpm2.ECDHZGen{
+					KeyHandle: tpm2.AuthHandle{Handle: ld.ObjectHandle, Name: ld.Name, Auth: s},
+					InPoint: tpm2.New2B(tpm2.TPMSECCPoint{
+						X: tpm2.TPM2BECCParameter{Buffer: peer[1 : 1+size]},
+						Y: tpm2.TPM2BECCParameter{Buffer: peer[1+size:]},
+					}),
+				}
+				return func() error {
+					c.lock(ctx)
+					defer c.unlock()
+					_, err := cmd.Execute(c.tr)
+					return err
+				}
+			}
+			ops := []func() error{
+				func() error { z, err := k.ECDHContext(ctx, peer); clear(z); return err },
+				bare(tpm2.PasswordAuth(nil)),
+				bare(encSess),
+			}
+			names := []string{"backend", "bare", "bare-enc"}
+			lat := make([][]time.Duration, len(ops))
+			for b.Loop() {
+				for i, op := range ops {
+					t0 := time.Now()
+					if err := op(); err != nil {
+						b.Fatalf("%s: %v", names[i], err)
+					}
+					lat[i] = append(lat[i], time.Since(t0))
+				}
+			}
+			p50 := make([]float64, len(ops))
+			for i := range ops {
+				slices.Sort(lat[i])
+				p50[i] = float64(lat[i][len(lat[i])/2].Nanoseconds()) / 1e3
+				p99 := float64(lat[i][int(0.99*float64(len(lat[i])-1))].Nanoseconds()) / 1e3
+				b.ReportMetric(p50[i], names[i]+"-p50-µs")
+				b.ReportMetric(p99, names[i]+"-p99-µs")
+			}
+			b.ReportMetric(p50[0]/p50[1], "backend/bare-p50")
+			b.ReportMetric(p50[0]/p50[2], "backend/bare-enc-p50")
+			b.ReportMetric(p50[2]/p50[1], "bare-enc/bare-p50")
+		})
+	}
+}

@@ -1,0 +1,121 @@
+package tpm2
+
+import (
+	"context"
+	"crypto/ecdh"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/google/go-tpm/tpm2"
+
+	"github.com/twoway-hsm/twoway-hsm/kem"
+)
+
+// ECDHContext performs ECDH with the peer's public key, given as an
+// uncompressed SEC1 point, inside the TPM (TPM2_ECDH_ZGen) and returns the
+// X coordinate of the shared point, left-padded to the field size (32, 48
+// or 66 bytes): the Diffie-Hellman output of RFC 9180's DHKEM.
+//
+// The command runs in the connection's salted HMAC session with response
+// encryption (AES-128-CFB), so the shared point is never on the TPM bus in
+// the clear, and the key's auth value never crosses it at all. A peer
+// point that is malformed, off the curve or the point at infinity yields an
+// error wrapping [kem.ErrInvalidPublicKey]. ctx bounds the wait for the
+// TPM; a command already sent is allowed to finish. The caller owns the
+// result and should zero it after use.
+func (k *Key) ECDHContext(ctx context.Context, peer []byte) ([]byte, error) {
+	if k.closed.Load() {
+		return nil, fmt.Errorf("tpm2: ecdh: %w", ErrClosed)
+	}
+	size := k.kemID.DHSize()
+	if len(peer) != 1+2*size || peer[0] != 4 {
+		return nil, fmt.Errorf("tpm2: ecdh: %w: want a %d-byte uncompressed point", kem.ErrInvalidPublicKey, 1+2*size)
+	}
+	if _, err := k.curve.NewPublicKey(peer); err != nil {
+		return nil, fmt.Errorf("tpm2: ecdh: %w: %w", kem.ErrInvalidPublicKey, err)
+	}
+	z, err := k.zgen(ctx, peer[1:1+size], peer[1+size:])
+	if err != nil {
+		return nil, fmt.Errorf("tpm2: ecdh: %w", err)
+	}
+	return z, nil
+}
+
+// ECDH implements crypto/ecdh.KeyExchanger: ECDHContext bounded by the
+// key's default timeout (WithTimeout, default [DefaultTimeout]).
+func (k *Key) ECDH(peer *ecdh.PublicKey) ([]byte, error) {
+	if peer == nil || peer.Curve() != k.curve {
+		return nil, fmt.Errorf("tpm2: ecdh: %w: peer key is not on %v", kem.ErrInvalidPublicKey, k.curve)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), k.timeout)
+	defer cancel()
+	return k.ECDHContext(ctx, peer.Bytes())
+}
+
+// zgen runs TPM2_ECDH_ZGen with the point (x, y), which is not validated
+// here, and returns the padded X coordinate of the result.
+func (k *Key) zgen(ctx context.Context, x, y []byte) ([]byte, error) {
+	size := k.kemID.DHSize()
+	out := make([]byte, size)
+	c := k.c
+	err := c.do(ctx, func() error {
+		if k.closed.Load() {
+			return ErrClosed
+		}
+		lk, err := c.ensureLoaded(k)
+		if err != nil {
+			return err
+		}
+		s, err := c.ensureSession()
+		if err != nil {
+			return err
+		}
+		s.use(k.auth, false, true, true)
+		defer s.clearCaptured()
+		_, err = tpm2.ECDHZGen{
+			KeyHandle: tpm2.AuthHandle{Handle: lk.handle, Name: lk.name, Auth: s},
+			InPoint: tpm2.New2B(tpm2.TPMSECCPoint{
+				X: tpm2.TPM2BECCParameter{Buffer: x},
+				Y: tpm2.TPM2BECCParameter{Buffer: y},
+			}),
+		}.Execute(c.tr)
+		if err != nil {
+			if _, persistent := k.Handle(); persistent && errors.Is(err, tpm2.TPMRCHandle) {
+				return fmt.Errorf("%w: %v", ErrKeyNotFound, Handle(k.persistent.Load()))
+			}
+			return mapRC(err)
+		}
+		return copyX(out, s.captured)
+	})
+	if err != nil {
+		clear(out)
+		return nil, err
+	}
+	if subtle.ConstantTimeCompare(out, make([]byte, size)) == 1 {
+		return nil, fmt.Errorf("%w: all-zero shared secret", kem.ErrInvalidPublicKey)
+	}
+	return out, nil
+}
+
+// copyX copies the X coordinate of a marshalled TPMS_ECC_POINT
+// (X.size | X | Y.size | Y) into out, left-padded.
+func copyX(out, point []byte) error {
+	if len(point) < 2 {
+		return errors.New("tpm2: ecdh: short response")
+	}
+	n := int(binary.BigEndian.Uint16(point))
+	if n > len(out) || 2+n > len(point) {
+		return fmt.Errorf("tpm2: ecdh: bad X coordinate size %d", n)
+	}
+	clear(out)
+	copy(out[len(out)-n:], point[2:2+n])
+	return nil
+}
+
+// Compile-time checks of the interfaces a Key satisfies.
+var (
+	_ kem.Exchanger     = (*Key)(nil)
+	_ ecdh.KeyExchanger = (*Key)(nil)
+)

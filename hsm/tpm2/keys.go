@@ -1,0 +1,612 @@
+package tpm2
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdh"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"math/big"
+	"sync/atomic"
+	"time"
+
+	keyfile "github.com/foxboron/go-tpm-keyfiles"
+	"github.com/google/go-tpm/tpm2"
+
+	"github.com/twoway-hsm/twoway-hsm/kem"
+)
+
+// Key is an ECC P-256, P-384 or P-521 key inside a TPM that performs
+// Diffie-Hellman (TPM2_ECDH_ZGen) without revealing its private scalar.
+//
+// Key implements [kem.Exchanger] and Go's [ecdh.KeyExchanger], so
+// crypto/hpke.NewDHKEMPrivateKey accepts it directly. It is safe for
+// concurrent use.
+//
+// A Key comes from a TSS2 key file (the private part is a blob that only
+// this TPM can load, under its storage root key) or from a persistent
+// handle. A key with a blob is loaded into the TPM when first needed (keys
+// from files: when opened, so a wrong file fails early) and stays loaded
+// until Close (unless more keys are in use than the TPM has object
+// slots for: then the least recently used ones are flushed and reloaded
+// when needed). After a TPM restart or a lost connection it is loaded
+// again from the blob.
+type Key struct {
+	c      *conn
+	closed atomic.Bool
+
+	curve ecdh.Curve
+	kemID kem.ID
+	pub   *ecdh.PublicKey
+
+	// Exactly one of blob and persistent is set; a created key that was
+	// then made persistent has both, and persistent wins.
+	blob       *keyfile.TPMKey
+	parentID   Handle
+	persistent atomic.Uint32 // Handle, 0 if none
+	name       tpm2.TPM2BName
+
+	auth    []byte // trimmed auth value, zeroed on Close
+	timeout time.Duration
+}
+
+// KEM returns the DHKEM this key serves: DHKEM(P-256, HKDF-SHA256),
+// DHKEM(P-384, HKDF-SHA384) or DHKEM(P-521, HKDF-SHA512).
+func (k *Key) KEM() kem.ID { return k.kemID }
+
+// PublicKeyBytes returns the public key as an uncompressed SEC1 point (HPKE's
+// SerializePublicKey). The caller may modify the returned slice.
+func (k *Key) PublicKeyBytes() []byte { return k.pub.Bytes() }
+
+// PublicKey returns the public key (crypto/ecdh.KeyExchanger).
+func (k *Key) PublicKey() *ecdh.PublicKey { return k.pub }
+
+// Curve returns the key's curve (crypto/ecdh.KeyExchanger).
+func (k *Key) Curve() ecdh.Curve { return k.curve }
+
+// Handle returns the key's persistent handle, if it has one.
+func (k *Key) Handle() (Handle, bool) {
+	h := Handle(k.persistent.Load())
+	return h, h != 0
+}
+
+// Close flushes the key from the TPM if this package loaded it, zeroes the
+// auth value, and releases the connection (closing it if nothing else uses
+// it). A persistent key stays in the TPM. Close is idempotent.
+func (k *Key) Close() error {
+	if k.closed.Swap(true) {
+		return nil
+	}
+	c := k.c
+	c.sem <- struct{}{}
+	if lk := c.loaded[k]; lk != nil {
+		c.flush(lk.handle)
+		delete(c.loaded, k)
+	}
+	clear(k.auth)
+	<-c.sem
+	return c.release()
+}
+
+// keyTemplate is the public template of an ECDH key: an unrestricted
+// decryption key (no sign), created in and bound to this TPM
+// (fixedTPM, fixedParent, sensitiveDataOrigin), usable with its auth value
+// (userWithAuth), with scheme TPM_ALG_NULL so TPM2_ECDH_ZGen accepts it.
+// It is subject to dictionary-attack protection (noDA clear).
+func keyTemplate(curve tpm2.TPMECCCurve) tpm2.TPMTPublic {
+	return tpm2.TPMTPublic{
+		Type:    tpm2.TPMAlgECC,
+		NameAlg: tpm2.TPMAlgSHA256,
+		ObjectAttributes: tpm2.TPMAObject{
+			FixedTPM:            true,
+			FixedParent:         true,
+			SensitiveDataOrigin: true,
+			UserWithAuth:        true,
+			Decrypt:             true,
+		},
+		Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+			Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull},
+			Scheme:    tpm2.TPMTECCScheme{Scheme: tpm2.TPMAlgNull},
+			CurveID:   curve,
+			KDF:       tpm2.TPMTKDFScheme{Scheme: tpm2.TPMAlgNull},
+		}),
+		Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{}),
+	}
+}
+
+func tpmCurve(c ecdh.Curve) (tpm2.TPMECCCurve, kem.ID) {
+	switch c {
+	case ecdh.P256():
+		return tpm2.TPMECCNistP256, kem.DHKEMP256HKDFSHA256
+	case ecdh.P384():
+		return tpm2.TPMECCNistP384, kem.DHKEMP384HKDFSHA384
+	case ecdh.P521():
+		return tpm2.TPMECCNistP521, kem.DHKEMP521HKDFSHA512
+	}
+	return 0, 0
+}
+
+func kemOf(c ecdh.Curve) kem.ID { _, id := tpmCurve(c); return id }
+
+func curveOf(id tpm2.TPMECCCurve) ecdh.Curve {
+	switch id {
+	case tpm2.TPMECCNistP256:
+		return ecdh.P256()
+	case tpm2.TPMECCNistP384:
+		return ecdh.P384()
+	case tpm2.TPMECCNistP521:
+		return ecdh.P521()
+	}
+	return nil
+}
+
+// checkPublic checks that pub is an ECC key usable for ECDH_ZGen and
+// returns its curve, KEM and public key.
+func checkPublic(pub *tpm2.TPMTPublic) (ecdh.Curve, kem.ID, *ecdh.PublicKey, error) {
+	if pub.Type != tpm2.TPMAlgECC {
+		return nil, 0, nil, fmt.Errorf("%w: not an ECC key", ErrUnsupportedKey)
+	}
+	a := pub.ObjectAttributes
+	if !a.Decrypt || a.Restricted || a.SignEncrypt {
+		return nil, 0, nil, fmt.Errorf("%w: want an unrestricted decryption key without the sign attribute", ErrUnsupportedKey)
+	}
+	parms, err := pub.Parameters.ECCDetail()
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("%w: %w", ErrUnsupportedKey, err)
+	}
+	if s := parms.Scheme.Scheme; s != tpm2.TPMAlgNull && s != tpm2.TPMAlgECDH {
+		return nil, 0, nil, fmt.Errorf("%w: scheme %v does not allow ECDH", ErrUnsupportedKey, s)
+	}
+	curve := curveOf(parms.CurveID)
+	if curve == nil {
+		return nil, 0, nil, fmt.Errorf("%w: curve %v", ErrUnsupportedCurve, parms.CurveID)
+	}
+	_, id := tpmCurve(curve)
+	point, err := pub.Unique.ECC()
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("%w: %w", ErrUnsupportedKey, err)
+	}
+	size := id.DHSize()
+	sec1 := make([]byte, 1+2*size)
+	sec1[0] = 4
+	if len(point.X.Buffer) > size || len(point.Y.Buffer) > size {
+		return nil, 0, nil, fmt.Errorf("%w: public point too long", ErrUnsupportedKey)
+	}
+	copy(sec1[1+size-len(point.X.Buffer):1+size], point.X.Buffer)
+	copy(sec1[1+2*size-len(point.Y.Buffer):], point.Y.Buffer)
+	ep, err := curve.NewPublicKey(sec1)
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("%w: public point: %w", ErrUnsupportedKey, err)
+	}
+	return curve, id, ep, nil
+}
+
+// newKey builds a Key around a public area and takes a connection reference.
+func (t *TPM) newKey(pub *tpm2.TPMTPublic, cfg *config, auth []byte) (*Key, error) {
+	curve, id, ep, err := checkPublic(pub)
+	if err != nil {
+		return nil, err
+	}
+	name, err := tpm2.ObjectName(pub)
+	if err != nil {
+		return nil, err
+	}
+	t.c.addRef()
+	return &Key{
+		c: t.c, curve: curve, kemID: id, pub: ep, name: *name,
+		auth: auth, timeout: cfg.timeout,
+	}, nil
+}
+
+// CreateKey creates a new ECDH key on curve (P-256, P-384, or P-521 where
+// the TPM implements it) under the storage root key. The
+// options WithAuth, WithAuthFile or WithAuthEnv set its auth value and
+// WithDescription the key file's description. Save the key with
+// [Key.KeyFile] or [Key.WriteKeyFile], or make it persistent with
+// [Key.Persist]; otherwise it is gone when closed.
+func (t *TPM) CreateKey(ctx context.Context, curve ecdh.Curve, opts ...Option) (*Key, error) {
+	if t.closed.Load() {
+		return nil, fmt.Errorf("tpm2: create key: %w", ErrClosed)
+	}
+	cfg := t.mergedConfig(opts)
+	tc, _ := tpmCurve(curve)
+	if tc == 0 {
+		return nil, fmt.Errorf("tpm2: create key: %w: %v", ErrUnsupportedCurve, curve)
+	}
+	auth, err := cfg.resolveAuth()
+	if err != nil {
+		return nil, fmt.Errorf("tpm2: create key: %w", err)
+	}
+	var rsp *tpm2.CreateResponse
+	var parentID Handle
+	err = t.c.do(ctx, func() error {
+		have, err := t.c.curves()
+		if err != nil {
+			return err
+		}
+		if !containsCurve(have, curve) {
+			return fmt.Errorf("%w: the TPM does not implement %v", ErrUnsupportedCurve, curve)
+		}
+		s, err := t.c.ensureSession()
+		if err != nil {
+			return err
+		}
+		parentID = t.c.srk
+		p, err := t.c.parentFor(parentID)
+		if err != nil {
+			return err
+		}
+		// The auth value travels in inSensitive, the first parameter,
+		// which the session encrypts.
+		// TPM2_Create needs a free object slot too.
+		return t.c.withObjectMemory(nil, func() error {
+			s.use(nil, true, false, false)
+			var err error
+			rsp, err = tpm2.Create{
+				ParentHandle: p.authHandle(s),
+				InSensitive: tpm2.TPM2BSensitiveCreate{Sensitive: &tpm2.TPMSSensitiveCreate{
+					UserAuth: tpm2.TPM2BAuth{Buffer: auth},
+				}},
+				InPublic: tpm2.New2B(keyTemplate(tc)),
+			}.Execute(t.c.tr)
+			return err
+		})
+	})
+	if err != nil {
+		clear(auth)
+		return nil, fmt.Errorf("tpm2: create key: %w", err)
+	}
+	pub, err := rsp.OutPublic.Contents()
+	if err != nil {
+		clear(auth)
+		return nil, fmt.Errorf("tpm2: create key: %w", err)
+	}
+	k, err := t.newKey(pub, cfg, auth)
+	if err != nil {
+		clear(auth)
+		return nil, fmt.Errorf("tpm2: create key: %w", err)
+	}
+	k.parentID = parentID
+	k.blob = newKeyFile(rsp.OutPublic, rsp.OutPrivate, parentID, len(auth) == 0, cfg.description)
+	return k, nil
+}
+
+func containsCurve(cs []ecdh.Curve, c ecdh.Curve) bool {
+	for _, x := range cs {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+
+// ImportKey wraps an existing software key (P-256, P-384 or P-521) for this
+// TPM with TPM2_Import under the storage root key (an outer duplication
+// wrapper keyed to the SRK, no inner wrapper) and returns it as a Key like
+// any other, to be saved with [Key.KeyFile]. Use it to migrate keys into a
+// TPM and for tests that need known key bytes.
+//
+// An imported key cannot carry fixedTPM or sensitiveDataOrigin, since it
+// existed outside the TPM; its empty authPolicy still makes it impossible to
+// duplicate out of the TPM again. The caller should destroy its software
+// copy.
+func (t *TPM) ImportKey(ctx context.Context, priv *ecdh.PrivateKey, opts ...Option) (*Key, error) {
+	if t.closed.Load() {
+		return nil, fmt.Errorf("tpm2: import key: %w", ErrClosed)
+	}
+	cfg := t.mergedConfig(opts)
+	tc, _ := tpmCurve(priv.Curve())
+	if tc == 0 {
+		return nil, fmt.Errorf("tpm2: import key: %w: %v", ErrUnsupportedCurve, priv.Curve())
+	}
+	auth, err := cfg.resolveAuth()
+	if err != nil {
+		return nil, fmt.Errorf("tpm2: import key: %w", err)
+	}
+	pub := keyTemplate(tc)
+	pub.ObjectAttributes.FixedTPM = false
+	pub.ObjectAttributes.FixedParent = false
+	pub.ObjectAttributes.SensitiveDataOrigin = false
+	x, y, err := tpm2.ECCPoint(priv.PublicKey())
+	if err != nil {
+		clear(auth)
+		return nil, fmt.Errorf("tpm2: import key: %w", err)
+	}
+	n := kemOf(priv.Curve()).DHSize()
+	pub.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
+		X: tpm2.TPM2BECCParameter{Buffer: padTo(x, n)},
+		Y: tpm2.TPM2BECCParameter{Buffer: padTo(y, n)},
+	})
+	name, err := tpm2.ObjectName(&pub)
+	if err != nil {
+		clear(auth)
+		return nil, fmt.Errorf("tpm2: import key: %w", err)
+	}
+	scalar := priv.Bytes()
+	sens := tpm2.Marshal(tpm2.TPMTSensitive{
+		SensitiveType: tpm2.TPMAlgECC,
+		AuthValue:     tpm2.TPM2BAuth{Buffer: auth},
+		Sensitive:     tpm2.NewTPMUSensitiveComposite(tpm2.TPMAlgECC, &tpm2.TPM2BECCParameter{Buffer: scalar}),
+	})
+	clear(scalar)
+	defer clear(sens)
+
+	var out *tpm2.ImportResponse
+	var parentID Handle
+	err = t.c.do(ctx, func() error {
+		s, err := t.c.ensureSession()
+		if err != nil {
+			return err
+		}
+		parentID = t.c.srk
+		p, err := t.c.parentFor(parentID)
+		if err != nil {
+			return err
+		}
+		ek, err := tpm2.ImportEncapsulationKey(&p.pub)
+		if err != nil {
+			return fmt.Errorf("%w: SRK cannot wrap: %w", ErrUnsupportedKey, err)
+		}
+		dup, seed, err := tpm2.CreateDuplicate(rand.Reader, ek, name.Buffer, sens)
+		if err != nil {
+			return err
+		}
+		return t.c.withObjectMemory(nil, func() error {
+			s.use(nil, false, false, false)
+			var err error
+			out, err = tpm2.Import{
+				ParentHandle: p.authHandle(s),
+				ObjectPublic: tpm2.New2B(pub),
+				Duplicate:    tpm2.TPM2BPrivate{Buffer: dup},
+				InSymSeed:    tpm2.TPM2BEncryptedSecret{Buffer: seed},
+				Symmetric:    tpm2.TPMTSymDef{Algorithm: tpm2.TPMAlgNull},
+			}.Execute(t.c.tr)
+			return err
+		})
+	})
+	if err != nil {
+		clear(auth)
+		return nil, fmt.Errorf("tpm2: import key: %w", err)
+	}
+	k, err := t.newKey(&pub, cfg, auth)
+	if err != nil {
+		clear(auth)
+		return nil, fmt.Errorf("tpm2: import key: %w", err)
+	}
+	k.parentID = parentID
+	k.blob = newKeyFile(tpm2.New2B(pub), out.OutPrivate, parentID, len(auth) == 0, cfg.description)
+	return k, nil
+}
+
+// padTo returns v big-endian, left-padded with zeros to n bytes.
+func padTo(v *big.Int, n int) []byte {
+	b := make([]byte, n)
+	return v.FillBytes(b)
+}
+
+// OpenHandle opens the ECDH key stored at persistent handle h. The options
+// WithAuth, WithAuthFile or WithAuthEnv give its auth value. Errors wrap
+// [ErrKeyNotFound] when nothing is stored there and [ErrUnsupportedKey]
+// when the object there is not an ECDH key.
+func (t *TPM) OpenHandle(ctx context.Context, h Handle, opts ...Option) (*Key, error) {
+	if t.closed.Load() {
+		return nil, fmt.Errorf("tpm2: open %v: %w", h, ErrClosed)
+	}
+	if !h.IsPersistent() {
+		return nil, fmt.Errorf("tpm2: open %v: %w: not a persistent handle", h, ErrInvalidKeyRef)
+	}
+	cfg := t.mergedConfig(opts)
+	auth, err := cfg.resolveAuth()
+	if err != nil {
+		return nil, fmt.Errorf("tpm2: open %v: %w", h, err)
+	}
+	var pub *tpm2.TPMTPublic
+	err = t.c.do(ctx, func() error {
+		var err error
+		pub, _, err = t.c.readPublic(h)
+		return err
+	})
+	if err != nil {
+		clear(auth)
+		return nil, fmt.Errorf("tpm2: open %v: %w", h, err)
+	}
+	k, err := t.newKey(pub, cfg, auth)
+	if err != nil {
+		clear(auth)
+		return nil, fmt.Errorf("tpm2: open %v: %w", h, err)
+	}
+	k.persistent.Store(uint32(h))
+	return k, nil
+}
+
+// readPublic reads the public area at a persistent handle.
+func (c *conn) readPublic(h Handle) (*tpm2.TPMTPublic, tpm2.TPM2BName, error) {
+	rsp, err := tpm2.ReadPublic{ObjectHandle: tpm2.TPMHandle(h)}.Execute(c.tr)
+	if err != nil {
+		if errors.Is(err, tpm2.TPMRCHandle) {
+			return nil, tpm2.TPM2BName{}, fmt.Errorf("%w: %v", ErrKeyNotFound, h)
+		}
+		return nil, tpm2.TPM2BName{}, err
+	}
+	pub, err := rsp.OutPublic.Contents()
+	if err != nil {
+		return nil, tpm2.TPM2BName{}, err
+	}
+	return pub, rsp.Name, nil
+}
+
+// PersistentHandles lists the owner-hierarchy persistent handles in use
+// (keys of this package, the SRK, and any other tool's objects).
+func (t *TPM) PersistentHandles(ctx context.Context) ([]Handle, error) {
+	if t.closed.Load() {
+		return nil, fmt.Errorf("tpm2: list persistent handles: %w", ErrClosed)
+	}
+	var out []Handle
+	err := t.c.do(ctx, func() error {
+		hs, err := t.c.handles(tpm2.TPMHTPersistent)
+		if err != nil {
+			return err
+		}
+		out = out[:0]
+		for _, h := range hs {
+			if Handle(h).IsPersistent() {
+				out = append(out, Handle(h))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tpm2: list persistent handles: %w", err)
+	}
+	return out, nil
+}
+
+// EvictHandle deletes the object at persistent handle h
+// (TPM2_EvictControl). It needs owner authorization (WithOwnerAuth on the
+// connection, if the owner hierarchy has a password). Keys opened by h
+// stop working. Errors wrap [ErrKeyNotFound] when h is empty.
+func (t *TPM) EvictHandle(ctx context.Context, h Handle) error {
+	if t.closed.Load() {
+		return fmt.Errorf("tpm2: evict %v: %w", h, ErrClosed)
+	}
+	if !h.IsPersistent() {
+		return fmt.Errorf("tpm2: evict %v: %w: not a persistent handle", h, ErrInvalidKeyRef)
+	}
+	err := t.c.do(ctx, func() error {
+		_, name, err := t.c.readPublic(h)
+		if err != nil {
+			return err
+		}
+		if err := evictControl(t.c, tpm2.TPMHandle(h), name, h); err != nil {
+			return err
+		}
+		delete(t.c.parents, h)
+		if t.c.srk == h { // the SRK itself: choose again next time
+			t.c.srk = 0
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("tpm2: evict %v: %w", h, err)
+	}
+	return nil
+}
+
+// Persist makes the key persistent at handle h (TPM2_EvictControl), so it
+// can be opened with [TPM.OpenHandle] or a "tpm2:handle=..." reference
+// without its key file. It needs owner authorization (see [EvictHandle]).
+// Errors wrap [ErrHandleInUse] when h is taken. TPMs have room for only a
+// few persistent objects (often 7); prefer key files.
+func (k *Key) Persist(ctx context.Context, h Handle) error {
+	if k.closed.Load() {
+		return fmt.Errorf("tpm2: persist: %w", ErrClosed)
+	}
+	if !h.IsPersistent() {
+		return fmt.Errorf("tpm2: persist: %w: %v is not a persistent handle", ErrInvalidKeyRef, h)
+	}
+	if cur, ok := k.Handle(); ok {
+		if cur == h {
+			return nil
+		}
+		return fmt.Errorf("tpm2: persist: key is already persistent at %v", cur)
+	}
+	c := k.c
+	err := c.do(ctx, func() error {
+		lk, err := c.ensureLoaded(k)
+		if err != nil {
+			return err
+		}
+		if err := evictControl(c, lk.handle, lk.name, h); err != nil {
+			return err
+		}
+		// From now on use the persistent copy; the transient one can go.
+		c.flush(lk.handle)
+		delete(c.loaded, k)
+		k.persistent.Store(uint32(h))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("tpm2: persist at %v: %w", h, err)
+	}
+	return nil
+}
+
+// evictControl runs TPM2_EvictControl with owner authorization: it makes
+// the loaded object obj persistent at h, or, when obj is h, evicts it.
+func evictControl(c *conn, obj tpm2.TPMHandle, name tpm2.TPM2BName, h Handle) error {
+	_, err := tpm2.EvictControl{
+		Auth:             tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(c.cfg.ownerAuth)},
+		ObjectHandle:     tpm2.NamedHandle{Handle: obj, Name: name},
+		PersistentHandle: tpm2.TPMHandle(h),
+	}.Execute(c.tr)
+	switch {
+	case errors.Is(err, tpm2.TPMRCNVDefined):
+		return fmt.Errorf("%w: %v", ErrHandleInUse, h)
+	case errors.Is(err, tpm2.TPMRCAuthFail), errors.Is(err, tpm2.TPMRCBadAuth):
+		return fmt.Errorf("owner %w: %w", ErrAuthFail, err)
+	}
+	return err
+}
+
+// ensureLoaded returns where the key is in the TPM, loading it from its
+// blob under its parent if needed. The caller holds the connection lock.
+func (c *conn) ensureLoaded(k *Key) (*loadedKey, error) {
+	c.tick++
+	if h := Handle(k.persistent.Load()); h != 0 {
+		return &loadedKey{handle: tpm2.TPMHandle(h), name: k.name}, nil
+	}
+	if lk := c.loaded[k]; lk != nil {
+		lk.lastUse = c.tick
+		return lk, nil
+	}
+	s, err := c.ensureSession()
+	if err != nil {
+		return nil, err
+	}
+	p, err := c.parentFor(k.parentID)
+	if err != nil {
+		return nil, err
+	}
+	// Keep within three transient objects (SRK included): swtpm and most
+	// TPMs have three slots, and the kernel resource manager allows three
+	// per open file and fails the syscall (ENOMEM) beyond that.
+	for c.transientObjects() >= maxTransientObjects && c.evictLRU(k) {
+	}
+	var rsp *tpm2.LoadResponse
+	err = c.withObjectMemory(k, func() error {
+		s.use(nil, false, false, false)
+		var err error
+		rsp, err = tpm2.Load{
+			ParentHandle: p.authHandle(s),
+			InPrivate:    k.blob.Privkey,
+			InPublic:     k.blob.Pubkey,
+		}.Execute(c.tr)
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, tpm2.TPMRCIntegrity) {
+			return nil, fmt.Errorf("%w: the TPM cannot unwrap the key (TPM2_Load): %w", ErrWrongTPM, err)
+		}
+		return nil, fmt.Errorf("loading key: %w", err)
+	}
+	if !bytes.Equal(rsp.Name.Buffer, k.name.Buffer) {
+		c.flush(rsp.ObjectHandle)
+		return nil, fmt.Errorf("%w: loaded key's name does not match its public area", ErrInvalidKeyFile)
+	}
+	lk := &loadedKey{handle: rsp.ObjectHandle, name: rsp.Name, lastUse: c.tick}
+	c.loaded[k] = lk
+	return lk, nil
+}
+
+// mergedConfig applies per-call options on top of the TPM's own.
+func (t *TPM) mergedConfig(opts []Option) *config {
+	cfg := *t.cfg
+	cfg.authSrc, cfg.description = nil, "" // per key, never inherited
+	for _, o := range opts {
+		if o != nil {
+			o(&cfg)
+		}
+	}
+	return &cfg
+}

@@ -1,0 +1,199 @@
+package tpm2
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+)
+
+// RefScheme is the scheme of a TPM key reference.
+const RefScheme = "tpm2"
+
+// KeyRef is a parsed TPM key reference: one string that says where a key
+// is and how to reach it, so a plugin process can open a key from a single
+// configuration value. The form follows RFC 7512 (PKCS#11 URIs):
+//
+//	tpm2:file=/etc/twoway/gw.pem
+//	tpm2:file=/etc/twoway/gw.pem?tpm=tcp:127.0.0.1:2321&auth-source=/run/secrets/gw-auth
+//	tpm2:handle=0x81000010?tpm=/dev/tpmrm0&auth-source=env:GW_KEY_AUTH
+//
+// Path attributes, separated by ';', name the key; exactly one of:
+//
+//	file=PATH      a TSS2 PRIVATE KEY file (see TPM.LoadKeyFile)
+//	handle=HANDLE  a persistent handle, hex or decimal (see TPM.OpenHandle)
+//
+// Query attributes, after '?' and separated by '&':
+//
+//	tpm=TRANSPORT       /dev/tpmrm0 (the default), /dev/tpm0,
+//	                    tcp:HOST:PORT or unix:PATH (swtpm)
+//	auth-source=SOURCE  where the key's auth value is: a file path
+//	                    (also file:PATH), or env:NAME for an environment
+//	                    variable. Absent: the key has no auth value.
+//
+// Values are percent-encoded where they contain ';', '?', '&', '=', '%'
+// or non-printable bytes. The auth value itself never appears in a
+// reference. Unknown attributes are an error, so typos do not go unnoticed.
+type KeyRef struct {
+	File       string // key file path, or ""
+	Handle     Handle // persistent handle, or 0
+	TPM        string // transport; "" means DefaultTransport
+	AuthSource string // "", a path, "file:PATH" or "env:NAME"
+}
+
+// ParseKeyRef parses a "tpm2:" key reference. Errors wrap
+// [ErrInvalidKeyRef].
+func ParseKeyRef(s string) (*KeyRef, error) {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("tpm2: key reference: %w: %s", ErrInvalidKeyRef, fmt.Sprintf(format, a...))
+	}
+	rest, ok := strings.CutPrefix(s, RefScheme+":")
+	if !ok {
+		return nil, bad("must start with %q", RefScheme+":")
+	}
+	path, query, _ := strings.Cut(rest, "?")
+	var r KeyRef
+	seen := map[string]bool{}
+	parse := func(part, sep string, set func(k, v string) error) error {
+		if part == "" {
+			return nil
+		}
+		for _, attr := range strings.Split(part, sep) {
+			k, v, ok := strings.Cut(attr, "=")
+			if !ok || k == "" {
+				return bad("attribute %q is not name=value", attr)
+			}
+			dv, err := url.PathUnescape(v)
+			if err != nil {
+				return bad("attribute %s: bad percent-encoding", k)
+			}
+			if seen[k] {
+				return bad("attribute %s given twice", k)
+			}
+			seen[k] = true
+			if err := set(k, dv); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	err := parse(path, ";", func(k, v string) error {
+		switch k {
+		case "file":
+			if v == "" {
+				return bad("empty file")
+			}
+			r.File = v
+		case "handle":
+			h, err := ParseHandle(v)
+			if err != nil || !h.IsPersistent() {
+				return bad("handle %q is not a persistent handle (0x81000000-0x817fffff)", v)
+			}
+			r.Handle = h
+		default:
+			return bad("unknown path attribute %q", k)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = parse(query, "&", func(k, v string) error {
+		switch k {
+		case "tpm":
+			if _, err := parseTransport(v); err != nil {
+				return bad("tpm: %v", err)
+			}
+			r.TPM = v
+		case "auth-source":
+			if v == "" {
+				return bad("empty auth-source")
+			}
+			r.AuthSource = v
+		default:
+			return bad("unknown query attribute %q", k)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if (r.File == "") == (r.Handle == 0) {
+		return nil, bad("want exactly one of file= and handle=")
+	}
+	return &r, nil
+}
+
+// String formats the reference in its canonical form.
+func (r *KeyRef) String() string {
+	var b strings.Builder
+	b.WriteString(RefScheme + ":")
+	if r.File != "" {
+		b.WriteString("file=" + escapeRef(r.File))
+	} else {
+		b.WriteString("handle=" + r.Handle.String())
+	}
+	sep := "?"
+	if r.TPM != "" {
+		b.WriteString(sep + "tpm=" + escapeRef(r.TPM))
+		sep = "&"
+	}
+	if r.AuthSource != "" {
+		b.WriteString(sep + "auth-source=" + escapeRef(r.AuthSource))
+	}
+	return b.String()
+}
+
+// escapeRef percent-encodes everything except unreserved characters and
+// the few that are harmless in a value ('/', ':', '@', ',', '+').
+func escapeRef(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
+			strings.IndexByte("-._~/:@,+", c) >= 0:
+			b.WriteByte(c)
+		default:
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+// authOption turns an auth-source into an Option.
+func (r *KeyRef) authOption() Option {
+	switch src := r.AuthSource; {
+	case src == "":
+		return nil
+	case strings.HasPrefix(src, "env:"):
+		return WithAuthEnv(strings.TrimPrefix(src, "env:"))
+	default:
+		return WithAuthFile(strings.TrimPrefix(src, "file:"))
+	}
+}
+
+// OpenKey opens the key that ref names (see [KeyRef]): it connects to the
+// TPM the reference names (sharing the connection with other keys on the
+// same transport in this process), reads the auth value from its source,
+// and loads the key file or opens the persistent handle. Options given here
+// override the reference's auth-source (WithAuth, WithAuthFile,
+// WithAuthEnv) and configure the connection if it is the first one (see
+// [Open]). Key.Close releases everything OpenKey acquired.
+func OpenKey(ctx context.Context, ref string, opts ...Option) (*Key, error) {
+	r, err := ParseKeyRef(ref)
+	if err != nil {
+		return nil, err
+	}
+	all := append([]Option{r.authOption()}, opts...)
+	t, err := Open(ctx, r.TPM, all...)
+	if err != nil {
+		return nil, err
+	}
+	// The key holds its own reference on the connection.
+	defer t.Close()
+	if r.File != "" {
+		return t.LoadKeyFile(ctx, r.File, all...)
+	}
+	return t.OpenHandle(ctx, r.Handle, all...)
+}

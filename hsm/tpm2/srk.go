@@ -1,0 +1,167 @@
+package tpm2
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	keyfile "github.com/foxboron/go-tpm-keyfiles"
+	"github.com/google/go-tpm/tpm2"
+)
+
+// Handle is a TPM 2.0 handle, such as the persistent handle 0x81000010.
+type Handle uint32
+
+// SRKHandle is the persistent handle the TCG provisioning guidance reserves
+// for the storage root key.
+const SRKHandle Handle = 0x81000001
+
+// Persistent handles for owner-hierarchy objects lie in this range.
+const (
+	PersistentFirst Handle = 0x81000000
+	PersistentLast  Handle = 0x817FFFFF
+)
+
+// ownerHierarchy is the parent handle a TSS2 key file records for a key
+// whose parent is the owner hierarchy's SRK created from the standard
+// template (TPM_RH_OWNER).
+const ownerHierarchy = Handle(tpm2.TPMRHOwner)
+
+// String formats h as 0x%08x.
+func (h Handle) String() string { return fmt.Sprintf("0x%08x", uint32(h)) }
+
+// IsPersistent reports whether h is in the owner's persistent range.
+func (h Handle) IsPersistent() bool { return h >= PersistentFirst && h <= PersistentLast }
+
+// ParseHandle parses a handle written in hex (0x81000010) or decimal.
+func ParseHandle(s string) (Handle, error) {
+	v, err := strconv.ParseUint(strings.TrimSpace(s), 0, 32)
+	if err != nil {
+		return 0, fmt.Errorf("tpm2: bad handle %q", s)
+	}
+	return Handle(v), nil
+}
+
+// srkTemplate is the TCG ECC P-256 storage key template ("H-2" in the TCG
+// EK Credential Profile, with an empty unique field), which the TSS2 key
+// file format prescribes for keys whose parent is TPM_RH_OWNER. Because a
+// primary key is derived deterministically from the hierarchy seed and the
+// template, every tool using it (tpm2-openssl, tpm2-tss-engine, the
+// openssl_tpm2_engine, go-tpm-keyfiles) gets the same SRK.
+func srkTemplate() tpm2.TPMTPublic { return keyfile.ECCSRK_H2_Template }
+
+// parent is a storage key that keys are created, imported and loaded under.
+type parent struct {
+	id         Handle         // ownerHierarchy or a persistent handle
+	handle     tpm2.TPMHandle // where it is loaded now
+	name       tpm2.TPM2BName
+	pub        tpm2.TPMTPublic
+	persistent bool
+}
+
+func (p *parent) authHandle(s tpm2.Session) tpm2.AuthHandle {
+	return tpm2.AuthHandle{Handle: p.handle, Name: p.name, Auth: s}
+}
+
+// isStorageKey reports whether pub can be a parent: a restricted
+// decryption key.
+func isStorageKey(pub *tpm2.TPMTPublic) bool {
+	a := pub.ObjectAttributes
+	return a.Restricted && a.Decrypt && !a.SignEncrypt
+}
+
+// parentFor returns the loaded parent with the given id, creating the
+// transient SRK or reading a persistent parent's public area as needed.
+// The caller holds the connection lock.
+func (c *conn) parentFor(id Handle) (*parent, error) {
+	if p := c.parents[id]; p != nil {
+		return p, nil
+	}
+	var p *parent
+	var err error
+	switch {
+	case id == ownerHierarchy:
+		p, err = c.createSRK()
+	case id.IsPersistent():
+		p, err = c.readPersistentParent(id)
+	default:
+		return nil, fmt.Errorf("%w: unsupported parent handle %v", ErrInvalidKeyFile, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.parents[id] = p
+	return p, nil
+}
+
+func (c *conn) createSRK() (*parent, error) {
+	tmpl := srkTemplate()
+	var rsp *tpm2.CreatePrimaryResponse
+	err := c.withObjectMemory(nil, func() error {
+		var err error
+		rsp, err = tpm2.CreatePrimary{
+			PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(c.cfg.ownerAuth)},
+			InPublic:      tpm2.New2B(tmpl),
+		}.Execute(c.tr)
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, tpm2.TPMRCAuthFail) || errors.Is(err, tpm2.TPMRCBadAuth) {
+			return nil, fmt.Errorf("tpm2: creating SRK: owner %w: %w", ErrAuthFail, err)
+		}
+		return nil, fmt.Errorf("tpm2: creating SRK: %w", err)
+	}
+	pub, err := rsp.OutPublic.Contents()
+	if err != nil {
+		c.flush(rsp.ObjectHandle)
+		return nil, fmt.Errorf("tpm2: SRK public area: %w", err)
+	}
+	c.log.Debug("tpm2: created transient SRK", "handle", Handle(rsp.ObjectHandle))
+	return &parent{id: ownerHierarchy, handle: rsp.ObjectHandle, name: rsp.Name, pub: *pub}, nil
+}
+
+func (c *conn) readPersistentParent(h Handle) (*parent, error) {
+	rsp, err := tpm2.ReadPublic{ObjectHandle: tpm2.TPMHandle(h)}.Execute(c.tr)
+	if err != nil {
+		if errors.Is(err, tpm2.TPMRCHandle) {
+			return nil, fmt.Errorf("%w: parent key %v is not present on this TPM", ErrWrongTPM, h)
+		}
+		return nil, fmt.Errorf("tpm2: reading parent %v: %w", h, err)
+	}
+	pub, err := rsp.OutPublic.Contents()
+	if err != nil {
+		return nil, fmt.Errorf("tpm2: parent %v public area: %w", h, err)
+	}
+	if !isStorageKey(pub) {
+		return nil, fmt.Errorf("%w: parent %v is not a storage key", ErrUnsupportedKey, h)
+	}
+	return &parent{id: h, handle: tpm2.TPMHandle(h), name: rsp.Name, pub: *pub, persistent: true}, nil
+}
+
+// srkID decides, once per connection, which parent new keys go under: the
+// handle from WithSRKHandle; else the persistent SRK at 0x81000001 when it
+// is a storage key; else the transient SRK from the standard template.
+func (c *conn) srkID() (Handle, error) {
+	if c.srk != 0 {
+		return c.srk, nil
+	}
+	switch {
+	case c.cfg.srkHandle != 0:
+		if _, err := c.parentFor(c.cfg.srkHandle); err != nil {
+			return 0, err
+		}
+		c.srk = c.cfg.srkHandle
+	case !c.cfg.noSRKProbe:
+		if _, err := c.parentFor(SRKHandle); err == nil {
+			c.srk = SRKHandle
+			break
+		} else if !errors.Is(err, ErrWrongTPM) && !errors.Is(err, ErrUnsupportedKey) {
+			return 0, err
+		}
+		c.srk = ownerHierarchy
+	default:
+		c.srk = ownerHierarchy
+	}
+	return c.srk, nil
+}
