@@ -10,6 +10,7 @@ import (
 	"github.com/cloudflare/circl/hpke"
 	"github.com/cloudflare/circl/kem"
 
+	twkem "github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
 
@@ -123,4 +124,30 @@ func ExampleMultiRequestSender() {
 	// Output:
 	// receiver 1 heard "to everyone"
 	// receiver 2 heard "to everyone"
+}
+
+// A Gateway holds several keys and publishes their configurations; keys are
+// rotated by adding the new one, publishing, then removing the old one.
+func ExampleGateway() {
+	g := twoway.NewGateway(nil)
+	suites := []twoway.SymmetricSuite{{KDF: hpke.KDF_HKDF_SHA256, AEAD: hpke.AEAD_AES128GCM}}
+	oldKey, _ := twkem.GenerateKey(twkem.DHKEMX25519HKDFSHA256)
+	newKey, _ := twkem.GenerateKey(twkem.DHKEMP256HKDFSHA256)
+	g.AddKey(1, oldKey, suites...)
+	g.AddKey(2, newKey, suites...) // publish both while clients move over
+	configs, _ := twoway.ParseKeyConfigs(mustBytes(g.MarshalKeyConfigs()))
+	fmt.Println(len(configs), "keys published")
+	g.RemoveKey(1)
+	configs, _ = twoway.ParseKeyConfigs(mustBytes(g.MarshalKeyConfigs()))
+	fmt.Println(len(configs), "key published, id", configs[0].KeyID)
+	// Output:
+	// 2 keys published
+	// 1 key published, id 2
+}
+
+func mustBytes(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
