@@ -43,6 +43,14 @@ func (k *Key) ECDHContext(ctx context.Context, peer []byte) ([]byte, error) {
 	return z, nil
 }
 
+// DecapsulateContext implements kem.PrivateKey: DHKEM's Decap with the
+// Diffie-Hellman step done in the TPM by ECDHContext, so that twoway
+// receivers (twoway.NewRequestReceiverForKey) use the key directly. The
+// caller owns the shared secret and should zero it after use.
+func (k *Key) DecapsulateContext(ctx context.Context, enc []byte) ([]byte, error) {
+	return kem.DecapsulateDH(ctx, k, enc)
+}
+
 // ECDH implements crypto/ecdh.KeyExchanger: ECDHContext bounded by the
 // key's default timeout (WithTimeout, default [DefaultTimeout]).
 func (k *Key) ECDH(peer *ecdh.PublicKey) ([]byte, error) {
