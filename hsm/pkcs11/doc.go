@@ -1,0 +1,55 @@
+// Package pkcs11 keeps HPKE receiver keys on a PKCS#11 token and performs
+// their Diffie-Hellman step there (CKM_ECDH1_DERIVE), through
+// github.com/miekg/pkcs11.
+//
+// A [Key] implements [kem.Exchanger] and, for P-256, P-384, P-521 and
+// X25519, Go's [crypto/ecdh.KeyExchanger], so both the twoway core (through the
+// kem package's DHKEM adapter) and crypto/hpke.NewDHKEMPrivateKey accept it. The private key
+// never leaves the token: keys are generated there (or imported once) as
+// sensitive, non-extractable, derive-only objects, and only the shared
+// secret of each exchange comes back.
+//
+// # Opening
+//
+// [OpenKey] does everything from one RFC 7512 URI:
+//
+//	key, err := pkcs11.OpenKey(ctx,
+//		"pkcs11:token=gw;id=%01?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/gw/pin")
+//	defer key.Close()
+//	priv, err := hpke.NewDHKEMPrivateKey(key)
+//
+// [OpenToken] opens a token for managing keys ([Token.GenerateKey],
+// [Token.ImportKey], [Token.FindKey], [Token.ListKeys], [Token.DeleteKey],
+// [Token.Probe]). The module path comes from [WithModulePath], the URI's
+// module-path, or else a SoftHSM2 found by hsm/softhsm. The user PIN comes
+// from [WithPIN], [WithPINEnv], [WithPINFile], the URI's pin-value or its
+// pin-source (a file), in that order; a source that cannot be read is an
+// error, never an empty PIN.
+//
+// # Modules, sessions, recovery
+//
+// A module is loaded once per process and shared ([OpenModule]); it is
+// finalised when the last user closes it. Each Token keeps a pool of
+// read-write sessions no larger than the token's MaxRwSessionCount and logs
+// in once. When sessions, the login, the token or the module's
+// initialisation are lost, the Token recovers and retries a bounded number
+// of times (see [Token]).
+//
+// # X25519 and X448
+//
+// PKCS#11 3.0 makes Montgomery keys with CKM_EC_MONTGOMERY_KEY_PAIR_GEN
+// (CKK_EC_MONTGOMERY); SoftHSM 2.6 lacks that mechanism and instead makes
+// CKK_EC_EDWARDS keys whose CKA_EC_PARAMS is the X25519 or X448 OID, and
+// derives with them through CKM_ECDH1_DERIVE. The package tries both
+// ([Route]) and uses whichever the token takes; [Token.Probe] reports which.
+//
+// # Security
+//
+// Errors and log records never contain a PIN, private key material or a
+// shared secret; [URI.String] and [RedactURI] drop a pin-value. The PIN is
+// kept in memory for logging in again after a recovery. Peer public keys
+// are validated before the token sees them, and an all-zero secret is never
+// returned. Shared secrets returned to the caller are the caller's to zero;
+// buffers the package owns are zeroed, but the module's and the cgo
+// wrapper's own copies are outside its reach.
+package pkcs11

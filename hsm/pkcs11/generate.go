@@ -1,0 +1,424 @@
+package pkcs11
+
+import (
+	"context"
+	"crypto/ecdh"
+	"crypto/rand"
+	"errors"
+	"fmt"
+
+	"github.com/cloudflare/circl/dh/x448"
+	p11 "github.com/miekg/pkcs11"
+
+	"github.com/twoway-hsm/twoway-hsm/kem"
+)
+
+// Route is a way of making a key of a curve on a token: a key-pair
+// generation mechanism and the key type the objects get.
+type Route int
+
+// The routes this package knows.
+const (
+	// RouteEC: CKM_EC_KEY_PAIR_GEN making CKK_EC keys; the NIST curves.
+	RouteEC Route = iota + 1
+	// RouteMontgomery: CKM_EC_MONTGOMERY_KEY_PAIR_GEN making
+	// CKK_EC_MONTGOMERY keys, the PKCS#11 3.0 way to X25519 and X448.
+	RouteMontgomery
+	// RouteEdwardsOID: CKM_EC_EDWARDS_KEY_PAIR_GEN making CKK_EC_EDWARDS
+	// keys whose CKA_EC_PARAMS is the X25519 or X448 OID (1.3.101.110,
+	// 1.3.101.111). SoftHSM 2.6 makes Montgomery keys this way and derives
+	// with them through CKM_ECDH1_DERIVE.
+	RouteEdwardsOID
+)
+
+// String names the route by its mechanism and key type.
+func (r Route) String() string {
+	switch r {
+	case RouteEC:
+		return "CKM_EC_KEY_PAIR_GEN/CKK_EC"
+	case RouteMontgomery:
+		return "CKM_EC_MONTGOMERY_KEY_PAIR_GEN/CKK_EC_MONTGOMERY"
+	case RouteEdwardsOID:
+		return "CKM_EC_EDWARDS_KEY_PAIR_GEN/CKK_EC_EDWARDS+X-curve OID"
+	}
+	return "no route"
+}
+
+func (r Route) mechanism() uint {
+	switch r {
+	case RouteMontgomery:
+		return ckmECMontgomeryKeyPairGen
+	case RouteEdwardsOID:
+		return ckmECEdwardsKeyPairGen
+	}
+	return ckmECKeyPairGen
+}
+
+func (r Route) keyType() uint {
+	switch r {
+	case RouteMontgomery:
+		return ckkECMontgomery
+	case RouteEdwardsOID:
+		return ckkECEdwards
+	}
+	return p11.CKK_EC
+}
+
+// routes lists the routes to try for a curve, best first. For X25519/X448:
+// the route that already worked on this token, then those whose mechanism
+// the token lists (PKCS#11 3.0's before SoftHSM's), then the unlisted ones,
+// since some modules' mechanism lists are incomplete.
+func (t *Token) routes(cv *curve) ([]Route, error) {
+	if !cv.montgomery {
+		return []Route{RouteEC}, nil
+	}
+	mechs, err := t.mechanisms()
+	if err != nil {
+		return nil, err
+	}
+	var out []Route
+	add := func(r Route) {
+		for _, x := range out {
+			if x == r {
+				return
+			}
+		}
+		out = append(out, r)
+	}
+	if r := Route(t.montRoute.Load()); r != 0 {
+		add(r)
+	}
+	for _, r := range []Route{RouteMontgomery, RouteEdwardsOID} {
+		if mechs[r.mechanism()] {
+			add(r)
+		}
+	}
+	add(RouteMontgomery)
+	add(RouteEdwardsOID)
+	return out, nil
+}
+
+// keyTemplates returns the public and private key templates for a key
+// pair on route r. Private keys are sensitive, never extractable, and can
+// only derive.
+func keyTemplates(r Route, cv *curve, ref KeyRef, onToken bool) (pub, priv []*p11.Attribute) {
+	pub = []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PUBLIC_KEY),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, r.keyType()),
+		p11.NewAttribute(p11.CKA_TOKEN, onToken),
+		p11.NewAttribute(p11.CKA_PRIVATE, false),
+		p11.NewAttribute(p11.CKA_EC_PARAMS, cv.params),
+		p11.NewAttribute(p11.CKA_VERIFY, false),
+	}
+	priv = []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PRIVATE_KEY),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, r.keyType()),
+		p11.NewAttribute(p11.CKA_TOKEN, onToken),
+		p11.NewAttribute(p11.CKA_PRIVATE, true),
+		p11.NewAttribute(p11.CKA_SENSITIVE, true),
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
+		p11.NewAttribute(p11.CKA_DERIVE, true),
+		p11.NewAttribute(p11.CKA_SIGN, false),
+	}
+	if len(ref.ID) > 0 {
+		pub = append(pub, p11.NewAttribute(p11.CKA_ID, ref.ID))
+		priv = append(priv, p11.NewAttribute(p11.CKA_ID, ref.ID))
+	}
+	if ref.Label != "" {
+		pub = append(pub, p11.NewAttribute(p11.CKA_LABEL, ref.Label))
+		priv = append(priv, p11.NewAttribute(p11.CKA_LABEL, ref.Label))
+	}
+	return pub, priv
+}
+
+// GenerateKey generates a key pair for a DHKEM on the token: CKA_TOKEN,
+// CKA_PRIVATE, CKA_SENSITIVE, not CKA_EXTRACTABLE, CKA_DERIVE, with ref's
+// CKA_ID (16 random bytes when empty) and CKA_LABEL on both objects. For
+// X25519 and X448 it uses whichever of [RouteMontgomery] and
+// [RouteEdwardsOID] the token takes. An existing private key with the same
+// CKA_ID is ErrKeyExists; a curve the token cannot make is
+// ErrUnsupportedKeyType.
+func (t *Token) GenerateKey(ctx context.Context, id kem.ID, ref KeyRef) (*Key, error) {
+	cv, err := curveForKEM(id)
+	if err != nil {
+		return nil, err
+	}
+	if len(ref.ID) == 0 {
+		ref.ID = randomID()
+	}
+	var k *Key
+	created := false
+	err = t.do(ctx, "generate key", func(s *session) error {
+		c := t.ctx()
+		if created { // a retry after the pair was made: pick it up
+			return t.pickUp(s, ref, &k)
+		}
+		if err := t.keyExists(s, ref.ID); err != nil {
+			return err
+		}
+		routes, err := t.routes(cv)
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, r := range routes {
+			pubT, privT := keyTemplates(r, cv, ref, true)
+			pubH, privH, err := c.GenerateKeyPair(s.h, []*p11.Mechanism{p11.NewMechanism(r.mechanism(), nil)}, pubT, privT)
+			if err != nil {
+				if classify(err) != recoverNone {
+					return fmt.Errorf("pkcs11: generate %s key: %w", cv.name, err)
+				}
+				errs = append(errs, fmt.Errorf("%v: %w", r, err))
+				continue
+			}
+			created = true
+			if cv.montgomery {
+				t.montRoute.Store(int32(r))
+			}
+			info, kcv, err := t.describeKey(s, privH)
+			if err == nil {
+				k, err = t.newKey(s, privH, info, kcv, ref)
+			}
+			if err != nil && classify(err) == recoverNone {
+				c.DestroyObject(s.h, privH)
+				c.DestroyObject(s.h, pubH)
+				created = false
+			}
+			return err
+		}
+		return fmt.Errorf("%w: token %q cannot generate %s keys: %w", ErrUnsupportedKeyType, t.info.Label, cv.name, errors.Join(errs...))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// pickUp loads the key ref names into *k.
+func (t *Token) pickUp(s *session, ref KeyRef, k **Key) error {
+	hs, err := findObjects(t.ctx(), s, refTemplate(p11.CKO_PRIVATE_KEY, KeyRef{ID: ref.ID}))
+	if err != nil {
+		return err
+	}
+	if len(hs) != 1 {
+		return fmt.Errorf("%w: %s after creating it", ErrKeyNotFound, ref)
+	}
+	info, cv, err := t.describeKey(s, hs[0])
+	if err != nil {
+		return err
+	}
+	*k, err = t.newKey(s, hs[0], info, cv, ref)
+	return err
+}
+
+// ImportKey stores an existing private key on the token as a sensitive,
+// non-extractable, derive-only key, with a public key object beside it: for
+// migrating software keys, and for tests that need known key bytes.
+// P-256, P-384, P-521 and X25519 keys are accepted; see ImportX448Key for
+// X448. The copy of the scalar this function makes is zeroed; the caller
+// still owns priv. ref.ID defaults to 16 random bytes.
+func (t *Token) ImportKey(ctx context.Context, priv *ecdh.PrivateKey, ref KeyRef) (*Key, error) {
+	if priv == nil {
+		return nil, fmt.Errorf("%w: nil private key", ErrUnsupportedKeyType)
+	}
+	var cv *curve
+	for _, c := range curves {
+		if c.ecdh != nil && c.ecdh == priv.Curve() {
+			cv = c
+		}
+	}
+	if cv == nil {
+		return nil, fmt.Errorf("%w: curve %v", ErrUnsupportedKeyType, priv.Curve())
+	}
+	value := priv.Bytes()
+	defer clear(value)
+	return t.importKey(ctx, cv, value, priv.PublicKey().Bytes(), ref)
+}
+
+// ImportX448Key is ImportKey for a raw 56-byte X448 private key (RFC 7748),
+// which crypto/ecdh cannot represent.
+func (t *Token) ImportX448Key(ctx context.Context, priv []byte, ref KeyRef) (*Key, error) {
+	if len(priv) != x448.Size {
+		return nil, fmt.Errorf("%w: X448 private key must be %d bytes, got %d", ErrUnsupportedKeyType, x448.Size, len(priv))
+	}
+	var sk, pk x448.Key
+	copy(sk[:], priv)
+	defer clear(sk[:])
+	x448.KeyGen(&pk, &sk)
+	return t.importKey(ctx, curveX448, sk[:], pk[:], ref)
+}
+
+func (t *Token) importKey(ctx context.Context, cv *curve, value, pub []byte, ref KeyRef) (*Key, error) {
+	if len(ref.ID) == 0 {
+		ref.ID = randomID()
+	}
+	var k *Key
+	created := false
+	err := t.do(ctx, "import key", func(s *session) error {
+		c := t.ctx()
+		if created {
+			return t.pickUp(s, ref, &k)
+		}
+		if err := t.keyExists(s, ref.ID); err != nil {
+			return err
+		}
+		routes, err := t.routes(cv)
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, r := range routes {
+			pubT, privT := keyTemplates(r, cv, ref, true)
+			privT = append(privT, p11.NewAttribute(p11.CKA_EC_PARAMS, cv.params), p11.NewAttribute(p11.CKA_VALUE, value))
+			pubT = append(pubT, p11.NewAttribute(p11.CKA_EC_POINT, wrapOctetString(pub)))
+			privH, err := c.CreateObject(s.h, privT)
+			if err != nil {
+				if classify(err) != recoverNone {
+					return fmt.Errorf("pkcs11: import %s key: %w", cv.name, err)
+				}
+				errs = append(errs, fmt.Errorf("%v: %w", r, err))
+				continue
+			}
+			pubH, err := c.CreateObject(s.h, pubT)
+			if err != nil {
+				c.DestroyObject(s.h, privH)
+				return fmt.Errorf("pkcs11: import %s public key: %w", cv.name, err)
+			}
+			created = true
+			if cv.montgomery {
+				t.montRoute.Store(int32(r))
+			}
+			info, kcv, err := t.describeKey(s, privH)
+			if err == nil {
+				k, err = t.newKey(s, privH, info, kcv, ref)
+			}
+			if err != nil && classify(err) == recoverNone {
+				c.DestroyObject(s.h, privH)
+				c.DestroyObject(s.h, pubH)
+				created = false
+			}
+			return err
+		}
+		return fmt.Errorf("%w: token %q does not take %s keys: %w", ErrUnsupportedKeyType, t.info.Label, cv.name, errors.Join(errs...))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// Capability reports whether a token can generate keys for a KEM and do
+// ECDH with them, and how.
+type Capability struct {
+	KEM kem.ID
+	// Route is the route that worked, 0 when none did.
+	Route Route
+	// Attempts lists every route tried, in order, with its outcome (nil
+	// for those that worked).
+	Attempts []Attempt
+	// Err says why no route worked (nil when one did); it wraps
+	// ErrUnsupportedKeyType.
+	Err error
+}
+
+// Attempt is the outcome of trying one route in [Token.Probe].
+type Attempt struct {
+	Route Route
+	Err   error
+}
+
+// Probe finds out which DHKEMs the token supports: for each curve and
+// route it generates a session (not token) key pair, derives a shared
+// secret with it and checks the result against an independent computation
+// (crypto/ecdh for the NIST curves, the base-point identity X(k, base) =
+// public key for X25519/X448), and destroys the objects. It leaves nothing
+// on the token. For X25519 and X448 it tries both [RouteMontgomery] and
+// [RouteEdwardsOID], whatever the mechanism list says, and reports each;
+// Route is the first that worked, preferring the standard one.
+func (t *Token) Probe(ctx context.Context) ([]Capability, error) {
+	var out []Capability
+	for _, cv := range curves {
+		capab := Capability{KEM: cv.kem}
+		routes := []Route{RouteEC}
+		if cv.montgomery {
+			routes = []Route{RouteMontgomery, RouteEdwardsOID}
+		}
+		var errs []error
+		for _, r := range routes {
+			err := t.do(ctx, "probe", func(s *session) error { return t.probeRoute(s, cv, r) })
+			capab.Attempts = append(capab.Attempts, Attempt{Route: r, Err: err})
+			if err == nil {
+				if capab.Route == 0 {
+					capab.Route = r
+				}
+				if cv.montgomery && t.montRoute.Load() == 0 {
+					t.montRoute.Store(int32(r))
+				}
+				continue
+			}
+			if ckr(err) == 0 && !errors.Is(err, errProbeMismatch) {
+				return nil, err
+			}
+			errs = append(errs, fmt.Errorf("%v: %w", r, err))
+		}
+		if capab.Route == 0 {
+			capab.Err = fmt.Errorf("%w: %s: %w", ErrUnsupportedKeyType, cv.name, errors.Join(errs...))
+		}
+		out = append(out, capab)
+	}
+	return out, nil
+}
+
+var errProbeMismatch = errors.New("pkcs11: token derived a wrong shared secret")
+
+func (t *Token) probeRoute(s *session, cv *curve, r Route) error {
+	c := t.ctx()
+	pubT, privT := keyTemplates(r, cv, KeyRef{}, false)
+	pubH, privH, err := c.GenerateKeyPair(s.h, []*p11.Mechanism{p11.NewMechanism(r.mechanism(), nil)}, pubT, privT)
+	if err != nil {
+		return err
+	}
+	defer c.DestroyObject(s.h, pubH)
+	defer c.DestroyObject(s.h, privH)
+	a, err := getAttrs(c, s, pubH, p11.CKA_EC_POINT)
+	if err != nil {
+		return err
+	}
+	pub, ok := cv.rawPoint(a[p11.CKA_EC_POINT])
+	if !ok {
+		return fmt.Errorf("%w: unreadable CKA_EC_POINT", errProbeMismatch)
+	}
+	var peer, want []byte
+	if cv.montgomery {
+		peer = make([]byte, cv.size)
+		peer[0] = 9 // X25519 base point
+		if cv == curveX448 {
+			peer[0] = 5 // X448 base point
+		}
+		want = pub
+	} else {
+		eph, err := cv.ecdh.GenerateKey(rand.Reader)
+		if err != nil {
+			return err
+		}
+		tp, err := cv.ecdh.NewPublicKey(pub)
+		if err != nil {
+			return fmt.Errorf("%w: invalid public key", errProbeMismatch)
+		}
+		if want, err = eph.ECDH(tp); err != nil {
+			return err
+		}
+		peer = eph.PublicKey().Bytes()
+	}
+	k := &Key{tok: t, curve: cv}
+	k.deriveTmpl = deriveTemplate(cv)
+	got, err := k.deriveOnce(s, privH, peer)
+	if err != nil {
+		return err
+	}
+	defer clear(got)
+	if string(got) != string(want) {
+		return errProbeMismatch
+	}
+	return nil
+}

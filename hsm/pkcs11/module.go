@@ -1,0 +1,159 @@
+package pkcs11
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	p11 "github.com/miekg/pkcs11"
+)
+
+// A process loads each PKCS#11 module once. The registry maps the module's
+// real path (symlinks resolved) to its shared state; Module values are
+// references to it.
+var registry = struct {
+	sync.Mutex
+	m map[string]*moduleState
+}{m: map[string]*moduleState{}}
+
+// moduleState is one loaded library. The library is never unloaded (dlclose
+// of a module linking OpenSSL and loading it again is unsafe); it is
+// initialised while at least one Module refers to it and finalised when the
+// last one closes.
+type moduleState struct {
+	path string
+	ctx  *p11.Ctx
+
+	mu   sync.Mutex // guards refs and C_Initialize/C_Finalize
+	refs int
+	// gen counts initialisations; sessions and object handles from an older
+	// generation are stale.
+	gen atomic.Uint64
+}
+
+// Module is a reference to a loaded and initialised PKCS#11 module. Opening
+// the same path twice in a process shares one library and one
+// initialisation; the module is finalised (C_Finalize) when the last Module
+// for it is closed. A Module is safe for concurrent use.
+//
+// PKCS#11 state is per process: other code in the process that finalises the
+// same library (another PKCS#11 wrapper, a test) pulls it from under every
+// Module; Tokens notice (CKR_CRYPTOKI_NOT_INITIALIZED) and initialise it
+// again. For SoftHSM2, the configuration (SOFTHSM2_CONF) is the one in the
+// environment at the first open after the module was last finalised.
+type Module struct {
+	st     *moduleState
+	closed atomic.Bool
+}
+
+// OpenModule loads (once per process) and initialises (once per open
+// period) the PKCS#11 module at path. A missing file gives an error wrapping
+// [ErrModuleNotFound]; a file that is not a PKCS#11 library one wrapping
+// [ErrModuleLoad]. A module another part of the process already initialised
+// (CKR_CRYPTOKI_ALREADY_INITIALIZED) is accepted.
+func OpenModule(path string) (*Module, error) {
+	if path == "" {
+		return nil, fmt.Errorf("%w: empty module path", ErrModuleNotFound)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: %s does not exist or is not a file", ErrModuleNotFound, path)
+	}
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrModuleNotFound, path, err)
+	}
+	if real, err = filepath.Abs(real); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrModuleNotFound, path, err)
+	}
+
+	registry.Lock()
+	st, ok := registry.m[real]
+	if !ok {
+		c := p11.New(real)
+		if c == nil {
+			registry.Unlock()
+			return nil, fmt.Errorf("%w: %s (dlopen or C_GetFunctionList failed)", ErrModuleLoad, real)
+		}
+		st = &moduleState{path: real, ctx: c}
+		registry.m[real] = st
+	}
+	registry.Unlock()
+
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.refs == 0 {
+		if err := st.initializeLocked(); err != nil {
+			return nil, err
+		}
+	}
+	st.refs++
+	return &Module{st: st}, nil
+}
+
+// initializeLocked calls C_Initialize, accepting an already initialised
+// module, and starts a new generation. st.mu must be held.
+func (st *moduleState) initializeLocked() error {
+	err := st.ctx.Initialize()
+	if err != nil && !isCKR(err, p11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+		return fmt.Errorf("pkcs11: C_Initialize %s: %w", st.path, err)
+	}
+	st.gen.Add(1)
+	return nil
+}
+
+// ensureInitialized initialises the module again after something
+// finalised it behind our back. An already initialised module is fine.
+func (st *moduleState) ensureInitialized() error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.refs == 0 {
+		return ErrClosed
+	}
+	return st.initializeLocked()
+}
+
+// Path returns the real path of the module (symlinks resolved).
+func (m *Module) Path() string { return m.st.path }
+
+// Ctx returns the underlying github.com/miekg/pkcs11 context, for callers
+// that need raw PKCS#11 calls (tests, diagnostics). Calling Finalize or
+// Destroy on it breaks every Module and Token of this library in the process.
+func (m *Module) Ctx() *p11.Ctx { return m.st.ctx }
+
+// Info returns the module's C_GetInfo (library manufacturer, description,
+// Cryptoki version).
+func (m *Module) Info() (p11.Info, error) {
+	if m.closed.Load() {
+		return p11.Info{}, ErrClosed
+	}
+	info, err := m.st.ctx.GetInfo()
+	if err != nil {
+		return p11.Info{}, fmt.Errorf("pkcs11: C_GetInfo: %w", err)
+	}
+	return info, nil
+}
+
+// Close releases the reference. The last Close of a module finalises it
+// (C_Finalize), which closes every session any Token still has on it. Close
+// is idempotent.
+func (m *Module) Close() error {
+	if !m.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	st := m.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.refs--
+	if st.refs > 0 {
+		return nil
+	}
+	st.gen.Add(1)
+	err := st.ctx.Finalize()
+	if err != nil && !isCKR(err, p11.CKR_CRYPTOKI_NOT_INITIALIZED) {
+		return fmt.Errorf("pkcs11: C_Finalize %s: %w", st.path, err)
+	}
+	return nil
+}

@@ -1,0 +1,150 @@
+package pkcs11_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdh"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+
+	p11 "github.com/miekg/pkcs11"
+
+	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
+	"github.com/twoway-hsm/twoway-hsm/kem"
+)
+
+// logBuffer is a concurrency-safe slog sink.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestRecovery pulls sessions, the login or the whole module from under
+// the backend with raw PKCS#11 calls; the next ECDH must still succeed.
+func TestRecovery(t *testing.T) {
+	cases := []struct {
+		name    string
+		disrupt func(t *testing.T, c *p11.Ctx, tok *pkcs11.Token, s p11.SessionHandle)
+	}{
+		{"CloseAllSessions", func(t *testing.T, c *p11.Ctx, tok *pkcs11.Token, _ p11.SessionHandle) {
+			if err := c.CloseAllSessions(tok.Info().SlotID); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"Logout", func(t *testing.T, c *p11.Ctx, _ *pkcs11.Token, s p11.SessionHandle) {
+			if err := c.Logout(s); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"Finalize", func(t *testing.T, c *p11.Ctx, _ *pkcs11.Token, _ p11.SessionHandle) {
+			if err := c.Finalize(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"Finalize+Initialize", func(t *testing.T, c *p11.Ctx, _ *pkcs11.Token, _ p11.SessionHandle) {
+			if err := c.Finalize(); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Initialize(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs logBuffer
+			sh, tok := openToken(t, pkcs11.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))), pkcs11.WithPoolSize(2))
+			ctx := context.Background()
+			keys := map[string]*pkcs11.Key{}
+			for i, c := range dhCurves[:4] {
+				k, err := tok.GenerateKey(ctx, c.kem, pkcs11.KeyRef{ID: []byte{0x60, byte(i)}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				keys[c.name] = k
+			}
+			check := func() {
+				t.Helper()
+				for _, c := range dhCurves[:4] {
+					k := keys[c.name]
+					peer, agree := softwarePeer(t, c.ecdh)
+					z, err := k.ECDHContext(ctx, peer)
+					if err != nil {
+						t.Fatalf("%s: %v", c.name, err)
+					}
+					if !bytes.Equal(z, agree(k.PublicKeyBytes())) {
+						t.Fatalf("%s: wrong secret", c.name)
+					}
+				}
+			}
+			check()
+			c := tok.Module().Ctx()
+			// A raw session of our own, logged in, as another user of the
+			// module would have.
+			s, err := c.OpenSession(tok.Info().SlotID, p11.CKF_SERIAL_SESSION)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.disrupt(t, c, tok, s)
+			check()
+			check()
+			// Keys found after the recovery work too.
+			if _, err := tok.FindKey(ctx, pkcs11.KeyRef{ID: []byte{0x60, 0}}); err != nil {
+				t.Fatal(err)
+			}
+			out := logs.String()
+			if !strings.Contains(out, "recovering") {
+				t.Errorf("no recovery logged:\n%s", out)
+			}
+			if strings.Contains(out, sh.PIN) {
+				t.Fatal("log leaks the PIN")
+			}
+			t.Logf("log:\n%s", out)
+		})
+	}
+}
+
+// TestRecoveryGivesUp bounds the retries.
+func TestRecoveryGivesUp(t *testing.T) {
+	sh, tok := openToken(t, pkcs11.WithMaxRetries(0))
+	ctx := context.Background()
+	k, err := tok.GenerateKey(ctx, kem.DHKEMP256HKDFSHA256, pkcs11.KeyRef{ID: []byte{1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := tok.Module().Ctx()
+	if err := c.CloseAllSessions(tok.Info().SlotID); err != nil {
+		t.Fatal(err)
+	}
+	peer, _ := softwarePeer(t, ecdh.P256())
+	_, err = k.ECDHContext(ctx, peer)
+	wantErr(t, err, pkcs11.ErrTokenUnavailable, "CKR_SESSION_HANDLE_INVALID", "1 attempts")
+	assertNoSecret(t, err, sh.PIN)
+	if !errors.Is(err, p11.Error(p11.CKR_SESSION_HANDLE_INVALID)) {
+		t.Fatalf("error does not carry the PKCS#11 code: %v", err)
+	}
+	// The failed attempt still recovered nothing; the next call recovers.
+	if _, err := k.ECDHContext(ctx, peer); err == nil {
+		t.Log("second call succeeded")
+	}
+	tok2, err := pkcs11.OpenToken(ctx, sh.URI())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok2.Close()
+}

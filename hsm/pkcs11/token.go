@@ -1,0 +1,507 @@
+package pkcs11
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	p11 "github.com/miekg/pkcs11"
+
+	"github.com/twoway-hsm/twoway-hsm/hsm/softhsm"
+)
+
+// TokenInfo describes an open token.
+type TokenInfo struct {
+	Label        string // CK_TOKEN_INFO label (RFC 7512 "token")
+	Serial       string // serial number (RFC 7512 "serial")
+	Manufacturer string // manufacturer ID (RFC 7512 "manufacturer")
+	Model        string // model (RFC 7512 "model")
+	// SlotID is the slot the token is in now; it can change after a
+	// recovery, and between processes.
+	SlotID uint
+	// MaxRwSessionCount is what the token reports: 0 means effectively
+	// infinite, ^uint(0) unknown.
+	MaxRwSessionCount uint
+	// PoolSize is the number of sessions the Token uses at most: the
+	// requested size clamped to MaxRwSessionCount.
+	PoolSize int
+	// LoginRequired reports whether the Token logs in as the user.
+	LoginRequired bool
+	// ModulePath is the real path of the PKCS#11 module.
+	ModulePath string
+}
+
+// Token is an open, logged-in PKCS#11 token: a module reference, a pool of
+// read-write sessions, and the user login. It creates, finds, imports and
+// deletes keys, and runs their ECDH operations.
+//
+// A Token is safe for concurrent use. Its operations take a
+// context.Context: waiting for a free session honours cancellation; a call
+// already inside the module runs to completion (PKCS#11 calls cannot be
+// interrupted); [WithAbandonOnCancel] lets ECDH return on time anyway.
+//
+// When the module reports that sessions are gone (CKR_SESSION_HANDLE_INVALID,
+// CKR_SESSION_CLOSED, CKR_USER_NOT_LOGGED_IN), the token went away
+// (CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT) or the module was finalised
+// (CKR_CRYPTOKI_NOT_INITIALIZED), the Token recovers: it initialises the
+// module again if needed, finds its token again by label and serial (never by
+// slot id), opens new sessions, logs in again, and keys find their objects
+// again by CKA_ID. It retries at most the configured number of times
+// ([WithMaxRetries]) and then fails with [ErrTokenUnavailable].
+type Token struct {
+	mod *Module
+	o   options
+	log *slog.Logger
+
+	pin       string // never printed
+	needLogin bool
+	// pinned selects the same token after a recovery: label, serial,
+	// manufacturer and model as found at open, never the slot id.
+	pinned TokenSelector
+	info   TokenInfo
+
+	mu        sync.Mutex // serialises recoveries and the mechanism cache
+	slot      atomic.Uint64
+	gen       atomic.Uint64
+	mechs     map[uint]bool
+	montRoute atomic.Int32 // Route that made or took a Montgomery key, 0 if none yet
+	// peerWrapped is set once the token refused a raw peer point in
+	// CK_ECDH1_DERIVE_PARAMS and accepted a DER-wrapped one.
+	peerWrapped atomic.Bool
+
+	pool *sessionPool
+
+	closeMu sync.RWMutex
+	closed  bool
+	done    chan struct{}
+	wg      sync.WaitGroup
+}
+
+// OpenToken opens the module and the token an RFC 7512 URI names and logs
+// in. The module comes from [WithModulePath], else the URI's module-path,
+// else a located SoftHSM2; the PIN from [WithPIN], [WithPINEnv],
+// [WithPINFile], the URI's pin-value or pin-source, in that order. A token
+// that requires login with no PIN given fails with [ErrPINSource]; a wrong
+// PIN with [ErrPINIncorrect]; no matching token with [ErrTokenNotFound].
+// Key attributes in the URI (id, object) are ignored here.
+//
+// Close the Token when done; it releases its sessions and its module
+// reference.
+func OpenToken(ctx context.Context, uri string, opts ...Option) (*Token, error) {
+	u, err := ParseURI(uri)
+	if err != nil {
+		return nil, err
+	}
+	o := buildOptions(opts)
+	return openToken(ctx, u, o)
+}
+
+func openToken(ctx context.Context, u *URI, o options) (*Token, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	path := o.modulePath
+	if path == "" {
+		path = u.ModulePath
+	}
+	if path == "" {
+		p, err := softhsm.FindModule("")
+		if err != nil {
+			return nil, fmt.Errorf("%w: no module-path given and no SoftHSM2 found: %v", ErrModuleNotFound, err)
+		}
+		path = p
+	}
+	mod, err := OpenModule(path)
+	if err != nil {
+		return nil, err
+	}
+	t := &Token{mod: mod, o: o, log: o.logger, done: make(chan struct{})}
+	ok := false
+	defer func() {
+		if !ok {
+			mod.Close()
+		}
+	}()
+
+	slot, ti, err := t.findToken(u.Token)
+	if err != nil {
+		return nil, err
+	}
+	pin, havePIN, err := resolvePIN(&o, u)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case havePIN:
+		t.pin, t.needLogin = pin, true
+	case ti.Flags&p11.CKF_LOGIN_REQUIRED != 0 && ti.Flags&p11.CKF_PROTECTED_AUTHENTICATION_PATH != 0:
+		t.needLogin = true // the PIN is entered on the device
+	case ti.Flags&p11.CKF_LOGIN_REQUIRED != 0:
+		return nil, fmt.Errorf("%w: token %q requires login and no PIN was given (pin-source, pin-value, WithPIN, WithPINEnv or WithPINFile)", ErrPINSource, ti.Label)
+	}
+	size := o.poolSize
+	if m := ti.MaxRwSessionCount; m != p11.CK_EFFECTIVELY_INFINITE && m != p11.CK_UNAVAILABLE_INFORMATION && uint(size) > m {
+		size = int(m)
+	}
+	t.pinned = TokenSelector{Label: ti.Label, Serial: ti.SerialNumber, Manufacturer: ti.ManufacturerID, Model: ti.Model}
+	t.info = TokenInfo{
+		Label: ti.Label, Serial: ti.SerialNumber, Manufacturer: ti.ManufacturerID, Model: ti.Model,
+		SlotID: slot, MaxRwSessionCount: ti.MaxRwSessionCount, PoolSize: size,
+		LoginRequired: t.needLogin, ModulePath: mod.Path(),
+	}
+	t.slot.Store(uint64(slot))
+	t.gen.Store(1)
+	t.pool = newSessionPool(size)
+
+	// Open the first session and log in now, so that a wrong PIN fails here.
+	s, err := t.openSession()
+	if err != nil {
+		return nil, err
+	}
+	t.pool.push(s)
+	ok = true
+	return t, nil
+}
+
+func (t *Token) ctx() *p11.Ctx { return t.mod.st.ctx }
+
+// Info describes the token. SlotID is the current slot.
+func (t *Token) Info() TokenInfo {
+	i := t.info
+	i.SlotID = uint(t.slot.Load())
+	return i
+}
+
+// Module returns the module the token is on.
+func (t *Token) Module() *Module { return t.mod }
+
+// Close waits for running operations, closes the Token's sessions (never
+// C_CloseAllSessions, never C_Logout, so other users of the token in the
+// process are not disturbed, although closing the process's last session
+// ends its login) and releases the module. Keys of the Token stop working.
+// Close is idempotent.
+func (t *Token) Close() error {
+	t.closeMu.Lock()
+	if t.closed {
+		t.closeMu.Unlock()
+		return nil
+	}
+	t.closed = true
+	close(t.done)
+	t.closeMu.Unlock()
+	t.wg.Wait()
+	for _, s := range t.pool.drain() {
+		t.closeSession(s)
+	}
+	return t.mod.Close()
+}
+
+// enter registers a running operation, or reports that the Token is closed.
+func (t *Token) enter() bool {
+	t.closeMu.RLock()
+	defer t.closeMu.RUnlock()
+	if t.closed {
+		return false
+	}
+	t.wg.Add(1)
+	return true
+}
+
+// findToken returns the slot of the one initialised token matching sel.
+func (t *Token) findToken(sel TokenSelector) (uint, p11.TokenInfo, error) {
+	c := t.ctx()
+	if sel.LibraryManufacturer != "" || sel.LibraryDescription != "" {
+		info, err := c.GetInfo()
+		if err != nil {
+			return 0, p11.TokenInfo{}, fmt.Errorf("pkcs11: C_GetInfo: %w", err)
+		}
+		if !fieldMatch(sel.LibraryManufacturer, info.ManufacturerID) || !fieldMatch(sel.LibraryDescription, info.LibraryDescription) {
+			return 0, p11.TokenInfo{}, fmt.Errorf("%w: module %s is %q/%q, not the library the URI names", ErrTokenNotFound, t.mod.Path(), info.ManufacturerID, info.LibraryDescription)
+		}
+	}
+	slots, err := c.GetSlotList(true)
+	if err != nil {
+		return 0, p11.TokenInfo{}, fmt.Errorf("pkcs11: C_GetSlotList: %w", err)
+	}
+	type match struct {
+		slot uint
+		ti   p11.TokenInfo
+	}
+	var matches []match
+	var seen []string
+	for _, s := range slots {
+		ti, err := c.GetTokenInfo(s)
+		if err != nil || ti.Flags&p11.CKF_TOKEN_INITIALIZED == 0 {
+			continue
+		}
+		ti.Label = trimField(ti.Label)
+		ti.SerialNumber = trimField(ti.SerialNumber)
+		ti.ManufacturerID = trimField(ti.ManufacturerID)
+		ti.Model = trimField(ti.Model)
+		seen = append(seen, fmt.Sprintf("%q (serial %s)", ti.Label, ti.SerialNumber))
+		if !fieldMatch(sel.Label, ti.Label) || !fieldMatch(sel.Serial, ti.SerialNumber) ||
+			!fieldMatch(sel.Manufacturer, ti.ManufacturerID) || !fieldMatch(sel.Model, ti.Model) {
+			continue
+		}
+		if sel.SlotID != nil && *sel.SlotID != s {
+			continue
+		}
+		if sel.SlotDescription != "" || sel.SlotManufacturer != "" {
+			si, err := c.GetSlotInfo(s)
+			if err != nil || !fieldMatch(sel.SlotDescription, trimField(si.SlotDescription)) ||
+				!fieldMatch(sel.SlotManufacturer, trimField(si.ManufacturerID)) {
+				continue
+			}
+		}
+		matches = append(matches, match{s, ti})
+	}
+	switch len(matches) {
+	case 1:
+		return matches[0].slot, matches[0].ti, nil
+	case 0:
+		avail := "none"
+		if len(seen) > 0 {
+			avail = strings.Join(seen, ", ")
+		}
+		return 0, p11.TokenInfo{}, fmt.Errorf("%w: nothing matches %s in %s (initialised tokens: %s)", ErrTokenNotFound, sel.describe(), t.mod.Path(), avail)
+	default:
+		var names []string
+		for _, m := range matches {
+			names = append(names, fmt.Sprintf("%q (serial %s)", m.ti.Label, m.ti.SerialNumber))
+		}
+		return 0, p11.TokenInfo{}, fmt.Errorf("%w: %s matches %s; add token= or serial= to the URI", ErrTokenAmbiguous, sel.describe(), strings.Join(names, ", "))
+	}
+}
+
+func trimField(s string) string { return strings.TrimRight(s, " \x00") }
+
+func fieldMatch(want, have string) bool { return want == "" || want == have }
+
+// describe renders the selector for messages.
+func (s TokenSelector) describe() string {
+	u := URI{Token: s}
+	d := strings.TrimPrefix(u.String(), "pkcs11:")
+	if d == "" {
+		return "any token"
+	}
+	return d
+}
+
+// openSession opens a read-write session on the current slot and logs in
+// (once per token: CKR_USER_ALREADY_LOGGED_IN is fine).
+func (t *Token) openSession() (*session, error) {
+	gen := t.gen.Load()
+	c := t.ctx()
+	h, err := c.OpenSession(uint(t.slot.Load()), p11.CKF_SERIAL_SESSION|p11.CKF_RW_SESSION)
+	if err != nil {
+		return nil, fmt.Errorf("pkcs11: open session on token %q: %w", t.info.Label, err)
+	}
+	if t.needLogin {
+		if err := c.Login(h, p11.CKU_USER, t.pin); err != nil && !isCKR(err, p11.CKR_USER_ALREADY_LOGGED_IN) {
+			c.CloseSession(h)
+			return nil, loginError(t.info.Label, err)
+		}
+	}
+	return &session{h: h, gen: gen}, nil
+}
+
+func (t *Token) closeSession(s *session) { _ = t.ctx().CloseSession(s.h) }
+
+// getSession takes a session from the pool, opening one if none is idle;
+// it waits for a free slot while respecting ctx.
+func (t *Token) getSession(ctx context.Context) (*session, error) {
+	if err := t.pool.acquire(ctx, t.done); err != nil {
+		return nil, err
+	}
+	gen := t.gen.Load()
+	for {
+		s := t.pool.pop()
+		if s == nil {
+			break
+		}
+		if s.gen == gen {
+			return s, nil
+		}
+		t.closeSession(s)
+	}
+	s, err := t.openSession()
+	if err != nil {
+		t.pool.release()
+		return nil, err
+	}
+	return s, nil
+}
+
+// putSession returns a session after an operation that ended with err. A
+// session whose handle the module declared dead is dropped without
+// C_CloseSession: after a re-initialisation its number may belong to
+// another session now.
+func (t *Token) putSession(s *session, err error) {
+	defer t.pool.release()
+	switch classify(err) {
+	case recoverSession, recoverModule:
+		if isCKR(err, p11.CKR_USER_NOT_LOGGED_IN) {
+			t.closeSession(s) // alive, just logged out
+		}
+		return
+	}
+	if s.gen != t.gen.Load() {
+		t.closeSession(s)
+		return
+	}
+	t.pool.push(s)
+}
+
+// do runs fn on a pooled session, recovering and retrying (a bounded number
+// of times) after recoverable failures. fn must return errors from the
+// module wrapped with %w so they can be classified.
+func (t *Token) do(ctx context.Context, op string, fn func(*session) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !t.enter() {
+		return fmt.Errorf("pkcs11: %s: %w", op, ErrClosed)
+	}
+	defer t.wg.Done()
+	var (
+		last        error
+		needRecover recovery
+		failGen     uint64
+	)
+	attempts := t.o.maxRetries + 1
+	for attempt := 0; attempt < attempts; attempt++ {
+		if attempt > 0 {
+			if err := t.backoff(ctx, attempt, last); err != nil {
+				return err
+			}
+		}
+		if needRecover != recoverNone {
+			if err := t.recover(needRecover, failGen, last); err != nil {
+				if classify(err) == recoverModule {
+					needRecover = recoverModule
+				}
+				last = err
+				continue
+			}
+			needRecover = recoverNone
+		}
+		s, err := t.getSession(ctx)
+		if err == nil {
+			failGen = s.gen
+			err = fn(s)
+			t.putSession(s, err)
+			if err == nil {
+				return nil
+			}
+		} else {
+			failGen = t.gen.Load()
+		}
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			return err
+		}
+		rec := classify(err)
+		if rec == recoverNone {
+			return err
+		}
+		last = err
+		if rec != recoverHandle {
+			needRecover = rec
+		}
+		t.log.Warn("pkcs11: recovering", "token", t.info.Label, "op", op, "cause", causeName(err), "attempt", attempt+1, "of", attempts)
+	}
+	return fmt.Errorf("%w: token %q: %s gave up after %d attempts: %w", ErrTokenUnavailable, t.info.Label, op, attempts, last)
+}
+
+// backoff pauses before a retry when the token itself is missing; other
+// failures are retried at once.
+func (t *Token) backoff(ctx context.Context, attempt int, cause error) error {
+	switch ckr(cause) {
+	case p11.CKR_SESSION_HANDLE_INVALID, p11.CKR_SESSION_CLOSED, p11.CKR_USER_NOT_LOGGED_IN,
+		p11.CKR_CRYPTOKI_NOT_INITIALIZED, p11.CKR_KEY_HANDLE_INVALID, p11.CKR_OBJECT_HANDLE_INVALID:
+		return ctx.Err()
+	}
+	d := 20 * time.Millisecond << (attempt - 1)
+	if d > 500*time.Millisecond {
+		d = 500 * time.Millisecond
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.done:
+		return ErrClosed
+	}
+}
+
+// recover brings the Token back after a failure seen in generation gen:
+// re-initialise the module if needed, drop the idle sessions, find the token
+// again, and start a new generation (new sessions log in again; keys find
+// their handles again). Only one goroutine recovers a generation.
+func (t *Token) recover(rec recovery, gen uint64, cause error) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.gen.Load() != gen {
+		return nil // someone else recovered already
+	}
+	closeOld := isCKR(cause, p11.CKR_USER_NOT_LOGGED_IN)
+	for _, s := range t.pool.drain() {
+		if closeOld {
+			t.closeSession(s)
+		}
+	}
+	if rec == recoverModule {
+		if err := t.mod.st.ensureInitialized(); err != nil {
+			return err
+		}
+	}
+	slot, _, err := t.findToken(t.pinned)
+	if isCKR(err, p11.CKR_CRYPTOKI_NOT_INITIALIZED) {
+		if err := t.mod.st.ensureInitialized(); err != nil {
+			return err
+		}
+		slot, _, err = t.findToken(t.pinned)
+	}
+	if err != nil {
+		return err
+	}
+	t.slot.Store(uint64(slot))
+	t.mechs = nil
+	t.gen.Add(1)
+	t.log.Info("pkcs11: token recovered", "token", t.info.Label, "slot", slot)
+	return nil
+}
+
+// causeName names the PKCS#11 return value in err, for logs.
+func causeName(err error) string {
+	if v := ckr(err); v != 0 {
+		return p11.Error(v).Error()
+	}
+	return err.Error()
+}
+
+// mechanisms returns the token's mechanism list (cached per generation).
+func (t *Token) mechanisms() (map[uint]bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.mechs != nil {
+		return t.mechs, nil
+	}
+	list, err := t.ctx().GetMechanismList(uint(t.slot.Load()))
+	if err != nil {
+		return nil, fmt.Errorf("pkcs11: C_GetMechanismList: %w", err)
+	}
+	m := make(map[uint]bool, len(list))
+	for _, x := range list {
+		m[x.Mechanism] = true
+	}
+	t.mechs = m
+	return m, nil
+}

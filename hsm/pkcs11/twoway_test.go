@@ -1,0 +1,177 @@
+package pkcs11_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdh"
+	"encoding/hex"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/cloudflare/circl/hpke"
+	p11 "github.com/miekg/pkcs11"
+
+	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
+	"github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/twoway"
+)
+
+var _ kem.PrivateKey = (*pkcs11.Key)(nil)
+
+// TestTwowayRoundTrips opens one-to-one and one-to-many requests, chunked
+// and unchunked, with the receiver key generated on the token, for every
+// curve the token supports.
+func TestTwowayRoundTrips(t *testing.T) {
+	_, tok := openToken(t)
+	ctx := context.Background()
+	for i, c := range dhCurves {
+		t.Run(c.name, func(t *testing.T) {
+			key, err := tok.GenerateKey(ctx, c.kem, pkcs11.KeyRef{ID: []byte{0xb0, byte(i)}, Label: "rt-" + c.name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			kdf := map[kem.ID]hpke.KDF{kem.DHKEMP384HKDFSHA384: hpke.KDF_HKDF_SHA384, kem.DHKEMP521HKDFSHA512: hpke.KDF_HKDF_SHA512}[c.kem]
+			if kdf == 0 {
+				kdf = hpke.KDF_HKDF_SHA256
+			}
+			suite := hpke.NewSuite(hpke.KEM(c.kem), kdf, hpke.AEAD_ChaCha20Poly1305)
+			pub, err := hpke.KEM(c.kem).Scheme().UnmarshalBinaryPublicKey(key.PublicKeyBytes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			rcv, err := twoway.NewRequestReceiverForKey(5, key, kdf, hpke.AEAD_ChaCha20Poly1305, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mrcv, err := twoway.NewMultiRequestReceiverForKey(5, key, kdf, hpke.AEAD_ChaCha20Poly1305, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			snd, _ := twoway.NewRequestSender(suite, 5, pub, nil)
+			for _, opts := range [][]twoway.Option{nil, {twoway.EnableChunking(), twoway.WithMaxChunkPlaintextLen(700)}} {
+				req := bytes.Repeat([]byte("request "), 800)
+				resp := bytes.Repeat([]byte("response "), 700)
+				s, _ := snd.NewRequestSealer(bytes.NewReader(req), []byte("q"), opts...)
+				ct, _ := io.ReadAll(s)
+				o, err := rcv.NewRequestOpenerContext(ctx, bytes.NewReader(ct), []byte("q"), opts...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				exchange(t, o, req, resp, func(rct []byte) (io.Reader, error) {
+					return s.NewResponseOpener(bytes.NewReader(rct), []byte("a"), opts...)
+				}, opts)
+
+				ms, _ := twoway.NewMultiRequestSender(suite, nil).NewRequestSealer(bytes.NewReader(req), []byte("q"), opts...)
+				mct, _ := io.ReadAll(ms)
+				ek, openResp, err := ms.EncapsulateKey(5, pub)
+				if err != nil {
+					t.Fatal(err)
+				}
+				mo, err := mrcv.NewRequestOpenerContext(ctx, ek, bytes.NewReader(mct), []byte("q"), opts...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				exchange(t, mo, req, resp, func(rct []byte) (io.Reader, error) {
+					return openResp(bytes.NewReader(rct), []byte("a"), opts...)
+				}, opts)
+			}
+		})
+	}
+}
+
+func exchange(t *testing.T, o *twoway.RequestOpener, req, resp []byte, openResp func([]byte) (io.Reader, error), opts []twoway.Option) {
+	t.Helper()
+	got, err := io.ReadAll(o)
+	if err != nil || !bytes.Equal(got, req) {
+		t.Fatalf("request: %v", err)
+	}
+	rs, err := o.NewResponseSealer(bytes.NewReader(resp), []byte("a"), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rct, _ := io.ReadAll(rs)
+	r, err := openResp(rct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(r); err != nil || !bytes.Equal(got, resp) {
+		t.Fatalf("response: %v", err)
+	}
+}
+
+// TestRFC9458ExampleOnToken imports the RFC 9458 Appendix A skR into the
+// token as a non-extractable key, opens the example's encapsulated request
+// with it and, fed the example's response nonce, produces the example's
+// encapsulated response byte for byte.
+func TestRFC9458ExampleOnToken(t *testing.T) {
+	sh, tok := openToken(t)
+	ctx := context.Background()
+	skR := unhexT(t, "3c168975674b2fa8e465970b79c8dcf09f1c741626480bd4c6162fc5b6a98e1a")
+	priv, err := ecdh.X25519().NewPrivateKey(skR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := tok.ImportKey(ctx, priv, pkcs11.KeyRef{ID: []byte{0x94, 0x58}, Label: "rfc9458"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key.Info().Attributes.Extractable || !key.Info().Attributes.Sensitive {
+		t.Fatalf("imported key attributes: %+v", key.Info().Attributes)
+	}
+	// The private value cannot be read back.
+	c, s := rawSession(t, sh, tok)
+	objs := findPrivate(t, c, s, []byte{0x94, 0x58})
+	if _, err := c.GetAttributeValue(s, objs, []*p11.Attribute{p11.NewAttribute(p11.CKA_VALUE, nil)}); !errors.Is(err, p11.Error(p11.CKR_ATTRIBUTE_SENSITIVE)) {
+		t.Fatalf("reading CKA_VALUE: %v, want CKR_ATTRIBUTE_SENSITIVE", err)
+	}
+
+	rcv, err := twoway.NewRequestReceiverForKey(1, key, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM,
+		bytes.NewReader(unhexT(t, "c789e7151fcba46158ca84b04464910d")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	encReq := unhexT(t, "010020000100014b28f881333e7c164ffc499ad9796f877f4e1051ee6d31bad19dec96c208b4726374e469135906992e1268c594d2a10c695d858c40a026e7965e7d86b83dd440b2c0185204b4d63525")
+	o, err := rcv.NewRequestOpenerContext(ctx, bytes.NewReader(encReq), []byte("message/bhttp request"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(o)
+	if !bytes.Equal(got, unhexT(t, "00034745540568747470730b6578616d706c652e636f6d012f")) {
+		t.Fatalf("request %x", got)
+	}
+	rs, err := o.NewResponseSealer(bytes.NewReader(unhexT(t, "0140c8")), []byte("message/bhttp response"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := io.ReadAll(rs)
+	if want := unhexT(t, "c789e7151fcba46158ca84b04464910d86f9013e404feea014e7be4a441f234f857fbd"); !bytes.Equal(enc, want) {
+		t.Fatalf("encapsulated response %x, want %x", enc, want)
+	}
+}
+
+func unhexT(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// findPrivate finds the one private key object with CKA_ID id.
+func findPrivate(t *testing.T, c *p11.Ctx, s p11.SessionHandle, id []byte) p11.ObjectHandle {
+	t.Helper()
+	if err := c.FindObjectsInit(s, []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PRIVATE_KEY),
+		p11.NewAttribute(p11.CKA_ID, id),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	hs, _, err := c.FindObjects(s, 2)
+	c.FindObjectsFinal(s)
+	if err != nil || len(hs) != 1 {
+		t.Fatalf("found %d private keys with id %x: %v", len(hs), id, err)
+	}
+	return hs[0]
+}
