@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/rand"
 	"io"
+	"runtime"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/cloudflare/circl/hpke"
 	ref "github.com/openpcc/twoway"
@@ -44,25 +48,21 @@ func drain(b *testing.B, r io.Reader, buf []byte) int {
 
 var benchSuite = hpke.NewSuite(hpke.KEM_X25519_HKDF_SHA256, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
 
-func benchLimit(b *testing.B, pt []byte) {
-	block, _ := aes.NewCipher(make([]byte, 16))
-	gcm, _ := cipher.NewGCM(block)
-	nonce := make([]byte, 12)
-	buf := make([]byte, benchChunkLen+16)
-	b.SetBytes(int64(len(pt)))
-	b.ReportAllocs()
-	for b.Loop() {
-		for i := 0; i < len(pt); i += benchChunkLen {
-			n := copy(buf, pt[i:min(i+benchChunkLen, len(pt))])
-			gcm.Seal(buf[:0], nonce, buf[:n], nil)
-			nonce[11]++
-		}
-	}
+// chunkedOp is one operation of the chunked benchmarks in each
+// implementation: a function that runs it once over a 16 MiB message.
+type chunkedOp struct {
+	name  string
+	impls []chunkedImpl
 }
 
-// BenchmarkChunked measures chunked sealing and opening of a 16 MiB message
-// in 16 KiB chunks, read through a 32 KiB buffer.
-func BenchmarkChunked(b *testing.B) {
+type chunkedImpl struct {
+	name string
+	run  func(b *testing.B)
+}
+
+// chunkedOps prepares the chunked benchmarks: 16 MiB messages in 16 KiB
+// chunks, read through a 32 KiB buffer.
+func chunkedOps(b *testing.B) []chunkedOp {
 	pk, sk := keyPair(b, hpke.KEM_X25519_HKDF_SHA256, "bench")
 	pt := pattern(benchMsgLen)
 	resp := pattern(benchMsgLen)
@@ -96,68 +96,135 @@ func BenchmarkChunked(b *testing.B) {
 	rrs, _ := ro.NewResponseSealer(bytes.NewReader(resp), []byte("a"), refOpts...)
 	refEncResp, _ := io.ReadAll(rrs)
 
-	run := func(b *testing.B, f func() io.Reader) {
-		b.SetBytes(benchMsgLen)
-		b.ReportAllocs()
-		for b.Loop() {
-			if n := drain(b, f(), buf); n < benchMsgLen {
+	// the streaming limit: copy each chunk of plaintext once, then seal it
+	// in place with AES-128-GCM
+	block, _ := aes.NewCipher(make([]byte, 16))
+	gcm, _ := cipher.NewGCM(block)
+	nonce := make([]byte, 12)
+	cbuf := make([]byte, benchChunkLen+16)
+	limit := chunkedImpl{"limit", func(b *testing.B) {
+		for i := 0; i < len(pt); i += benchChunkLen {
+			n := copy(cbuf, pt[i:min(i+benchChunkLen, len(pt))])
+			gcm.Seal(cbuf[:0], nonce, cbuf[:n], nil)
+			nonce[11]++
+		}
+	}}
+
+	reader := func(f func() (io.Reader, error)) func(b *testing.B) {
+		return func(b *testing.B) {
+			r, err := f()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if n := drain(b, r, buf); n < benchMsgLen {
 				b.Fatalf("read %d bytes", n)
 			}
 		}
 	}
-	must := func(r io.Reader, err error) io.Reader {
-		if err != nil {
-			b.Fatal(err)
-		}
-		return r
+	return []chunkedOp{
+		{"RequestSeal", []chunkedImpl{limit,
+			{"ours", reader(func() (io.Reader, error) { return snd.NewRequestSealer(bytes.NewReader(pt), []byte("q"), opts...) })},
+			{"reference", reader(func() (io.Reader, error) { return rsnd.NewRequestSealer(bytes.NewReader(pt), []byte("q"), refOpts...) })},
+		}},
+		{"RequestOpen", []chunkedImpl{limit,
+			{"ours", reader(func() (io.Reader, error) {
+				return rcv.NewRequestOpener(bytes.NewReader(encReq), []byte("q"), opts...)
+			})},
+			{"reference", reader(func() (io.Reader, error) {
+				return rrcv.NewRequestOpener(bytes.NewReader(refEncReq), []byte("q"), refOpts...)
+			})},
+		}},
+		{"ResponseSeal", []chunkedImpl{limit,
+			{"ours", reader(func() (io.Reader, error) { return o0.NewResponseSealer(bytes.NewReader(resp), []byte("a"), opts...) })},
+			{"reference", reader(func() (io.Reader, error) { return ro.NewResponseSealer(bytes.NewReader(resp), []byte("a"), refOpts...) })},
+		}},
+		{"ResponseOpen", []chunkedImpl{limit,
+			{"ours", reader(func() (io.Reader, error) { return s0.NewResponseOpener(bytes.NewReader(encResp), []byte("a"), opts...) })},
+			{"reference", reader(func() (io.Reader, error) {
+				return rs.NewResponseOpener(bytes.NewReader(refEncResp), []byte("a"), refOpts...)
+			})},
+		}},
 	}
-
-	b.Run("op=RequestSeal/impl=limit", func(b *testing.B) { benchLimit(b, pt) })
-	b.Run("op=RequestSeal/impl=ours", func(b *testing.B) {
-		run(b, func() io.Reader { return must(snd.NewRequestSealer(bytes.NewReader(pt), []byte("q"), opts...)) })
-	})
-	b.Run("op=RequestSeal/impl=reference", func(b *testing.B) {
-		run(b, func() io.Reader { return must(rsnd.NewRequestSealer(bytes.NewReader(pt), []byte("q"), refOpts...)) })
-	})
-	b.Run("op=RequestOpen/impl=limit", func(b *testing.B) { benchLimit(b, pt) })
-	b.Run("op=RequestOpen/impl=ours", func(b *testing.B) {
-		run(b, func() io.Reader { return must(rcv.NewRequestOpener(bytes.NewReader(encReq), []byte("q"), opts...)) })
-	})
-	b.Run("op=RequestOpen/impl=reference", func(b *testing.B) {
-		run(b, func() io.Reader {
-			return must(rrcv.NewRequestOpener(bytes.NewReader(refEncReq), []byte("q"), refOpts...))
-		})
-	})
-	b.Run("op=ResponseSeal/impl=limit", func(b *testing.B) { benchLimit(b, pt) })
-	b.Run("op=ResponseSeal/impl=ours", func(b *testing.B) {
-		run(b, func() io.Reader { return must(o0.NewResponseSealer(bytes.NewReader(resp), []byte("a"), opts...)) })
-	})
-	b.Run("op=ResponseSeal/impl=reference", func(b *testing.B) {
-		run(b, func() io.Reader { return must(ro.NewResponseSealer(bytes.NewReader(resp), []byte("a"), refOpts...)) })
-	})
-	b.Run("op=ResponseOpen/impl=limit", func(b *testing.B) { benchLimit(b, pt) })
-	b.Run("op=ResponseOpen/impl=ours", func(b *testing.B) {
-		run(b, func() io.Reader { return must(s0.NewResponseOpener(bytes.NewReader(encResp), []byte("a"), opts...)) })
-	})
-	b.Run("op=ResponseOpen/impl=reference", func(b *testing.B) {
-		run(b, func() io.Reader {
-			return must(rs.NewResponseOpener(bytes.NewReader(refEncResp), []byte("a"), refOpts...))
-		})
-	})
 }
 
-// BenchmarkUnchunkedOverhead measures one unchunked request and response
-// round trip of a 1 KiB message. "hpke" is the HPKE work itself with circl
-// (sender and receiver setup, seal, open, export); the difference to it is
-// what the message layer costs.
-func BenchmarkUnchunkedOverhead(b *testing.B) {
+// BenchmarkChunked runs each implementation of each operation as its own
+// sub-benchmark, for allocations per operation.
+func BenchmarkChunked(b *testing.B) {
+	for _, op := range chunkedOps(b) {
+		for _, impl := range op.impls {
+			b.Run("op="+op.name+"/impl="+impl.name, func(b *testing.B) {
+				b.SetBytes(benchMsgLen)
+				b.ReportAllocs()
+				for b.Loop() {
+					impl.run(b)
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkChunkedPaired runs the implementations of each operation in turn
+// within every iteration, so that they share the machine's noise, and
+// reports each one's median throughput ("<impl>-MB/s") and the ratios of
+// the medians ("ours/limit", "ours/reference").
+func BenchmarkChunkedPaired(b *testing.B) {
+	for _, op := range chunkedOps(b) {
+		b.Run("op="+op.name, func(b *testing.B) {
+			durs := make([][]time.Duration, len(op.impls))
+			i := 0
+			for b.Loop() {
+				for k := range op.impls {
+					j := (k + i) % len(op.impls)
+					start := time.Now()
+					op.impls[j].run(b)
+					durs[j] = append(durs[j], time.Since(start))
+				}
+				i++
+			}
+			mbps := map[string]float64{}
+			for j, impl := range op.impls {
+				mbps[impl.name] = benchMsgLen / medianDuration(durs[j]).Seconds() / 1e6
+				b.ReportMetric(mbps[impl.name], impl.name+"-MB/s")
+			}
+			b.ReportMetric(mbps["ours"]/mbps["limit"], "ours/limit")
+			b.ReportMetric(mbps["ours"]/mbps["reference"], "ours/reference")
+			b.ReportMetric(mbps["reference"]/mbps["limit"], "reference/limit")
+			b.ReportMetric(0, "ns/op") // the per-iteration time mixes three implementations
+		})
+	}
+}
+
+func medianDuration(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// overheadImpls are the implementations of one unchunked request and
+// response round trip of a 1 KiB message. "bare" is the cryptographic work
+// RFC 9458 requires, done directly with circl and no message layer: HPKE
+// setup on both sides, seal and open of the request, and on both sides the
+// export and HKDF that derive the response key, then seal and open of the
+// response. What "ours" and the reference cost beyond it is what their
+// message layers cost.
+func overheadImpls(b *testing.B) []chunkedImpl {
 	pk, sk := keyPair(b, hpke.KEM_X25519_HKDF_SHA256, "bench")
 	pt := pattern(1024)
 	buf := make([]byte, 4096)
-	b.Run("impl=hpke", func(b *testing.B) {
-		info := []byte("q\x00header!")
-		b.ReportAllocs()
-		for b.Loop() {
+	info := []byte("q\x00header!")
+	snd, _ := twoway.NewRequestSender(benchSuite, 1, pk, nil)
+	rcv, _ := twoway.NewRequestReceiver(benchSuite, 1, sk, nil)
+	rsnd, _ := ref.NewRequestSender(benchSuite, 1, pk, nil)
+	rrcv, _ := ref.NewRequestReceiver(benchSuite, 1, sk, nil)
+	_, kdf, aead := benchSuite.Params()
+	responseKey := func(e interface{ Export([]byte, uint) []byte }, enc, nonce []byte) (cipher.AEAD, []byte) {
+		secret := e.Export([]byte("a"), 16)
+		prk := kdf.Extract(secret, append(append([]byte(nil), enc...), nonce...))
+		c, _ := aead.New(kdf.Expand(prk, []byte("key"), 16))
+		return c, kdf.Expand(prk, []byte("nonce"), 12)
+	}
+	return []chunkedImpl{
+		{"bare", func(b *testing.B) {
 			s, _ := benchSuite.NewSender(pk, info)
 			enc, sealer, err := s.Setup(nil)
 			if err != nil {
@@ -172,15 +239,16 @@ func BenchmarkUnchunkedOverhead(b *testing.B) {
 			if _, err := opener.Open(ct, nil); err != nil {
 				b.Fatal(err)
 			}
-			opener.Export([]byte("a"), 16)
-			sealer.Export([]byte("a"), 16)
-		}
-	})
-	b.Run("impl=ours", func(b *testing.B) {
-		snd, _ := twoway.NewRequestSender(benchSuite, 1, pk, nil)
-		rcv, _ := twoway.NewRequestReceiver(benchSuite, 1, sk, nil)
-		b.ReportAllocs()
-		for b.Loop() {
+			nonce := make([]byte, 16)
+			rand.Read(nonce)
+			c, n := responseKey(opener, enc, nonce)
+			rct := c.Seal(nil, n, pt, nil)
+			c, n = responseKey(sealer, enc, nonce)
+			if _, err := c.Open(nil, n, rct, nil); err != nil {
+				b.Fatal(err)
+			}
+		}},
+		{"ours", func(b *testing.B) {
 			s, _ := snd.NewRequestSealer(bytes.NewReader(pt), []byte("q"))
 			n, _ := io.ReadFull(s, buf[:len(pt)+7+32+16])
 			o, err := rcv.NewRequestOpener(bytes.NewReader(buf[:n]), []byte("q"))
@@ -195,16 +263,11 @@ func BenchmarkUnchunkedOverhead(b *testing.B) {
 				b.Fatal(err)
 			}
 			drain(b, ro, buf)
-		}
-	})
-	b.Run("impl=reference", func(b *testing.B) {
-		snd, _ := ref.NewRequestSender(benchSuite, 1, pk, nil)
-		rcv, _ := ref.NewRequestReceiver(benchSuite, 1, sk, nil)
-		b.ReportAllocs()
-		for b.Loop() {
-			s, _ := snd.NewRequestSealer(bytes.NewReader(pt), []byte("q"))
+		}},
+		{"reference", func(b *testing.B) {
+			s, _ := rsnd.NewRequestSealer(bytes.NewReader(pt), []byte("q"))
 			n, _ := io.ReadFull(s, buf[:len(pt)+7+32+16])
-			o, err := rcv.NewRequestOpener(bytes.NewReader(buf[:n]), []byte("q"))
+			o, err := rrcv.NewRequestOpener(bytes.NewReader(buf[:n]), []byte("q"))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -216,13 +279,53 @@ func BenchmarkUnchunkedOverhead(b *testing.B) {
 				b.Fatal(err)
 			}
 			drain(b, ro, buf)
+		}},
+	}
+}
+
+// BenchmarkUnchunkedOverhead runs each implementation of the round trip as
+// its own sub-benchmark, for allocations per round trip.
+func BenchmarkUnchunkedOverhead(b *testing.B) {
+	for _, impl := range overheadImpls(b) {
+		b.Run("impl="+impl.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				impl.run(b)
+			}
+		})
+	}
+}
+
+// BenchmarkUnchunkedOverheadPaired runs the implementations in turn within
+// every iteration and reports their median times ("<impl>-µs") and what
+// ours and the reference cost beyond the bare cryptographic work
+// ("ours-bare-µs", "reference-bare-µs").
+func BenchmarkUnchunkedOverheadPaired(b *testing.B) {
+	impls := overheadImpls(b)
+	durs := make([][]time.Duration, len(impls))
+	i := 0
+	for b.Loop() {
+		for k := range impls {
+			j := (k + i) % len(impls)
+			start := time.Now()
+			impls[j].run(b)
+			durs[j] = append(durs[j], time.Since(start))
 		}
-	})
+		i++
+	}
+	us := map[string]float64{}
+	for j, impl := range impls {
+		us[impl.name] = float64(medianDuration(durs[j]).Nanoseconds()) / 1e3
+		b.ReportMetric(us[impl.name], impl.name+"-µs")
+	}
+	b.ReportMetric(us["ours"]-us["bare"], "ours-bare-µs")
+	b.ReportMetric(us["reference"]-us["bare"], "reference-bare-µs")
+	b.ReportMetric(0, "ns/op")
 }
 
 // BenchmarkUnchunkedMemory seals and opens a 16 MiB unchunked request and
 // reports bytes allocated per message byte ("alloc/msg"), an upper bound on
-// the peak memory a message costs.
+// the memory a message adds at its peak.
 func BenchmarkUnchunkedMemory(b *testing.B) {
 	pk, sk := keyPair(b, hpke.KEM_X25519_HKDF_SHA256, "bench")
 	pt := pattern(benchMsgLen)
@@ -236,20 +339,21 @@ func BenchmarkUnchunkedMemory(b *testing.B) {
 	measure := func(b *testing.B, f func()) {
 		b.SetBytes(benchMsgLen)
 		b.ReportAllocs()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		n := 0
 		for b.Loop() {
 			f()
+			n++
 		}
-	}
-	report := func(b *testing.B) {
-		// B/op is reported by the framework; alloc/msg is derived from it
-		// by scripts/benchtable.
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/float64(n)/benchMsgLen, "alloc/msg")
 	}
 	b.Run("op=Seal/impl=ours", func(b *testing.B) {
 		measure(b, func() {
 			s, _ := snd.NewRequestSealer(bytes.NewReader(pt), []byte("q"))
 			drain(b, s, buf)
 		})
-		report(b)
 	})
 	b.Run("op=Seal/impl=reference", func(b *testing.B) {
 		measure(b, func() {
@@ -269,6 +373,26 @@ func BenchmarkUnchunkedMemory(b *testing.B) {
 	b.Run("op=Open/impl=reference", func(b *testing.B) {
 		measure(b, func() {
 			o, err := rrcv.NewRequestOpener(bytes.NewReader(ct), []byte("q"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			drain(b, o, buf)
+		})
+	})
+	// A body of unknown length, as an HTTP request body without a
+	// Content-Length hint.
+	b.Run("op=OpenUnknownLength/impl=ours", func(b *testing.B) {
+		measure(b, func() {
+			o, err := rcv.NewRequestOpener(struct{ io.Reader }{bytes.NewReader(ct)}, []byte("q"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			drain(b, o, buf)
+		})
+	})
+	b.Run("op=OpenUnknownLength/impl=reference", func(b *testing.B) {
+		measure(b, func() {
+			o, err := rrcv.NewRequestOpener(struct{ io.Reader }{bytes.NewReader(ct)}, []byte("q"))
 			if err != nil {
 				b.Fatal(err)
 			}

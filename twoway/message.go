@@ -1,10 +1,10 @@
 package twoway
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
-	"slices"
 )
 
 // sealedReader is the ciphertext side of every sealer: a prefix (header and
@@ -32,7 +32,7 @@ func newSealedReader(prefix []byte, src io.Reader, ctx sealCtx, cfg *opConfig) (
 		r.chunks = newChunkSealer(src, ctx, cfg)
 		return r, nil
 	}
-	buf, n, err := readAll(src, len(prefix), ctx.Overhead(), -1)
+	buf, n, err := readAll(src, len(prefix), ctx.Overhead(), -1, cfg.lengthHint)
 	if err != nil {
 		return nil, fmt.Errorf("twoway: read plaintext: %w", err)
 	}
@@ -98,11 +98,18 @@ func (r *sealedReader) MaxCiphertextChunkLen() (int, bool) {
 // newOpenedReader opens the body in src with ctx. An unchunked body is read
 // (at most cfg.maxMessageLen bytes) and authenticated now, so a forged
 // message fails here; a chunked body is opened as it is read.
-func newOpenedReader(src io.Reader, ctx openCtx, cfg *opConfig) (io.Reader, error) {
+//
+// consumed is the number of bytes of the message already read (header,
+// encapsulated key, nonce), which a length hint covers too.
+func newOpenedReader(src io.Reader, ctx openCtx, cfg *opConfig, consumed int) (io.Reader, error) {
 	if cfg.chunked {
 		return newChunkOpener(src, ctx, cfg), nil
 	}
-	buf, n, err := readAll(src, 0, 0, cfg.maxMessageLen)
+	hint := cfg.lengthHint
+	if hint >= 0 {
+		hint = max(hint-consumed, 0)
+	}
+	buf, n, err := readAll(src, 0, 0, cfg.maxMessageLen, hint)
 	if err != nil {
 		return nil, err
 	}
@@ -133,62 +140,85 @@ func (r *plainReader) Read(p []byte) (int, error) {
 
 // readAll reads src to its end into a buffer with head free bytes before the
 // data and room for tail bytes after it, and returns the buffer (length
-// head+n+tail) and n. When src reports its length (Len, or a regular file)
-// the buffer is allocated once at its exact size. With limit >= 0, more
-// than limit bytes is ErrMessageTooLarge, detected before allocating when
-// the length is known.
-func readAll(src io.Reader, head, tail, limit int) ([]byte, int, error) {
-	hint, known := sizeHint(src)
-	if limit >= 0 && known && hint > limit {
+// head+n+tail) and n. When the length is known (hint >= 0, or src reports
+// it: Len, or a regular file) the buffer is allocated once at its exact
+// size. Otherwise the data is read into a list of growing blocks and copied
+// once into an exact buffer at the end, so that memory peaks at twice the
+// message rather than the three times that growing one slice can cost.
+// With limit >= 0, more than limit bytes is ErrMessageTooLarge, detected
+// before allocating when the length is known.
+func readAll(src io.Reader, head, tail, limit, hint int) ([]byte, int, error) {
+	if hint < 0 {
+		if n, ok := sizeHint(src); ok {
+			hint = n
+		}
+	}
+	if limit >= 0 && hint > limit {
 		return nil, 0, fmt.Errorf("%w: %d bytes, the limit is %d", ErrMessageTooLarge, hint, limit)
 	}
-	if !known {
-		hint = 512
-	}
-	buf := make([]byte, head+hint+tail)
-	n := 0
-	var probe [1]byte
-	for {
-		if head+n == len(buf)-tail {
-			// Full: probe for the end before growing, so that an exact
-			// size hint costs no reallocation.
-			m, err := src.Read(probe[:])
-			if m > 0 {
-				if limit >= 0 && n+1 > limit {
-					clear(buf)
-					return nil, 0, fmt.Errorf("%w: more than %d bytes", ErrMessageTooLarge, limit)
-				}
-				grown := slices.Grow(buf[:head+n], max(n, 512)+tail)
-				grown = grown[:cap(grown)]
-				clear(buf)
-				buf = grown
-				buf[head+n] = probe[0]
-				n++
-			}
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				clear(buf)
-				return nil, 0, err
-			}
-			continue
+	var blocks [][]byte
+	total := 0
+	defer func() {
+		for _, b := range blocks {
+			clear(b)
 		}
-		m, err := src.Read(buf[head+n : len(buf)-tail])
-		n += m
-		if limit >= 0 && n > limit {
-			clear(buf)
-			return nil, 0, fmt.Errorf("%w: more than %d bytes", ErrMessageTooLarge, limit)
-		}
-		if err == io.EOF {
-			break
+	}()
+	if hint >= 0 {
+		buf := make([]byte, head+hint+tail)
+		n, err := io.ReadFull(src, buf[head:head+hint])
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return buf[:head+n+tail], n, nil // shorter than announced
 		}
 		if err != nil {
 			clear(buf)
 			return nil, 0, err
 		}
+		// Probe for the end: an exact hint costs no reallocation.
+		var probe [1]byte
+		m, err := io.ReadFull(src, probe[:])
+		if m == 0 && (err == io.EOF || err == io.ErrUnexpectedEOF) {
+			return buf, n, nil
+		}
+		if err != nil && m == 0 {
+			clear(buf)
+			return nil, 0, err
+		}
+		// Longer than announced: go on with blocks.
+		blocks = append(blocks, buf[head:head+n], bytes.Clone(probe[:m]))
+		total = n + m
 	}
-	return buf[:head+n+tail], n, nil
+	size := 4096
+	for {
+		if limit >= 0 && total > limit {
+			return nil, 0, fmt.Errorf("%w: more than %d bytes", ErrMessageTooLarge, limit)
+		}
+		want := size
+		if limit >= 0 {
+			want = min(size, limit+1-total) // never read far past the limit
+		}
+		b := make([]byte, want)
+		n, err := io.ReadFull(src, b)
+		if n > 0 {
+			blocks = append(blocks, b[:n])
+			total += n
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		size = min(2*size, 1<<20)
+	}
+	if limit >= 0 && total > limit {
+		return nil, 0, fmt.Errorf("%w: more than %d bytes", ErrMessageTooLarge, limit)
+	}
+	buf := make([]byte, head+total+tail)
+	off := head
+	for _, b := range blocks {
+		off += copy(buf[off:], b)
+	}
+	return buf, total, nil
 }
 
 // sizeHint returns the number of bytes left in src when src can tell.

@@ -227,7 +227,7 @@ func (r *MultiRequestReceiver) open(ctx context.Context, encapKey []byte, ct io.
 	if err != nil {
 		return nil, err
 	}
-	body, err := newOpenedReader(ct, stream, cfg)
+	body, err := newOpenedReader(ct, stream, cfg, r.suite.aead.NonceSize)
 	if err != nil {
 		return nil, err
 	}

@@ -22,6 +22,7 @@ type opConfig struct {
 	maxChunkPlaintextLen  int
 	maxMessageLen         int
 	chunkPerRead          bool
+	lengthHint            int // -1: unknown
 }
 
 func newConfig(sealer bool, opts []Option) (*opConfig, error) {
@@ -29,6 +30,7 @@ func newConfig(sealer bool, opts []Option) (*opConfig, error) {
 		initialChunkBufferLen: defaultInitialBuffer,
 		maxChunkPlaintextLen:  defaultOpenerChunkLen,
 		maxMessageLen:         DefaultMaxMessageLen,
+		lengthHint:            -1,
 	}
 	if sealer {
 		c.maxChunkPlaintextLen = defaultSealerChunkLen
@@ -116,6 +118,22 @@ func WithMaxMessageLen(n int) Option {
 func WithChunkPerRead() Option {
 	return func(c *opConfig) error {
 		c.chunkPerRead = true
+		return nil
+	}
+}
+
+// WithLengthHint tells an unchunked sealer or opener how long its input is:
+// for a sealer the plaintext, for an opener the whole encapsulated message
+// (for example an HTTP Content-Length). The message is then read into one buffer of exactly its
+// size, so it costs its own size in memory and no more. Sources that report
+// their length (Len, regular files) need no hint. A wrong hint costs
+// memory, not correctness.
+func WithLengthHint(n int) Option {
+	return func(c *opConfig) error {
+		if n < 0 {
+			return fmt.Errorf("twoway: length hint %d is negative", n)
+		}
+		c.lengthHint = n
 		return nil
 	}
 }

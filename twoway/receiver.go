@@ -110,7 +110,7 @@ func (r *RequestReceiver) openBody(ctx context.Context, ct io.Reader, mediaType 
 	if err != nil {
 		return nil, err
 	}
-	body, err := newOpenedReader(ct, rctx, cfg)
+	body, err := newOpenedReader(ct, rctx, cfg, BinaryRequestHeaderLen+len(enc))
 	if err != nil {
 		return nil, err
 	}

@@ -93,7 +93,7 @@ func (r *responseCtx) newOpener(ct io.Reader, mediaType []byte, opts []Option) (
 	if err != nil {
 		return nil, err
 	}
-	return newOpenedReader(ct, s, cfg)
+	return newOpenedReader(ct, s, cfg, len(nonce))
 }
 
 // ResponseSealer seals a response to one request. It is an io.Reader of the

@@ -494,3 +494,32 @@ func (b badSuite) Params() (hpke.KEM, hpke.KDF, hpke.AEAD) {
 	k, _, a := b.HPKESuite.Params()
 	return k, hpke.KDF(9), a
 }
+
+// TestLengthHint opens unchunked messages with right, short and long
+// length hints, and from a source of unknown length.
+func TestLengthHint(t *testing.T) {
+	f := newFixture(t)
+	pt := pattern(20000)
+	ct, _ := f.sealRequest(t, pt)
+	for _, hint := range []int{len(ct), 0, 10, len(ct) - 100, len(ct) + 100} {
+		o, err := f.rcv.NewRequestOpener(struct{ io.Reader }{bytes.NewReader(ct)}, []byte("req"), twoway.WithLengthHint(hint))
+		if err != nil {
+			t.Fatalf("hint %d: %v", hint, err)
+		}
+		if got, _ := io.ReadAll(o); !bytes.Equal(got, pt) {
+			t.Fatalf("hint %d: wrong plaintext", hint)
+		}
+	}
+	if _, err := f.rcv.NewRequestOpener(bytes.NewReader(ct), []byte("req"), twoway.WithLengthHint(-1)); err == nil {
+		t.Fatal("negative hint accepted")
+	}
+	// A sealer given a hint for its plaintext.
+	s, err := f.snd.NewRequestSealer(struct{ io.Reader }{bytes.NewReader(pt)}, []byte("req"), twoway.WithLengthHint(len(pt)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct2, _ := io.ReadAll(s)
+	if got, _, err := f.openRequest(ct2, "req"); err != nil || !bytes.Equal(got, pt) {
+		t.Fatalf("hinted sealer: %v", err)
+	}
+}
