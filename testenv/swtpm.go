@@ -11,12 +11,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"reflect"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/twoway-hsm/twoway-hsm/internal/osthread"
 )
 
 // swtpmInstallHint is the message for a missing swtpm.
@@ -252,7 +252,7 @@ func (s *SWTPM) start() error {
 	cmd := exec.Command(s.swtpm, s.args()...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = deathSignalAttr()
-	if err := cmd.Start(); err != nil {
+	if err := osthread.Start(cmd); err != nil {
 		return err
 	}
 	exited := make(chan struct{})
@@ -412,16 +412,4 @@ func freePortPair() (int, error) {
 		return p, nil
 	}
 	return 0, errors.New("no free pair of consecutive ports")
-}
-
-// deathSignalAttr asks the kernel to SIGKILL swtpm when the test binary
-// dies (Linux's parent-death signal), so a test that panics or times out
-// leaves no simulator behind. It is set by reflection because the field
-// exists only on Linux.
-func deathSignalAttr() *syscall.SysProcAttr {
-	attr := &syscall.SysProcAttr{}
-	if f := reflect.ValueOf(attr).Elem().FieldByName("Pdeathsig"); f.IsValid() && f.CanSet() {
-		f.Set(reflect.ValueOf(syscall.SIGKILL).Convert(f.Type()))
-	}
-	return attr
 }

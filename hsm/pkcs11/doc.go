@@ -23,7 +23,8 @@
 // [Token.Probe]). The module path comes from [WithModulePath], the URI's
 // module-path, or else a SoftHSM2 found by hsm/softhsm. The user PIN comes
 // from [WithPIN], [WithPINEnv], [WithPINFile], the URI's pin-value or its
-// pin-source (a file), in that order; a source that cannot be read is an
+// pin-source (a file path, a file: URI, or env:NAME for an environment
+// variable), in that order; a source that cannot be read is an
 // error, never an empty PIN.
 //
 // # Modules, sessions, recovery

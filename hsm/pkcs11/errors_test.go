@@ -84,6 +84,8 @@ func TestOpenErrors(t *testing.T) {
 		wantErr(t, try(sh.URIWithoutPIN()), pkcs11.ErrPINSource, "requires login")
 		wantErr(t, try(sh.URIWithoutPIN(), pkcs11.WithPINEnv("TWOWAY_TEST_UNSET_PIN")), pkcs11.ErrPINSource, "TWOWAY_TEST_UNSET_PIN")
 		wantErr(t, try(sh.URIWithoutPIN()+"&pin-source=https://example.invalid/pin"), pkcs11.ErrPINSource, "https")
+		wantErr(t, try(sh.URIWithoutPIN()+"&pin-source=env:TWOWAY_TEST_UNSET_PIN"), pkcs11.ErrPINSource, "TWOWAY_TEST_UNSET_PIN")
+		wantErr(t, try(sh.URIWithoutPIN()+"&pin-source=env:"), pkcs11.ErrPINSource, "no variable")
 
 		t.Setenv("TWOWAY_TEST_PIN", sh.PIN)
 		for name, err := range map[string]error{
@@ -91,6 +93,7 @@ func TestOpenErrors(t *testing.T) {
 			"file option":      try(sh.URIWithoutPIN(), pkcs11.WithPINFile(sh.PINFile)),
 			"plain path":       try(sh.URIWithoutPIN() + "&pin-source=" + sh.PINFile),
 			"file:// URI":      try(sh.URIWithoutPIN() + "&pin-source=file://" + sh.PINFile),
+			"env: source":      try(sh.URIWithoutPIN() + "&pin-source=env:TWOWAY_TEST_PIN"),
 			"pin-value":        try(sh.URIWithoutPIN() + "&pin-value=" + sh.PIN),
 			"option over URI":  try(sh.URIWithoutPIN()+"&pin-value=bogus", pkcs11.WithPIN(sh.PIN)),
 			"module in option": try("pkcs11:token="+sh.TokenLabel, pkcs11.WithModulePath(sh.ModulePath), pkcs11.WithPIN(sh.PIN)),

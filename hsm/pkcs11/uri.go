@@ -3,6 +3,7 @@ package pkcs11
 import (
 	"fmt"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 
@@ -204,6 +205,16 @@ func pct(s, allowed string) string {
 // that is empty is an error wrapping [ErrPINSource], never an empty PIN; the
 // error names the file, never its content.
 func pinFromSource(src string) (string, error) {
+	if name, ok := strings.CutPrefix(src, "env:"); ok {
+		if name == "" {
+			return "", fmt.Errorf("%w: pin-source env: names no variable", ErrPINSource)
+		}
+		v := os.Getenv(name)
+		if v == "" {
+			return "", fmt.Errorf("%w: environment variable %s (pin-source) is unset or empty", ErrPINSource, name)
+		}
+		return v, nil
+	}
 	path := src
 	if strings.HasPrefix(src, "file:") {
 		pu, err := url.Parse(src)
@@ -218,7 +229,7 @@ func pinFromSource(src string) (string, error) {
 			return "", fmt.Errorf("%w: pin-source names a remote host %q", ErrPINSource, pu.Host)
 		}
 	} else if i := strings.Index(src, ":"); i > 0 && !strings.ContainsAny(src[:i], `/\`) && len(src[:i]) > 1 {
-		return "", fmt.Errorf("%w: pin-source scheme %q not supported (use a file: URI or a path)", ErrPINSource, src[:i])
+		return "", fmt.Errorf("%w: pin-source scheme %q not supported (use file:PATH, a path, or env:NAME)", ErrPINSource, src[:i])
 	}
 	if path == "" {
 		return "", fmt.Errorf("%w: empty pin-source", ErrPINSource)

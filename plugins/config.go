@@ -1,0 +1,137 @@
+package plugins
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+)
+
+// Defaults of Config.
+const (
+	// DefaultStartTimeout bounds one plugin start: the process, the
+	// handshake and the first Describe.
+	DefaultStartTimeout = 30 * time.Second
+	// DefaultCallTimeout bounds the calls that take no context, such as
+	// Key.ECDH (crypto/ecdh.KeyExchanger).
+	DefaultCallTimeout = 10 * time.Second
+	// DefaultMinBackoff is the wait before the second attempt to start a
+	// plugin after a failed start; each further failure doubles it.
+	DefaultMinBackoff = 50 * time.Millisecond
+	// DefaultMaxBackoff caps the wait between attempts to start a plugin.
+	DefaultMaxBackoff = 5 * time.Second
+	// MaxProcesses caps Config.Processes.
+	MaxProcesses = 64
+)
+
+// Config says which plugin to run and how. Only Path and Keys (or Args)
+// are required.
+type Config struct {
+	// Path is the plugin binary, usually the twoway-hsm command.
+	Path string
+	// Keys are the references of the keys the plugin is to serve (see
+	// package plugins/keyset). They are command-line arguments: they must
+	// not contain secrets. With Args empty, the plugin runs as
+	// `Path plugin --key K1 --key K2 ...`.
+	Keys []string
+	// Args, if set, replaces the arguments derived from Keys.
+	Args []string
+	// Env is the plugin's entire environment: nothing of the host's
+	// environment is passed on. PINs and auth values that references name
+	// with pin-source=env:NAME or auth-source=env:NAME go here, as does
+	// SOFTHSM2_CONF for SoftHSM. go-plugin adds its own variables.
+	Env []string
+	// Checksum, if set, is the SHA-256 of the plugin binary, from a
+	// trusted source: before each start the binary is opened, hashed with
+	// a fresh hash, and the very file that was hashed is executed (through
+	// its descriptor), so swapping the file afterwards has no effect. A
+	// mismatch refuses to start the plugin ([ErrChecksum]).
+	Checksum []byte
+	// Processes is the number of plugin processes to run (default 1, at
+	// most MaxProcesses). Calls go to the least busy one. Use 2 or more
+	// with backends that serialise work inside a process, such as SoftHSM.
+	Processes int
+	// Logger receives the client's records and the plugins' (forwarded
+	// from their stderr). The plugins log at debug level when Logger is
+	// enabled for it, and at info level otherwise. Nil discards.
+	Logger *slog.Logger
+	// StartTimeout bounds one start (default DefaultStartTimeout).
+	StartTimeout time.Duration
+	// CallTimeout bounds calls that take no context (default
+	// DefaultCallTimeout).
+	CallTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the wait between failed starts
+	// (defaults DefaultMinBackoff and DefaultMaxBackoff). A plugin that
+	// crashes after running normally is restarted at once.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+func (c *Config) withDefaults() (Config, error) {
+	cfg := *c
+	if cfg.Path == "" {
+		return cfg, fmt.Errorf("plugins: Config.Path is empty")
+	}
+	if len(cfg.Args) == 0 {
+		if len(cfg.Keys) == 0 {
+			return cfg, fmt.Errorf("plugins: Config names no keys")
+		}
+		cfg.Args = []string{"plugin"}
+		for _, k := range cfg.Keys {
+			cfg.Args = append(cfg.Args, "--key", k)
+		}
+	}
+	if cfg.Checksum != nil && len(cfg.Checksum) != sha256.Size {
+		return cfg, fmt.Errorf("plugins: Config.Checksum has %d bytes; a SHA-256 has %d", len(cfg.Checksum), sha256.Size)
+	}
+	if cfg.Processes <= 0 {
+		cfg.Processes = 1
+	}
+	if cfg.Processes > MaxProcesses {
+		return cfg, fmt.Errorf("plugins: Config.Processes is %d, more than %d", cfg.Processes, MaxProcesses)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = DefaultStartTimeout
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = DefaultCallTimeout
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = DefaultMinBackoff
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = DefaultMaxBackoff
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = cfg.MinBackoff
+	}
+	cfg.Keys = append([]string(nil), cfg.Keys...)
+	cfg.Args = append([]string(nil), cfg.Args...)
+	cfg.Env = append([]string(nil), cfg.Env...)
+	cfg.Checksum = append([]byte(nil), cfg.Checksum...)
+	if len(cfg.Checksum) == 0 {
+		cfg.Checksum = nil
+	}
+	return cfg, nil
+}
+
+// FileChecksum returns the SHA-256 of a file, such as a plugin binary, for
+// Config.Checksum. The checksum should come from a trusted source (a
+// release manifest, a configuration management system), not be computed
+// from the installed binary at run time.
+func FileChecksum(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("plugins: checksum: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, fmt.Errorf("plugins: checksum %s: %w", path, err)
+	}
+	return h.Sum(nil), nil
+}

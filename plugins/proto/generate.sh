@@ -1,0 +1,16 @@
+#!/bin/sh
+# Regenerates the Go code of the plugin protocol (run through
+# `go generate ./plugins/...`). It needs protoc (Debian: protobuf-compiler)
+# and takes protoc-gen-go and protoc-gen-go-grpc at the versions pinned by
+# the tool directives of go.mod (`go tool -n` builds them and prints their
+# paths), so the output depends only on go.mod and protoc.
+set -eu
+cd "$(dirname "$0")"
+gen_go=$(go tool -n protoc-gen-go)
+gen_grpc=$(go tool -n protoc-gen-go-grpc)
+protoc \
+	--plugin=protoc-gen-go="$gen_go" \
+	--plugin=protoc-gen-go-grpc="$gen_grpc" \
+	--go_out=. --go_opt=paths=source_relative \
+	--go-grpc_out=. --go-grpc_opt=paths=source_relative \
+	kemplugin/v1/kemplugin.proto

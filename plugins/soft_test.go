@@ -1,0 +1,166 @@
+package plugins_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdh"
+	"crypto/rand"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/plugins"
+)
+
+func TestSoftRoundTrip(t *testing.T) {
+	ref, _ := softKey(t, kem.DHKEMP256HKDFSHA256)
+	c := newClient(t, plugins.Config{Keys: []string{ref}})
+	ctx := ctxT(t, 30*time.Second)
+	key, err := c.Key(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := circlPub(t, key.KEM(), key.PublicKeyBytes())
+	for _, chunked := range []bool{false, true} {
+		if err := roundTrip(ctx, 1, key, pub, chunked, 5000); err != nil {
+			t.Fatalf("chunked=%v: %v", chunked, err)
+		}
+	}
+}
+
+// TestSoftKEMs runs requests through the plugin for keys of several KEMs:
+// DHKEMs go through the ECDH call (X448 without a crypto/ecdh curve),
+// X-Wing through Decapsulate.
+func TestSoftKEMs(t *testing.T) {
+	ids := []kem.ID{kem.DHKEMP384HKDFSHA384, kem.DHKEMP521HKDFSHA512, kem.DHKEMX25519HKDFSHA256, kem.DHKEMX448HKDFSHA512, kem.XWing}
+	var refs []string
+	for _, id := range ids {
+		ref, _ := softKey(t, id)
+		refs = append(refs, ref)
+	}
+	c := newClient(t, plugins.Config{Keys: refs})
+	ctx := ctxT(t, 30*time.Second)
+	for i, id := range ids {
+		k, err := c.Key(ctx, refs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k.KEM() != id {
+			t.Fatalf("key %d: KEM %v, want %v", i, k.KEM(), id)
+		}
+		if (k.Curve() != nil) != (id.Curve() != nil) {
+			t.Errorf("%v: Curve() = %v", id, k.Curve())
+		}
+		pub := circlPub(t, id, k.PublicKeyBytes())
+		for _, chunked := range []bool{false, true} {
+			if err := roundTrip(ctx, 3, k, pub, chunked, 777); err != nil {
+				t.Errorf("%v chunked=%v: %v", id, chunked, err)
+			}
+		}
+		if !id.IsDH() {
+			if _, err := k.ECDHContext(ctx, k.PublicKeyBytes()); !errors.Is(err, kem.ErrUnsupportedKEM) {
+				t.Errorf("%v: ECDHContext: %v; want ErrUnsupportedKEM", id, err)
+			}
+		}
+	}
+}
+
+// TestErrors checks that errors keep their meaning across the boundary.
+func TestErrors(t *testing.T) {
+	ref, _ := softKey(t, kem.DHKEMP256HKDFSHA256)
+	c, err := plugins.NewClient(plugins.Config{Path: pluginBin, Keys: []string{ref}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, 30*time.Second)
+	k, err := c.Key(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := make([]byte, 65)
+	bad[0] = 4
+	if _, err := k.ECDHContext(ctx, bad); !errors.Is(err, kem.ErrInvalidPublicKey) {
+		t.Errorf("off-curve peer: %v; want ErrInvalidPublicKey", err)
+	}
+	if _, err := k.DecapsulateContext(ctx, []byte{1, 2, 3}); !errors.Is(err, kem.ErrInvalidPublicKey) {
+		t.Errorf("short enc: %v; want ErrInvalidPublicKey", err)
+	}
+	if _, err := c.Key(ctx, "soft:file=/nonexistent"); !errors.Is(err, plugins.ErrUnknownKey) {
+		t.Errorf("unknown key: %v; want ErrUnknownKey", err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	peer, _ := ecdh.P256().GenerateKey(rand.Reader)
+	if _, err := k.ECDHContext(cctx, peer.PublicKey().Bytes()); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v; want context.Canceled", err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, time.Nanosecond)
+	defer cancel()
+	time.Sleep(time.Millisecond)
+	if _, err := k.ECDHContext(dctx, peer.PublicKey().Bytes()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("deadline: %v; want context.DeadlineExceeded", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.ECDHContext(ctx, peer.PublicKey().Bytes()); !errors.Is(err, plugins.ErrClosed) {
+		t.Errorf("after Close: %v; want ErrClosed", err)
+	}
+	// Configuration errors are reported by NewClient.
+	for name, cfg := range map[string]plugins.Config{
+		"missing key file": {Path: pluginBin, Keys: []string{"soft:file=/nonexistent/key.pem"}},
+		"unknown scheme":   {Path: pluginBin, Keys: []string{"vault:foo"}},
+		"pin-value":        {Path: pluginBin, Keys: []string{"pkcs11:token=x;id=%01?pin-value=1234"}},
+		"no binary":        {Path: "/nonexistent/twoway-hsm", Keys: []string{ref}},
+		"no keys":          {Path: pluginBin},
+	} {
+		cfg.Logger = testLogger(t)
+		if c, err := plugins.NewClient(cfg); err == nil {
+			c.Close()
+			t.Errorf("%s: NewClient succeeded", name)
+		} else if strings.Contains(err.Error(), "1234") {
+			t.Errorf("%s: error leaks the PIN: %v", name, err)
+		}
+	}
+}
+
+// TestLogsForwarded checks that the plugin's structured records reach the
+// host's slog logger with their level and attributes.
+func TestLogsForwarded(t *testing.T) {
+	ref, _ := softKey(t, kem.DHKEMX25519HKDFSHA256)
+	var buf syncBuffer
+	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	c := newClient(t, plugins.Config{Keys: []string{ref}, Logger: logger})
+	c.Close()
+	var found bool
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if strings.Contains(line, `"msg":"key opened"`) && strings.Contains(line, `"level":"INFO"`) &&
+			strings.Contains(line, `"backend":"soft"`) && strings.Contains(line, `"kem":"DHKEM(X25519, HKDF-SHA256)"`) {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("the plugin's \"key opened\" record was not forwarded:\n%s", buf.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

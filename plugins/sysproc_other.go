@@ -1,0 +1,13 @@
+//go:build !linux
+
+package plugins
+
+import "syscall"
+
+// sysProcAttr: only Linux has a parent-death signal; elsewhere the plugin
+// notices that its host is gone by its parent process ID (see Serve).
+func sysProcAttr() *syscall.SysProcAttr { return nil }
+
+// fdPath: executing a file through its descriptor needs /proc/self/fd;
+// elsewhere the checksummed path itself is executed.
+func fdPath(uintptr) (string, bool) { return "", false }

@@ -1,0 +1,9 @@
+//go:build !linux
+
+package testenv
+
+import "syscall"
+
+// deathSignalAttr returns no attributes: only Linux has a parent-death
+// signal.
+func deathSignalAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{} }
