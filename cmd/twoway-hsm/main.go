@@ -7,8 +7,13 @@
 //
 // Commands:
 //
-//	plugin    serve keys to a server over the plugin protocol (started by the server, not by hand)
-//	version   print the version
+//	demo        run the whole flow through a plugin with each backend installed here
+//	keys        create, import, list, show and delete keys
+//	key-config  print the OHTTP key configuration of keys
+//	selftest    round trips through a real plugin process with a key
+//	env         start or stop a local SoftHSM token and swtpm
+//	plugin      serve keys to a server over the plugin protocol (started by the server, not by hand)
+//	version     print the version
 //
 // Exit status: 0 on success, 1 on failure, 2 on a usage error.
 package main
@@ -39,18 +44,25 @@ type command struct {
 // environment is what a command may touch of the outside world, so that
 // commands can be tested without a process of their own.
 type environment struct {
+	stdin          io.Reader
+	stdinFd        int // -1 when stdin is not a file (tests)
 	stdout, stderr io.Writer
 	getenv         func(string) string
 }
 
 // commands is the dispatch table, in the order help lists them.
 var commands = []command{
+	{name: "demo", summary: "run the whole flow through a plugin with each backend installed here", run: runDemo},
+	{name: "keys", summary: "create, import, list, show and delete keys on a token, a TPM or in a file", run: runKeys},
+	{name: "key-config", summary: "print the OHTTP key configuration (application/ohttp-keys) of keys", run: runKeyConfig},
+	{name: "selftest", summary: "round trips through a real plugin process with a key, with latencies", run: runSelftest},
+	{name: "env", summary: "start or stop a local SoftHSM token and swtpm for trying the commands", run: runEnv},
 	{name: "plugin", summary: "serve keys to a server over the plugin protocol (started by the server)", run: runPlugin},
 	{name: "version", summary: "print the version", run: runVersion},
 }
 
 func main() {
-	env := &environment{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	env := &environment{stdin: os.Stdin, stdinFd: int(os.Stdin.Fd()), stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
 	os.Exit(dispatch(context.Background(), env, os.Args[1:]))
 }
 
@@ -79,7 +91,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Commands:")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Run 'twoway-hsm <command> -h' for a command's options.")

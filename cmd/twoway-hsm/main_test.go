@@ -12,7 +12,7 @@ import (
 func runCmd(t *testing.T, env map[string]string, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	e := &environment{stdout: &out, stderr: &errOut, getenv: func(k string) string { return env[k] }}
+	e := &environment{stdin: strings.NewReader(""), stdinFd: -1, stdout: &out, stderr: &errOut, getenv: func(k string) string { return env[k] }}
 	code := dispatch(context.Background(), e, args)
 	return code, out.String(), errOut.String()
 }
