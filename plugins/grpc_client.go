@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -19,6 +21,65 @@ import (
 // on top; GRPCClient is for hosts that run go-plugin themselves.
 type GRPCClient struct {
 	client kempluginv1.KEMPluginClient
+
+	// ECDH and Decapsulate go over one Session stream, opened on first use
+	// and again after it breaks; unary calls serve plugins without it.
+	sessMu    sync.Mutex
+	sess      *session
+	noSession atomic.Bool
+}
+
+// session returns the open Session stream, opening one if needed, or nil
+// when the plugin has none.
+func (c *GRPCClient) session() *session {
+	if c.noSession.Load() {
+		return nil
+	}
+	c.sessMu.Lock()
+	defer c.sessMu.Unlock()
+	if c.sess != nil {
+		err := c.sess.broken()
+		if err == nil {
+			return c.sess
+		}
+		if errors.Is(err, errNoSession) {
+			c.noSession.Store(true)
+			return nil
+		}
+		c.sess = nil
+	}
+	s, err := openSession(c.client)
+	if err != nil {
+		return nil
+	}
+	c.sess = s
+	return s
+}
+
+// callSession makes a call on the Session stream; ok is false when the
+// plugin has none and the caller must use the unary call.
+func (c *GRPCClient) callSession(ctx context.Context, op string, req *kempluginv1.SessionRequest) (result []byte, ok bool, err error) {
+	s := c.session()
+	if s == nil {
+		return nil, false, nil
+	}
+	result, err = s.call(ctx, op, req)
+	if errors.Is(err, errNoSession) {
+		c.noSession.Store(true)
+		return nil, false, nil
+	}
+	return result, true, err
+}
+
+// Close ends the Session stream, if one is open. The gRPC connection
+// belongs to go-plugin.
+func (c *GRPCClient) Close() {
+	c.sessMu.Lock()
+	defer c.sessMu.Unlock()
+	if c.sess != nil {
+		c.sess.close()
+		c.sess = nil
+	}
 }
 
 // Describe calls the Describe RPC.
@@ -42,8 +103,13 @@ func (c *GRPCClient) Describe(ctx context.Context) (*Description, error) {
 	return d, nil
 }
 
-// ECDH calls the ECDH RPC.
+// ECDH performs the ECDH call, on the Session stream when the plugin has
+// one.
 func (c *GRPCClient) ECDH(ctx context.Context, key string, peer []byte) ([]byte, error) {
+	req := &kempluginv1.SessionRequest{Call: &kempluginv1.SessionRequest_Ecdh{Ecdh: &kempluginv1.ECDHRequest{Key: key, PeerPublicKey: peer}}}
+	if dh, ok, err := c.callSession(ctx, "ecdh", req); ok {
+		return dh, err
+	}
 	resp, err := c.client.ECDH(ctx, &kempluginv1.ECDHRequest{Key: key, PeerPublicKey: peer})
 	if err != nil {
 		return nil, fromStatus(ctx, "ecdh", err)
@@ -51,8 +117,13 @@ func (c *GRPCClient) ECDH(ctx context.Context, key string, peer []byte) ([]byte,
 	return resp.GetDh(), nil
 }
 
-// Decapsulate calls the Decapsulate RPC.
+// Decapsulate performs the Decapsulate call, on the Session stream when the
+// plugin has one.
 func (c *GRPCClient) Decapsulate(ctx context.Context, key string, enc []byte) ([]byte, error) {
+	req := &kempluginv1.SessionRequest{Call: &kempluginv1.SessionRequest_Decapsulate{Decapsulate: &kempluginv1.DecapsulateRequest{Key: key, Enc: enc}}}
+	if ss, ok, err := c.callSession(ctx, "decapsulate", req); ok {
+		return ss, err
+	}
 	resp, err := c.client.Decapsulate(ctx, &kempluginv1.DecapsulateRequest{Key: key, Enc: enc})
 	if err != nil {
 		return nil, fromStatus(ctx, "decapsulate", err)

@@ -3,6 +3,9 @@ package plugins
 import (
 	"context"
 	"errors"
+	"io"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -61,6 +64,11 @@ func (s *GRPCServer) Decapsulate(ctx context.Context, req *kempluginv1.Decapsula
 // error's text, which backends keep free of secrets. codes.Unavailable is
 // never used here: on the host it means the plugin process is gone.
 func toStatus(err error) error {
+	if _, ok := status.FromError(err); ok && err != nil {
+		if st := status.Convert(err); st.Code() != codes.Unknown {
+			return err
+		}
+	}
 	code := codes.Internal
 	switch {
 	case errors.Is(err, context.Canceled):
@@ -75,4 +83,78 @@ func toStatus(err error) error {
 		code = codes.FailedPrecondition
 	}
 	return status.Error(code, err.Error())
+}
+
+// Session implements the Session stream: each call runs in its own
+// goroutine with its own context (the stream's, bounded by the call's
+// deadline, cancelled by a Cancel message), and its answer is sent as soon
+// as it is ready.
+func (s *GRPCServer) Session(stream kempluginv1.KEMPlugin_SessionServer) error {
+	ctx := stream.Context()
+	var (
+		sendMu  sync.Mutex
+		mu      sync.Mutex
+		cancels = make(map[uint64]context.CancelFunc)
+		wg      sync.WaitGroup
+	)
+	defer func() {
+		mu.Lock()
+		for _, c := range cancels {
+			c()
+		}
+		mu.Unlock()
+		wg.Wait()
+	}()
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		id := req.GetId()
+		if req.GetCancel() != nil {
+			mu.Lock()
+			if c, ok := cancels[id]; ok {
+				c()
+			}
+			mu.Unlock()
+			continue
+		}
+		callCtx, cancel := context.WithCancel(ctx)
+		if d := req.GetDeadlineUnixNano(); d != 0 {
+			callCtx, cancel = context.WithDeadline(ctx, time.Unix(0, d))
+		}
+		mu.Lock()
+		cancels[id] = cancel
+		mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var result []byte
+			var err error
+			switch {
+			case req.GetEcdh() != nil:
+				result, err = s.Impl.ECDH(callCtx, req.GetEcdh().GetKey(), req.GetEcdh().GetPeerPublicKey())
+			case req.GetDecapsulate() != nil:
+				result, err = s.Impl.Decapsulate(callCtx, req.GetDecapsulate().GetKey(), req.GetDecapsulate().GetEnc())
+			default:
+				err = status.Error(codes.InvalidArgument, "plugins: session: empty call")
+			}
+			mu.Lock()
+			delete(cancels, id)
+			mu.Unlock()
+			cancel()
+			resp := &kempluginv1.SessionResponse{Id: id, Result: result}
+			if err != nil {
+				st, _ := status.FromError(toStatus(err))
+				resp.Code, resp.Message = uint32(st.Code()), st.Message()
+			}
+			sendMu.Lock()
+			_ = stream.Send(resp) // a broken stream ends the Recv loop too
+			sendMu.Unlock()
+			clear(result)
+		}()
+	}
 }

@@ -182,6 +182,7 @@ func (p *proc) kill(graceful bool) {
 	p.killOnce.Do(func() {
 		p.dead.Store(true)
 		p.stopWatch()
+		p.backend.Close()
 		if !graceful {
 			_ = p.cmd.Process.Kill()
 		}

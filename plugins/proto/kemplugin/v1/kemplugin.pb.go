@@ -401,6 +401,233 @@ func (x *DecapsulateResponse) GetSharedSecret() []byte {
 	return nil
 }
 
+// SessionRequest is one call on a Session stream, or the cancellation of
+// one.
+type SessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call's id, chosen by the host, unique among its calls in flight.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Types that are valid to be assigned to Call:
+	//
+	//	*SessionRequest_Ecdh
+	//	*SessionRequest_Decapsulate
+	//	*SessionRequest_Cancel
+	Call isSessionRequest_Call `protobuf_oneof:"call"`
+	// The call's deadline in nanoseconds since the Unix epoch; 0 for none.
+	DeadlineUnixNano int64 `protobuf:"varint,5,opt,name=deadline_unix_nano,json=deadlineUnixNano,proto3" json:"deadline_unix_nano,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SessionRequest) Reset() {
+	*x = SessionRequest{}
+	mi := &file_kemplugin_v1_kemplugin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionRequest) ProtoMessage() {}
+
+func (x *SessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kemplugin_v1_kemplugin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
+func (*SessionRequest) Descriptor() ([]byte, []int) {
+	return file_kemplugin_v1_kemplugin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SessionRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *SessionRequest) GetCall() isSessionRequest_Call {
+	if x != nil {
+		return x.Call
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetEcdh() *ECDHRequest {
+	if x != nil {
+		if x, ok := x.Call.(*SessionRequest_Ecdh); ok {
+			return x.Ecdh
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetDecapsulate() *DecapsulateRequest {
+	if x != nil {
+		if x, ok := x.Call.(*SessionRequest_Decapsulate); ok {
+			return x.Decapsulate
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetCancel() *Cancel {
+	if x != nil {
+		if x, ok := x.Call.(*SessionRequest_Cancel); ok {
+			return x.Cancel
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetDeadlineUnixNano() int64 {
+	if x != nil {
+		return x.DeadlineUnixNano
+	}
+	return 0
+}
+
+type isSessionRequest_Call interface {
+	isSessionRequest_Call()
+}
+
+type SessionRequest_Ecdh struct {
+	Ecdh *ECDHRequest `protobuf:"bytes,2,opt,name=ecdh,proto3,oneof"`
+}
+
+type SessionRequest_Decapsulate struct {
+	Decapsulate *DecapsulateRequest `protobuf:"bytes,3,opt,name=decapsulate,proto3,oneof"`
+}
+
+type SessionRequest_Cancel struct {
+	// Cancel abandons the call with this id; its answer is not needed.
+	Cancel *Cancel `protobuf:"bytes,4,opt,name=cancel,proto3,oneof"`
+}
+
+func (*SessionRequest_Ecdh) isSessionRequest_Call() {}
+
+func (*SessionRequest_Decapsulate) isSessionRequest_Call() {}
+
+func (*SessionRequest_Cancel) isSessionRequest_Call() {}
+
+type Cancel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Cancel) Reset() {
+	*x = Cancel{}
+	mi := &file_kemplugin_v1_kemplugin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Cancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Cancel) ProtoMessage() {}
+
+func (x *Cancel) ProtoReflect() protoreflect.Message {
+	mi := &file_kemplugin_v1_kemplugin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
+func (*Cancel) Descriptor() ([]byte, []int) {
+	return file_kemplugin_v1_kemplugin_proto_rawDescGZIP(), []int{8}
+}
+
+// SessionResponse answers the call with the same id.
+type SessionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The ECDH output or the shared secret, when code is 0.
+	Result []byte `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	// A google.golang.org/grpc/codes code (0 is OK) and the error's text, as
+	// the unary calls would have returned them.
+	Code          uint32 `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionResponse) Reset() {
+	*x = SessionResponse{}
+	mi := &file_kemplugin_v1_kemplugin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionResponse) ProtoMessage() {}
+
+func (x *SessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kemplugin_v1_kemplugin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionResponse.ProtoReflect.Descriptor instead.
+func (*SessionResponse) Descriptor() ([]byte, []int) {
+	return file_kemplugin_v1_kemplugin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SessionResponse) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *SessionResponse) GetResult() []byte {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *SessionResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_kemplugin_v1_kemplugin_proto protoreflect.FileDescriptor
 
 const file_kemplugin_v1_kemplugin_proto_rawDesc = "" +
@@ -425,11 +652,25 @@ const file_kemplugin_v1_kemplugin_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n" +
 	"\x03enc\x18\x02 \x01(\fR\x03enc\":\n" +
 	"\x13DecapsulateResponse\x12#\n" +
-	"\rshared_secret\x18\x01 \x01(\fR\fsharedSecret2\xa5\x02\n" +
+	"\rshared_secret\x18\x01 \x01(\fR\fsharedSecret\"\x9b\x02\n" +
+	"\x0eSessionRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x129\n" +
+	"\x04ecdh\x18\x02 \x01(\v2#.twowayhsm.kemplugin.v1.ECDHRequestH\x00R\x04ecdh\x12N\n" +
+	"\vdecapsulate\x18\x03 \x01(\v2*.twowayhsm.kemplugin.v1.DecapsulateRequestH\x00R\vdecapsulate\x128\n" +
+	"\x06cancel\x18\x04 \x01(\v2\x1e.twowayhsm.kemplugin.v1.CancelH\x00R\x06cancel\x12,\n" +
+	"\x12deadline_unix_nano\x18\x05 \x01(\x03R\x10deadlineUnixNanoB\x06\n" +
+	"\x04call\"\b\n" +
+	"\x06Cancel\"g\n" +
+	"\x0fSessionResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
+	"\x06result\x18\x02 \x01(\fR\x06result\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage2\x85\x03\n" +
 	"\tKEMPlugin\x12]\n" +
 	"\bDescribe\x12'.twowayhsm.kemplugin.v1.DescribeRequest\x1a(.twowayhsm.kemplugin.v1.DescribeResponse\x12Q\n" +
 	"\x04ECDH\x12#.twowayhsm.kemplugin.v1.ECDHRequest\x1a$.twowayhsm.kemplugin.v1.ECDHResponse\x12f\n" +
-	"\vDecapsulate\x12*.twowayhsm.kemplugin.v1.DecapsulateRequest\x1a+.twowayhsm.kemplugin.v1.DecapsulateResponseBIZGgithub.com/twoway-hsm/twoway-hsm/plugins/proto/kemplugin/v1;kempluginv1b\x06proto3"
+	"\vDecapsulate\x12*.twowayhsm.kemplugin.v1.DecapsulateRequest\x1a+.twowayhsm.kemplugin.v1.DecapsulateResponse\x12^\n" +
+	"\aSession\x12&.twowayhsm.kemplugin.v1.SessionRequest\x1a'.twowayhsm.kemplugin.v1.SessionResponse(\x010\x01BIZGgithub.com/twoway-hsm/twoway-hsm/plugins/proto/kemplugin/v1;kempluginv1b\x06proto3"
 
 var (
 	file_kemplugin_v1_kemplugin_proto_rawDescOnce sync.Once
@@ -443,7 +684,7 @@ func file_kemplugin_v1_kemplugin_proto_rawDescGZIP() []byte {
 	return file_kemplugin_v1_kemplugin_proto_rawDescData
 }
 
-var file_kemplugin_v1_kemplugin_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_kemplugin_v1_kemplugin_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_kemplugin_v1_kemplugin_proto_goTypes = []any{
 	(*DescribeRequest)(nil),     // 0: twowayhsm.kemplugin.v1.DescribeRequest
 	(*DescribeResponse)(nil),    // 1: twowayhsm.kemplugin.v1.DescribeResponse
@@ -452,20 +693,28 @@ var file_kemplugin_v1_kemplugin_proto_goTypes = []any{
 	(*ECDHResponse)(nil),        // 4: twowayhsm.kemplugin.v1.ECDHResponse
 	(*DecapsulateRequest)(nil),  // 5: twowayhsm.kemplugin.v1.DecapsulateRequest
 	(*DecapsulateResponse)(nil), // 6: twowayhsm.kemplugin.v1.DecapsulateResponse
+	(*SessionRequest)(nil),      // 7: twowayhsm.kemplugin.v1.SessionRequest
+	(*Cancel)(nil),              // 8: twowayhsm.kemplugin.v1.Cancel
+	(*SessionResponse)(nil),     // 9: twowayhsm.kemplugin.v1.SessionResponse
 }
 var file_kemplugin_v1_kemplugin_proto_depIdxs = []int32{
 	2, // 0: twowayhsm.kemplugin.v1.DescribeResponse.keys:type_name -> twowayhsm.kemplugin.v1.KeyInfo
-	0, // 1: twowayhsm.kemplugin.v1.KEMPlugin.Describe:input_type -> twowayhsm.kemplugin.v1.DescribeRequest
-	3, // 2: twowayhsm.kemplugin.v1.KEMPlugin.ECDH:input_type -> twowayhsm.kemplugin.v1.ECDHRequest
-	5, // 3: twowayhsm.kemplugin.v1.KEMPlugin.Decapsulate:input_type -> twowayhsm.kemplugin.v1.DecapsulateRequest
-	1, // 4: twowayhsm.kemplugin.v1.KEMPlugin.Describe:output_type -> twowayhsm.kemplugin.v1.DescribeResponse
-	4, // 5: twowayhsm.kemplugin.v1.KEMPlugin.ECDH:output_type -> twowayhsm.kemplugin.v1.ECDHResponse
-	6, // 6: twowayhsm.kemplugin.v1.KEMPlugin.Decapsulate:output_type -> twowayhsm.kemplugin.v1.DecapsulateResponse
-	4, // [4:7] is the sub-list for method output_type
-	1, // [1:4] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	3, // 1: twowayhsm.kemplugin.v1.SessionRequest.ecdh:type_name -> twowayhsm.kemplugin.v1.ECDHRequest
+	5, // 2: twowayhsm.kemplugin.v1.SessionRequest.decapsulate:type_name -> twowayhsm.kemplugin.v1.DecapsulateRequest
+	8, // 3: twowayhsm.kemplugin.v1.SessionRequest.cancel:type_name -> twowayhsm.kemplugin.v1.Cancel
+	0, // 4: twowayhsm.kemplugin.v1.KEMPlugin.Describe:input_type -> twowayhsm.kemplugin.v1.DescribeRequest
+	3, // 5: twowayhsm.kemplugin.v1.KEMPlugin.ECDH:input_type -> twowayhsm.kemplugin.v1.ECDHRequest
+	5, // 6: twowayhsm.kemplugin.v1.KEMPlugin.Decapsulate:input_type -> twowayhsm.kemplugin.v1.DecapsulateRequest
+	7, // 7: twowayhsm.kemplugin.v1.KEMPlugin.Session:input_type -> twowayhsm.kemplugin.v1.SessionRequest
+	1, // 8: twowayhsm.kemplugin.v1.KEMPlugin.Describe:output_type -> twowayhsm.kemplugin.v1.DescribeResponse
+	4, // 9: twowayhsm.kemplugin.v1.KEMPlugin.ECDH:output_type -> twowayhsm.kemplugin.v1.ECDHResponse
+	6, // 10: twowayhsm.kemplugin.v1.KEMPlugin.Decapsulate:output_type -> twowayhsm.kemplugin.v1.DecapsulateResponse
+	9, // 11: twowayhsm.kemplugin.v1.KEMPlugin.Session:output_type -> twowayhsm.kemplugin.v1.SessionResponse
+	8, // [8:12] is the sub-list for method output_type
+	4, // [4:8] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_kemplugin_v1_kemplugin_proto_init() }
@@ -473,13 +722,18 @@ func file_kemplugin_v1_kemplugin_proto_init() {
 	if File_kemplugin_v1_kemplugin_proto != nil {
 		return
 	}
+	file_kemplugin_v1_kemplugin_proto_msgTypes[7].OneofWrappers = []any{
+		(*SessionRequest_Ecdh)(nil),
+		(*SessionRequest_Decapsulate)(nil),
+		(*SessionRequest_Cancel)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kemplugin_v1_kemplugin_proto_rawDesc), len(file_kemplugin_v1_kemplugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

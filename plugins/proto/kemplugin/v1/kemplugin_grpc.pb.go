@@ -36,6 +36,7 @@ const (
 	KEMPlugin_Describe_FullMethodName    = "/twowayhsm.kemplugin.v1.KEMPlugin/Describe"
 	KEMPlugin_ECDH_FullMethodName        = "/twowayhsm.kemplugin.v1.KEMPlugin/ECDH"
 	KEMPlugin_Decapsulate_FullMethodName = "/twowayhsm.kemplugin.v1.KEMPlugin/Decapsulate"
+	KEMPlugin_Session_FullMethodName     = "/twowayhsm.kemplugin.v1.KEMPlugin/Session"
 )
 
 // KEMPluginClient is the client API for KEMPlugin service.
@@ -52,6 +53,13 @@ type KEMPluginClient interface {
 	// Decapsulate returns the KEM shared secret for an encapsulated key, for
 	// keys whose KEM is not Diffie-Hellman based (ML-KEM, X-Wing).
 	Decapsulate(ctx context.Context, in *DecapsulateRequest, opts ...grpc.CallOption) (*DecapsulateResponse, error)
+	// Session carries ECDH and Decapsulate calls over one long-lived stream:
+	// a call then costs one message each way instead of a new HTTP/2 stream,
+	// which matters when a request waits for its key. Calls carry an id,
+	// may be in flight concurrently and are answered as they finish, in any
+	// order. A host falls back to the unary calls when a plugin does not
+	// implement Session.
+	Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error)
 }
 
 type kEMPluginClient struct {
@@ -92,6 +100,19 @@ func (c *kEMPluginClient) Decapsulate(ctx context.Context, in *DecapsulateReques
 	return out, nil
 }
 
+func (c *kEMPluginClient) Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &KEMPlugin_ServiceDesc.Streams[0], KEMPlugin_Session_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SessionRequest, SessionResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KEMPlugin_SessionClient = grpc.BidiStreamingClient[SessionRequest, SessionResponse]
+
 // KEMPluginServer is the server API for KEMPlugin service.
 // All implementations must embed UnimplementedKEMPluginServer
 // for forward compatibility.
@@ -106,6 +127,13 @@ type KEMPluginServer interface {
 	// Decapsulate returns the KEM shared secret for an encapsulated key, for
 	// keys whose KEM is not Diffie-Hellman based (ML-KEM, X-Wing).
 	Decapsulate(context.Context, *DecapsulateRequest) (*DecapsulateResponse, error)
+	// Session carries ECDH and Decapsulate calls over one long-lived stream:
+	// a call then costs one message each way instead of a new HTTP/2 stream,
+	// which matters when a request waits for its key. Calls carry an id,
+	// may be in flight concurrently and are answered as they finish, in any
+	// order. A host falls back to the unary calls when a plugin does not
+	// implement Session.
+	Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error
 	mustEmbedUnimplementedKEMPluginServer()
 }
 
@@ -124,6 +152,9 @@ func (UnimplementedKEMPluginServer) ECDH(context.Context, *ECDHRequest) (*ECDHRe
 }
 func (UnimplementedKEMPluginServer) Decapsulate(context.Context, *DecapsulateRequest) (*DecapsulateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Decapsulate not implemented")
+}
+func (UnimplementedKEMPluginServer) Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error {
+	return status.Error(codes.Unimplemented, "method Session not implemented")
 }
 func (UnimplementedKEMPluginServer) mustEmbedUnimplementedKEMPluginServer() {}
 func (UnimplementedKEMPluginServer) testEmbeddedByValue()                   {}
@@ -200,6 +231,13 @@ func _KEMPlugin_Decapsulate_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KEMPlugin_Session_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(KEMPluginServer).Session(&grpc.GenericServerStream[SessionRequest, SessionResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KEMPlugin_SessionServer = grpc.BidiStreamingServer[SessionRequest, SessionResponse]
+
 // KEMPlugin_ServiceDesc is the grpc.ServiceDesc for KEMPlugin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -220,6 +258,13 @@ var KEMPlugin_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _KEMPlugin_Decapsulate_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Session",
+			Handler:       _KEMPlugin_Session_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "kemplugin/v1/kemplugin.proto",
 }
