@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"runtime"
 	"runtime/debug"
 )
@@ -37,16 +38,38 @@ func Version() string {
 func runVersion(_ context.Context, env *environment, args []string) int {
 	fs := flag.NewFlagSet("version", flag.ContinueOnError)
 	fs.SetOutput(env.stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: twoway-hsm version")
-		fmt.Fprintln(fs.Output(), "\nPrints the version of twoway-hsm, of Go, and the platform.")
+	usage := func(w io.Writer) {
+		fmt.Fprintln(w, "Usage: twoway-hsm version [--json]")
+		fmt.Fprintln(w, "\nPrints the version of twoway-hsm, of Go, and the platform.")
+		fmt.Fprintln(w, "\nExamples:\n  twoway-hsm version\n  twoway-hsm version --json")
 	}
+	fs.Usage = func() {} // printed below: -h to stdout, errors to stderr
+	asJSON := fs.Bool("json", false, "print the version as a JSON document")
 	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			usage(env.stdout)
+		} else {
+			usage(env.stderr)
+		}
 		return flagExit(err)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(env.stderr, "twoway-hsm version: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
+	}
+	if *asJSON {
+		v := struct {
+			Version string `json:"version"`
+			Go      string `json:"go"`
+			OS      string `json:"os"`
+			Arch    string `json:"arch"`
+			Module  string `json:"module"`
+		}{Version(), runtime.Version(), runtime.GOOS, runtime.GOARCH, "github.com/twoway-hsm/twoway-hsm"}
+		if err := writeJSON(env.stdout, v); err != nil {
+			fmt.Fprintf(env.stderr, "twoway-hsm version: %v\n", err)
+			return exitFailure
+		}
+		return exitOK
 	}
 	fmt.Fprintf(env.stdout, "twoway-hsm %s (%s, %s/%s)\n", Version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	return exitOK

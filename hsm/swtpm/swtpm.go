@@ -290,6 +290,11 @@ func StopDir(ctx context.Context, dir string) error {
 	if err := json.Unmarshal(b, &st); err != nil {
 		return fmt.Errorf("swtpm: %s: %w", filepath.Join(dir, "instance.json"), err)
 	}
+	if alive(st.Pid) && !isSwtpm(st.Pid) {
+		// The pid was reused (a reboot, or the instance died long ago):
+		// never signal a process that is not swtpm.
+		return os.Remove(filepath.Join(dir, "instance.json"))
+	}
 	if alive(st.Pid) {
 		ctrl := splitCtrl(st.Ctrl)
 		if _, err := runIoctl(ctx, st.Ioctl, ctrl, "-s"); err != nil {
@@ -310,6 +315,12 @@ func StopDir(ctx context.Context, dir string) error {
 		}
 	}
 	return os.Remove(filepath.Join(dir, "instance.json"))
+}
+
+// isSwtpm reports whether pid runs swtpm.
+func isSwtpm(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return err == nil && string(bytes.TrimSpace(b)) == "swtpm"
 }
 
 // alive reports whether pid is a live process that is not a zombie.

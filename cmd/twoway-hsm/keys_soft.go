@@ -1,0 +1,301 @@
+package main
+
+import (
+	"bytes"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/cloudflare/circl/dh/x448"
+
+	"github.com/twoway-hsm/twoway-hsm/kem"
+)
+
+// keyMaterial is a private key read for import: its KEM and HPKE's
+// SerializePrivateKey (the scalar for DHKEMs, the seed for ML-KEM and
+// X-Wing). wipe zeroes it.
+type keyMaterial struct {
+	id     kem.ID
+	secret []byte
+}
+
+func (m *keyMaterial) wipe() {
+	if m != nil {
+		clear(m.secret)
+	}
+}
+
+// softKey returns the software key of the key material.
+func (m *keyMaterial) softKey() (kem.PrivateKey, error) {
+	return kem.NewPrivateKey(m.id, m.secret)
+}
+
+// readKeyMaterial reads a private key file for import: PKCS#8, SEC 1, a
+// soft key file, or the raw private key (then want, from --kem, is
+// required). want, when given, must match the file's KEM. Every copy of the
+// key bytes this function makes, except the one it returns, is zeroed.
+func readKeyMaterial(path string, want kem.ID) (*keyMaterial, error) {
+	b, err := readSmallFile(path)
+	defer clear(b)
+	if err != nil {
+		return nil, fmt.Errorf("--from: %w", err)
+	}
+	var m *keyMaterial
+	if bytes.Contains(b, []byte("-----BEGIN")) {
+		m, err = pemKeyMaterial(path, b)
+		if err != nil {
+			return nil, err
+		}
+		if want != 0 && want != m.id {
+			m.wipe()
+			return nil, usagef("%s holds a %s key, not %s (drop --kem or fix it)", path, kemShort(m.id), kemShort(want))
+		}
+		return m, nil
+	}
+	if want == 0 {
+		return nil, usagef("%s is not a PEM key file; for a raw private key (exactly the scalar bytes) give --kem", path)
+	}
+	k, err := kem.NewPrivateKey(want, b)
+	if err != nil {
+		return nil, fmt.Errorf("%s is not a raw %s private key (%d bytes): %w", path, kemShort(want), len(b), err)
+	}
+	secret, err := kem.MarshalPrivateKey(k)
+	if err != nil {
+		return nil, err
+	}
+	return &keyMaterial{id: want, secret: secret}, nil
+}
+
+// pemKeyMaterial decodes a PEM private key file.
+func pemKeyMaterial(path string, b []byte) (*keyMaterial, error) {
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("%s: no valid PEM block", path)
+	}
+	defer clear(blk.Bytes)
+	switch blk.Type {
+	case tpmKeyPEMType:
+		return nil, fmt.Errorf("%s is a TPM key file: its key is wrapped for one TPM and cannot be imported; use it as tpm2:file=%s", path, path)
+	case "ENCRYPTED PRIVATE KEY":
+		return nil, fmt.Errorf("%s is an encrypted PKCS#8 key: decrypt it first (openssl pkey -in %s), ideally onto a tmpfs, and remove the copy afterwards", path, path)
+	case "PRIVATE KEY":
+		if m, ok := x448PKCS8(blk.Bytes); ok {
+			return m, nil
+		}
+	}
+	k, err := kem.ParsePrivateKeyPEM(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	secret, err := kem.MarshalPrivateKey(k)
+	if err != nil {
+		return nil, err
+	}
+	return &keyMaterial{id: k.KEM(), secret: secret}, nil
+}
+
+// x448PKCS8 decodes a PKCS#8 X448 key (RFC 8410), which crypto/x509 does
+// not.
+func x448PKCS8(der []byte) (*keyMaterial, bool) {
+	var p8 struct {
+		Version    int
+		Algorithm  pkix.AlgorithmIdentifier
+		PrivateKey []byte
+		Attributes asn1.RawValue  `asn1:"optional,tag:0"`
+		PublicKey  asn1.BitString `asn1:"optional,tag:1"`
+	}
+	rest, err := asn1.Unmarshal(der, &p8)
+	defer clear(p8.PrivateKey)
+	if err != nil || len(rest) != 0 || !p8.Algorithm.Algorithm.Equal(asn1.ObjectIdentifier{1, 3, 101, 111}) {
+		return nil, false
+	}
+	var scalar []byte
+	if rest, err := asn1.Unmarshal(p8.PrivateKey, &scalar); err != nil || len(rest) != 0 || len(scalar) != x448.Size {
+		clear(scalar)
+		return nil, false
+	}
+	return &keyMaterial{id: kem.DHKEMX448HKDFSHA512, secret: scalar}, true
+}
+
+// writeNewFile writes data to a new file with mode perm; it never replaces
+// an existing file.
+func writeNewFile(path string, data []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%w: %s", errSoftExists, path)
+		}
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(path)
+		return err
+	}
+	return nil
+}
+
+// softKeyView describes a soft key.
+func softKeyView(path string, k kem.PrivateKey) *keyView {
+	v := &keyView{Ref: softFileRef(path), Backend: schemeSoft, Usable: true, Soft: &softView{File: absPath(path)}}
+	v.setKEM(k.KEM(), k.PublicKeyBytes())
+	return v
+}
+
+// softCreate generates (m == nil) or stores a software key in a new file.
+func (c *secretCmd) softCreate(ref string, id kem.ID, m *keyMaterial) (*keyView, error) {
+	r, err := parseSoftRef(ref)
+	if err != nil {
+		return nil, err
+	}
+	if r.File == "" {
+		return nil, usagef("a soft key is created as soft:file=PATH, not %s", ref)
+	}
+	if err := checkNewFile(r.File); err != nil {
+		return nil, err
+	}
+	var k kem.PrivateKey
+	if m == nil {
+		k, err = kem.GenerateKey(id)
+	} else {
+		k, err = m.softKey()
+	}
+	if err != nil {
+		return nil, err
+	}
+	b, err := kem.MarshalPrivateKeyPEM(k)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(b)
+	c.warnSoft()
+	if err := writeNewFile(r.File, b, 0o600); err != nil {
+		return nil, err
+	}
+	return softKeyView(r.File, k), nil
+}
+
+// readSoftKey reads and parses a soft key file.
+func readSoftKey(path string) (kem.PrivateKey, error) {
+	b, err := readSmallFile(path)
+	defer clear(b)
+	if err != nil {
+		return nil, fmt.Errorf("soft key: %w", err)
+	}
+	k, err := kem.ParsePrivateKeyPEM(b)
+	if err != nil {
+		return nil, fmt.Errorf("soft key %s: %w", path, err)
+	}
+	return k, nil
+}
+
+func (c *secretCmd) softShow(ref string) (*keyView, error) {
+	r, err := parseSoftRef(ref)
+	if err != nil {
+		return nil, err
+	}
+	if r.File == "" {
+		return nil, usagef("name the key with soft:file=PATH; 'twoway-hsm keys list soft:dir=DIR' lists a directory")
+	}
+	k, err := readSoftKey(r.File)
+	if err != nil {
+		return nil, err
+	}
+	c.warnSoft()
+	return softKeyView(r.File, k), nil
+}
+
+// softPublic returns the KEM and public key of a soft key for key-config.
+func softPublic(ref string) (kem.ID, []byte, error) {
+	r, err := parseSoftRef(ref)
+	if err != nil {
+		return 0, nil, err
+	}
+	if r.File == "" {
+		return 0, nil, usagef("%s: name the key with soft:file=PATH", ref)
+	}
+	k, err := readSoftKey(r.File)
+	if err != nil {
+		return 0, nil, err
+	}
+	return k.KEM(), k.PublicKeyBytes(), nil
+}
+
+// softList lists the soft key files in a directory: every file holding a
+// PEM private key block, usable or not.
+func (c *secretCmd) softList(ref string) (*listView, error) {
+	r, err := parseSoftRef(ref)
+	if err != nil {
+		return nil, err
+	}
+	if r.Dir == "" {
+		return nil, usagef("keys list takes soft:dir=DIR; use 'keys show' for one file")
+	}
+	ents, err := os.ReadDir(r.Dir)
+	if err != nil {
+		return nil, err
+	}
+	c.warnSoft()
+	l := &listView{Backend: schemeSoft, Dir: absPath(r.Dir), Keys: []*keyView{}}
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		p := filepath.Join(r.Dir, e.Name())
+		typ, err := pemTypeOf(p)
+		if err != nil {
+			continue
+		}
+		switch typ {
+		case "PRIVATE KEY", "EC PRIVATE KEY", "HPKE PRIVATE KEY":
+		default:
+			continue // not a soft key file (TPM key files included)
+		}
+		k, err := readSoftKey(p)
+		if err != nil {
+			l.Keys = append(l.Keys, &keyView{Ref: softFileRef(p), Backend: schemeSoft, Problem: err.Error(), Soft: &softView{File: absPath(p)}})
+			continue
+		}
+		l.Keys = append(l.Keys, softKeyView(p, k))
+	}
+	return l, nil
+}
+
+func (c *secretCmd) softDelete(ref string, confirm func(*keyView) error) (*deleteView, error) {
+	r, err := parseSoftRef(ref)
+	if err != nil {
+		return nil, err
+	}
+	if r.File == "" {
+		return nil, usagef("name the key to delete with soft:file=PATH")
+	}
+	k, err := readSoftKey(r.File)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w; not deleting a file that is not a soft key", err)
+	}
+	v := softKeyView(r.File, k)
+	if err := confirm(v); err != nil {
+		return nil, err
+	}
+	if err := os.Remove(r.File); err != nil {
+		return nil, err
+	}
+	return &deleteView{Deleted: []string{"soft key file " + absPath(r.File)}, Key: v}, nil
+}

@@ -1,0 +1,446 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/cloudflare/circl/hpke"
+
+	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
+	"github.com/twoway-hsm/twoway-hsm/hsm/tpm2"
+	"github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/plugins/keyset"
+	"github.com/twoway-hsm/twoway-hsm/twoway"
+)
+
+// Reference schemes: the scheme of a key reference picks the backend.
+const (
+	schemePKCS11 = "pkcs11"
+	schemeTPM2   = tpm2.RefScheme
+	schemeSoft   = "soft"
+)
+
+// usageError is a mistake on the command line: the command prints it with
+// its usage and exits with status 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
+
+// isUsage reports whether err is a usage error.
+func isUsage(err error) bool {
+	var u *usageError
+	return errors.As(err, &u)
+}
+
+// safeRef returns a reference fit for messages: a PKCS#11 URI loses any
+// pin-value. Other schemes carry no secrets.
+func safeRef(ref string) string {
+	if strings.HasPrefix(ref, schemePKCS11+":") || strings.Contains(ref, "pin-value") {
+		return pkcs11.RedactURI(ref)
+	}
+	return ref
+}
+
+// schemeOf returns the scheme of a reference, or a usage error naming the
+// schemes there are.
+func schemeOf(ref string) (string, error) {
+	scheme, _, ok := strings.Cut(ref, ":")
+	switch {
+	case !ok || scheme == "":
+		return "", usagef("reference %q has no scheme: want pkcs11:..., tpm2:... or soft:...", safeRef(ref))
+	case scheme == schemePKCS11, scheme == schemeTPM2, scheme == schemeSoft:
+		return scheme, nil
+	}
+	return "", usagef("unknown reference scheme %q in %q: want pkcs11: (a PKCS#11 token, RFC 7512 URI), tpm2: (a TPM 2.0) or soft: (a key file, development only)", scheme, safeRef(ref))
+}
+
+// parsePKCS11 parses an RFC 7512 URI; a malformed one is a usage error.
+func parsePKCS11(ref string) (*pkcs11.URI, error) {
+	u, err := pkcs11.ParseURI(ref)
+	if err != nil {
+		return nil, usagef("%v (want e.g. pkcs11:token=dev;id=%%01;object=gw?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/path/pin)", err)
+	}
+	return u, nil
+}
+
+// tpmRef is a TPM reference as the commands read it: a key file and/or a
+// persistent handle (create and delete take both), or for listing a
+// directory of key files or nothing at all (the persistent handles).
+type tpmRef struct {
+	File       string
+	Handle     tpm2.Handle
+	Dir        string
+	TPM        string
+	AuthSource string
+}
+
+// parseTPMRef parses a "tpm2:" reference: path attributes file=, handle=,
+// dir= (each at most once), query attributes tpm= and auth-source=. Values
+// are percent-decoded. Errors are usage errors.
+func parseTPMRef(ref string) (*tpmRef, error) {
+	bad := func(format string, a ...any) error {
+		return usagef("TPM reference %q: %s (want e.g. tpm2:file=/etc/twoway/gw.pem?tpm=/dev/tpmrm0)", ref, fmt.Sprintf(format, a...))
+	}
+	rest, ok := strings.CutPrefix(ref, schemeTPM2+":")
+	if !ok {
+		return nil, bad("must start with tpm2:")
+	}
+	path, query, _ := strings.Cut(rest, "?")
+	r := &tpmRef{}
+	seen := map[string]bool{}
+	each := func(part, sep string, set func(k, v string) error) error {
+		if part == "" {
+			return nil
+		}
+		for _, attr := range strings.Split(part, sep) {
+			k, v, ok := strings.Cut(attr, "=")
+			if !ok || k == "" {
+				return bad("attribute %q is not name=value", attr)
+			}
+			dv, err := url.PathUnescape(v)
+			if err != nil {
+				return bad("attribute %s: bad percent-encoding", k)
+			}
+			if seen[k] {
+				return bad("attribute %s given twice", k)
+			}
+			seen[k] = true
+			if dv == "" {
+				return bad("empty %s", k)
+			}
+			if err := set(k, dv); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	err := each(path, ";", func(k, v string) error {
+		switch k {
+		case "file":
+			r.File = v
+		case "dir":
+			r.Dir = v
+		case "handle":
+			h, err := tpm2.ParseHandle(v)
+			if err != nil || !h.IsPersistent() {
+				return bad("handle %q is not a persistent handle (0x81000000-0x817fffff)", v)
+			}
+			r.Handle = h
+		default:
+			return bad("unknown path attribute %q (want file=, handle= or, for listing, dir=)", k)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = each(query, "&", func(k, v string) error {
+		switch k {
+		case "tpm":
+			// Let the library judge the transport, through a reference of
+			// its own form.
+			probe := (&tpm2.KeyRef{Handle: tpm2.SRKHandle, TPM: v}).String()
+			if _, err := tpm2.ParseKeyRef(probe); err != nil {
+				return bad("tpm=%q is not a transport: want /dev/tpmrm0, /dev/tpm0, tcp:HOST:PORT or unix:/path", v)
+			}
+			r.TPM = v
+		case "auth-source":
+			r.AuthSource = v
+		default:
+			return bad("unknown query attribute %q (want tpm= or auth-source=)", k)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if r.Dir != "" && (r.File != "" || r.Handle != 0) {
+		return nil, bad("dir= lists key files; it does not go with file= or handle=")
+	}
+	return r, nil
+}
+
+// transport returns the TPM transport, the default when none is given.
+func (r *tpmRef) transport() string {
+	if r.TPM == "" {
+		return tpm2.DefaultTransport
+	}
+	return r.TPM
+}
+
+// fileRef returns the library reference of the key file (file plus
+// transport and auth source).
+func (r *tpmRef) fileRef() string {
+	abs, err := filepath.Abs(r.File)
+	if err != nil {
+		abs = r.File
+	}
+	return (&tpm2.KeyRef{File: abs, TPM: r.TPM, AuthSource: absSource(r.AuthSource)}).String()
+}
+
+// handleRef returns the library reference of the persistent handle.
+func (r *tpmRef) handleRef() string {
+	return (&tpm2.KeyRef{Handle: r.Handle, TPM: r.TPM, AuthSource: absSource(r.AuthSource)}).String()
+}
+
+// absSource makes the file of a PIN or auth source (PATH or file:PATH)
+// absolute, so that a reference works from any working directory;
+// env:NAME is left alone.
+func absSource(src string) string {
+	if src == "" || strings.HasPrefix(src, "env:") {
+		return src
+	}
+	prefix := ""
+	if p, ok := strings.CutPrefix(src, "file:"); ok {
+		prefix, src = "file:", p
+	}
+	if strings.HasPrefix(src, "//") || filepath.IsAbs(src) {
+		return prefix + src
+	}
+	return prefix + absPath(src)
+}
+
+// authOptions returns the options that give the key its auth value from the
+// reference's auth-source.
+func (r *tpmRef) authOptions() []tpm2.Option {
+	switch src := r.AuthSource; {
+	case src == "":
+		return nil
+	case strings.HasPrefix(src, "env:"):
+		return []tpm2.Option{tpm2.WithAuthEnv(strings.TrimPrefix(src, "env:"))}
+	default:
+		return []tpm2.Option{tpm2.WithAuthFile(strings.TrimPrefix(src, "file:"))}
+	}
+}
+
+// softRef is a soft: reference: a key file, or for listing a directory.
+type softRef struct {
+	File string
+	Dir  string
+}
+
+// parseSoftRef parses soft:file=PATH (see keyset.ParseSoftRef) and
+// soft:dir=PATH. Errors are usage errors.
+func parseSoftRef(ref string) (*softRef, error) {
+	if rest, ok := strings.CutPrefix(ref, schemeSoft+":dir="); ok {
+		if strings.ContainsAny(rest, ";?") {
+			return nil, usagef("soft reference %q: want soft:dir=PATH and nothing else", ref)
+		}
+		p, err := url.PathUnescape(rest)
+		if err != nil || p == "" {
+			return nil, usagef("soft reference %q: bad directory path", ref)
+		}
+		return &softRef{Dir: p}, nil
+	}
+	p, err := keyset.ParseSoftRef(ref)
+	if err != nil {
+		return nil, usagef("%v (want soft:file=PATH, or soft:dir=PATH to list a directory)", err)
+	}
+	return &softRef{File: p}, nil
+}
+
+// softFileRef formats the reference of a soft key file, with an absolute
+// path.
+func softFileRef(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	return schemeSoft + ":file=" + escapeRefValue(path)
+}
+
+// escapeRefValue percent-encodes what would end or split an attribute
+// value: ';', '?', '&', '=', '%', and control characters and spaces.
+func escapeRefValue(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(";?&=%#", c) >= 0 {
+			fmt.Fprintf(&b, "%%%02X", c)
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// kemNames maps the short names the commands print to KEM IDs.
+var kemNames = []struct {
+	short string
+	id    kem.ID
+}{
+	{"p256", kem.DHKEMP256HKDFSHA256},
+	{"p384", kem.DHKEMP384HKDFSHA384},
+	{"p521", kem.DHKEMP521HKDFSHA512},
+	{"x25519", kem.DHKEMX25519HKDFSHA256},
+	{"x448", kem.DHKEMX448HKDFSHA512},
+	{"mlkem768", kem.MLKEM768},
+	{"mlkem1024", kem.MLKEM1024},
+	{"xwing", kem.XWing},
+}
+
+// kemShort returns the short name of a KEM ("p256"), or its hex id.
+func kemShort(id kem.ID) string {
+	for _, n := range kemNames {
+		if n.id == id {
+			return n.short
+		}
+	}
+	return fmt.Sprintf("0x%04x", uint16(id))
+}
+
+// kemList is the list of KEM names for messages.
+func kemList(ids []kem.ID) string {
+	var s []string
+	for _, id := range ids {
+		s = append(s, kemShort(id))
+	}
+	return strings.Join(s, ", ")
+}
+
+// normName lowercases a name and drops the separators people write
+// differently ("P-256", "p_256", "DHKEM(P-256, HKDF-SHA256)").
+func normName(s string) string {
+	s = strings.ToLower(strings.TrimSpace(s))
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case ' ', '-', '_', ',', '(', ')':
+			return -1
+		}
+		return r
+	}, s)
+}
+
+// parseKEM reads a KEM name: a short name (p256, x25519, mlkem768, ...),
+// its HPKE registry name (DHKEM(P-256, HKDF-SHA256)), common curve aliases
+// (secp256r1, prime256v1), or its identifier (0x0010 or 16).
+func parseKEM(s string) (kem.ID, error) {
+	n := normName(s)
+	if n == "" {
+		return 0, usagef("empty KEM name")
+	}
+	aliases := map[string]kem.ID{
+		"secp256r1": kem.DHKEMP256HKDFSHA256, "prime256v1": kem.DHKEMP256HKDFSHA256,
+		"secp384r1": kem.DHKEMP384HKDFSHA384, "secp521r1": kem.DHKEMP521HKDFSHA512,
+		"curve25519": kem.DHKEMX25519HKDFSHA256, "curve448": kem.DHKEMX448HKDFSHA512,
+		"mlkem768x25519": kem.XWing,
+	}
+	if id, ok := aliases[n]; ok {
+		return id, nil
+	}
+	for _, k := range kemNames {
+		if n == k.short || n == normName(k.id.String()) {
+			return k.id, nil
+		}
+	}
+	if v, err := strconv.ParseUint(n, 0, 16); err == nil {
+		id := kem.ID(v)
+		if id.Supported() {
+			return id, nil
+		}
+		return 0, usagef("KEM 0x%04x is not one this tool knows (want %s)", v, kemList(allKEMs()))
+	}
+	return 0, usagef("unknown KEM %q (want %s, an HPKE name such as \"DHKEM(P-256, HKDF-SHA256)\", or an id such as 0x0010)", s, kemList(allKEMs()))
+}
+
+func allKEMs() []kem.ID {
+	var out []kem.ID
+	for _, k := range kemNames {
+		out = append(out, k.id)
+	}
+	return out
+}
+
+// KDF and AEAD names for --suite.
+var (
+	kdfNames = []struct {
+		name string
+		id   hpke.KDF
+	}{
+		{"hkdf-sha256", hpke.KDF_HKDF_SHA256},
+		{"hkdf-sha384", hpke.KDF_HKDF_SHA384},
+		{"hkdf-sha512", hpke.KDF_HKDF_SHA512},
+	}
+	aeadNames = []struct {
+		name string
+		id   hpke.AEAD
+	}{
+		{"aes-128-gcm", hpke.AEAD_AES128GCM},
+		{"aes-256-gcm", hpke.AEAD_AES256GCM},
+		{"chacha20-poly1305", hpke.AEAD_ChaCha20Poly1305},
+	}
+)
+
+func kdfName(id hpke.KDF) string {
+	for _, k := range kdfNames {
+		if k.id == id {
+			return k.name
+		}
+	}
+	return fmt.Sprintf("0x%04x", uint16(id))
+}
+
+func aeadName(id hpke.AEAD) string {
+	for _, a := range aeadNames {
+		if a.id == id {
+			return a.name
+		}
+	}
+	return fmt.Sprintf("0x%04x", uint16(id))
+}
+
+// parseSuite reads KDF/AEAD, by name (hkdf-sha256/aes-128-gcm, also
+// without dashes) or by id (0x0001/0x0003).
+func parseSuite(s string) (twoway.SymmetricSuite, error) {
+	k, a, ok := strings.Cut(s, "/")
+	if !ok {
+		return twoway.SymmetricSuite{}, usagef("suite %q: want KDF/AEAD, e.g. hkdf-sha256/aes-128-gcm", s)
+	}
+	var ss twoway.SymmetricSuite
+	found := false
+	for _, x := range kdfNames {
+		if normName(k) == normName(x.name) || normName(k) == normName(strings.TrimPrefix(x.name, "hkdf-")) {
+			ss.KDF, found = x.id, true
+		}
+	}
+	if v, err := strconv.ParseUint(k, 0, 16); err == nil {
+		ss.KDF, found = hpke.KDF(v), hpke.KDF(v).IsValid()
+	}
+	if !found {
+		return ss, usagef("suite %q: unknown KDF %q (want hkdf-sha256, hkdf-sha384 or hkdf-sha512)", s, k)
+	}
+	found = false
+	for _, x := range aeadNames {
+		if normName(a) == normName(x.name) {
+			ss.AEAD, found = x.id, true
+		}
+	}
+	if v, err := strconv.ParseUint(a, 0, 16); err == nil {
+		ss.AEAD, found = hpke.AEAD(v), hpke.AEAD(v).IsValid()
+	}
+	if !found {
+		return ss, usagef("suite %q: unknown AEAD %q (want aes-128-gcm, aes-256-gcm or chacha20-poly1305)", s, a)
+	}
+	return ss, nil
+}
+
+// defaultSuites are the symmetric suites offered when none is given: the
+// HKDF of the KEM's hash with AES-128-GCM and ChaCha20-Poly1305.
+func defaultSuites(id kem.ID) []twoway.SymmetricSuite {
+	kdf := hpke.KDF_HKDF_SHA256
+	switch id {
+	case kem.DHKEMP384HKDFSHA384:
+		kdf = hpke.KDF_HKDF_SHA384
+	case kem.DHKEMP521HKDFSHA512, kem.DHKEMX448HKDFSHA512:
+		kdf = hpke.KDF_HKDF_SHA512
+	}
+	return []twoway.SymmetricSuite{
+		{KDF: kdf, AEAD: hpke.AEAD_AES128GCM},
+		{KDF: kdf, AEAD: hpke.AEAD_ChaCha20Poly1305},
+	}
+}
