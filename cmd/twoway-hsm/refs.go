@@ -80,90 +80,19 @@ type tpmRef struct {
 	AuthSource string
 }
 
-// parseTPMRef parses a "tpm2:" reference: path attributes file=, handle=,
-// dir= (each at most once), query attributes tpm= and auth-source=. Values
-// are percent-decoded. Errors are usage errors.
+// parseTPMRef parses a "tpm2:" reference with tpm2.ParseRef: path
+// attributes file=, handle=, dir= (each at most once), query attributes
+// tpm= and auth-source=. Errors are usage errors.
 func parseTPMRef(ref string) (*tpmRef, error) {
-	bad := func(format string, a ...any) error {
-		return usagef("TPM reference %q: %s (want e.g. tpm2:file=/etc/twoway/gw.pem?tpm=/dev/tpmrm0)", ref, fmt.Sprintf(format, a...))
-	}
-	rest, ok := strings.CutPrefix(ref, schemeTPM2+":")
-	if !ok {
-		return nil, bad("must start with tpm2:")
-	}
-	path, query, _ := strings.Cut(rest, "?")
-	r := &tpmRef{}
-	seen := map[string]bool{}
-	each := func(part, sep string, set func(k, v string) error) error {
-		if part == "" {
-			return nil
-		}
-		for _, attr := range strings.Split(part, sep) {
-			k, v, ok := strings.Cut(attr, "=")
-			if !ok || k == "" {
-				return bad("attribute %q is not name=value", attr)
-			}
-			dv, err := url.PathUnescape(v)
-			if err != nil {
-				return bad("attribute %s: bad percent-encoding", k)
-			}
-			if seen[k] {
-				return bad("attribute %s given twice", k)
-			}
-			seen[k] = true
-			if dv == "" {
-				return bad("empty %s", k)
-			}
-			if err := set(k, dv); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	err := each(path, ";", func(k, v string) error {
-		switch k {
-		case "file":
-			r.File = v
-		case "dir":
-			r.Dir = v
-		case "handle":
-			h, err := tpm2.ParseHandle(v)
-			if err != nil || !h.IsPersistent() {
-				return bad("handle %q is not a persistent handle (0x81000000-0x817fffff)", v)
-			}
-			r.Handle = h
-		default:
-			return bad("unknown path attribute %q (want file=, handle= or, for listing, dir=)", k)
-		}
-		return nil
-	})
+	r, err := tpm2.ParseRef(ref)
 	if err != nil {
-		return nil, err
-	}
-	err = each(query, "&", func(k, v string) error {
-		switch k {
-		case "tpm":
-			// Let the library judge the transport, through a reference of
-			// its own form.
-			probe := (&tpm2.KeyRef{Handle: tpm2.SRKHandle, TPM: v}).String()
-			if _, err := tpm2.ParseKeyRef(probe); err != nil {
-				return bad("tpm=%q is not a transport: want /dev/tpmrm0, /dev/tpm0, tcp:HOST:PORT or unix:/path", v)
-			}
-			r.TPM = v
-		case "auth-source":
-			r.AuthSource = v
-		default:
-			return bad("unknown query attribute %q (want tpm= or auth-source=)", k)
+		msg := err.Error()
+		if i := strings.Index(msg, "invalid key reference: "); i >= 0 {
+			msg = msg[i+len("invalid key reference: "):]
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
+		return nil, usagef("TPM reference %q: %s (want e.g. tpm2:file=/etc/twoway/gw.pem?tpm=/dev/tpmrm0)", ref, msg)
 	}
-	if r.Dir != "" && (r.File != "" || r.Handle != 0) {
-		return nil, bad("dir= lists key files; it does not go with file= or handle=")
-	}
-	return r, nil
+	return &tpmRef{File: r.File, Handle: r.Handle, Dir: r.Dir, TPM: r.TPM, AuthSource: r.AuthSource}, nil
 }
 
 // transport returns the TPM transport, the default when none is given.

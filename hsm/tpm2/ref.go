@@ -37,13 +37,29 @@ const RefScheme = "tpm2"
 type KeyRef struct {
 	File       string // key file path, or ""
 	Handle     Handle // persistent handle, or 0
+	Dir        string // a directory of key files (ParseRef only), or ""
 	TPM        string // transport; "" means DefaultTransport
 	AuthSource string // "", a path, "file:PATH" or "env:NAME"
 }
 
-// ParseKeyRef parses a "tpm2:" key reference. Errors wrap
-// [ErrInvalidKeyRef].
+// ParseKeyRef parses a "tpm2:" key reference that names one key: exactly
+// one of file= and handle=. Errors wrap [ErrInvalidKeyRef].
 func ParseKeyRef(s string) (*KeyRef, error) {
+	r, err := ParseRef(s)
+	if err != nil {
+		return nil, err
+	}
+	if r.Dir != "" || (r.File == "") == (r.Handle == 0) {
+		return nil, fmt.Errorf("tpm2: key reference: %w: want exactly one of file= and handle=", ErrInvalidKeyRef)
+	}
+	return r, nil
+}
+
+// ParseRef parses a "tpm2:" reference in any of the forms operator tools
+// use: a key file and/or a persistent handle (the same key in both places),
+// a directory of key files (dir=PATH, for listing), or no path attribute at
+// all (only a transport: the TPM itself). Errors wrap [ErrInvalidKeyRef].
+func ParseRef(s string) (*KeyRef, error) {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("tpm2: key reference: %w: %s", ErrInvalidKeyRef, fmt.Sprintf(format, a...))
 	}
@@ -90,8 +106,13 @@ func ParseKeyRef(s string) (*KeyRef, error) {
 				return bad("handle %q is not a persistent handle (0x81000000-0x817fffff)", v)
 			}
 			r.Handle = h
+		case "dir":
+			if v == "" {
+				return bad("empty dir")
+			}
+			r.Dir = v
 		default:
-			return bad("unknown path attribute %q", k)
+			return bad("unknown path attribute %q (want file=, handle= or dir=)", k)
 		}
 		return nil
 	})
@@ -102,7 +123,7 @@ func ParseKeyRef(s string) (*KeyRef, error) {
 		switch k {
 		case "tpm":
 			if _, err := parseTransport(v); err != nil {
-				return bad("tpm: %v", err)
+				return bad("tpm=%q is not a transport: want /dev/tpmrm0, /dev/tpm0, tcp:HOST:PORT or unix:/path", v)
 			}
 			r.TPM = v
 		case "auth-source":
@@ -118,8 +139,8 @@ func ParseKeyRef(s string) (*KeyRef, error) {
 	if err != nil {
 		return nil, err
 	}
-	if (r.File == "") == (r.Handle == 0) {
-		return nil, bad("want exactly one of file= and handle=")
+	if r.Dir != "" && (r.File != "" || r.Handle != 0) {
+		return nil, bad("dir= names a directory of key files; it does not go with file= or handle=")
 	}
 	return &r, nil
 }
@@ -128,11 +149,17 @@ func ParseKeyRef(s string) (*KeyRef, error) {
 func (r *KeyRef) String() string {
 	var b strings.Builder
 	b.WriteString(RefScheme + ":")
+	var path []string
 	if r.File != "" {
-		b.WriteString("file=" + escapeRef(r.File))
-	} else {
-		b.WriteString("handle=" + r.Handle.String())
+		path = append(path, "file="+escapeRef(r.File))
 	}
+	if r.Handle != 0 {
+		path = append(path, "handle="+r.Handle.String())
+	}
+	if r.Dir != "" {
+		path = append(path, "dir="+escapeRef(r.Dir))
+	}
+	b.WriteString(strings.Join(path, ";"))
 	sep := "?"
 	if r.TPM != "" {
 		b.WriteString(sep + "tpm=" + escapeRef(r.TPM))
