@@ -3,13 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/asn1"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
-	p11 "github.com/miekg/pkcs11"
 
 	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
 	"github.com/twoway-hsm/twoway-hsm/hsm/softhsm"
@@ -254,13 +252,11 @@ func (c *secretCmd) pkcs11Delete(ctx context.Context, ref string, confirm func(*
 	return &deleteView{Deleted: []string{"pkcs11 key " + pkcs11.RedactURI(v.Ref)}, Key: v}, nil
 }
 
-// errNeedLogin means the public key could not be read without logging in.
-var errNeedLogin = errors.New("public key not readable without login")
-
 // pkcs11Public returns the KEM and public key of a key for key-config
 // with the least privilege that works: the public key object read in a
-// read-only session without logging in, and only if that fails, the key
-// found after logging in (which may need a PIN).
+// read-only session without logging in (pkcs11.ReadPublicKey), and only if
+// the token keeps none, the key found after logging in (which may need a
+// PIN).
 func (c *secretCmd) pkcs11Public(ctx context.Context, ref string) (kem.ID, []byte, error) {
 	u, err := parsePKCS11(ref)
 	if err != nil {
@@ -272,16 +268,12 @@ func (c *secretCmd) pkcs11Public(ctx context.Context, ref string) (kem.ID, []byt
 	if err := c.secrets.checkRef(ref); err != nil {
 		return 0, nil, err
 	}
-	mp, err := modulePathFor(u)
-	if err != nil {
-		return 0, nil, err
-	}
-	id, pub, err := publicKeyWithoutLogin(u, mp)
+	id, pub, err := pkcs11.ReadPublicKey(ctx, ref)
 	if err == nil {
 		return id, pub, nil
 	}
-	if !errors.Is(err, errNeedLogin) {
-		return 0, nil, err
+	if !errors.Is(err, pkcs11.ErrPublicKeyNotFound) && !errors.Is(err, pkcs11.ErrKeyAmbiguous) {
+		return 0, nil, err // no such token or module: no PIN would help
 	}
 	s, err := c.openToken(ctx, ref)
 	if err != nil {
@@ -293,146 +285,4 @@ func (c *secretCmd) pkcs11Public(ctx context.Context, ref string) (kem.ID, []byt
 		return 0, nil, err
 	}
 	return k.KEM(), k.PublicKeyBytes(), nil
-}
-
-// Named curves in CKA_EC_PARAMS, for reading public key objects.
-var ecParamsCurves = []struct {
-	oid asn1.ObjectIdentifier
-	id  kem.ID
-}{
-	{asn1.ObjectIdentifier{1, 2, 840, 10045, 3, 1, 7}, kem.DHKEMP256HKDFSHA256},
-	{asn1.ObjectIdentifier{1, 3, 132, 0, 34}, kem.DHKEMP384HKDFSHA384},
-	{asn1.ObjectIdentifier{1, 3, 132, 0, 35}, kem.DHKEMP521HKDFSHA512},
-	{asn1.ObjectIdentifier{1, 3, 101, 110}, kem.DHKEMX25519HKDFSHA256},
-	{asn1.ObjectIdentifier{1, 3, 101, 111}, kem.DHKEMX448HKDFSHA512},
-}
-
-// kemFromECParams maps CKA_EC_PARAMS (a named curve OID, or PKCS#11 3.0's
-// PrintableString curve names) to a DHKEM.
-func kemFromECParams(params []byte) (kem.ID, bool) {
-	var oid asn1.ObjectIdentifier
-	if rest, err := asn1.Unmarshal(params, &oid); err == nil && len(rest) == 0 {
-		for _, c := range ecParamsCurves {
-			if c.oid.Equal(oid) {
-				return c.id, true
-			}
-		}
-		return 0, false
-	}
-	var name string
-	if rest, err := asn1.UnmarshalWithParams(params, &name, "printable"); err == nil && len(rest) == 0 {
-		switch strings.ToLower(name) {
-		case "curve25519", "x25519":
-			return kem.DHKEMX25519HKDFSHA256, true
-		case "curve448", "x448":
-			return kem.DHKEMX448HKDFSHA512, true
-		}
-	}
-	return 0, false
-}
-
-// ecPoint returns the serialized public key from CKA_EC_POINT, which
-// tokens store DER-wrapped in an OCTET STRING (or, some, raw).
-func ecPoint(id kem.ID, v []byte) ([]byte, bool) {
-	if len(v) == id.PublicKeySize() && kem.CheckPublicKey(id, v) == nil {
-		return v, true
-	}
-	var inner []byte
-	if rest, err := asn1.Unmarshal(v, &inner); err == nil && len(rest) == 0 && kem.CheckPublicKey(id, inner) == nil {
-		return inner, true
-	}
-	return nil, false
-}
-
-// publicKeyWithoutLogin reads the public key object of the key u names in
-// a read-only session, without a PIN. errNeedLogin means it could not
-// (no public object visible, or none that matches exactly one key); other
-// errors are about the module or the token and logging in would not help.
-func publicKeyWithoutLogin(u *pkcs11.URI, modulePath string) (kem.ID, []byte, error) {
-	mod, err := pkcs11.OpenModule(modulePath)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer mod.Close()
-	c := mod.Ctx()
-	slots, err := c.GetSlotList(true)
-	if err != nil {
-		return 0, nil, fmt.Errorf("pkcs11: C_GetSlotList: %w", err)
-	}
-	trim := func(s string) string { return strings.TrimRight(s, " \x00") }
-	match := func(want, have string) bool { return want == "" || want == trim(have) }
-	var slot uint
-	n := 0
-	var seen []string
-	for _, sl := range slots {
-		ti, err := c.GetTokenInfo(sl)
-		if err != nil || ti.Flags&p11.CKF_TOKEN_INITIALIZED == 0 {
-			continue
-		}
-		seen = append(seen, fmt.Sprintf("%q (serial %s)", trim(ti.Label), trim(ti.SerialNumber)))
-		sel := u.Token
-		if !match(sel.Label, ti.Label) || !match(sel.Serial, ti.SerialNumber) || !match(sel.Manufacturer, ti.ManufacturerID) || !match(sel.Model, ti.Model) {
-			continue
-		}
-		if sel.SlotID != nil && *sel.SlotID != sl {
-			continue
-		}
-		slot = sl
-		n++
-	}
-	rare := u.Token.SlotDescription != "" || u.Token.SlotManufacturer != "" || u.Token.LibraryManufacturer != "" || u.Token.LibraryDescription != ""
-	if n == 0 && !rare {
-		// No token to log in to either: say so now, before a PIN is
-		// asked for.
-		avail := "none"
-		if len(seen) > 0 {
-			avail = strings.Join(seen, ", ")
-		}
-		sel := strings.TrimPrefix((&pkcs11.URI{Token: u.Token}).String(), "pkcs11:")
-		if sel == "" {
-			sel = "any token"
-		}
-		return 0, nil, fmt.Errorf("%w: nothing matches %s in %s (initialised tokens: %s)", pkcs11.ErrTokenNotFound, sel, modulePath, avail)
-	}
-	if n != 1 || u.Token.SlotDescription != "" || u.Token.SlotManufacturer != "" || u.Token.LibraryManufacturer != "" || u.Token.LibraryDescription != "" {
-		// Let the library's token search explain (or handle the rarer
-		// attributes).
-		return 0, nil, errNeedLogin
-	}
-	sh, err := c.OpenSession(slot, p11.CKF_SERIAL_SESSION)
-	if err != nil {
-		return 0, nil, errNeedLogin
-	}
-	defer c.CloseSession(sh)
-	tmpl := []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PUBLIC_KEY)}
-	if len(u.Key.ID) > 0 {
-		tmpl = append(tmpl, p11.NewAttribute(p11.CKA_ID, u.Key.ID))
-	}
-	if u.Key.Label != "" {
-		tmpl = append(tmpl, p11.NewAttribute(p11.CKA_LABEL, u.Key.Label))
-	}
-	if err := c.FindObjectsInit(sh, tmpl); err != nil {
-		return 0, nil, errNeedLogin
-	}
-	hs, _, err := c.FindObjects(sh, 2)
-	c.FindObjectsFinal(sh)
-	if err != nil || len(hs) != 1 {
-		return 0, nil, errNeedLogin
-	}
-	attrs, err := c.GetAttributeValue(sh, hs[0], []*p11.Attribute{
-		p11.NewAttribute(p11.CKA_EC_PARAMS, nil),
-		p11.NewAttribute(p11.CKA_EC_POINT, nil),
-	})
-	if err != nil || len(attrs) != 2 {
-		return 0, nil, errNeedLogin
-	}
-	id, ok := kemFromECParams(attrs[0].Value)
-	if !ok {
-		return 0, nil, errNeedLogin
-	}
-	pub, ok := ecPoint(id, attrs[1].Value)
-	if !ok {
-		return 0, nil, errNeedLogin
-	}
-	return id, bytes.Clone(pub), nil
 }

@@ -101,10 +101,9 @@ func OpenToken(ctx context.Context, uri string, opts ...Option) (*Token, error) 
 	return openToken(ctx, u, o)
 }
 
-func openToken(ctx context.Context, u *URI, o options) (*Token, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
+// modulePath returns the module the options or the URI name, or a SoftHSM2
+// found on this machine.
+func modulePath(u *URI, o options) (string, error) {
 	path := o.modulePath
 	if path == "" {
 		path = u.ModulePath
@@ -112,9 +111,20 @@ func openToken(ctx context.Context, u *URI, o options) (*Token, error) {
 	if path == "" {
 		p, err := softhsm.FindModule("")
 		if err != nil {
-			return nil, fmt.Errorf("%w: no module-path given and no SoftHSM2 found: %v", ErrModuleNotFound, err)
+			return "", fmt.Errorf("%w: no module-path given and no SoftHSM2 found: %v", ErrModuleNotFound, err)
 		}
 		path = p
+	}
+	return path, nil
+}
+
+func openToken(ctx context.Context, u *URI, o options) (*Token, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	path, err := modulePath(u, o)
+	if err != nil {
+		return nil, err
 	}
 	mod, err := OpenModule(path)
 	if err != nil {

@@ -6,7 +6,9 @@ import (
 	"crypto/ecdh"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/cloudflare/circl/hpke"
@@ -174,4 +176,40 @@ func findPrivate(t *testing.T, c *p11.Ctx, s p11.SessionHandle, id []byte) p11.O
 		t.Fatalf("found %d private keys with id %x: %v", len(hs), id, err)
 	}
 	return hs[0]
+}
+
+// TestReadPublicKey reads public keys without a PIN and checks them against
+// the keys' own.
+func TestReadPublicKey(t *testing.T) {
+	sh, tok := openToken(t)
+	ctx := context.Background()
+	for i, c := range dhCurves {
+		k, err := tok.GenerateKey(ctx, c.kem, pkcs11.KeyRef{ID: []byte{0xc0, byte(i)}, Label: "pub-" + c.name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, uri := range []string{
+			sh.URIWithoutPIN() + "",
+		} {
+			base, q, _ := strings.Cut(uri, "?")
+			byID := base + fmt.Sprintf(";id=%%c0%%%02x", i) + "?" + q
+			byLabel := base + ";object=pub-" + c.name + "?" + q
+			for _, u := range []string{byID, byLabel} {
+				id, pub, err := pkcs11.ReadPublicKey(ctx, u)
+				if err != nil {
+					t.Fatalf("%s: %v", c.name, err)
+				}
+				if id != c.kem || !bytes.Equal(pub, k.PublicKeyBytes()) {
+					t.Fatalf("%s: read %v %x, want %v %x", c.name, id, pub, c.kem, k.PublicKeyBytes())
+				}
+			}
+		}
+	}
+	base, q, _ := strings.Cut(sh.URIWithoutPIN(), "?")
+	if _, _, err := pkcs11.ReadPublicKey(ctx, base+";id=%ff%ff?"+q); !errors.Is(err, pkcs11.ErrPublicKeyNotFound) {
+		t.Fatalf("missing key: %v", err)
+	}
+	if _, _, err := pkcs11.ReadPublicKey(ctx, sh.URIWithoutPIN()); !errors.Is(err, pkcs11.ErrInvalidURI) {
+		t.Fatalf("no key named: %v", err)
+	}
 }
