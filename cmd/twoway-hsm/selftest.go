@@ -2,11 +2,442 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
+	"github.com/twoway-hsm/twoway-hsm/hsm/tpm2"
+	"github.com/twoway-hsm/twoway-hsm/plugins"
 )
 
-// runSelftest is not built yet.
-func runSelftest(_ context.Context, env *environment, _ []string) int {
-	fmt.Fprintln(env.stderr, "twoway-hsm: not implemented yet")
-	return exitFailure
+const selftestUsage = `Usage: twoway-hsm selftest --key REF [-n N] [--kdf KDF] [--aead AEAD] [--processes P] [--json]
+
+Runs N request-response round trips through a real plugin process serving
+the key, exactly as a server would: this binary is started as
+'twoway-hsm plugin --key REF', a twoway receiver is built from the key it
+serves (the private key stays in the plugin, the token or the TPM), and a
+twoway sender plays the client. The round trips cycle through one-to-one and
+one-to-many requests, unchunked and chunked; every request and response
+plaintext is checked. Then it reports the round trips that failed, the
+latencies (p50, p99) of a round trip and of the key's decapsulation (the
+call into the plugin), and the throughput.
+
+The PIN (PKCS#11) or auth value (TPM) goes to the plugin through its
+environment, never its command line: give it with --pin-file or --pin-env,
+or in the reference (pin-source=file:PATH, auth-source=env:NAME); for a
+PKCS#11 key without either, it is asked for on the terminal. The plugin
+gets only a few variables of this environment: SOFTHSM2_CONF,
+SOFTHSM2_MODULE, YUBIHSM_PKCS11_CONF, TMPDIR, GOMAXPROCS, those the
+reference names with env:NAME, and those named by --plugin-env.
+
+Examples:
+  twoway-hsm selftest --key 'soft:file=dev-key.pem'
+  SOFTHSM2_CONF=/var/lib/twoway/softhsm/softhsm2.conf twoway-hsm selftest \
+    --key 'pkcs11:token=gw;id=%01?module-path=/usr/lib/softhsm/libsofthsm2.so' \
+    --pin-file /etc/twoway/gw.pin -n 1000 --processes 2
+  twoway-hsm selftest --key 'tpm2:file=/etc/twoway/gw.tpm.pem?tpm=/dev/tpmrm0' --json
+
+Exit status: 0 when every round trip succeeded, 1 when any failed or the
+plugin could not start, 2 on a usage error.
+
+Options:
+`
+
+// selftestPluginEnv are the variables of this process's environment that
+// the plugin gets (when set).
+var selftestPluginEnv = []string{"SOFTHSM2_CONF", "SOFTHSM2_MODULE", "YUBIHSM_PKCS11_CONF", "TMPDIR", "GOMAXPROCS"}
+
+// selftestRoundTripTimeout bounds one round trip.
+const selftestRoundTripTimeout = 30 * time.Second
+
+// selftestMaxErrors is how many distinct failure messages a report keeps.
+const selftestMaxErrors = 5
+
+// latencyJSON is a latency distribution in milliseconds.
+type latencyJSON struct {
+	P50 float64 `json:"p50"`
+	P99 float64 `json:"p99"`
+}
+
+// selftestReport is what selftest prints (--json prints it as is).
+type selftestReport struct {
+	Key            string         `json:"key"`
+	Backend        string         `json:"backend"`
+	KEM            string         `json:"kem"`
+	KEMID          uint16         `json:"kem_id"`
+	KDF            string         `json:"kdf"`
+	AEAD           string         `json:"aead"`
+	MessageSize    int            `json:"message_size"`
+	Plugin         string         `json:"plugin"`
+	PluginPIDs     []int          `json:"plugin_pids"`
+	Processes      int            `json:"processes"`
+	Concurrency    int            `json:"concurrency"`
+	RoundTrips     int            `json:"round_trips"`
+	OK             int            `json:"ok"`
+	Failures       int            `json:"failures"`
+	Shapes         map[string]int `json:"shapes"`
+	RoundTripMS    latencyJSON    `json:"round_trip_ms"`
+	Decapsulations int            `json:"decapsulations"`
+	DecapMS        latencyJSON    `json:"decapsulation_ms"`
+	ElapsedS       float64        `json:"elapsed_s"`
+	PerSecond      float64        `json:"round_trips_per_s"`
+	Errors         []string       `json:"errors,omitempty"`
+	// Requested is -n; RoundTrips is less when the run stopped early:
+	// interrupted, or at the first error from the key's backend (Stopped).
+	Requested   int    `json:"requested"`
+	Stopped     string `json:"stopped,omitempty"`
+	Interrupted bool   `json:"interrupted,omitempty"`
+}
+
+// stringsFlag collects a repeated flag.
+type stringsFlag []string
+
+func (s *stringsFlag) String() string { return strings.Join(*s, ",") }
+
+func (s *stringsFlag) Set(v string) error {
+	if v == "" || strings.ContainsAny(v, "= ") {
+		return fmt.Errorf("want the name of an environment variable, got %q", v)
+	}
+	*s = append(*s, v)
+	return nil
+}
+
+func runSelftest(ctx context.Context, env *environment, args []string) int {
+	fs := flag.NewFlagSet("selftest", flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), selftestUsage)
+		fs.PrintDefaults()
+	}
+	var (
+		ref       = fs.String("key", "", "the key `reference` (soft:, pkcs11: or tpm2:), as a server gives it to the plugin")
+		n         = fs.Int("n", 100, "the number of round trips")
+		kdfFlag   = fs.String("kdf", "hkdf-sha256", "the HPKE KDF: hkdf-sha256, hkdf-sha384 or hkdf-sha512")
+		aeadFlag  = fs.String("aead", "aes-128-gcm", "the HPKE AEAD: aes-128-gcm, aes-256-gcm or chacha20-poly1305")
+		processes = fs.Int("processes", 1, "the number of plugin processes (use 2 or more with SoftHSM, which serialises work inside a process)")
+		conc      = fs.Int("concurrency", 0, "round trips in flight at once (default: the number of processes)")
+		size      = fs.Int("size", 4096, "the size of each request and response plaintext, in `bytes`")
+		jsonOut   = fs.Bool("json", false, "print the report as JSON")
+		verbose   = fs.Bool("v", false, "print the plugin's and the plugin client's logs on stderr")
+		passEnv   stringsFlag
+		secrets   secretFlags
+	)
+	fs.Var(&passEnv, "plugin-env", "also pass this environment `variable` to the plugin (repeatable)")
+	secrets.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return flagExit(err)
+	}
+	usageErr := func(format string, a ...any) int {
+		fmt.Fprintf(env.stderr, "twoway-hsm selftest: "+format+"\n", a...)
+		fmt.Fprintln(env.stderr, "Run 'twoway-hsm selftest -h' for usage.")
+		return exitUsage
+	}
+	switch {
+	case fs.NArg() > 0:
+		return usageErr("unexpected argument %q", fs.Arg(0))
+	case *ref == "":
+		return usageErr("no --key given: name the key to test, e.g. --key 'soft:file=dev-key.pem'")
+	case *n < 1:
+		return usageErr("-n must be at least 1")
+	case *processes < 1 || *processes > plugins.MaxProcesses:
+		return usageErr("--processes must be between 1 and %d", plugins.MaxProcesses)
+	case *conc < 0:
+		return usageErr("--concurrency must not be negative")
+	case *size < 1 || *size > 16<<20:
+		return usageErr("--size must be between 1 and %d bytes", 16<<20)
+	}
+	kdf, kdfCanon, err := lookupAlg("kdf", *kdfFlag, rtKDFs)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	aead, aeadCanon, err := lookupAlg("aead", *aeadFlag, rtAEADs)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	scheme, _, _ := strings.Cut(*ref, ":")
+	switch {
+	case !strings.Contains(*ref, ":"):
+		return usageErr("key reference %q has no scheme: want soft:file=PATH, pkcs11:... or tpm2:...", *ref)
+	case scheme != "soft" && scheme != "pkcs11" && scheme != "tpm2":
+		return usageErr("unknown key reference scheme %q: want soft:, pkcs11: or tpm2:", scheme+":")
+	case scheme == "soft" && (secrets.file != "" || secrets.env != ""):
+		return usageErr("--pin-file and --pin-env do not apply to a soft: key, which has no PIN")
+	}
+	if err := secrets.checkRef(*ref); err != nil {
+		if errors.Is(err, errPINInArgv) {
+			return usageErr("%v", err)
+		}
+		return usageErr("key reference: %v", err)
+	}
+	concurrency := *conc
+	if concurrency == 0 {
+		concurrency = *processes
+	}
+
+	// The reference and environment the plugin gets: the secret, if one is
+	// given here, travels in the environment.
+	pref, penv := *ref, []string(nil)
+	if scheme == "pkcs11" || secrets.file != "" || secrets.env != "" {
+		pref, penv, err = secrets.forPlugin(env, *ref)
+		if err != nil {
+			fmt.Fprintf(env.stderr, "twoway-hsm selftest: %v\n", err)
+			return exitFailure
+		}
+	}
+	penv = append(penv, selftestEnviron(env, pref, passEnv)...)
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	defer plugins.CleanupClients()
+
+	display := pkcs11.RedactURI(plugins.KeyName(*ref))
+	log := newPluginLog(env.stderr, *verbose)
+	client, key, err := startSelfPlugin(ctx, pluginStart{ref: pref, env: penv, processes: *processes, log: log})
+	if err != nil {
+		fmt.Fprintf(env.stderr, "twoway-hsm selftest: cannot start the plugin with the key %s: %v\n", display, err)
+		fmt.Fprintf(env.stderr, "%s\n", selftestHint(scheme))
+		return exitFailure
+	}
+	defer client.Close()
+
+	rt, err := newRoundTripper(key, kdf, aead, *size)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "twoway-hsm selftest: the key %s: %v\n", display, err)
+		return exitFailure
+	}
+	rep := selftestReport{
+		Key:         display,
+		Backend:     key.Backend(),
+		KEM:         key.KEM().String(),
+		KEMID:       uint16(key.KEM()),
+		KDF:         kdfCanon,
+		AEAD:        aeadCanon,
+		MessageSize: *size,
+		Plugin:      client.Plugin(),
+		PluginPIDs:  client.PIDs(),
+		Processes:   *processes,
+		Concurrency: concurrency,
+		Shapes:      map[string]int{},
+		Requested:   *n,
+	}
+	runSelftestRounds(ctx, env, rt, *n, concurrency, &rep)
+
+	if *jsonOut {
+		if err := jsonTo(env.stdout, rep); err != nil {
+			fmt.Fprintf(env.stderr, "twoway-hsm selftest: %v\n", err)
+			return exitFailure
+		}
+	} else {
+		printSelftest(env.stdout, &rep)
+	}
+	if err := client.Close(); err != nil && !rep.Interrupted {
+		fmt.Fprintf(env.stderr, "twoway-hsm selftest: stopping the plugin: %v\n", err)
+	}
+	switch {
+	case rep.Interrupted:
+		fmt.Fprintf(env.stderr, "twoway-hsm selftest: interrupted after %d of %d round trips\n", rep.RoundTrips, *n)
+		return exitFailure
+	case rep.Failures > 0:
+		fmt.Fprintf(env.stderr, "twoway-hsm selftest: %d of %d round trips failed; the first error: %s\n", rep.Failures, rep.RoundTrips, rep.Errors[0])
+		if rep.Stopped != "" {
+			fmt.Fprintf(env.stderr, "Stopped after %d of %d round trips: %s\n", rep.RoundTrips, *n, rep.Stopped)
+		}
+		fmt.Fprintln(env.stderr, "Run again with -v to see the plugin's log.")
+		return exitFailure
+	}
+	return exitOK
+}
+
+// runSelftestRounds runs n round trips, concurrency at a time, and fills in
+// the report.
+func runSelftestRounds(ctx context.Context, env *environment, rt *roundTripper, n, concurrency int, rep *selftestReport) {
+	var (
+		next      atomic.Int64
+		halt      atomic.Bool
+		mu        sync.Mutex
+		latencies = make([]time.Duration, 0, n)
+		wg        sync.WaitGroup
+	)
+	seen := map[string]bool{}
+	prog := startProgress(env.stderr, "selftest", n)
+	start := time.Now()
+	for range min(concurrency, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil || halt.Load() {
+					return
+				}
+				s := shape(i % int(numShapes))
+				rctx, cancel := context.WithTimeout(ctx, selftestRoundTripTimeout)
+				t0 := time.Now()
+				err := rt.run(rctx, s)
+				d := time.Since(t0)
+				cancel()
+				mu.Lock()
+				if err != nil && ctx.Err() != nil {
+					// Interrupted: not a failure of the key.
+					mu.Unlock()
+					return
+				}
+				rep.RoundTrips++
+				rep.Shapes[s.String()]++
+				if err != nil {
+					rep.Failures++
+					if why := selftestStopReason(err); why != "" && rep.Stopped == "" {
+						rep.Stopped = why
+						halt.Store(true)
+					}
+					msg := err.Error()
+					if !seen[msg] && len(rep.Errors) < selftestMaxErrors {
+						seen[msg] = true
+						rep.Errors = append(rep.Errors, fmt.Sprintf("round trip %d (%s): %s", i+1, s, msg))
+					}
+				} else {
+					rep.OK++
+					latencies = append(latencies, d)
+				}
+				mu.Unlock()
+				prog.add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	prog.finish()
+	rep.Interrupted = ctx.Err() != nil && rep.RoundTrips < n
+	rep.ElapsedS = float64(elapsed.Round(time.Millisecond)) / 1e9
+	if elapsed > 0 {
+		rep.PerSecond = float64(int(float64(rep.OK)/elapsed.Seconds()*10+0.5)) / 10
+	}
+	rep.RoundTripMS = latencyJSON{millis(percentile(latencies, 50)), millis(percentile(latencies, 99))}
+	decaps := rt.key.durations()
+	rep.Decapsulations = len(decaps)
+	rep.DecapMS = latencyJSON{millis(percentile(decaps, 50)), millis(percentile(decaps, 99))}
+}
+
+// selftestStopReason says why a failed round trip ends the run, or "" to go
+// on. An error from the key's backend (the token or TPM refused) ends it:
+// repeating it shows nothing new, and repeating some (a wrong TPM auth
+// value) does harm. Other failures (a plugin that crashed and is restarted,
+// a plaintext that differs) are counted and the run goes on.
+func selftestStopReason(err error) string {
+	if !errors.Is(err, plugins.ErrBackend) {
+		return ""
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, tpm2.ErrAuthFail.Error()):
+		return "the TPM rejected the key's auth value, and every wrong auth value counts towards its dictionary-attack lockout; check --pin-file, --pin-env or auth-source="
+	case strings.Contains(msg, tpm2.ErrLockout.Error()):
+		return "the TPM is in dictionary-attack lockout after too many wrong auth values; wait for its lockout recovery time, or reset it with the lockout authorization (tpm2_dictionarylockout --clear-lockout)"
+	}
+	return "the first error from the key's backend (the token or TPM refused the operation); repeating it would show nothing new"
+}
+
+// selftestEnviron returns the entries of this environment the plugin gets:
+// selftestPluginEnv, the variables ref names as env:NAME sources, and
+// those named by --plugin-env.
+func selftestEnviron(env *environment, ref string, extra []string) []string {
+	names := append([]string(nil), selftestPluginEnv...)
+	if _, q, ok := strings.Cut(ref, "?"); ok {
+		if vals, err := url.ParseQuery(q); err == nil {
+			for _, attr := range []string{"pin-source", "auth-source"} {
+				if name, ok := strings.CutPrefix(vals.Get(attr), "env:"); ok && name != pluginEnvName {
+					names = append(names, name)
+				}
+			}
+		}
+	}
+	names = append(names, extra...)
+	var out []string
+	seen := map[string]bool{}
+	for _, name := range names {
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		if v := env.getenv(name); v != "" {
+			out = append(out, name+"="+v)
+		}
+	}
+	return out
+}
+
+// selftestHint says what to check when the plugin cannot start.
+func selftestHint(scheme string) string {
+	switch scheme {
+	case "pkcs11":
+		return "Check the token and key in the URI, the module-path, the PIN (--pin-file, --pin-env or pin-source=), and for SoftHSM that SOFTHSM2_CONF names the configuration holding the token. Add -v to see the plugin's log."
+	case "tpm2":
+		return "Check the key file, the tpm= transport (the TPM must be reachable and not in use by another client, as swtpm serves one at a time) and the auth value (--pin-file, --pin-env or auth-source=). Add -v to see the plugin's log."
+	default:
+		return "Check that the key file exists and holds a private key (twoway-hsm keys create makes one). Add -v to see the plugin's log."
+	}
+}
+
+// printSelftest prints the report for a person.
+func printSelftest(w io.Writer, rep *selftestReport) {
+	status := "all ok"
+	if rep.Failures > 0 {
+		status = fmt.Sprintf("%d FAILED", rep.Failures)
+	}
+	if rep.Stopped != "" {
+		status += fmt.Sprintf(", stopped early (%d requested)", rep.Requested)
+	}
+	if rep.Interrupted {
+		status += " (interrupted)"
+	}
+	procs := "process"
+	if len(rep.PluginPIDs) != 1 {
+		procs = "processes"
+	}
+	pids := make([]string, len(rep.PluginPIDs))
+	for i, p := range rep.PluginPIDs {
+		pids[i] = fmt.Sprint(p)
+	}
+	trips := "round trips"
+	if rep.RoundTrips == 1 {
+		trips = "round trip"
+	}
+	fmt.Fprintf(w, "twoway-hsm selftest: %d %s through a plugin process, %s\n\n", rep.RoundTrips, trips, status)
+	row := func(k, format string, a ...any) { fmt.Fprintf(w, "  %-14s %s\n", k, fmt.Sprintf(format, a...)) }
+	row("key", "%s", rep.Key)
+	row("backend", "%s", rep.Backend)
+	row("plugin", "%s (%d %s, pid %s)", rep.Plugin, len(rep.PluginPIDs), procs, strings.Join(pids, ", "))
+	row("KEM", "%s", rep.KEM)
+	row("suite", "%s, %s; %d-byte requests and responses", rep.KDF, rep.AEAD, rep.MessageSize)
+	var shapes []string
+	for s := range numShapes {
+		if c := rep.Shapes[s.String()]; c > 0 {
+			shapes = append(shapes, fmt.Sprintf("%d %s", c, s))
+		}
+	}
+	row("round trips", "%d ok, %d failed (%s)", rep.OK, rep.Failures, strings.Join(shapes, ", "))
+	ms := func(v float64) string { return fmtDuration(time.Duration(v * 1e6)) }
+	if rep.OK > 0 {
+		row("round trip", "p50 %s, p99 %s", ms(rep.RoundTripMS.P50), ms(rep.RoundTripMS.P99))
+	}
+	if rep.Decapsulations > 0 {
+		row("decapsulation", "p50 %s, p99 %s (%d calls into the plugin)", ms(rep.DecapMS.P50), ms(rep.DecapMS.P99), rep.Decapsulations)
+	}
+	row("throughput", "%.1f round trips/s (%d in flight, %.2f s)", rep.PerSecond, rep.Concurrency, rep.ElapsedS)
+	if len(rep.Errors) > 0 {
+		fmt.Fprintln(w, "\n  failures:")
+		for _, e := range rep.Errors {
+			fmt.Fprintf(w, "    %s\n", e)
+		}
+	}
 }

@@ -419,7 +419,7 @@ func (t *Token) do(ctx context.Context, op string, fn func(*session) error) erro
 			return err
 		}
 		last = err
-		if rec != recoverHandle {
+		if rec != recoverHandle && rec != recoverRetry {
 			needRecover = rec
 		}
 		t.log.Warn("pkcs11: recovering", "token", t.info.Label, "op", op, "cause", causeName(err), "attempt", attempt+1, "of", attempts)

@@ -1,0 +1,308 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cloudflare/circl/hpke"
+	circlkem "github.com/cloudflare/circl/kem"
+
+	"github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/twoway"
+)
+
+// The round trips of selftest and demo: a twoway sender on the client side
+// seals a request to a key's public key, a twoway receiver built from the
+// key (which is only a handle: the plugin decapsulates) opens it and seals
+// a response bound to it, and the client opens the response. Both
+// plaintexts are checked.
+
+// shape is the kind of a round trip; round trip i has shape i%numShapes.
+type shape int
+
+const (
+	oneToOne shape = iota
+	oneToOneChunked
+	oneToMany
+	oneToManyChunked
+	numShapes
+)
+
+func (s shape) String() string {
+	return [...]string{"one-to-one", "one-to-one chunked", "one-to-many", "one-to-many chunked"}[s]
+}
+
+func (s shape) chunked() bool { return s == oneToOneChunked || s == oneToManyChunked }
+func (s shape) multi() bool   { return s == oneToMany || s == oneToManyChunked }
+
+// multiReceivers is the number of receivers a one-to-many request is sealed
+// to. Each is a receiver of its own (its own key id) over the same key, so a
+// one-to-many round trip decapsulates that many times.
+const multiReceivers = 2
+
+// chunkLen is the chunk size of chunked round trips, small enough that a
+// message of a few KiB spans several chunks.
+const chunkLen = 1024
+
+// Media types of the round trips' messages.
+var (
+	reqMediaType  = []byte("application/x-twoway-hsm-selftest-request")
+	respMediaType = []byte("application/x-twoway-hsm-selftest-response")
+)
+
+// Symmetric algorithms of round trips by the names the command line takes
+// (the same names as key-config's --suite).
+var (
+	rtKDFs = map[string]hpke.KDF{
+		"hkdf-sha256": hpke.KDF_HKDF_SHA256,
+		"hkdf-sha384": hpke.KDF_HKDF_SHA384,
+		"hkdf-sha512": hpke.KDF_HKDF_SHA512,
+	}
+	rtAEADs = map[string]hpke.AEAD{
+		"aes-128-gcm":       hpke.AEAD_AES128GCM,
+		"aes-256-gcm":       hpke.AEAD_AES256GCM,
+		"chacha20-poly1305": hpke.AEAD_ChaCha20Poly1305,
+	}
+)
+
+// lookupAlg finds name in names, ignoring case, and otherwise says which
+// names there are.
+func lookupAlg[T any](flagName, name string, names map[string]T) (T, string, error) {
+	for k, v := range names {
+		if strings.EqualFold(k, name) {
+			return v, k, nil
+		}
+	}
+	var zero T
+	keys := make([]string, 0, len(names))
+	for k := range names {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return zero, "", fmt.Errorf("--%s: unknown algorithm %q; choose one of %s", flagName, name, strings.Join(keys, ", "))
+}
+
+// timedKey is a kem.PrivateKey that records how long each decapsulation
+// takes. The twoway receivers use their key only through kem.PrivateKey.
+type timedKey struct {
+	kem.PrivateKey
+	mu      sync.Mutex
+	samples []time.Duration
+}
+
+func (k *timedKey) DecapsulateContext(ctx context.Context, enc []byte) ([]byte, error) {
+	start := time.Now()
+	ss, err := k.PrivateKey.DecapsulateContext(ctx, enc)
+	d := time.Since(start)
+	if err == nil {
+		k.mu.Lock()
+		k.samples = append(k.samples, d)
+		k.mu.Unlock()
+	}
+	return ss, err
+}
+
+// durations returns a copy of the recorded decapsulation times.
+func (k *timedKey) durations() []time.Duration {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return slices.Clone(k.samples)
+}
+
+// roundTripper runs round trips with one key. It is safe for concurrent
+// use: twoway senders and receivers are, and each round trip has sealers
+// and openers of its own.
+type roundTripper struct {
+	key   *timedKey
+	suite hpke.Suite
+	pub   circlkem.PublicKey
+	one   *twoway.RequestReceiver
+	multi [multiReceivers]*twoway.MultiRequestReceiver
+	size  int
+}
+
+// newRoundTripper prepares round trips with key under the KDF and AEAD,
+// with requests and responses of size bytes.
+func newRoundTripper(key kem.PrivateKey, kdf hpke.KDF, aead hpke.AEAD, size int) (*roundTripper, error) {
+	hk := hpke.KEM(key.KEM())
+	if !hk.IsValid() {
+		return nil, fmt.Errorf("the key's KEM %v has no HPKE sender in this build", key.KEM())
+	}
+	pub, err := hk.Scheme().UnmarshalBinaryPublicKey(key.PublicKeyBytes())
+	if err != nil {
+		return nil, fmt.Errorf("the key's public key: %w", err)
+	}
+	rt := &roundTripper{key: &timedKey{PrivateKey: key}, suite: hpke.NewSuite(hk, kdf, aead), pub: pub, size: size}
+	rt.one, err = twoway.NewRequestReceiverForKey(1, rt.key, kdf, aead, nil)
+	if err != nil {
+		return nil, err
+	}
+	for i := range rt.multi {
+		rt.multi[i], err = twoway.NewMultiRequestReceiverForKey(byte(i+1), rt.key, kdf, aead, nil)
+		if err != nil {
+			return nil, err
+		}
+	}
+	return rt, nil
+}
+
+// options returns the message options of a shape.
+func (s shape) options() []twoway.Option {
+	if s.chunked() {
+		return []twoway.Option{twoway.EnableChunking(), twoway.WithMaxChunkPlaintextLen(chunkLen)}
+	}
+	return nil
+}
+
+// run performs one round trip of shape s.
+func (rt *roundTripper) run(ctx context.Context, s shape) error {
+	req := make([]byte, rt.size)
+	rand.Read(req)
+	if s.multi() {
+		return rt.runMulti(ctx, s, req)
+	}
+	opts := s.options()
+	sender, err := twoway.NewRequestSender(rt.suite, 1, rt.pub, nil)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	sealer, err := sender.NewRequestSealer(bytes.NewReader(req), reqMediaType, opts...)
+	if err != nil {
+		return fmt.Errorf("client: sealing the request: %w", err)
+	}
+	body, err := io.ReadAll(sealer)
+	if err != nil {
+		return fmt.Errorf("client: sealing the request: %w", err)
+	}
+	opener, err := rt.one.NewRequestOpenerContext(ctx, bytes.NewReader(body), reqMediaType, opts...)
+	if err != nil {
+		return fmt.Errorf("server: opening the request: %w", err)
+	}
+	respBody, resp, err := serve(opener, req, opts)
+	if err != nil {
+		return err
+	}
+	respOpener, err := sealer.NewResponseOpener(bytes.NewReader(respBody), respMediaType, opts...)
+	if err != nil {
+		return fmt.Errorf("client: opening the response: %w", err)
+	}
+	return checkResponse(respOpener, resp)
+}
+
+// runMulti performs a one-to-many round trip: the request is sealed once,
+// its key wrapped for each receiver, and each receiver answers.
+func (rt *roundTripper) runMulti(ctx context.Context, s shape, req []byte) error {
+	opts := s.options()
+	sealer, err := twoway.NewMultiRequestSender(rt.suite, nil).NewRequestSealer(bytes.NewReader(req), reqMediaType, opts...)
+	if err != nil {
+		return fmt.Errorf("client: sealing the request: %w", err)
+	}
+	body, err := io.ReadAll(sealer)
+	if err != nil {
+		return fmt.Errorf("client: sealing the request: %w", err)
+	}
+	for i, recv := range rt.multi {
+		encapKey, openResponse, err := sealer.EncapsulateKey(byte(i+1), rt.pub)
+		if err != nil {
+			return fmt.Errorf("client: wrapping the key for receiver %d: %w", i+1, err)
+		}
+		opener, err := recv.NewRequestOpenerContext(ctx, encapKey, bytes.NewReader(body), reqMediaType, opts...)
+		if err != nil {
+			return fmt.Errorf("server (receiver %d): opening the request: %w", i+1, err)
+		}
+		respBody, resp, err := serve(opener, req, opts)
+		if err != nil {
+			return fmt.Errorf("receiver %d: %w", i+1, err)
+		}
+		respOpener, err := openResponse(bytes.NewReader(respBody), respMediaType, opts...)
+		if err != nil {
+			return fmt.Errorf("client: opening the response of receiver %d: %w", i+1, err)
+		}
+		if err := checkResponse(respOpener, resp); err != nil {
+			return fmt.Errorf("receiver %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// serve is the server side: it reads the request, checks it, and seals a
+// fresh random response, returning the sealed response and its plaintext.
+func serve(opener *twoway.RequestOpener, want []byte, opts []twoway.Option) (sealed, resp []byte, err error) {
+	got, err := io.ReadAll(opener)
+	if err != nil {
+		return nil, nil, fmt.Errorf("server: reading the request: %w", err)
+	}
+	if !bytes.Equal(got, want) {
+		return nil, nil, errors.New("server: the request opened to a different plaintext")
+	}
+	resp = make([]byte, len(want))
+	rand.Read(resp)
+	respSealer, err := opener.NewResponseSealer(bytes.NewReader(resp), respMediaType, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("server: sealing the response: %w", err)
+	}
+	sealed, err = io.ReadAll(respSealer)
+	if err != nil {
+		return nil, nil, fmt.Errorf("server: sealing the response: %w", err)
+	}
+	return sealed, resp, nil
+}
+
+func checkResponse(r io.Reader, want []byte) error {
+	got, err := io.ReadAll(r)
+	if err != nil {
+		return fmt.Errorf("client: reading the response: %w", err)
+	}
+	if !bytes.Equal(got, want) {
+		return errors.New("client: the response opened to a different plaintext")
+	}
+	return nil
+}
+
+// percentile returns the nearest-rank p-th percentile (0 < p <= 100) of ds,
+// or 0 for none. ds is sorted in place.
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	i := int(math.Ceil(p/100*float64(len(ds)))) - 1
+	return ds[min(max(i, 0), len(ds)-1)]
+}
+
+// millis converts a duration to milliseconds, rounded to microseconds, for
+// JSON.
+func millis(d time.Duration) float64 {
+	return math.Round(float64(d)/1e3) / 1e3
+}
+
+// jsonTo writes v to w as indented JSON.
+func jsonTo(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// fmtDuration prints a latency with a precision that suits it.
+func fmtDuration(d time.Duration) string {
+	switch {
+	case d >= 10*time.Second:
+		return d.Round(100 * time.Millisecond).String()
+	case d >= 100*time.Millisecond:
+		return fmt.Sprintf("%.0f ms", float64(d)/1e6)
+	case d >= 10*time.Millisecond:
+		return fmt.Sprintf("%.1f ms", float64(d)/1e6)
+	default:
+		return fmt.Sprintf("%.2f ms", float64(d)/1e6)
+	}
+}

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/cloudflare/circl/hpke"
+
+	"github.com/twoway-hsm/twoway-hsm/kem"
+)
+
+// TestRoundTripperShapes runs every shape of round trip with software keys
+// of each KEM the sender side supports, in this process.
+func TestRoundTripperShapes(t *testing.T) {
+	ctx := context.Background()
+	for _, id := range []kem.ID{kem.DHKEMP256HKDFSHA256, kem.DHKEMP384HKDFSHA384, kem.DHKEMP521HKDFSHA512, kem.DHKEMX25519HKDFSHA256, kem.DHKEMX448HKDFSHA512, kem.MLKEM768, kem.XWing} {
+		key, err := kem.GenerateKey(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt, err := newRoundTripper(key, hpke.KDF_HKDF_SHA384, hpke.AEAD_AES256GCM, 3*chunkLen+17)
+		if !hpke.KEM(id).IsValid() {
+			if err == nil {
+				t.Errorf("%v: no error for a KEM without an HPKE sender", id)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%v: %v", id, err)
+		}
+		for s := range numShapes {
+			if err := rt.run(ctx, s); err != nil {
+				t.Errorf("%v %s: %v", id, s, err)
+			}
+		}
+		// One decapsulation per one-to-one round trip, one per receiver of
+		// a one-to-many one.
+		if got, want := len(rt.key.durations()), 2+2*multiReceivers; got != want {
+			t.Errorf("%v: %d decapsulations timed; want %d", id, got, want)
+		}
+	}
+}
+
+// wrongKey has the public key of one key and decapsulates with another.
+type wrongKey struct {
+	kem.PrivateKey
+	other kem.PrivateKey
+}
+
+func (k wrongKey) DecapsulateContext(ctx context.Context, enc []byte) ([]byte, error) {
+	return k.other.DecapsulateContext(ctx, enc)
+}
+
+func TestRoundTripperFails(t *testing.T) {
+	a, _ := kem.GenerateKey(kem.DHKEMP256HKDFSHA256)
+	b, _ := kem.GenerateKey(kem.DHKEMP256HKDFSHA256)
+	rt, err := newRoundTripper(wrongKey{a, b}, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for s := range numShapes {
+		err := rt.run(context.Background(), s)
+		if err == nil || !strings.Contains(err.Error(), "server") {
+			t.Errorf("%s with the wrong key: %v", s, err)
+		}
+	}
+	if n := len(rt.key.durations()); n != 4 {
+		// Decapsulation itself succeeds; opening fails afterwards. The
+		// one-to-many round trips stop at their first receiver.
+		t.Errorf("%d decapsulations timed", n)
+	}
+}
+
+func TestLookupAlg(t *testing.T) {
+	if v, name, err := lookupAlg("kdf", "HKDF-SHA384", rtKDFs); err != nil || v != hpke.KDF_HKDF_SHA384 || name != "hkdf-sha384" {
+		t.Errorf("lookupAlg(HKDF-SHA384) = %v, %q, %v", v, name, err)
+	}
+	if _, _, err := lookupAlg("aead", "aes", rtAEADs); err == nil || !strings.Contains(err.Error(), "aes-128-gcm, aes-256-gcm, chacha20-poly1305") {
+		t.Errorf("lookupAlg(aes) error %v", err)
+	}
+}
+
+// TestPluginLog checks that the plugin client's log keeps the first error
+// for the command's message and prints nothing without -v.
+func TestPluginLog(t *testing.T) {
+	var buf bytes.Buffer
+	l := newPluginLog(&buf, false)
+	log := slog.New(l).With("plugin_slot", 0)
+	log.Debug("starting plugin")
+	log.Warn("something odd", "error", "not this")
+	log.Error("cannot open keys", "error", "pkcs11: PIN incorrect")
+	log.Error("plugin process exited", "error", "exit status 1")
+	if got := l.firstProblem(); got != "cannot open keys: pkcs11: PIN incorrect" {
+		t.Errorf("firstProblem = %q", got)
+	}
+	if buf.Len() != 0 {
+		t.Errorf("printed without -v: %q", buf.String())
+	}
+	v := newPluginLog(&buf, true)
+	slog.New(v).WithGroup("g").Debug("starting plugin", "pid", 42)
+	if !strings.Contains(buf.String(), "starting plugin") || v.firstProblem() != "" {
+		t.Errorf("with -v: %q, %q", buf.String(), v.firstProblem())
+	}
+}
+
+func TestProgressNeedsTerminal(t *testing.T) {
+	var buf bytes.Buffer
+	p := startProgress(&buf, "x", 10)
+	if p != nil {
+		t.Fatal("a progress bar on a buffer")
+	}
+	p.add(1)
+	p.finish()
+	if buf.Len() != 0 {
+		t.Errorf("wrote %q", buf.String())
+	}
+}
+
+func TestWrapText(t *testing.T) {
+	got := wrapText("aaa bbb ccc dddd e", 8)
+	if got != "aaa bbb\nccc dddd\ne\n" {
+		t.Errorf("wrapText = %q", got)
+	}
+}
+
+func TestEscapeDemoValue(t *testing.T) {
+	if got := escapeDemoValue("/tmp/a b;c?d&e=f%g#h/ok-_.~:"); got != "/tmp/a%20b%3Bc%3Fd%26e%3Df%25g%23h/ok-_.~:" {
+		t.Errorf("escapeDemoValue = %q", got)
+	}
+}

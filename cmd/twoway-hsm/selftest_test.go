@@ -1,0 +1,295 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdh"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
+	"github.com/twoway-hsm/twoway-hsm/hsm/tpm2"
+	"github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/testenv"
+)
+
+// writeSoftKey writes a new software key file and returns its reference.
+func writeSoftKey(t *testing.T, id kem.ID) string {
+	t.Helper()
+	k, err := kem.GenerateKey(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemBytes, err := kem.MarshalPrivateKeyPEM(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "key.pem")
+	if err := os.WriteFile(path, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return "soft:file=" + path
+}
+
+// parseSelftest parses selftest --json output.
+func parseSelftest(t *testing.T, r result) selftestReport {
+	t.Helper()
+	var rep selftestReport
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("selftest --json printed no JSON (%v): exit %d\nstdout: %s\nstderr: %s", err, r.code, r.stdout, r.stderr)
+	}
+	return rep
+}
+
+// checkSelftest checks a successful report of n round trips.
+func checkSelftest(t *testing.T, r result, n int, backend string) selftestReport {
+	t.Helper()
+	if r.code != exitOK {
+		t.Fatalf("selftest exited %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	rep := parseSelftest(t, r)
+	if rep.RoundTrips != n || rep.OK != n || rep.Failures != 0 || len(rep.Errors) != 0 {
+		t.Fatalf("report: %d round trips, %d ok, %d failures, errors %q; want %d ok", rep.RoundTrips, rep.OK, rep.Failures, rep.Errors, n)
+	}
+	if rep.Backend != backend || rep.KEM == "" || rep.Plugin == "" || len(rep.PluginPIDs) == 0 {
+		t.Fatalf("report: backend %q, KEM %q, plugin %q, pids %v", rep.Backend, rep.KEM, rep.Plugin, rep.PluginPIDs)
+	}
+	for s := range numShapes {
+		if want := n/int(numShapes) + btoi(int(s) < n%int(numShapes)); rep.Shapes[s.String()] != want {
+			t.Errorf("%d %s round trips; want %d", rep.Shapes[s.String()], s, want)
+		}
+	}
+	if rep.RoundTripMS.P50 <= 0 || rep.RoundTripMS.P99 < rep.RoundTripMS.P50 ||
+		rep.DecapMS.P50 <= 0 || rep.DecapMS.P99 < rep.DecapMS.P50 || rep.PerSecond <= 0 {
+		t.Errorf("latencies: round trip %+v, decapsulation %+v, %v/s", rep.RoundTripMS, rep.DecapMS, rep.PerSecond)
+	}
+	// One decapsulation per one-to-one round trip, one per receiver of a
+	// one-to-many round trip.
+	multi := rep.Shapes[oneToMany.String()] + rep.Shapes[oneToManyChunked.String()]
+	if want := n - multi + multiReceivers*multi; rep.Decapsulations != want {
+		t.Errorf("%d decapsulations; want %d", rep.Decapsulations, want)
+	}
+	waitGone(t, rep.PluginPIDs...)
+	return rep
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// waitGone fails the test if any of the processes is still running a
+// moment after the command that started it has exited.
+func waitGone(t *testing.T, pids ...int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for _, pid := range pids {
+		for processAlive(pid) {
+			if time.Now().After(deadline) {
+				t.Errorf("process %d is still running", pid)
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// processAlive reports whether pid runs (a zombie does not count).
+func processAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return syscall.Kill(pid, 0) == nil
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i > 0 && i+2 < len(b) && b[i+2] != 'Z'
+}
+
+func TestSelftestSoftKey(t *testing.T) {
+	ref := writeSoftKey(t, kem.DHKEMX25519HKDFSHA256)
+	r := run(t, nil, "", "selftest", "--key", ref, "-n", "22", "--json", "--aead", "chacha20-poly1305", "--kdf", "HKDF-SHA512", "--size", "5000")
+	rep := checkSelftest(t, r, 22, "soft")
+	if rep.KEM != kem.DHKEMX25519HKDFSHA256.String() || rep.KDF != "hkdf-sha512" || rep.AEAD != "chacha20-poly1305" || rep.MessageSize != 5000 {
+		t.Errorf("report: %+v", rep)
+	}
+
+	// The report for a person, with two processes and four in flight.
+	r = run(t, nil, "", "selftest", "--key", ref, "-n", "9", "--processes", "2", "--concurrency", "4")
+	if r.code != exitOK {
+		t.Fatalf("selftest exited %d: %s", r.code, r.stderr)
+	}
+	for _, want := range []string{"9 round trips through a plugin process, all ok", "backend        soft", "2 processes", "9 ok, 0 failed", "decapsulation  p50", "round trips/s (4 in flight"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if r.stderr != "" {
+		t.Errorf("stderr without -v: %q", r.stderr)
+	}
+}
+
+func TestSelftestSoftHSM(t *testing.T) {
+	tok := testenv.SoftHSM(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tk, err := pkcs11.OpenToken(ctx, tok.URI())
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := tk.GenerateKey(ctx, kem.DHKEMP256HKDFSHA256, pkcs11.KeyRef{ID: []byte{1}})
+	if err != nil {
+		tk.Close()
+		t.Fatal(err)
+	}
+	k.Close()
+	tk.Close()
+	// SOFTHSM2_CONF is in this process's environment (testenv set it), and
+	// so in the command's.
+	ref := tok.URIWithoutPIN("id=%01")
+	r := run(t, []string{"TW_SELFTEST_PIN=" + tok.PIN}, "", "selftest", "--key", ref, "--pin-env", "TW_SELFTEST_PIN", "-n", "16", "--processes", "2", "--json")
+	rep := checkSelftest(t, r, 16, "pkcs11")
+	if rep.KEM != kem.DHKEMP256HKDFSHA256.String() || len(rep.PluginPIDs) != 2 || strings.Contains(r.stdout+r.stderr, tok.PIN) {
+		t.Errorf("report: KEM %q, pids %v", rep.KEM, rep.PluginPIDs)
+	}
+
+	// The PIN from a file works as well.
+	r = run(t, nil, "", "selftest", "--key", ref, "--pin-file", tok.PINFile, "-n", "4", "--json")
+	checkSelftest(t, r, 4, "pkcs11")
+
+	// A wrong PIN: exit 1, a message that says so and what to check, and
+	// no PIN anywhere.
+	const wrong = "wrong-pin-4711"
+	r = run(t, []string{"TW_SELFTEST_PIN=" + wrong}, "", "selftest", "--key", ref, "--pin-env", "TW_SELFTEST_PIN", "-n", "4")
+	if r.code != exitFailure {
+		t.Fatalf("wrong PIN: exit %d; want 1\nstderr: %s", r.code, r.stderr)
+	}
+	for _, want := range []string{"cannot start the plugin", "PIN incorrect", "--pin-file"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("wrong PIN: stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	if strings.Contains(r.stdout+r.stderr, wrong) || strings.Contains(r.stdout+r.stderr, tok.PIN) || strings.Contains(r.stderr, "Unrecognized remote plugin message") {
+		t.Errorf("wrong PIN: output:\n%s%s", r.stdout, r.stderr)
+	}
+
+	// No PIN at all, and no terminal to ask on.
+	r = run(t, nil, "", "selftest", "--key", ref, "-n", "4")
+	if r.code != exitFailure || !strings.Contains(r.stderr, "PIN") {
+		t.Fatalf("no PIN: exit %d\nstderr: %s", r.code, r.stderr)
+	}
+}
+
+func TestSelftestTPM(t *testing.T) {
+	sw := testenv.StartSWTPM(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const auth = "tpm-selftest-auth"
+	tp, err := tpm2.Open(ctx, sw.Transport())
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := tp.CreateKey(ctx, ecdh.P256(), tpm2.WithAuth([]byte(auth)))
+	if err != nil {
+		tp.Close()
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "key.tpm.pem")
+	if err := k.WriteKeyFile(path); err != nil {
+		t.Fatal(err)
+	}
+	k.Close()
+	// swtpm serves one connection at a time: close ours for the plugin.
+	tp.Close()
+	authFile := filepath.Join(t.TempDir(), "auth")
+	if err := os.WriteFile(authFile, []byte(auth+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ref := (&tpm2.KeyRef{File: path, TPM: sw.Transport()}).String()
+	r := run(t, nil, "", "selftest", "--key", ref, "--pin-file", authFile, "-n", "12", "--json")
+	rep := checkSelftest(t, r, 12, "tpm2")
+	if rep.KEM != kem.DHKEMP256HKDFSHA256.String() || strings.Contains(r.stdout+r.stderr, auth) {
+		t.Errorf("report: %+v", rep)
+	}
+
+	// The auth value from the reference's own source, an environment
+	// variable the plugin is handed.
+	r = run(t, []string{"TW_TPM_AUTH=" + auth}, "", "selftest", "--key", ref+"&auth-source=env:TW_TPM_AUTH", "-n", "4", "--json")
+	checkSelftest(t, r, 4, "tpm2")
+
+	// A wrong auth value: exit 1 after the first round trip, since every
+	// wrong auth value counts towards the TPM's dictionary-attack lockout.
+	r = run(t, []string{"TW_TPM_AUTH=not-the-auth"}, "", "selftest", "--key", ref, "--pin-env", "TW_TPM_AUTH", "-n", "50", "--json")
+	if r.code != exitFailure || strings.Contains(r.stdout+r.stderr, "not-the-auth") {
+		t.Fatalf("wrong auth: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	rep = parseSelftest(t, r)
+	if rep.RoundTrips != 1 || rep.Failures != 1 || rep.Requested != 50 || !strings.Contains(rep.Stopped, "dictionary-attack lockout") ||
+		!strings.Contains(r.stderr, "Stopped after 1 of 50 round trips") {
+		t.Fatalf("wrong auth: report %+v\nstderr: %s", rep, r.stderr)
+	}
+	waitGone(t, rep.PluginPIDs...)
+}
+
+func TestSelftestUsage(t *testing.T) {
+	ref := writeSoftKey(t, kem.DHKEMP256HKDFSHA256)
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"-h"}, exitOK, "Examples:"},
+		{[]string{"--help"}, exitOK, "--pin-file"},
+		{nil, exitUsage, "no --key given"},
+		{[]string{"--key", ref, "-n", "0"}, exitUsage, "-n must be at least 1"},
+		{[]string{"--key", ref, "--bogus"}, exitUsage, "flag provided but not defined"},
+		{[]string{"--key", ref, "-n", "x"}, exitUsage, "invalid value"},
+		{[]string{"--key", ref, "stray"}, exitUsage, `unexpected argument "stray"`},
+		{[]string{"--key", ref, "--kdf", "md5"}, exitUsage, "hkdf-sha256"},
+		{[]string{"--key", ref, "--aead", "rot13"}, exitUsage, "chacha20-poly1305"},
+		{[]string{"--key", ref, "--processes", "0"}, exitUsage, "--processes"},
+		{[]string{"--key", ref, "--size", "0"}, exitUsage, "--size"},
+		{[]string{"--key", ref, "--pin-env", "X"}, exitUsage, "do not apply to a soft: key"},
+		{[]string{"--key", "file.pem"}, exitUsage, "no scheme"},
+		{[]string{"--key", "hsm:x"}, exitUsage, "unknown key reference scheme"},
+		{[]string{"--key", "pkcs11:token=gw;id=%01?pin-value=1234"}, exitUsage, "--insecure-pin"},
+		{[]string{"--key", ref, "--plugin-env", "A=B"}, exitUsage, "environment variable"},
+		// A key file that does not exist: the plugin cannot start.
+		{[]string{"--key", "soft:file=/nonexistent/key.pem"}, exitFailure, "no such file"},
+	} {
+		r := run(t, nil, "", append([]string{"selftest"}, tc.args...)...)
+		if r.code != tc.code || !strings.Contains(r.stdout+r.stderr, tc.want) {
+			t.Errorf("selftest %q: exit %d, output %q; want exit %d and %q", tc.args, r.code, r.stdout+r.stderr, tc.code, tc.want)
+		}
+		if tc.code == exitUsage && r.stdout != "" {
+			t.Errorf("selftest %q: usage error on stdout: %q", tc.args, r.stdout)
+		}
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var ds []time.Duration
+	for i := 100; i >= 1; i-- {
+		ds = append(ds, time.Duration(i)*time.Millisecond)
+	}
+	if p := percentile(ds, 50); p != 50*time.Millisecond {
+		t.Errorf("p50 = %v", p)
+	}
+	if p := percentile(ds, 99); p != 99*time.Millisecond {
+		t.Errorf("p99 = %v", p)
+	}
+	if p := percentile(ds[:1], 99); p != time.Millisecond {
+		t.Errorf("p99 of one = %v", p)
+	}
+	if p := percentile(nil, 50); p != 0 {
+		t.Errorf("p50 of none = %v", p)
+	}
+}
