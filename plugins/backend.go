@@ -71,4 +71,9 @@ var (
 	// ErrBackend means the plugin reached its key store but the operation
 	// failed there (a token error, a TPM error); the message says what.
 	ErrBackend = errors.New("plugins: backend error")
+	// ErrAuth means the key store refused the plugin's credentials: a
+	// wrong or locked PKCS#11 PIN, a wrong TPM auth value or a TPM in
+	// dictionary-attack lockout. Retrying does not help and, for a TPM,
+	// brings the lockout closer; fix the configuration instead.
+	ErrAuth = errors.New("plugins: key store authentication failed")
 )

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/ecdh"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -209,5 +211,27 @@ func TestImportedKeyMatches(t *testing.T) {
 				t.Fatal("ECDH through the plugin differs from the software computation")
 			}
 		})
+	}
+}
+
+// TestAuthErrorCrossesBoundary: a TPM key served with a wrong auth value
+// fails with plugins.ErrAuth on the host, which says that retrying will not
+// help, rather than with a generic backend error.
+func TestAuthErrorCrossesBoundary(t *testing.T) {
+	bk, _ := tpmKeys(t, nil)
+	bk.env = []string{pinEnv + "=not-the-auth-value"}
+	ctx := ctxT(t, 60*time.Second)
+	c := newClient(t, plugins.Config{Keys: bk.refs, Env: bk.env, Logger: quietLogger()})
+	k, err := c.Key(ctx, plugins.KeyName(bk.refs[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, _ := ecdh.P256().GenerateKey(rand.Reader)
+	_, err = k.ECDHContext(ctx, peer.PublicKey().Bytes())
+	if !errors.Is(err, plugins.ErrAuth) || errors.Is(err, plugins.ErrUnavailable) {
+		t.Fatalf("wrong TPM auth value: %v, want plugins.ErrAuth", err)
+	}
+	if strings.Contains(err.Error(), "not-the-auth-value") {
+		t.Fatal("the auth value is in the error")
 	}
 }

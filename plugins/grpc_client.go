@@ -154,6 +154,8 @@ func fromStatus(ctx context.Context, op string, err error) error {
 		sentinel = kem.ErrInvalidPublicKey
 	case codes.NotFound:
 		sentinel = ErrUnknownKey
+	case codes.PermissionDenied:
+		sentinel = ErrAuth
 	case codes.FailedPrecondition:
 		sentinel = kem.ErrUnsupportedKEM
 	default:

@@ -79,6 +79,8 @@ func toStatus(err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, ErrUnknownKey):
 		code = codes.NotFound
+	case errors.Is(err, ErrAuth):
+		code = codes.PermissionDenied
 	case errors.Is(err, kem.ErrUnsupportedKEM):
 		code = codes.FailedPrecondition
 	}

@@ -6,7 +6,9 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -257,3 +259,85 @@ func (w *stdWriter) Write(p []byte) (int, error) {
 }
 
 var _ hclog.Logger = (*hclogAdapter)(nil)
+
+// errorCatcher passes records to inner and keeps the first error-level
+// record that carries an "error" attribute: the reason a plugin gives
+// before it exits, for the error of a failed start.
+type errorCatcher struct {
+	inner slog.Handler
+	attrs []slog.Attr
+	first *firstError
+}
+
+type firstError struct {
+	mu   sync.Mutex
+	msg  string
+	done chan struct{}
+	once sync.Once
+}
+
+func (f *firstError) set(msg string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.msg == "" {
+		f.msg = msg
+		f.once.Do(func() { close(f.signal()) })
+	}
+}
+
+func (f *firstError) signal() chan struct{} {
+	if f.done == nil {
+		f.done = make(chan struct{})
+	}
+	return f.done
+}
+
+// wait returns the first error message, waiting up to d for one.
+func (f *firstError) wait(d time.Duration) string {
+	f.mu.Lock()
+	ch := f.signal()
+	f.mu.Unlock()
+	select {
+	case <-ch:
+	case <-time.After(d):
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.msg
+}
+
+func (e *errorCatcher) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelError || e.inner.Enabled(ctx, l)
+}
+
+func (e *errorCatcher) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelError {
+		var errText string
+		find := func(a slog.Attr) bool {
+			if a.Key == "error" {
+				errText = a.Value.String()
+				return false
+			}
+			return true
+		}
+		for _, a := range e.attrs {
+			find(a)
+		}
+		r.Attrs(find)
+		if errText != "" {
+			e.first.set(r.Message + ": " + errText)
+		}
+	}
+	if !e.inner.Enabled(ctx, r.Level) {
+		return nil
+	}
+	return e.inner.Handle(ctx, r)
+}
+
+func (e *errorCatcher) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &errorCatcher{inner: e.inner.WithAttrs(attrs), attrs: append(slices.Clip(e.attrs), attrs...), first: e.first}
+}
+
+func (e *errorCatcher) WithGroup(name string) slog.Handler {
+	return &errorCatcher{inner: e.inner.WithGroup(name), attrs: e.attrs, first: e.first}
+}

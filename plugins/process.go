@@ -2,6 +2,7 @@ package plugins
 
 import (
 	"context"
+	"log/slog"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -89,7 +90,8 @@ func (c *Client) startProcess(thread *osthread.Thread, slot int) (p *proc, err e
 		LogLevelEnv+"="+level)
 	cmd.SysProcAttr = sysProcAttr()
 
-	logger := cfg.Logger.With("plugin_bin", cfg.Path, "plugin_slot", slot)
+	said := &firstError{}
+	logger := slog.New(&errorCatcher{inner: cfg.Logger.Handler(), first: said}).With("plugin_bin", cfg.Path, "plugin_slot", slot)
 	pc := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  Handshake,
 		VersionedPlugins: VersionedPlugins(nil),
@@ -118,6 +120,11 @@ func (c *Client) startProcess(thread *osthread.Thread, slot int) (p *proc, err e
 	if err != nil {
 		if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
 			return nil, fmt.Errorf("%w: %s", ErrChecksum, cfg.Path)
+		}
+		// A plugin that exits during start logs why just before; its log
+		// line may still be on its way through go-plugin's stderr reader.
+		if msg := said.wait(200 * time.Millisecond); msg != "" {
+			return nil, fmt.Errorf("plugins: start %s: the plugin exited: %s (go-plugin: %w)", cfg.Path, msg, err)
 		}
 		return nil, fmt.Errorf("plugins: start %s: %w", cfg.Path, err)
 	}

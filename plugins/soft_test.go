@@ -110,20 +110,30 @@ func TestErrors(t *testing.T) {
 	if _, err := k.ECDHContext(ctx, peer.PublicKey().Bytes()); !errors.Is(err, plugins.ErrClosed) {
 		t.Errorf("after Close: %v; want ErrClosed", err)
 	}
-	// Configuration errors are reported by NewClient.
-	for name, cfg := range map[string]plugins.Config{
-		"missing key file": {Path: pluginBin, Keys: []string{"soft:file=/nonexistent/key.pem"}},
-		"unknown scheme":   {Path: pluginBin, Keys: []string{"vault:foo"}},
-		"pin-value":        {Path: pluginBin, Keys: []string{"pkcs11:token=x;id=%01?pin-value=1234"}},
-		"no binary":        {Path: "/nonexistent/twoway-hsm", Keys: []string{ref}},
-		"no keys":          {Path: pluginBin},
+	// Configuration errors are reported by NewClient, with the reason the
+	// plugin gave when it exited.
+	for name, tc := range map[string]struct {
+		cfg  plugins.Config
+		want string
+	}{
+		"missing key file": {plugins.Config{Path: pluginBin, Keys: []string{"soft:file=/nonexistent/key.pem"}}, "/nonexistent/key.pem"},
+		"unknown scheme":   {plugins.Config{Path: pluginBin, Keys: []string{"vault:foo"}}, "vault"},
+		"pin-value":        {plugins.Config{Path: pluginBin, Keys: []string{"pkcs11:token=x;id=%01?pin-value=1234"}}, "pin-value"},
+		"no binary":        {plugins.Config{Path: "/nonexistent/twoway-hsm", Keys: []string{ref}}, "/nonexistent/twoway-hsm"},
+		"no keys":          {plugins.Config{Path: pluginBin}, "key"},
 	} {
-		cfg.Logger = testLogger(t)
-		if c, err := plugins.NewClient(cfg); err == nil {
+		tc.cfg.Logger = testLogger(t)
+		c, err := plugins.NewClient(tc.cfg)
+		if err == nil {
 			c.Close()
 			t.Errorf("%s: NewClient succeeded", name)
-		} else if strings.Contains(err.Error(), "1234") {
+			continue
+		}
+		if strings.Contains(err.Error(), "1234") {
 			t.Errorf("%s: error leaks the PIN: %v", name, err)
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %q does not say what was wrong (%q)", name, err, tc.want)
 		}
 	}
 }

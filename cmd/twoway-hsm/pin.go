@@ -138,6 +138,9 @@ func (s *secretFlags) forPlugin(env *environment, ref string) (string, []string,
 	if err := s.checkRef(ref); err != nil {
 		return "", nil, err
 	}
+	if (s.file != "" || s.env != "") && hasURISource(ref) {
+		return "", nil, errors.New("the reference names its own pin-source or auth-source and --pin-file or --pin-env gives another; use one of them")
+	}
 	what := "PIN for " + pkcs11.RedactURI(ref)
 	if strings.HasPrefix(ref, "tpm2:") {
 		what = "auth value for " + ref

@@ -334,17 +334,18 @@ func runSelftestRounds(ctx context.Context, env *environment, rt *roundTripper, 
 // value) does harm. Other failures (a plugin that crashed and is restarted,
 // a plaintext that differs) are counted and the run goes on.
 func selftestStopReason(err error) string {
-	if !errors.Is(err, plugins.ErrBackend) {
-		return ""
-	}
 	msg := err.Error()
 	switch {
-	case strings.Contains(msg, tpm2.ErrAuthFail.Error()):
-		return "the TPM rejected the key's auth value, and every wrong auth value counts towards its dictionary-attack lockout; check --pin-file, --pin-env or auth-source="
-	case strings.Contains(msg, tpm2.ErrLockout.Error()):
+	case errors.Is(err, plugins.ErrAuth) && strings.Contains(msg, tpm2.ErrLockout.Error()):
 		return "the TPM is in dictionary-attack lockout after too many wrong auth values; wait for its lockout recovery time, or reset it with the lockout authorization (tpm2_dictionarylockout --clear-lockout)"
+	case errors.Is(err, plugins.ErrAuth) && strings.Contains(msg, "tpm2:"):
+		return "the TPM rejected the key's auth value, and every wrong auth value counts towards its dictionary-attack lockout; check --pin-file, --pin-env or auth-source="
+	case errors.Is(err, plugins.ErrAuth):
+		return "the key store refused the plugin's credentials (a wrong or locked PIN or auth value); check --pin-file, --pin-env, pin-source= or auth-source="
+	case errors.Is(err, plugins.ErrBackend):
+		return "the first error from the key's backend (the token or TPM refused the operation); repeating it would show nothing new"
 	}
-	return "the first error from the key's backend (the token or TPM refused the operation); repeating it would show nothing new"
+	return ""
 }
 
 // selftestEnviron returns the entries of this environment the plugin gets:

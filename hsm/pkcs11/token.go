@@ -152,7 +152,7 @@ func openToken(ctx context.Context, u *URI, o options) (*Token, error) {
 	case ti.Flags&p11.CKF_LOGIN_REQUIRED != 0 && ti.Flags&p11.CKF_PROTECTED_AUTHENTICATION_PATH != 0:
 		t.needLogin = true // the PIN is entered on the device
 	case ti.Flags&p11.CKF_LOGIN_REQUIRED != 0:
-		return nil, fmt.Errorf("%w: token %q requires login and no PIN was given (pin-source, pin-value, WithPIN, WithPINEnv or WithPINFile)", ErrPINSource, ti.Label)
+		return nil, fmt.Errorf("%w: token %q requires login and no PIN was given (a pin-source or pin-value in the URI, or a PIN option)", ErrPINSource, ti.Label)
 	}
 	size := o.poolSize
 	if m := ti.MaxRwSessionCount; m != p11.CK_EFFECTIVELY_INFINITE && m != p11.CK_UNAVAILABLE_INFORMATION && uint(size) > m {

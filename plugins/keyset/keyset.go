@@ -30,6 +30,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
+	"github.com/twoway-hsm/twoway-hsm/hsm/tpm2"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/plugins"
 )
@@ -181,7 +183,19 @@ func (s *Set) ECDH(ctx context.Context, name string, peer []byte) ([]byte, error
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return e.x.ECDHContext(ctx, peer)
+	dh, err := e.x.ECDHContext(ctx, peer)
+	return dh, authError(err)
+}
+
+// authError marks the backends' authentication failures with
+// plugins.ErrAuth, which crosses the plugin boundary, so that a host can
+// tell them from failures that a retry may cure.
+func authError(err error) error {
+	if err != nil && (errors.Is(err, pkcs11.ErrPINIncorrect) || errors.Is(err, pkcs11.ErrPINLocked) ||
+		errors.Is(err, tpm2.ErrAuthFail) || errors.Is(err, tpm2.ErrLockout)) {
+		return fmt.Errorf("%w: %w", plugins.ErrAuth, err)
+	}
+	return err
 }
 
 // Decapsulate implements plugins.Backend: the key's DecapsulateContext
@@ -191,7 +205,8 @@ func (s *Set) Decapsulate(ctx context.Context, name string, enc []byte) ([]byte,
 	if err != nil {
 		return nil, err
 	}
-	return e.key.DecapsulateContext(ctx, enc)
+	ss, err := e.key.DecapsulateContext(ctx, enc)
+	return ss, authError(err)
 }
 
 // Close releases every key (token sessions, TPM handles). It is
