@@ -2,10 +2,10 @@ package plugins
 
 import (
 	"context"
-	"log/slog"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"sync"
