@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -473,6 +474,55 @@ func BenchmarkReceiverSetup(b *testing.B) {
 			key, _ := twkem.FromKeyExchanger(ecdhOnlyKey{ek})
 			rcv, _ := twoway.NewRequestReceiverForKey(1, key, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM, nil)
 			open(b, rcv)
+		})
+	}
+}
+
+// BenchmarkReceiverSetupPaired runs the Diffie-Hellman call alone, the
+// circl-key receiver and the interface receiver in turn within every
+// iteration, and reports their median times and what the interface path
+// costs beyond the Diffie-Hellman call ("interface-dh-µs").
+func BenchmarkReceiverSetupPaired(b *testing.B) {
+	for _, k := range []hpke.KEM{hpke.KEM_X25519_HKDF_SHA256, hpke.KEM_P256_HKDF_SHA256} {
+		id := twkem.ID(k)
+		suite := hpke.NewSuite(k, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
+		ek, _ := id.Curve().GenerateKey(nil)
+		csk, _ := k.Scheme().UnmarshalBinaryPrivateKey(ek.Bytes())
+		snd, _ := twoway.NewRequestSender(suite, 1, csk.Public(), nil)
+		s, _ := snd.NewRequestSealer(bytes.NewReader(nil), []byte("q"))
+		ct, _ := io.ReadAll(s)
+		peer, _ := id.Curve().NewPublicKey(ct[7 : 7+id.EncapsulatedKeySize()])
+		crcv, _ := twoway.NewRequestReceiver(suite, 1, csk, nil)
+		key, _ := twkem.FromKeyExchanger(ecdhOnlyKey{ek})
+		ircv, _ := twoway.NewRequestReceiverForKey(1, key, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM, nil)
+		paths := []func(){
+			func() { ek.ECDH(peer) },
+			func() { crcv.NewRequestOpener(bytes.NewReader(ct), []byte("q")) },
+			func() { ircv.NewRequestOpener(bytes.NewReader(ct), []byte("q")) },
+		}
+		name := map[hpke.KEM]string{hpke.KEM_X25519_HKDF_SHA256: "X25519", hpke.KEM_P256_HKDF_SHA256: "P-256"}[k]
+		b.Run("kem="+name, func(b *testing.B) {
+			durs := make([][]time.Duration, len(paths))
+			i := 0
+			for b.Loop() {
+				for j := range paths {
+					p := (j + i) % len(paths)
+					start := time.Now()
+					paths[p]()
+					durs[p] = append(durs[p], time.Since(start))
+				}
+				i++
+			}
+			med := func(d []time.Duration) float64 {
+				slices.Sort(d)
+				return float64(d[len(d)/2].Nanoseconds()) / 1e3
+			}
+			dh, circl, iface := med(durs[0]), med(durs[1]), med(durs[2])
+			b.ReportMetric(dh, "dh-µs")
+			b.ReportMetric(circl, "circl-µs")
+			b.ReportMetric(iface, "interface-µs")
+			b.ReportMetric(iface-dh, "interface-dh-µs")
+			b.ReportMetric(0, "ns/op")
 		})
 	}
 }
