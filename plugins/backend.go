@@ -77,3 +77,19 @@ var (
 	// brings the lockout closer; fix the configuration instead.
 	ErrAuth = errors.New("plugins: key store authentication failed")
 )
+
+// StartError is the error of a plugin process that exited while it was
+// starting, with the reason it logged (for example that it could not open
+// a key: a missing file, a wrong PIN). Err is go-plugin's error, which
+// guesses at causes and rarely names the real one.
+type StartError struct {
+	Path   string // the plugin binary
+	Reason string // what the plugin logged before it exited
+	Err    error
+}
+
+func (e *StartError) Error() string {
+	return "plugins: start " + e.Path + ": the plugin exited: " + e.Reason
+}
+
+func (e *StartError) Unwrap() error { return e.Err }

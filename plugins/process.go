@@ -124,7 +124,7 @@ func (c *Client) startProcess(thread *osthread.Thread, slot int) (p *proc, err e
 		// A plugin that exits during start logs why just before; its log
 		// line may still be on its way through go-plugin's stderr reader.
 		if msg := said.wait(200 * time.Millisecond); msg != "" {
-			return nil, fmt.Errorf("plugins: start %s: the plugin exited: %s (go-plugin: %w)", cfg.Path, msg, err)
+			return nil, &StartError{Path: cfg.Path, Reason: msg, Err: err}
 		}
 		return nil, fmt.Errorf("plugins: start %s: %w", cfg.Path, err)
 	}

@@ -135,6 +135,10 @@ func TestErrors(t *testing.T) {
 		if !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %q does not say what was wrong (%q)", name, err, tc.want)
 		}
+		var se *plugins.StartError
+		if name == "missing key file" && (!errors.As(err, &se) || !strings.Contains(se.Reason, "no such file")) {
+			t.Errorf("%s: %v is not a StartError with the plugin's reason", name, err)
+		}
 	}
 }
 

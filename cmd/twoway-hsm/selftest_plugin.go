@@ -2,101 +2,26 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"slices"
-	"sync"
 
 	"github.com/twoway-hsm/twoway-hsm/plugins"
 )
 
 // Starting a plugin process of this very binary, for selftest and demo.
 
-// pluginLog is the slog.Handler the plugin client logs to: with -v every
-// record (the client's and the plugin's, forwarded from its stderr) goes to
-// the command's stderr; without it nothing is printed, but the first error
-// record that carries an error is kept, so that a plugin that fails to
-// start can be explained ("cannot open keys: pkcs11: PIN incorrect") in the
-// command's error message. (The plugin logs why it exits before go-plugin
-// notices that it did.)
-type pluginLog struct {
-	inner slog.Handler // nil without -v
-	attrs []slog.Attr
-	first *firstError
-}
-
-type firstError struct {
-	mu  sync.Mutex
-	msg string
-}
-
-func newPluginLog(stderr io.Writer, verbose bool) *pluginLog {
-	l := &pluginLog{first: &firstError{}}
+// newPluginLog returns the handler the plugin client logs to: with -v
+// every record (the client's and the plugin's, forwarded from its stderr)
+// goes to the command's stderr; without it nothing is printed. Why a plugin
+// failed to start reaches the command through plugins.StartError.
+func newPluginLog(stderr io.Writer, verbose bool) slog.Handler {
 	if verbose {
-		l.inner = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: plugins.LevelTrace})
+		return slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: plugins.LevelTrace})
 	}
-	return l
-}
-
-func (l *pluginLog) Enabled(ctx context.Context, level slog.Level) bool {
-	if l.inner != nil {
-		return l.inner.Enabled(ctx, level)
-	}
-	return level >= slog.LevelError
-}
-
-func (l *pluginLog) Handle(ctx context.Context, r slog.Record) error {
-	if r.Level >= slog.LevelError {
-		var errText string
-		find := func(a slog.Attr) bool {
-			if a.Key == "error" {
-				errText = a.Value.String()
-				return false
-			}
-			return true
-		}
-		for _, a := range l.attrs {
-			find(a)
-		}
-		r.Attrs(find)
-		if errText != "" {
-			l.first.mu.Lock()
-			if l.first.msg == "" {
-				l.first.msg = r.Message + ": " + errText
-			}
-			l.first.mu.Unlock()
-		}
-	}
-	if l.inner != nil {
-		return l.inner.Handle(ctx, r)
-	}
-	return nil
-}
-
-func (l *pluginLog) WithAttrs(attrs []slog.Attr) slog.Handler {
-	c := *l
-	c.attrs = append(slices.Clip(l.attrs), attrs...)
-	if l.inner != nil {
-		c.inner = l.inner.WithAttrs(attrs)
-	}
-	return &c
-}
-
-func (l *pluginLog) WithGroup(name string) slog.Handler {
-	c := *l
-	if l.inner != nil {
-		c.inner = l.inner.WithGroup(name)
-	}
-	return &c
-}
-
-// firstProblem returns the first error logged, or "".
-func (l *pluginLog) firstProblem() string {
-	l.first.mu.Lock()
-	defer l.first.mu.Unlock()
-	return l.first.msg
+	return slog.DiscardHandler
 }
 
 // pluginStart is what startSelfPlugin needs.
@@ -104,7 +29,7 @@ type pluginStart struct {
 	ref       string   // the key reference given to the plugin (no secrets)
 	env       []string // the plugin's entire environment
 	processes int
-	log       *pluginLog
+	log       slog.Handler
 }
 
 // startSelfPlugin starts this binary as `plugin --key REF` in
@@ -131,8 +56,9 @@ func startSelfPlugin(ctx context.Context, ps pluginStart) (*plugins.Client, *plu
 		// go-plugin's error for a plugin that exited during its start
 		// guesses at causes (architecture, libraries, permissions); the
 		// plugin's own log says what happened.
-		if msg := ps.log.firstProblem(); msg != "" && ctx.Err() == nil {
-			return nil, nil, fmt.Errorf("the plugin exited: %s", msg)
+		var se *plugins.StartError
+		if errors.As(err, &se) && ctx.Err() == nil {
+			return nil, nil, fmt.Errorf("the plugin exited: %s", se.Reason)
 		}
 		return nil, nil, err
 	}
