@@ -179,18 +179,7 @@ func (g *Gateway) NewRequestOpener(ct io.Reader, mediaType []byte, opts ...Optio
 // NewRequestOpenerContext is NewRequestOpener with a context that bounds the
 // wait for the private key.
 func (g *Gateway) NewRequestOpenerContext(ctx context.Context, ct io.Reader, mediaType []byte, opts ...Option) (*RequestOpener, error) {
-	cfg, err := newConfig(false, opts)
-	if err != nil {
-		return nil, err
-	}
-	if ct == nil {
-		return nil, fmt.Errorf("twoway: nil request reader")
-	}
-	var hdr [BinaryRequestHeaderLen]byte
-	if err := readFull(ct, hdr[:], "request header"); err != nil {
-		return nil, err
-	}
-	h, err := ParseRequestHeaderFrom(hdr[:])
+	cfg, h, err := readRequestHeader(ct, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -211,16 +200,9 @@ func (g *Gateway) NewMultiRequestOpener(encapKey []byte, ct io.Reader, mediaType
 // NewMultiRequestOpenerContext is NewMultiRequestOpener with a context that
 // bounds the wait for the private key.
 func (g *Gateway) NewMultiRequestOpenerContext(ctx context.Context, encapKey []byte, ct io.Reader, mediaType []byte, opts ...Option) (*RequestOpener, error) {
-	cfg, err := newConfig(false, opts)
+	cfg, h, err := parseEncapKeyHeader(encapKey, ct, opts)
 	if err != nil {
 		return nil, err
-	}
-	if ct == nil {
-		return nil, fmt.Errorf("twoway: nil request reader")
-	}
-	h, err := ParseRequestHeaderFrom(encapKey)
-	if err != nil {
-		return nil, fmt.Errorf("twoway: encapsulated key: %w", err)
 	}
 	k, ss, err := g.lookup(h)
 	if err != nil {

@@ -148,13 +148,7 @@ func (s *MultiRequestSealer) EncapsulateKey(keyID byte, pubKey kem.PublicKey) ([
 // MultiRequestReceiver opens one-to-many requests with one key, and seals
 // the responses to them. It is safe for concurrent use when its random
 // source and key are.
-type MultiRequestReceiver struct {
-	suite  *suite
-	key    receiverKey
-	rand   io.Reader
-	header RequestHeader
-	hdr    []byte
-}
+type MultiRequestReceiver struct{ receiverBase }
 
 // NewMultiRequestReceiver returns a one-to-many receiver for requests
 // sealed with suite to the key keyID whose private key is privKey. A nil
@@ -174,9 +168,7 @@ func NewMultiRequestReceiverWithCustomSuite(suite HPKESuite, keyID byte, privKey
 }
 
 func newMultiRequestReceiver(s *suite, keyID byte, k receiverKey, rnd io.Reader) *MultiRequestReceiver {
-	h := s.header(keyID)
-	hdr, _ := h.MarshalBinary()
-	return &MultiRequestReceiver{suite: s, key: k, rand: randOrDefault(rnd), header: h, hdr: hdr}
+	return &MultiRequestReceiver{newReceiverBase(s, keyID, k, rnd)}
 }
 
 // NewRequestOpener unwraps the message key from encapKey (as produced by
@@ -189,21 +181,31 @@ func (r *MultiRequestReceiver) NewRequestOpener(encapKey []byte, ct io.Reader, m
 // NewRequestOpenerContext is NewRequestOpener with a context that bounds the
 // wait for the private key.
 func (r *MultiRequestReceiver) NewRequestOpenerContext(ctx context.Context, encapKey []byte, ct io.Reader, mediaType []byte, opts ...Option) (*RequestOpener, error) {
-	cfg, err := newConfig(false, opts)
+	cfg, h, err := parseEncapKeyHeader(encapKey, ct, opts)
 	if err != nil {
 		return nil, err
-	}
-	if ct == nil {
-		return nil, fmt.Errorf("twoway: nil request reader")
-	}
-	h, err := ParseRequestHeaderFrom(encapKey)
-	if err != nil {
-		return nil, fmt.Errorf("twoway: encapsulated key: %w", err)
 	}
 	if h != r.header {
 		return nil, mismatch(h, r.header)
 	}
 	return r.open(ctx, encapKey, ct, mediaType, cfg)
+}
+
+// parseEncapKeyHeader applies an opener's options and parses the header
+// at the start of a one-to-many encapsulated key.
+func parseEncapKeyHeader(encapKey []byte, ct io.Reader, opts []Option) (*opConfig, RequestHeader, error) {
+	cfg, err := newConfig(false, opts)
+	if err != nil {
+		return nil, RequestHeader{}, err
+	}
+	if ct == nil {
+		return nil, RequestHeader{}, fmt.Errorf("twoway: nil request reader")
+	}
+	h, err := ParseRequestHeaderFrom(encapKey)
+	if err != nil {
+		return nil, RequestHeader{}, fmt.Errorf("twoway: encapsulated key: %w", err)
+	}
+	return cfg, h, nil
 }
 
 // open opens a request whose encapsulated key's header has been checked.

@@ -14,12 +14,23 @@ import (
 // RequestReceiver opens requests sealed to one key by a RequestSender, and
 // seals the responses to them. It is safe for concurrent use when its
 // random source and key are.
-type RequestReceiver struct {
+type RequestReceiver struct{ receiverBase }
+
+// receiverBase is what one-to-one and one-to-many receivers share: the
+// suite, the key, the header requests must carry, and the source of
+// response nonces.
+type receiverBase struct {
 	suite  *suite
 	key    receiverKey
 	rand   io.Reader
 	header RequestHeader
 	hdr    []byte
+}
+
+func newReceiverBase(s *suite, keyID byte, k receiverKey, rnd io.Reader) receiverBase {
+	h := s.header(keyID)
+	hdr, _ := h.MarshalBinary()
+	return receiverBase{suite: s, key: k, rand: randOrDefault(rnd), header: h, hdr: hdr}
 }
 
 // NewRequestReceiver returns a receiver for requests sealed with suite to
@@ -61,9 +72,7 @@ func newCirclReceiver(suite HPKESuite, privKey kem.PrivateKey) (*suite, receiver
 }
 
 func newRequestReceiver(s *suite, keyID byte, k receiverKey, rnd io.Reader) *RequestReceiver {
-	h := s.header(keyID)
-	hdr, _ := h.MarshalBinary()
-	return &RequestReceiver{suite: s, key: k, rand: randOrDefault(rnd), header: h, hdr: hdr}
+	return &RequestReceiver{newReceiverBase(s, keyID, k, rnd)}
 }
 
 // NewRequestOpener starts opening the request read from ct: it reads the
@@ -79,18 +88,7 @@ func (r *RequestReceiver) NewRequestOpener(ct io.Reader, mediaType []byte, opts 
 // within ctx's deadline, and a cancelled ctx returns an error wrapping
 // ctx.Err().
 func (r *RequestReceiver) NewRequestOpenerContext(ctx context.Context, ct io.Reader, mediaType []byte, opts ...Option) (*RequestOpener, error) {
-	cfg, err := newConfig(false, opts)
-	if err != nil {
-		return nil, err
-	}
-	if ct == nil {
-		return nil, fmt.Errorf("twoway: nil request reader")
-	}
-	var hdr [BinaryRequestHeaderLen]byte
-	if err := readFull(ct, hdr[:], "request header"); err != nil {
-		return nil, err
-	}
-	h, err := ParseRequestHeaderFrom(hdr[:])
+	cfg, h, err := readRequestHeader(ct, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -98,6 +96,27 @@ func (r *RequestReceiver) NewRequestOpenerContext(ctx context.Context, ct io.Rea
 		return nil, mismatch(h, r.header)
 	}
 	return r.openBody(ctx, ct, mediaType, cfg)
+}
+
+// readRequestHeader applies an opener's options and reads and parses the
+// request header at the start of ct.
+func readRequestHeader(ct io.Reader, opts []Option) (*opConfig, RequestHeader, error) {
+	cfg, err := newConfig(false, opts)
+	if err != nil {
+		return nil, RequestHeader{}, err
+	}
+	if ct == nil {
+		return nil, RequestHeader{}, fmt.Errorf("twoway: nil request reader")
+	}
+	var hdr [BinaryRequestHeaderLen]byte
+	if err := readFull(ct, hdr[:], "request header"); err != nil {
+		return nil, RequestHeader{}, err
+	}
+	h, err := ParseRequestHeaderFrom(hdr[:])
+	if err != nil {
+		return nil, RequestHeader{}, err
+	}
+	return cfg, h, nil
 }
 
 // openBody opens a request whose header has been read and checked.
