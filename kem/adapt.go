@@ -149,6 +149,3 @@ func (k *decapsulator) DecapsulateContext(ctx context.Context, enc []byte) ([]by
 	}
 	return ss, nil
 }
-
-// Decapsulator returns the underlying crypto.Decapsulator.
-func (k *decapsulator) Decapsulator() crypto.Decapsulator { return k.d }

@@ -32,7 +32,9 @@ func FromCircl(sk circlkem.PrivateKey) (PrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kem: circl public key: %w", err)
 	}
-	return &circlKey{id: id, scheme: id.circlScheme(), sk: sk, pub: pub}, nil
+	// circlID returns only KEMs of circl's hpke package, whose scheme
+	// decapsulates for the keys of wrapped schemes too.
+	return &circlKey{id: id, scheme: hpke.KEM(id).Scheme(), sk: sk, pub: pub}, nil
 }
 
 var circlKEMs = []hpke.KEM{
@@ -56,13 +58,6 @@ func circlID(s circlkem.Scheme) (ID, error) {
 		return XWing, nil
 	}
 	return 0, fmt.Errorf("%w: circl scheme %q is not an HPKE KEM", ErrUnsupportedKEM, s.Name())
-}
-
-func (id ID) circlScheme() circlkem.Scheme {
-	if !hpke.KEM(id).IsValid() {
-		return nil
-	}
-	return hpke.KEM(id).Scheme()
 }
 
 func (k *circlKey) KEM() ID                { return k.id }

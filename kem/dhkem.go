@@ -39,9 +39,6 @@ func (k *dhkem) DecapsulateContext(ctx context.Context, enc []byte) ([]byte, err
 	return decapsulateDH(ctx, k.x, k.pub, enc)
 }
 
-// Exchanger returns the key that performs the Diffie-Hellman step.
-func (k *dhkem) Exchanger() Exchanger { return k.x }
-
 // DecapsulateDH is DHKEM's Decap (RFC 9180 section 4.1) with the
 // Diffie-Hellman step done by x: it validates enc as a public key of x's
 // curve, calls x.ECDHContext, and derives the shared secret. Backends use
@@ -80,9 +77,9 @@ func isZero(b []byte) bool {
 	return subtle.ConstantTimeCompare(b, make([]byte, len(b))) == 1
 }
 
-// curve returns the crypto/ecdh curve of a DHKEM, or nil for X448, which
-// crypto/ecdh lacks.
-func (id ID) curve() ecdh.Curve {
+// Curve returns the crypto/ecdh curve of a DHKEM, or nil for X448, which
+// crypto/ecdh lacks, and the KEMs that are not Diffie-Hellman based.
+func (id ID) Curve() ecdh.Curve {
 	switch id {
 	case DHKEMP256HKDFSHA256:
 		return ecdh.P256()
@@ -95,10 +92,6 @@ func (id ID) curve() ecdh.Curve {
 	}
 	return nil
 }
-
-// Curve returns the crypto/ecdh curve of a DHKEM, or nil for X448 and the
-// KEMs that are not Diffie-Hellman based.
-func (id ID) Curve() ecdh.Curve { return id.curve() }
 
 // IDForCurve returns the DHKEM that uses a crypto/ecdh curve.
 func IDForCurve(c ecdh.Curve) (ID, error) {
@@ -126,7 +119,7 @@ func CheckPublicKey(id ID, b []byte) error {
 	if len(b) != id.PublicKeySize() {
 		return fmt.Errorf("%w: %d bytes, %v needs %d", ErrInvalidPublicKey, len(b), id, id.PublicKeySize())
 	}
-	if c := id.curve(); c != nil {
+	if c := id.Curve(); c != nil {
 		if _, err := c.NewPublicKey(b); err != nil {
 			return fmt.Errorf("%w: not a point of %v: %v", ErrInvalidPublicKey, id, err)
 		}

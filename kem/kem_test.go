@@ -74,13 +74,11 @@ func (e ecdhOnly) ECDH(p *ecdh.PublicKey) ([]byte, error) { return e.k.ECDH(p) }
 // and the Diffie-Hellman step, for X448.
 type exchangerOnly struct{ x kem.Exchanger }
 
-func (e exchangerOnly) KEM() ID                { return e.x.KEM() }
+func (e exchangerOnly) KEM() kem.ID            { return e.x.KEM() }
 func (e exchangerOnly) PublicKeyBytes() []byte { return e.x.PublicKeyBytes() }
 func (e exchangerOnly) ECDHContext(ctx context.Context, peer []byte) ([]byte, error) {
 	return e.x.ECDHContext(ctx, peer)
 }
-
-type ID = kem.ID
 
 // TestRFC9180VectorsThroughInterface decapsulates every base-mode vector of
 // the KEMs this module supports through kem.PrivateKey: from a software key,
@@ -141,7 +139,8 @@ func TestRFC9180VectorsThroughInterface(t *testing.T) {
 }
 
 // TestStandardLibraryAcceptsKeys: software DH keys are ecdh.KeyExchangers
-// and ML-KEM keys crypto.Decapsulators, so crypto/hpke takes them directly.
+// and ML-KEM keys crypto.Decapsulators, so crypto/hpke takes them directly,
+// and their own decapsulation agrees with crypto/hpke's encapsulation.
 func TestStandardLibraryAcceptsKeys(t *testing.T) {
 	for _, id := range []kem.ID{kem.DHKEMP256HKDFSHA256, kem.DHKEMP384HKDFSHA384, kem.DHKEMP521HKDFSHA512, kem.DHKEMX25519HKDFSHA256, kem.MLKEM768, kem.MLKEM1024} {
 		k, err := kem.GenerateKey(id)
@@ -171,7 +170,22 @@ func TestStandardLibraryAcceptsKeys(t *testing.T) {
 		if err != nil || string(pt) != "hello" {
 			t.Fatalf("%v: crypto/hpke open: %v", id, err)
 		}
-		// and our decapsulation agrees with crypto/hpke's
+		enc, sender, err := hpke.NewSender(hk.PublicKey(), hpke.HKDFSHA256(), hpke.AES128GCM(), []byte("i"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss, err := k.DecapsulateContext(context.Background(), enc)
+		if err != nil {
+			t.Fatalf("%v: decapsulate: %v", id, err)
+		}
+		c, err := keyschedule.NewContext(keyschedule.Suite{KEM: uint16(id), KDF: keyschedule.KDFHKDFSHA256, AEAD: keyschedule.AEADAES128GCM}, ss, []byte("i"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := c.Export([]byte("x"), 32)
+		if want, _ := sender.Export("x", 32); !bytes.Equal(got, want) {
+			t.Fatalf("%v: our decapsulation and crypto/hpke's encapsulation disagree", id)
+		}
 		b, _ := kem.MarshalPrivateKey(k)
 		again, err := kem.NewPrivateKey(id, b)
 		if err != nil || !bytes.Equal(again.PublicKeyBytes(), k.PublicKeyBytes()) {
@@ -204,8 +218,11 @@ func TestFrom(t *testing.T) {
 			t.Fatalf("%T: %v, want %v", c.key, k.KEM(), c.want)
 		}
 	}
-	for _, bad := range []any{nil, "a string", 42} {
-		if _, err := kem.From(bad); !errors.Is(err, kem.ErrUnsupportedKEM) && bad != nil {
+	if k, err := kem.From(nil); err == nil {
+		t.Fatalf("nil: %v", k)
+	}
+	for _, bad := range []any{"a string", 42} {
+		if _, err := kem.From(bad); !errors.Is(err, kem.ErrUnsupportedKEM) {
 			t.Fatalf("%T: %v", bad, err)
 		}
 	}

@@ -22,7 +22,7 @@ import (
 func GenerateKey(id ID) (PrivateKey, error) {
 	switch id {
 	case DHKEMP256HKDFSHA256, DHKEMP384HKDFSHA384, DHKEMP521HKDFSHA512, DHKEMX25519HKDFSHA256:
-		k, err := id.curve().GenerateKey(rand.Reader)
+		k, err := id.Curve().GenerateKey(rand.Reader)
 		if err != nil {
 			return nil, fmt.Errorf("kem: generate %v: %w", id, err)
 		}
@@ -38,13 +38,13 @@ func GenerateKey(id ID) (PrivateKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("kem: generate %v: %w", id, err)
 		}
-		return &mlkemKey{decapsulator{d: k, id: id, pub: k.EncapsulationKey().Bytes()}}, nil
+		return newMLKEMKey(id, k), nil
 	case MLKEM1024:
 		k, err := mlkem.GenerateKey1024()
 		if err != nil {
 			return nil, fmt.Errorf("kem: generate %v: %w", id, err)
 		}
-		return &mlkemKey{decapsulator{d: k, id: id, pub: k.EncapsulationKey().Bytes()}}, nil
+		return newMLKEMKey(id, k), nil
 	case XWing:
 		_, sk, err := hpke.KEM_XWING.Scheme().GenerateKeyPair()
 		if err != nil {
@@ -61,7 +61,7 @@ func GenerateKey(id ID) (PrivateKey, error) {
 func NewPrivateKey(id ID, b []byte) (PrivateKey, error) {
 	switch id {
 	case DHKEMP256HKDFSHA256, DHKEMP384HKDFSHA384, DHKEMP521HKDFSHA512, DHKEMX25519HKDFSHA256:
-		k, err := id.curve().NewPrivateKey(b)
+		k, err := id.Curve().NewPrivateKey(b)
 		if err != nil {
 			return nil, fmt.Errorf("kem: %v private key: %w", id, err)
 		}
@@ -78,13 +78,13 @@ func NewPrivateKey(id ID, b []byte) (PrivateKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("kem: %v private key: %w", id, err)
 		}
-		return &mlkemKey{decapsulator{d: k, id: id, pub: k.EncapsulationKey().Bytes()}}, nil
+		return newMLKEMKey(id, k), nil
 	case MLKEM1024:
 		k, err := mlkem.NewDecapsulationKey1024(b)
 		if err != nil {
 			return nil, fmt.Errorf("kem: %v private key: %w", id, err)
 		}
-		return &mlkemKey{decapsulator{d: k, id: id, pub: k.EncapsulationKey().Bytes()}}, nil
+		return newMLKEMKey(id, k), nil
 	case XWing:
 		sk, err := hpke.KEM_XWING.Scheme().UnmarshalBinaryPrivateKey(b)
 		if err != nil {
@@ -190,6 +190,11 @@ func (k *x448Key) DecapsulateContext(ctx context.Context, enc []byte) ([]byte, e
 
 // mlkemKey is a software ML-KEM key; it is also a crypto.Decapsulator.
 type mlkemKey struct{ decapsulator }
+
+// newMLKEMKey returns the software key of a crypto/mlkem decapsulation key.
+func newMLKEMKey(id ID, d crypto.Decapsulator) *mlkemKey {
+	return &mlkemKey{decapsulator{d: d, id: id, pub: d.Encapsulator().Bytes()}}
+}
 
 func (k *mlkemKey) Encapsulator() crypto.Encapsulator { return k.d.Encapsulator() }
 

@@ -38,15 +38,7 @@ func TestNoAllocationPerChunk(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for {
-			_, err := r.Read(buf)
-			if err == io.EOF {
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
+		drain(t, r, buf)
 	}
 	ops := map[string][2]func(){
 		"request seal": {

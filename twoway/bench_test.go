@@ -30,71 +30,84 @@ const (
 	benchCopyLen  = 32 << 10 // what io.Copy reads with
 )
 
-// drain reads r to its end through a 32 KiB buffer, as io.Copy does with a
-// reader that has no WriteTo.
-func drain(b *testing.B, r io.Reader, buf []byte) int {
-	total := 0
-	for {
-		n, err := r.Read(buf)
-		total += n
-		if err == io.EOF {
-			return total
-		}
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-var benchSuite = hpke.NewSuite(hpke.KEM_X25519_HKDF_SHA256, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
-
-// chunkedOp is one operation of the chunked benchmarks in each
-// implementation: a function that runs it once over a 16 MiB message.
-type chunkedOp struct {
+// benchOp is one operation of a benchmark, in each implementation.
+type benchOp struct {
 	name  string
-	impls []chunkedImpl
+	impls []benchImpl
 }
 
-type chunkedImpl struct {
+// benchImpl is one implementation of an operation: a function that runs it
+// once.
+type benchImpl struct {
 	name string
 	run  func(b *testing.B)
 }
 
+// drainBody returns a benchmark body that seals or opens in with newReader
+// (a sealer or opener constructor) and reads the result to its end through
+// buf. The result must be a whole benchMsgLen-byte message or longer.
+//
+// The media type is converted once, here: passed through a function value,
+// a []byte(...) made per call would escape and count as an allocation of
+// the implementation.
+func drainBody[O any, R io.Reader](newReader func(io.Reader, []byte, ...O) (R, error), in []byte, mediaType string, opts []O, buf []byte) func(b *testing.B) {
+	mt := []byte(mediaType)
+	return func(b *testing.B) {
+		r, err := newReader(bytes.NewReader(in), mt, opts...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n := drain(b, r, buf); n < benchMsgLen {
+			b.Fatalf("read %d bytes", n)
+		}
+	}
+}
+
+// chunkedRuns seals a request of pt and a response of resp with one
+// implementation's sealer and opener constructors, and returns the bodies
+// of its four chunked operations: request seal and open, response seal and
+// open.
+func chunkedRuns[O any, S requestSealer[O], Op requestOpener[O, RS], RS io.Reader](b *testing.B, newSealer func(io.Reader, []byte, ...O) (S, error), newOpener func(io.Reader, []byte, ...O) (Op, error), opts []O, pt, resp, buf []byte) [4]func(*testing.B) {
+	s, err := newSealer(bytes.NewReader(pt), []byte("q"), opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	encReq, _ := io.ReadAll(s)
+	o, err := newOpener(bytes.NewReader(encReq), []byte("q"), opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	io.Copy(io.Discard, o)
+	rs, err := o.NewResponseSealer(bytes.NewReader(resp), []byte("a"), opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	encResp, _ := io.ReadAll(rs)
+	return [4]func(*testing.B){
+		drainBody(newSealer, pt, "q", opts, buf),
+		drainBody(newOpener, encReq, "q", opts, buf),
+		drainBody(o.NewResponseSealer, resp, "a", opts, buf),
+		drainBody(s.NewResponseOpener, encResp, "a", opts, buf),
+	}
+}
+
 // chunkedOps prepares the chunked benchmarks: 16 MiB messages in 16 KiB
 // chunks, read through a 32 KiB buffer.
-func chunkedOps(b *testing.B) []chunkedOp {
+func chunkedOps(b *testing.B) []benchOp {
 	pk, sk := keyPair(b, hpke.KEM_X25519_HKDF_SHA256, "bench")
 	pt := pattern(benchMsgLen)
 	resp := pattern(benchMsgLen)
-	opts := []twoway.Option{twoway.EnableChunking(), twoway.WithMaxChunkPlaintextLen(benchChunkLen)}
-	refOpts := []ref.Option{ref.EnableChunking(), ref.WithMaxChunkPlaintextLen(benchChunkLen)}
 	buf := make([]byte, benchCopyLen)
-
-	// ours
-	snd, _ := twoway.NewRequestSender(benchSuite, 1, pk, nil)
-	rcv, _ := twoway.NewRequestReceiver(benchSuite, 1, sk, nil)
-	s0, _ := snd.NewRequestSealer(bytes.NewReader(pt), []byte("q"), opts...)
-	encReq, _ := io.ReadAll(s0)
-	o0, err := rcv.NewRequestOpener(bytes.NewReader(encReq), []byte("q"), opts...)
-	if err != nil {
-		b.Fatal(err)
-	}
-	io.Copy(io.Discard, o0)
-	rs0, _ := o0.NewResponseSealer(bytes.NewReader(resp), []byte("a"), opts...)
-	encResp, _ := io.ReadAll(rs0)
-
-	// reference
-	rsnd, _ := ref.NewRequestSender(benchSuite, 1, pk, nil)
-	rrcv, _ := ref.NewRequestReceiver(benchSuite, 1, sk, nil)
-	rs, _ := rsnd.NewRequestSealer(bytes.NewReader(pt), []byte("q"), refOpts...)
-	refEncReq, _ := io.ReadAll(rs)
-	ro, err := rrcv.NewRequestOpener(bytes.NewReader(refEncReq), []byte("q"), refOpts...)
-	if err != nil {
-		b.Fatal(err)
-	}
-	io.Copy(io.Discard, ro)
-	rrs, _ := ro.NewResponseSealer(bytes.NewReader(resp), []byte("a"), refOpts...)
-	refEncResp, _ := io.ReadAll(rrs)
+	ours := chunkedRuns(b,
+		must(twoway.NewRequestSender(testSuite, 1, pk, nil)).NewRequestSealer,
+		must(twoway.NewRequestReceiver(testSuite, 1, sk, nil)).NewRequestOpener,
+		[]twoway.Option{twoway.EnableChunking(), twoway.WithMaxChunkPlaintextLen(benchChunkLen)},
+		pt, resp, buf)
+	reference := chunkedRuns(b,
+		must(ref.NewRequestSender(testSuite, 1, pk, nil)).NewRequestSealer,
+		must(ref.NewRequestReceiver(testSuite, 1, sk, nil)).NewRequestOpener,
+		[]ref.Option{ref.EnableChunking(), ref.WithMaxChunkPlaintextLen(benchChunkLen)},
+		pt, resp, buf)
 
 	// the streaming limit: copy each chunk of plaintext once, then seal it
 	// in place with AES-128-GCM
@@ -102,7 +115,7 @@ func chunkedOps(b *testing.B) []chunkedOp {
 	gcm, _ := cipher.NewGCM(block)
 	nonce := make([]byte, 12)
 	cbuf := make([]byte, benchChunkLen+16)
-	limit := chunkedImpl{"limit", func(b *testing.B) {
+	limit := benchImpl{"limit", func(b *testing.B) {
 		for i := 0; i < len(pt); i += benchChunkLen {
 			n := copy(cbuf, pt[i:min(i+benchChunkLen, len(pt))])
 			gcm.Seal(cbuf[:0], nonce, cbuf[:n], nil)
@@ -110,41 +123,11 @@ func chunkedOps(b *testing.B) []chunkedOp {
 		}
 	}}
 
-	reader := func(f func() (io.Reader, error)) func(b *testing.B) {
-		return func(b *testing.B) {
-			r, err := f()
-			if err != nil {
-				b.Fatal(err)
-			}
-			if n := drain(b, r, buf); n < benchMsgLen {
-				b.Fatalf("read %d bytes", n)
-			}
-		}
+	var ops []benchOp
+	for i, name := range []string{"RequestSeal", "RequestOpen", "ResponseSeal", "ResponseOpen"} {
+		ops = append(ops, benchOp{name, []benchImpl{limit, {"ours", ours[i]}, {"reference", reference[i]}}})
 	}
-	return []chunkedOp{
-		{"RequestSeal", []chunkedImpl{limit,
-			{"ours", reader(func() (io.Reader, error) { return snd.NewRequestSealer(bytes.NewReader(pt), []byte("q"), opts...) })},
-			{"reference", reader(func() (io.Reader, error) { return rsnd.NewRequestSealer(bytes.NewReader(pt), []byte("q"), refOpts...) })},
-		}},
-		{"RequestOpen", []chunkedImpl{limit,
-			{"ours", reader(func() (io.Reader, error) {
-				return rcv.NewRequestOpener(bytes.NewReader(encReq), []byte("q"), opts...)
-			})},
-			{"reference", reader(func() (io.Reader, error) {
-				return rrcv.NewRequestOpener(bytes.NewReader(refEncReq), []byte("q"), refOpts...)
-			})},
-		}},
-		{"ResponseSeal", []chunkedImpl{limit,
-			{"ours", reader(func() (io.Reader, error) { return o0.NewResponseSealer(bytes.NewReader(resp), []byte("a"), opts...) })},
-			{"reference", reader(func() (io.Reader, error) { return ro.NewResponseSealer(bytes.NewReader(resp), []byte("a"), refOpts...) })},
-		}},
-		{"ResponseOpen", []chunkedImpl{limit,
-			{"ours", reader(func() (io.Reader, error) { return s0.NewResponseOpener(bytes.NewReader(encResp), []byte("a"), opts...) })},
-			{"reference", reader(func() (io.Reader, error) {
-				return rs.NewResponseOpener(bytes.NewReader(refEncResp), []byte("a"), refOpts...)
-			})},
-		}},
-	}
+	return ops
 }
 
 // BenchmarkChunked runs each implementation of each operation as its own
@@ -170,20 +153,10 @@ func BenchmarkChunked(b *testing.B) {
 func BenchmarkChunkedPaired(b *testing.B) {
 	for _, op := range chunkedOps(b) {
 		b.Run("op="+op.name, func(b *testing.B) {
-			durs := make([][]time.Duration, len(op.impls))
-			i := 0
-			for b.Loop() {
-				for k := range op.impls {
-					j := (k + i) % len(op.impls)
-					start := time.Now()
-					op.impls[j].run(b)
-					durs[j] = append(durs[j], time.Since(start))
-				}
-				i++
-			}
+			meds := pairedMedians(b, op.impls)
 			mbps := map[string]float64{}
 			for j, impl := range op.impls {
-				mbps[impl.name] = benchMsgLen / medianDuration(durs[j]).Seconds() / 1e6
+				mbps[impl.name] = benchMsgLen / meds[j].Seconds() / 1e6
 				b.ReportMetric(mbps[impl.name], impl.name+"-MB/s")
 			}
 			b.ReportMetric(mbps["ours"]/mbps["limit"], "ours/limit")
@@ -194,10 +167,27 @@ func BenchmarkChunkedPaired(b *testing.B) {
 	}
 }
 
-func medianDuration(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)/2]
+// pairedMedians runs the implementations in turn within every iteration
+// of b, each iteration starting with the next one, so that they share the
+// machine's noise, and returns the median time of each.
+func pairedMedians(b *testing.B, impls []benchImpl) []time.Duration {
+	durs := make([][]time.Duration, len(impls))
+	i := 0
+	for b.Loop() {
+		for k := range impls {
+			j := (k + i) % len(impls)
+			start := time.Now()
+			impls[j].run(b)
+			durs[j] = append(durs[j], time.Since(start))
+		}
+		i++
+	}
+	meds := make([]time.Duration, len(impls))
+	for j, d := range durs {
+		slices.Sort(d)
+		meds[j] = d[len(d)/2]
+	}
+	return meds
 }
 
 // overheadImpls are the implementations of one unchunked request and
@@ -207,31 +197,27 @@ func medianDuration(d []time.Duration) time.Duration {
 // export and HKDF that derive the response key, then seal and open of the
 // response. What "ours" and the reference cost beyond it is what their
 // message layers cost.
-func overheadImpls(b *testing.B) []chunkedImpl {
+func overheadImpls(b *testing.B) []benchImpl {
 	pk, sk := keyPair(b, hpke.KEM_X25519_HKDF_SHA256, "bench")
 	pt := pattern(1024)
 	buf := make([]byte, 4096)
 	info := []byte("q\x00header!")
-	snd, _ := twoway.NewRequestSender(benchSuite, 1, pk, nil)
-	rcv, _ := twoway.NewRequestReceiver(benchSuite, 1, sk, nil)
-	rsnd, _ := ref.NewRequestSender(benchSuite, 1, pk, nil)
-	rrcv, _ := ref.NewRequestReceiver(benchSuite, 1, sk, nil)
-	_, kdf, aead := benchSuite.Params()
+	_, kdf, aead := testSuite.Params()
 	responseKey := func(e interface{ Export([]byte, uint) []byte }, enc, nonce []byte) (cipher.AEAD, []byte) {
 		secret := e.Export([]byte("a"), 16)
 		prk := kdf.Extract(secret, append(append([]byte(nil), enc...), nonce...))
 		c, _ := aead.New(kdf.Expand(prk, []byte("key"), 16))
 		return c, kdf.Expand(prk, []byte("nonce"), 12)
 	}
-	return []chunkedImpl{
+	return []benchImpl{
 		{"bare", func(b *testing.B) {
-			s, _ := benchSuite.NewSender(pk, info)
+			s, _ := testSuite.NewSender(pk, info)
 			enc, sealer, err := s.Setup(nil)
 			if err != nil {
 				b.Fatal(err)
 			}
 			ct, _ := sealer.Seal(pt, nil)
-			r, _ := benchSuite.NewReceiver(sk, info)
+			r, _ := testSuite.NewReceiver(sk, info)
 			opener, err := r.Setup(enc)
 			if err != nil {
 				b.Fatal(err)
@@ -248,38 +234,37 @@ func overheadImpls(b *testing.B) []chunkedImpl {
 				b.Fatal(err)
 			}
 		}},
-		{"ours", func(b *testing.B) {
-			s, _ := snd.NewRequestSealer(bytes.NewReader(pt), []byte("q"))
-			n, _ := io.ReadFull(s, buf[:len(pt)+7+32+16])
-			o, err := rcv.NewRequestOpener(bytes.NewReader(buf[:n]), []byte("q"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			drain(b, o, buf)
-			rs, _ := o.NewResponseSealer(bytes.NewReader(pt), []byte("a"))
-			n, _ = io.ReadFull(rs, buf[:len(pt)+16+16])
-			ro, err := s.NewResponseOpener(bytes.NewReader(buf[:n]), []byte("a"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			drain(b, ro, buf)
-		}},
-		{"reference", func(b *testing.B) {
-			s, _ := rsnd.NewRequestSealer(bytes.NewReader(pt), []byte("q"))
-			n, _ := io.ReadFull(s, buf[:len(pt)+7+32+16])
-			o, err := rrcv.NewRequestOpener(bytes.NewReader(buf[:n]), []byte("q"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			drain(b, o, buf)
-			rs, _ := o.NewResponseSealer(bytes.NewReader(pt), []byte("a"))
-			n, _ = io.ReadFull(rs, buf[:len(pt)+16+16])
-			ro, err := s.NewResponseOpener(bytes.NewReader(buf[:n]), []byte("a"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			drain(b, ro, buf)
-		}},
+		{"ours", overheadRun(
+			must(twoway.NewRequestSender(testSuite, 1, pk, nil)).NewRequestSealer,
+			must(twoway.NewRequestReceiver(testSuite, 1, sk, nil)).NewRequestOpener,
+			pt, buf)},
+		{"reference", overheadRun(
+			must(ref.NewRequestSender(testSuite, 1, pk, nil)).NewRequestSealer,
+			must(ref.NewRequestReceiver(testSuite, 1, sk, nil)).NewRequestOpener,
+			pt, buf)},
+	}
+}
+
+// overheadRun returns one unchunked round trip of pt through an
+// implementation's sealer and opener constructors, in buf. The media types
+// are made once, as in drainBody.
+func overheadRun[O any, S requestSealer[O], Op requestOpener[O, RS], RS io.Reader](newSealer func(io.Reader, []byte, ...O) (S, error), newOpener func(io.Reader, []byte, ...O) (Op, error), pt, buf []byte) func(b *testing.B) {
+	q, a := []byte("q"), []byte("a")
+	return func(b *testing.B) {
+		s, _ := newSealer(bytes.NewReader(pt), q)
+		n, _ := io.ReadFull(s, buf[:len(pt)+7+32+16])
+		o, err := newOpener(bytes.NewReader(buf[:n]), q)
+		if err != nil {
+			b.Fatal(err)
+		}
+		drain(b, o, buf)
+		rs, _ := o.NewResponseSealer(bytes.NewReader(pt), a)
+		n, _ = io.ReadFull(rs, buf[:len(pt)+16+16])
+		ro, err := s.NewResponseOpener(bytes.NewReader(buf[:n]), a)
+		if err != nil {
+			b.Fatal(err)
+		}
+		drain(b, ro, buf)
 	}
 }
 
@@ -302,20 +287,10 @@ func BenchmarkUnchunkedOverhead(b *testing.B) {
 // ("ours-bare-µs", "reference-bare-µs").
 func BenchmarkUnchunkedOverheadPaired(b *testing.B) {
 	impls := overheadImpls(b)
-	durs := make([][]time.Duration, len(impls))
-	i := 0
-	for b.Loop() {
-		for k := range impls {
-			j := (k + i) % len(impls)
-			start := time.Now()
-			impls[j].run(b)
-			durs[j] = append(durs[j], time.Since(start))
-		}
-		i++
-	}
+	meds := pairedMedians(b, impls)
 	us := map[string]float64{}
 	for j, impl := range impls {
-		us[impl.name] = float64(medianDuration(durs[j]).Nanoseconds()) / 1e3
+		us[impl.name] = float64(meds[j].Nanoseconds()) / 1e3
 		b.ReportMetric(us[impl.name], impl.name+"-µs")
 	}
 	b.ReportMetric(us["ours"]-us["bare"], "ours-bare-µs")
@@ -330,99 +305,66 @@ func BenchmarkUnchunkedMemory(b *testing.B) {
 	pk, sk := keyPair(b, hpke.KEM_X25519_HKDF_SHA256, "bench")
 	pt := pattern(benchMsgLen)
 	buf := make([]byte, benchCopyLen)
-	snd, _ := twoway.NewRequestSender(benchSuite, 1, pk, nil)
-	rcv, _ := twoway.NewRequestReceiver(benchSuite, 1, sk, nil)
-	s0, _ := snd.NewRequestSealer(bytes.NewReader(pt), []byte("q"))
-	ct, _ := io.ReadAll(s0)
-	rsnd, _ := ref.NewRequestSender(benchSuite, 1, pk, nil)
-	rrcv, _ := ref.NewRequestReceiver(benchSuite, 1, sk, nil)
-	measure := func(b *testing.B, f func()) {
-		b.SetBytes(benchMsgLen)
-		b.ReportAllocs()
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		n := 0
-		for b.Loop() {
-			f()
-			n++
+	snd, _ := twoway.NewRequestSender(testSuite, 1, pk, nil)
+	ct, _ := io.ReadAll(must(snd.NewRequestSealer(bytes.NewReader(pt), []byte("q"))))
+	ours := memoryRuns(snd.NewRequestSealer, must(twoway.NewRequestReceiver(testSuite, 1, sk, nil)).NewRequestOpener, pt, ct, buf)
+	reference := memoryRuns(must(ref.NewRequestSender(testSuite, 1, pk, nil)).NewRequestSealer, must(ref.NewRequestReceiver(testSuite, 1, sk, nil)).NewRequestOpener, pt, ct, buf)
+	for i, op := range []string{"Seal", "Open", "OpenUnknownLength"} {
+		for _, impl := range []benchImpl{{"ours", ours[i]}, {"reference", reference[i]}} {
+			b.Run("op="+op+"/impl="+impl.name, func(b *testing.B) {
+				b.SetBytes(benchMsgLen)
+				b.ReportAllocs()
+				var before, after runtime.MemStats
+				runtime.ReadMemStats(&before)
+				n := 0
+				for b.Loop() {
+					impl.run(b)
+					n++
+				}
+				runtime.ReadMemStats(&after)
+				b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/float64(n)/benchMsgLen, "alloc/msg")
+			})
 		}
-		runtime.ReadMemStats(&after)
-		b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/float64(n)/benchMsgLen, "alloc/msg")
 	}
-	b.Run("op=Seal/impl=ours", func(b *testing.B) {
-		measure(b, func() {
-			s, _ := snd.NewRequestSealer(bytes.NewReader(pt), []byte("q"))
-			drain(b, s, buf)
-		})
-	})
-	b.Run("op=Seal/impl=reference", func(b *testing.B) {
-		measure(b, func() {
-			s, _ := rsnd.NewRequestSealer(bytes.NewReader(pt), []byte("q"))
-			drain(b, s, buf)
-		})
-	})
-	b.Run("op=Open/impl=ours", func(b *testing.B) {
-		measure(b, func() {
-			o, err := rcv.NewRequestOpener(bytes.NewReader(ct), []byte("q"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			drain(b, o, buf)
-		})
-	})
-	b.Run("op=Open/impl=reference", func(b *testing.B) {
-		measure(b, func() {
-			o, err := rrcv.NewRequestOpener(bytes.NewReader(ct), []byte("q"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			drain(b, o, buf)
-		})
-	})
-	// A body of unknown length, as an HTTP request body without a
-	// Content-Length hint.
-	b.Run("op=OpenUnknownLength/impl=ours", func(b *testing.B) {
-		measure(b, func() {
-			o, err := rcv.NewRequestOpener(struct{ io.Reader }{bytes.NewReader(ct)}, []byte("q"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			drain(b, o, buf)
-		})
-	})
-	b.Run("op=OpenUnknownLength/impl=reference", func(b *testing.B) {
-		measure(b, func() {
-			o, err := rrcv.NewRequestOpener(struct{ io.Reader }{bytes.NewReader(ct)}, []byte("q"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			drain(b, o, buf)
-		})
-	})
+}
+
+// memoryRuns returns the bodies of the unchunked memory benchmarks of one
+// implementation: seal pt, open ct, and open ct from a body of unknown
+// length, as an HTTP request body without a Content-Length.
+func memoryRuns[O any, S io.Reader, Op io.Reader](newSealer func(io.Reader, []byte, ...O) (S, error), newOpener func(io.Reader, []byte, ...O) (Op, error), pt, ct, buf []byte) [3]func(*testing.B) {
+	unknownLength := func(ct io.Reader, mediaType []byte, opts ...O) (Op, error) {
+		return newOpener(struct{ io.Reader }{ct}, mediaType, opts...)
+	}
+	return [3]func(*testing.B){
+		drainBody(newSealer, pt, "q", nil, buf),
+		drainBody(newOpener, ct, "q", nil, buf),
+		drainBody(unknownLength, ct, "q", nil, buf),
+	}
 }
 
 // BenchmarkTinyReads seals a 1000-byte chunked message whose source returns
 // one byte per Read and reports the ciphertext size ("ct-bytes").
 func BenchmarkTinyReads(b *testing.B) {
 	pk, _ := keyPair(b, hpke.KEM_X25519_HKDF_SHA256, "bench")
-	pt := pattern(1000)
-	buf := make([]byte, benchCopyLen)
 	b.Run("impl=ours", func(b *testing.B) {
-		snd, _ := twoway.NewRequestSender(benchSuite, 1, pk, nil)
-		n := 0
-		for b.Loop() {
-			s, _ := snd.NewRequestSealer(&trickle{bytes.NewReader(pt), 1}, []byte("q"), twoway.EnableChunking())
-			n = drain(b, s, buf)
-		}
-		b.ReportMetric(float64(n), "ct-bytes")
+		tinyReads(b, must(twoway.NewRequestSender(testSuite, 1, pk, nil)).NewRequestSealer, twoway.EnableChunking())
 	})
 	b.Run("impl=reference", func(b *testing.B) {
-		snd, _ := ref.NewRequestSender(benchSuite, 1, pk, nil)
-		n := 0
-		for b.Loop() {
-			s, _ := snd.NewRequestSealer(&trickle{bytes.NewReader(pt), 1}, []byte("q"), ref.EnableChunking())
-			n = drain(b, s, buf)
-		}
-		b.ReportMetric(float64(n), "ct-bytes")
+		tinyReads(b, must(ref.NewRequestSender(testSuite, 1, pk, nil)).NewRequestSealer, ref.EnableChunking())
 	})
+}
+
+func tinyReads[O any, S io.Reader](b *testing.B, newSealer func(io.Reader, []byte, ...O) (S, error), opts ...O) {
+	pt := pattern(1000)
+	buf := make([]byte, benchCopyLen)
+	q := []byte("q") // made once, as in drainBody
+	n := 0
+	for b.Loop() {
+		s, err := newSealer(&trickle{bytes.NewReader(pt), 1}, q, opts...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n = drain(b, s, buf)
+	}
+	b.ReportMetric(float64(n), "ct-bytes")
 }

@@ -152,10 +152,6 @@ func (s *chunkSealer) sealChunk(dst []byte) (start, end int) {
 	return start, s.maxHdr + len(ct)
 }
 
-// maxCiphertextChunkLen returns the longest chunk the sealer produces,
-// length prefix included.
-func (s *chunkSealer) maxCiphertextChunkLen() int { return s.maxChunk }
-
 // chunkOpener reads a Chunked OHTTP chunk stream from src and returns the
 // plaintext. It buffers at most one chunk; when the caller's buffer holds a
 // whole chunk the ciphertext is read straight into it and opened in place.
@@ -271,16 +267,10 @@ func (o *chunkOpener) readLength() (uint64, error) {
 // chunk's index (built only on failure: this is the per-chunk path).
 func (o *chunkOpener) readFull(p []byte, what string) error {
 	if _, err := io.ReadFull(o.src, p); err != nil {
-		return readFull(errReader{err}, p, fmt.Sprintf("%s %d", what, o.chunk))
+		return readError(err, fmt.Sprintf("%s %d", what, o.chunk))
 	}
 	return nil
 }
-
-// errReader returns err, so that readFull can classify an error it did not
-// read itself.
-type errReader struct{ err error }
-
-func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 // final reads the final chunk, which extends to the end of the stream, and
 // opens it with AAD "final".

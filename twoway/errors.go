@@ -52,12 +52,16 @@ func truncated(what string) error {
 // readFull is io.ReadFull whose end-of-stream errors say what was being read
 // and wrap ErrTruncated and io.ErrUnexpectedEOF rather than io.EOF.
 func readFull(r io.Reader, p []byte, what string) error {
-	_, err := io.ReadFull(r, p)
+	if _, err := io.ReadFull(r, p); err != nil {
+		return readError(err, what)
+	}
+	return nil
+}
+
+// readError is the error of readFull for the error io.ReadFull returned.
+func readError(err error, what string) error {
 	if err == io.EOF || err == io.ErrUnexpectedEOF {
 		return truncated(what)
 	}
-	if err != nil {
-		return fmt.Errorf("twoway: read %s: %w", what, err)
-	}
-	return nil
+	return fmt.Errorf("twoway: read %s: %w", what, err)
 }

@@ -135,19 +135,12 @@ func ExampleGateway() {
 	newKey, _ := twkem.GenerateKey(twkem.DHKEMP256HKDFSHA256)
 	g.AddKey(1, oldKey, suites...)
 	g.AddKey(2, newKey, suites...) // publish both while clients move over
-	configs, _ := twoway.ParseKeyConfigs(mustBytes(g.MarshalKeyConfigs()))
+	configs, _ := twoway.ParseKeyConfigs(must(g.MarshalKeyConfigs()))
 	fmt.Println(len(configs), "keys published")
 	g.RemoveKey(1)
-	configs, _ = twoway.ParseKeyConfigs(mustBytes(g.MarshalKeyConfigs()))
+	configs, _ = twoway.ParseKeyConfigs(must(g.MarshalKeyConfigs()))
 	fmt.Println(len(configs), "key published, id", configs[0].KeyID)
 	// Output:
 	// 2 keys published
 	// 1 key published, id 2
-}
-
-func mustBytes(b []byte, err error) []byte {
-	if err != nil {
-		panic(err)
-	}
-	return b
 }

@@ -68,7 +68,6 @@ type fuzzWorld struct {
 	request, answer []byte
 	// one-to-one, unchunked and chunked
 	encReq  [2][]byte
-	sealer  [2]*twoway.RequestSealer
 	encResp [2][]byte
 	// one-to-many
 	multiBody [2][]byte
@@ -94,8 +93,8 @@ func idx(chunked bool) int {
 	return 0
 }
 
-// getWorld builds the fuzz world; the sealers it holds must be rebuilt for
-// each use because a response opener belongs to one message.
+// getWorld builds the fuzz world once. It holds no sealers: a response
+// opener belongs to one message, so requestSealer rebuilds one per use.
 func getWorld(tb testing.TB) *fuzzWorld {
 	worldOnce.Do(func() {
 		w := &fuzzWorld{request: pattern(40), answer: pattern(37)}

@@ -16,185 +16,106 @@ import (
 // These tests run this package against github.com/openpcc/twoway v0.0.37,
 // the reference whose API and wire formats it keeps, in both directions.
 
-type side struct {
-	name string
-	// one-to-one
-	seal  func(pk kem.PublicKey, pt []byte, chunked bool) (ct []byte, openResp func(ct []byte) ([]byte, error), err error)
-	open  func(sk kem.PrivateKey, ct []byte, chunked bool) (pt []byte, sealResp func(pt []byte) ([]byte, error), err error)
-	mseal func(pk kem.PublicKey, pt []byte, chunked bool) (ct, ek []byte, openResp func(ct []byte) ([]byte, error), err error)
-	mopen func(sk kem.PrivateKey, ek, ct []byte, chunked bool) (pt []byte, sealResp func(pt []byte) ([]byte, error), err error)
-}
-
-func chunkOpt(chunked bool) []twoway.Option {
-	if chunked {
-		return []twoway.Option{twoway.EnableChunking()}
-	}
-	return nil
-}
-
-func refChunkOpt(chunked bool) []ref.Option {
-	if chunked {
-		return []ref.Option{ref.EnableChunking()}
-	}
-	return nil
-}
-
 var interopSuite = hpke.NewSuite(hpke.KEM_P256_HKDF_SHA256, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
 
-var ours = side{
-	name: "ours",
-	seal: func(pk kem.PublicKey, pt []byte, chunked bool) ([]byte, func([]byte) ([]byte, error), error) {
-		snd, err := twoway.NewRequestSender(interopSuite, 9, pk, nil)
-		if err != nil {
-			return nil, nil, err
-		}
-		s, err := snd.NewRequestSealer(bytes.NewReader(pt), []byte("q"), chunkOpt(chunked)...)
-		if err != nil {
-			return nil, nil, err
-		}
-		ct, err := io.ReadAll(s)
-		return ct, func(rct []byte) ([]byte, error) {
-			r, err := s.NewResponseOpener(bytes.NewReader(rct), []byte("a"), chunkOpt(chunked)...)
-			if err != nil {
-				return nil, err
-			}
-			return io.ReadAll(r)
-		}, err
-	},
-	open: func(sk kem.PrivateKey, ct []byte, chunked bool) ([]byte, func([]byte) ([]byte, error), error) {
-		rcv, err := twoway.NewRequestReceiver(interopSuite, 9, sk, nil)
-		if err != nil {
-			return nil, nil, err
-		}
-		o, err := rcv.NewRequestOpener(bytes.NewReader(ct), []byte("q"), chunkOpt(chunked)...)
-		if err != nil {
-			return nil, nil, err
-		}
-		pt, err := io.ReadAll(o)
-		return pt, func(resp []byte) ([]byte, error) {
-			rs, err := o.NewResponseSealer(bytes.NewReader(resp), []byte("a"), chunkOpt(chunked)...)
-			if err != nil {
-				return nil, err
-			}
-			return io.ReadAll(rs)
-		}, err
-	},
-	mseal: func(pk kem.PublicKey, pt []byte, chunked bool) ([]byte, []byte, func([]byte) ([]byte, error), error) {
-		s, err := twoway.NewMultiRequestSender(interopSuite, nil).NewRequestSealer(bytes.NewReader(pt), []byte("q"), chunkOpt(chunked)...)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		ct, err := io.ReadAll(s)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		ek, openResp, err := s.EncapsulateKey(9, pk)
-		return ct, ek, func(rct []byte) ([]byte, error) {
-			r, err := openResp(bytes.NewReader(rct), []byte("a"), chunkOpt(chunked)...)
-			if err != nil {
-				return nil, err
-			}
-			return io.ReadAll(r)
-		}, err
-	},
-	mopen: func(sk kem.PrivateKey, ek, ct []byte, chunked bool) ([]byte, func([]byte) ([]byte, error), error) {
-		rcv, err := twoway.NewMultiRequestReceiver(interopSuite, 9, sk, nil)
-		if err != nil {
-			return nil, nil, err
-		}
-		o, err := rcv.NewRequestOpener(ek, bytes.NewReader(ct), []byte("q"), chunkOpt(chunked)...)
-		if err != nil {
-			return nil, nil, err
-		}
-		pt, err := io.ReadAll(o)
-		return pt, func(resp []byte) ([]byte, error) {
-			rs, err := o.NewResponseSealer(bytes.NewReader(resp), []byte("a"), chunkOpt(chunked)...)
-			if err != nil {
-				return nil, err
-			}
-			return io.ReadAll(rs)
-		}, err
-	},
+// side is one implementation as the interop test drives it. Each function
+// performs one step of an exchange and returns, with its output, the step
+// that answers it.
+type side struct {
+	name  string
+	seal  func(pt []byte, chunked bool) (ct []byte, openResp respond, err error)
+	open  func(ct []byte, chunked bool) (pt []byte, sealResp respond, err error)
+	mseal func(pt []byte, chunked bool) (ct, ek []byte, openResp respond, err error)
+	mopen func(ek, ct []byte, chunked bool) (pt []byte, sealResp respond, err error)
 }
 
-var reference = side{
-	name: "reference",
-	seal: func(pk kem.PublicKey, pt []byte, chunked bool) ([]byte, func([]byte) ([]byte, error), error) {
-		snd, err := ref.NewRequestSender(interopSuite, 9, pk, nil)
-		if err != nil {
-			return nil, nil, err
+// respond seals or opens a response and returns the result.
+type respond func(in []byte) ([]byte, error)
+
+// newSide returns the side of one implementation, given its EnableChunking
+// and the sealer and opener constructors of its senders and receivers; the
+// one-to-many sealer encapsulates to keyID and pk.
+func newSide[O any, S requestSealer[O], Op requestOpener[O, RS], RS io.Reader, MS multiRequestSealer[O, F], F ~func(io.Reader, []byte, ...O) (io.Reader, error)](
+	name string, enableChunking func() O, keyID byte, pk kem.PublicKey,
+	newSealer func(io.Reader, []byte, ...O) (S, error),
+	newOpener func(io.Reader, []byte, ...O) (Op, error),
+	newMultiSealer func(io.Reader, []byte, ...O) (MS, error),
+	newMultiOpener func([]byte, io.Reader, []byte, ...O) (Op, error),
+) side {
+	options := func(chunked bool) []O {
+		if chunked {
+			return []O{enableChunking()}
 		}
-		s, err := snd.NewRequestSealer(bytes.NewReader(pt), []byte("q"), refChunkOpt(chunked)...)
-		if err != nil {
-			return nil, nil, err
-		}
-		ct, err := io.ReadAll(s)
-		return ct, func(rct []byte) ([]byte, error) {
-			r, err := s.NewResponseOpener(bytes.NewReader(rct), []byte("a"), refChunkOpt(chunked)...)
+		return nil
+	}
+	// through returns the step that passes its input through newReader, a
+	// response sealer or opener constructor, and reads the result.
+	through := func(newReader func(io.Reader, []byte, ...O) (io.Reader, error), chunked bool) respond {
+		return func(in []byte) ([]byte, error) {
+			r, err := newReader(bytes.NewReader(in), []byte("a"), options(chunked)...)
 			if err != nil {
 				return nil, err
 			}
 			return io.ReadAll(r)
-		}, err
-	},
-	open: func(sk kem.PrivateKey, ct []byte, chunked bool) ([]byte, func([]byte) ([]byte, error), error) {
-		rcv, err := ref.NewRequestReceiver(interopSuite, 9, sk, nil)
-		if err != nil {
-			return nil, nil, err
 		}
-		o, err := rcv.NewRequestOpener(bytes.NewReader(ct), []byte("q"), refChunkOpt(chunked)...)
+	}
+	openWith := func(newOpener func(io.Reader, []byte, ...O) (Op, error), ct []byte, chunked bool) ([]byte, respond, error) {
+		o, err := newOpener(bytes.NewReader(ct), []byte("q"), options(chunked)...)
 		if err != nil {
 			return nil, nil, err
 		}
 		pt, err := io.ReadAll(o)
-		return pt, func(resp []byte) ([]byte, error) {
-			rs, err := o.NewResponseSealer(bytes.NewReader(resp), []byte("a"), refChunkOpt(chunked)...)
+		return pt, through(func(pt io.Reader, mediaType []byte, opts ...O) (io.Reader, error) {
+			return o.NewResponseSealer(pt, mediaType, opts...)
+		}, chunked), err
+	}
+	return side{
+		name: name,
+		seal: func(pt []byte, chunked bool) ([]byte, respond, error) {
+			s, err := newSealer(bytes.NewReader(pt), []byte("q"), options(chunked)...)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
-			return io.ReadAll(rs)
-		}, err
-	},
-	mseal: func(pk kem.PublicKey, pt []byte, chunked bool) ([]byte, []byte, func([]byte) ([]byte, error), error) {
-		s, err := ref.NewMultiRequestSender(interopSuite, newDetRand("ref")).NewRequestSealer(bytes.NewReader(pt), []byte("q"), refChunkOpt(chunked)...)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		ct, err := io.ReadAll(s)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		ek, openResp, err := s.EncapsulateKey(9, pk)
-		return ct, ek, func(rct []byte) ([]byte, error) {
-			r, err := openResp(bytes.NewReader(rct), []byte("a"), refChunkOpt(chunked)...)
+			ct, err := io.ReadAll(s)
+			return ct, through(s.NewResponseOpener, chunked), err
+		},
+		open: func(ct []byte, chunked bool) ([]byte, respond, error) {
+			return openWith(newOpener, ct, chunked)
+		},
+		mseal: func(pt []byte, chunked bool) ([]byte, []byte, respond, error) {
+			s, err := newMultiSealer(bytes.NewReader(pt), []byte("q"), options(chunked)...)
 			if err != nil {
-				return nil, err
+				return nil, nil, nil, err
 			}
-			return io.ReadAll(r)
-		}, err
-	},
-	mopen: func(sk kem.PrivateKey, ek, ct []byte, chunked bool) ([]byte, func([]byte) ([]byte, error), error) {
-		rcv, err := ref.NewMultiRequestReceiver(interopSuite, 9, sk, newDetRand("ref-rcv"))
-		if err != nil {
-			return nil, nil, err
-		}
-		o, err := rcv.NewRequestOpener(ek, bytes.NewReader(ct), []byte("q"), refChunkOpt(chunked)...)
-		if err != nil {
-			return nil, nil, err
-		}
-		pt, err := io.ReadAll(o)
-		return pt, func(resp []byte) ([]byte, error) {
-			rs, err := o.NewResponseSealer(bytes.NewReader(resp), []byte("a"), refChunkOpt(chunked)...)
+			ct, err := io.ReadAll(s)
 			if err != nil {
-				return nil, err
+				return nil, nil, nil, err
 			}
-			return io.ReadAll(rs)
-		}, err
-	},
+			ek, openResp, err := s.EncapsulateKey(keyID, pk)
+			return ct, ek, through(openResp, chunked), err
+		},
+		mopen: func(ek, ct []byte, chunked bool) ([]byte, respond, error) {
+			return openWith(func(ct io.Reader, mediaType []byte, opts ...O) (Op, error) {
+				return newMultiOpener(ek, ct, mediaType, opts...)
+			}, ct, chunked)
+		},
+	}
 }
 
 func TestInteropWithReference(t *testing.T) {
 	pk, sk := keyPair(t, hpke.KEM_P256_HKDF_SHA256, "interop")
+	const keyID = 9
+	ours := newSide("ours", twoway.EnableChunking, keyID, pk,
+		must(twoway.NewRequestSender(interopSuite, keyID, pk, nil)).NewRequestSealer,
+		must(twoway.NewRequestReceiver(interopSuite, keyID, sk, nil)).NewRequestOpener,
+		twoway.NewMultiRequestSender(interopSuite, nil).NewRequestSealer,
+		must(twoway.NewMultiRequestReceiver(interopSuite, keyID, sk, nil)).NewRequestOpener)
+	// The reference's one-to-many sender and receiver need a random source.
+	reference := newSide("reference", ref.EnableChunking, keyID, pk,
+		must(ref.NewRequestSender(interopSuite, keyID, pk, nil)).NewRequestSealer,
+		must(ref.NewRequestReceiver(interopSuite, keyID, sk, nil)).NewRequestOpener,
+		ref.NewMultiRequestSender(interopSuite, newDetRand("ref")).NewRequestSealer,
+		must(ref.NewMultiRequestReceiver(interopSuite, keyID, sk, newDetRand("ref-rcv"))).NewRequestOpener)
 	pairs := [][2]side{{ours, reference}, {reference, ours}, {ours, ours}, {reference, reference}}
 	for _, p := range pairs {
 		for _, chunked := range []bool{false, true} {
@@ -202,11 +123,11 @@ func TestInteropWithReference(t *testing.T) {
 				sender, receiver := p[0], p[1]
 				t.Run(fmt.Sprintf("%s-to-%s/chunked=%v/n=%d", sender.name, receiver.name, chunked, n), func(t *testing.T) {
 					pt, resp := pattern(n), pattern(n+5)
-					ct, openResp, err := sender.seal(pk, pt, chunked)
+					ct, openResp, err := sender.seal(pt, chunked)
 					if err != nil {
 						t.Fatal(err)
 					}
-					got, sealResp, err := receiver.open(sk, ct, chunked)
+					got, sealResp, err := receiver.open(ct, chunked)
 					if err != nil || !bytes.Equal(got, pt) {
 						t.Fatalf("request: %v", err)
 					}
@@ -218,11 +139,11 @@ func TestInteropWithReference(t *testing.T) {
 						t.Fatalf("response: %v", err)
 					}
 
-					mct, ek, mopenResp, err := sender.mseal(pk, pt, chunked)
+					mct, ek, mopenResp, err := sender.mseal(pt, chunked)
 					if err != nil {
 						t.Fatal(err)
 					}
-					got, msealResp, err := receiver.mopen(sk, ek, mct, chunked)
+					got, msealResp, err := receiver.mopen(ek, mct, chunked)
 					if err != nil || !bytes.Equal(got, pt) {
 						t.Fatalf("multi request: %v", err)
 					}

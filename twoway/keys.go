@@ -45,8 +45,10 @@ func keySuite(key twkem.PrivateKey, kdf hpke.KDF, aead hpke.AEAD) (*suite, error
 	if err != nil {
 		return nil, err
 	}
-	if err := twkem.CheckPublicKey(key.KEM(), key.PublicKeyBytes()); err != nil && key.KEM().IsDH() {
-		return nil, fmt.Errorf("twoway: key: %w", err)
+	if key.KEM().IsDH() {
+		if err := twkem.CheckPublicKey(key.KEM(), key.PublicKeyBytes()); err != nil {
+			return nil, fmt.Errorf("twoway: key: %w", err)
+		}
 	}
 	return s, nil
 }
@@ -67,11 +69,12 @@ type Gateway struct {
 	keys map[byte]*gatewayKey
 }
 
+// gatewayKey is one key of a Gateway and its receiver for each suite it
+// accepts, which serves one-to-one and one-to-many requests alike.
 type gatewayKey struct {
-	key    twkem.PrivateKey
-	suites []SymmetricSuite
-	one    map[SymmetricSuite]*RequestReceiver
-	multi  map[SymmetricSuite]*MultiRequestReceiver
+	key       twkem.PrivateKey
+	suites    []SymmetricSuite
+	receivers map[SymmetricSuite]*receiverBase
 }
 
 // NewGateway returns an empty Gateway. A nil randReader means crypto/rand;
@@ -86,21 +89,17 @@ func (g *Gateway) AddKey(keyID byte, key twkem.PrivateKey, suites ...SymmetricSu
 	if len(suites) == 0 {
 		return fmt.Errorf("twoway: key %d: no symmetric suites", keyID)
 	}
-	gk := &gatewayKey{
-		key:   key,
-		one:   make(map[SymmetricSuite]*RequestReceiver),
-		multi: make(map[SymmetricSuite]*MultiRequestReceiver),
-	}
+	gk := &gatewayKey{key: key, receivers: make(map[SymmetricSuite]*receiverBase)}
 	for _, ss := range suites {
-		if _, dup := gk.one[ss]; dup {
+		if _, dup := gk.receivers[ss]; dup {
 			continue
 		}
-		r, err := NewRequestReceiverForKey(keyID, key, ss.KDF, ss.AEAD, g.rand)
+		s, err := keySuite(key, ss.KDF, ss.AEAD)
 		if err != nil {
 			return fmt.Errorf("twoway: key %d: %w", keyID, err)
 		}
-		m, _ := NewMultiRequestReceiverForKey(keyID, key, ss.KDF, ss.AEAD, g.rand)
-		gk.one[ss], gk.multi[ss] = r, m
+		r := newReceiverBase(s, keyID, receiverKey{key: key}, g.rand)
+		gk.receivers[ss] = &r
 		gk.suites = append(gk.suites, ss)
 	}
 	g.mu.Lock()
@@ -146,7 +145,8 @@ func (g *Gateway) MarshalKeyConfigs() ([]byte, error) {
 	return MarshalKeyConfigs(g.KeyConfigs())
 }
 
-func (g *Gateway) lookup(h RequestHeader) (*gatewayKey, SymmetricSuite, error) {
+// lookup returns the receiver for a request header.
+func (g *Gateway) lookup(h RequestHeader) (*receiverBase, error) {
 	g.mu.RLock()
 	k, ok := g.keys[h.KeyID]
 	var ids []byte
@@ -156,18 +156,18 @@ func (g *Gateway) lookup(h RequestHeader) (*gatewayKey, SymmetricSuite, error) {
 		}
 	}
 	g.mu.RUnlock()
-	ss := SymmetricSuite{KDF: h.KDFID, AEAD: h.AEADID}
 	if !ok {
 		slices.Sort(ids)
-		return nil, ss, fmt.Errorf("%w: the request is for key id %d; this gateway holds key ids %v", ErrUnknownKey, h.KeyID, ids)
+		return nil, fmt.Errorf("%w: the request is for key id %d; this gateway holds key ids %v", ErrUnknownKey, h.KeyID, ids)
 	}
 	if hpke.KEM(k.key.KEM()) != h.KemID {
-		return nil, ss, fmt.Errorf("%w: the request uses %v with key id %d, which is a %v key", ErrHeaderMismatch, twkem.ID(h.KemID), h.KeyID, k.key.KEM())
+		return nil, fmt.Errorf("%w: the request uses %v with key id %d, which is a %v key", ErrHeaderMismatch, twkem.ID(h.KemID), h.KeyID, k.key.KEM())
 	}
-	if _, ok := k.one[ss]; !ok {
-		return nil, ss, fmt.Errorf("%w: key id %d does not accept %s with %s", ErrUnsupportedSuite, h.KeyID, kdfName(h.KDFID), aeadName(h.AEADID))
+	r, ok := k.receivers[SymmetricSuite{KDF: h.KDFID, AEAD: h.AEADID}]
+	if !ok {
+		return nil, fmt.Errorf("%w: key id %d does not accept %s with %s", ErrUnsupportedSuite, h.KeyID, kdfName(h.KDFID), aeadName(h.AEADID))
 	}
-	return k, ss, nil
+	return r, nil
 }
 
 // NewRequestOpener opens a request sealed to any of the Gateway's keys; see
@@ -183,11 +183,11 @@ func (g *Gateway) NewRequestOpenerContext(ctx context.Context, ct io.Reader, med
 	if err != nil {
 		return nil, err
 	}
-	k, ss, err := g.lookup(h)
+	r, err := g.lookup(h)
 	if err != nil {
 		return nil, err
 	}
-	return k.one[ss].openBody(ctx, ct, mediaType, cfg)
+	return r.openRequest(ctx, ct, mediaType, cfg)
 }
 
 // NewMultiRequestOpener opens a one-to-many request whose key was
@@ -204,9 +204,9 @@ func (g *Gateway) NewMultiRequestOpenerContext(ctx context.Context, encapKey []b
 	if err != nil {
 		return nil, err
 	}
-	k, ss, err := g.lookup(h)
+	r, err := g.lookup(h)
 	if err != nil {
 		return nil, err
 	}
-	return k.multi[ss].open(ctx, encapKey, ct, mediaType, cfg)
+	return r.openMulti(ctx, encapKey, ct, mediaType, cfg)
 }

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -42,38 +41,12 @@ func TestExamplesThroughECDHOnlyKey(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var kc twoway.KeyConfig
-			kc.UnmarshalBinary(unhex(t, e.keyConfig))
-			rcv, err := twoway.NewRequestReceiverForKey(kc.KeyID, key, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM, bytes.NewReader(unhex(t, e.respNonce)))
+			rcv, err := twoway.NewRequestReceiverForKey(e.config(t).KeyID, key, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM, bytes.NewReader(unhex(t, e.respNonce)))
 			if err != nil {
 				t.Fatal(err)
 			}
 			checkExampleReceiver(t, e, rcv)
 		})
-	}
-}
-
-func checkExampleReceiver(t *testing.T, e ohttpExample, rcv *twoway.RequestReceiver) {
-	t.Helper()
-	opener, err := rcv.NewRequestOpener(bytes.NewReader(unhex(t, e.encRequest)), []byte(e.reqMedia), e.chunkOpts()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(opener)
-	if err != nil || !bytes.Equal(got, unhex(t, e.request)) {
-		t.Fatalf("request %x, %v", got, err)
-	}
-	opts := e.chunkOpts()
-	if e.respReads != nil {
-		opts = append(opts, twoway.WithChunkPerRead())
-	}
-	rs, err := opener.NewResponseSealer(newReads(unhex(t, e.response), e.respReads), []byte(e.respMedia), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	enc, _ := io.ReadAll(rs)
-	if !bytes.Equal(enc, unhex(t, e.encResponse)) {
-		t.Fatalf("encapsulated response\n got %x\nwant %s", enc, e.encResponse)
 	}
 }
 
@@ -120,8 +93,8 @@ func TestReceiverNeverAsksForPrivateKey(t *testing.T) {
 	mrcv, _ := twoway.NewMultiRequestReceiverForKey(1, key, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM, nil)
 	snd, _ := twoway.NewRequestSender(suite, 1, pub, nil)
 	for _, opts := range [][]twoway.Option{nil, {twoway.EnableChunking()}} {
-		checkPair(t, snd, rcv, pattern(5000), opts)
-		checkMulti(t, twoway.NewMultiRequestSender(suite, nil), mrcv, pub, pattern(5000), opts)
+		roundTripWith(t, snd, rcv, pattern(5000), wholeReads, 4096, opts...)
+		multiRoundTripWith(t, twoway.NewMultiRequestSender(suite, nil), []multiReceiver{{1, pub, mrcv}}, pattern(5000), opts...)
 	}
 	if n := sk.calls.Load(); n != 4 {
 		t.Fatalf("%d ECDH calls for 4 requests", n)
@@ -138,12 +111,11 @@ func TestKeyTypesOpenIdentically(t *testing.T) {
 		name string
 		rcv  func(kdf hpke.KDF, aead hpke.AEAD, rnd io.Reader) (*twoway.RequestReceiver, error)
 	}
-	for _, id := range []twoway.RequestHeader{
-		{KemID: hpke.KEM_P256_HKDF_SHA256}, {KemID: hpke.KEM_P384_HKDF_SHA384}, {KemID: hpke.KEM_P521_HKDF_SHA512},
-		{KemID: hpke.KEM_X25519_HKDF_SHA256}, {KemID: hpke.KEM_X448_HKDF_SHA512}, {KemID: hpke.KEM_XWING},
-		{KemID: hpke.KEM(twkem.MLKEM768)}, {KemID: hpke.KEM(twkem.MLKEM1024)},
+	for _, kemID := range []twkem.ID{
+		twkem.DHKEMP256HKDFSHA256, twkem.DHKEMP384HKDFSHA384, twkem.DHKEMP521HKDFSHA512,
+		twkem.DHKEMX25519HKDFSHA256, twkem.DHKEMX448HKDFSHA512, twkem.XWing,
+		twkem.MLKEM768, twkem.MLKEM1024,
 	} {
-		kemID := twkem.ID(id.KemID)
 		t.Run(kemID.String(), func(t *testing.T) {
 			const kdf, aead = hpke.KDF_HKDF_SHA256, hpke.AEAD_ChaCha20Poly1305
 			soft, err := twkem.GenerateKey(kemID)
@@ -248,7 +220,7 @@ func TestKeyTypesOpenIdentically(t *testing.T) {
 					t.Fatalf("%s: response differs from %s's", c.name, cases[0].name)
 				}
 			}
-			if len(cases) < 2 && kemID != twkem.XWing {
+			if len(cases) < 2 {
 				t.Fatalf("only %d key kinds for %v", len(cases), kemID)
 			}
 		})
@@ -426,11 +398,47 @@ func mustKey(t *testing.T) twkem.PrivateKey {
 	return k
 }
 
-func must[T any](v T, err error) T {
-	if err != nil {
-		panic(err)
+// receiverSetup is the receiver-setup benchmark of one KEM: a request
+// with an empty body, the Diffie-Hellman call its receiver makes, and two
+// receivers for it, one with a circl key and one with an ECDH-only key
+// behind the kem interface.
+type receiverSetup struct {
+	name         string
+	ct           []byte
+	dh           func() error
+	circl, iface *twoway.RequestReceiver
+}
+
+func receiverSetups() []receiverSetup {
+	var out []receiverSetup
+	for _, c := range []struct {
+		kem  hpke.KEM
+		name string
+	}{{hpke.KEM_X25519_HKDF_SHA256, "X25519"}, {hpke.KEM_P256_HKDF_SHA256, "P-256"}} {
+		id := twkem.ID(c.kem)
+		suite := hpke.NewSuite(c.kem, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
+		ek, _ := id.Curve().GenerateKey(nil)
+		csk, _ := c.kem.Scheme().UnmarshalBinaryPrivateKey(ek.Bytes())
+		snd, _ := twoway.NewRequestSender(suite, 1, csk.Public(), nil)
+		ct, _ := io.ReadAll(must(snd.NewRequestSealer(bytes.NewReader(nil), []byte("q"))))
+		peer, _ := id.Curve().NewPublicKey(ct[7 : 7+id.EncapsulatedKeySize()])
+		key, _ := twkem.FromKeyExchanger(ecdhOnlyKey{ek})
+		out = append(out, receiverSetup{
+			name:  c.name,
+			ct:    ct,
+			dh:    func() error { _, err := ek.ECDH(peer); return err },
+			circl: must(twoway.NewRequestReceiver(suite, 1, csk, nil)),
+			iface: must(twoway.NewRequestReceiverForKey(1, key, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM, nil)),
+		})
 	}
-	return v
+	return out
+}
+
+// open opens the setup's request with rcv.
+func (c receiverSetup) open(b *testing.B, rcv *twoway.RequestReceiver) {
+	if _, err := rcv.NewRequestOpener(bytes.NewReader(c.ct), []byte("q")); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // BenchmarkReceiverSetup opens a request with an empty body through a circl
@@ -438,43 +446,23 @@ func must[T any](v T, err error) T {
 // Diffie-Hellman call alone in the same run: the interface path must cost at
 // most 10 µs beyond it.
 func BenchmarkReceiverSetup(b *testing.B) {
-	for _, k := range []hpke.KEM{hpke.KEM_X25519_HKDF_SHA256, hpke.KEM_P256_HKDF_SHA256} {
-		id := twkem.ID(k)
-		suite := hpke.NewSuite(k, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
-		ek, _ := id.Curve().GenerateKey(nil)
-		csk, _ := k.Scheme().UnmarshalBinaryPrivateKey(ek.Bytes())
-		cpk := csk.Public()
-		snd, _ := twoway.NewRequestSender(suite, 1, cpk, nil)
-		s, _ := snd.NewRequestSealer(bytes.NewReader(nil), []byte("q"))
-		ct, _ := io.ReadAll(s)
-		peer, _ := id.Curve().NewPublicKey(ct[7 : 7+id.EncapsulatedKeySize()])
-		name := map[hpke.KEM]string{hpke.KEM_X25519_HKDF_SHA256: "X25519", hpke.KEM_P256_HKDF_SHA256: "P-256"}[k]
-
-		b.Run("kem="+name+"/path=dh", func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := ek.ECDH(peer); err != nil {
+	for _, c := range receiverSetups() {
+		for _, impl := range []benchImpl{
+			{"dh", func(b *testing.B) {
+				if err := c.dh(); err != nil {
 					b.Fatal(err)
 				}
-			}
-		})
-		open := func(b *testing.B, rcv *twoway.RequestReceiver) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := rcv.NewRequestOpener(bytes.NewReader(ct), []byte("q")); err != nil {
-					b.Fatal(err)
+			}},
+			{"circl", func(b *testing.B) { c.open(b, c.circl) }},
+			{"interface", func(b *testing.B) { c.open(b, c.iface) }},
+		} {
+			b.Run("kem="+c.name+"/path="+impl.name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					impl.run(b)
 				}
-			}
+			})
 		}
-		b.Run("kem="+name+"/path=circl", func(b *testing.B) {
-			rcv, _ := twoway.NewRequestReceiver(suite, 1, csk, nil)
-			open(b, rcv)
-		})
-		b.Run("kem="+name+"/path=interface", func(b *testing.B) {
-			key, _ := twkem.FromKeyExchanger(ecdhOnlyKey{ek})
-			rcv, _ := twoway.NewRequestReceiverForKey(1, key, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM, nil)
-			open(b, rcv)
-		})
 	}
 }
 
@@ -483,41 +471,15 @@ func BenchmarkReceiverSetup(b *testing.B) {
 // iteration, and reports their median times and what the interface path
 // costs beyond the Diffie-Hellman call ("interface-dh-µs").
 func BenchmarkReceiverSetupPaired(b *testing.B) {
-	for _, k := range []hpke.KEM{hpke.KEM_X25519_HKDF_SHA256, hpke.KEM_P256_HKDF_SHA256} {
-		id := twkem.ID(k)
-		suite := hpke.NewSuite(k, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
-		ek, _ := id.Curve().GenerateKey(nil)
-		csk, _ := k.Scheme().UnmarshalBinaryPrivateKey(ek.Bytes())
-		snd, _ := twoway.NewRequestSender(suite, 1, csk.Public(), nil)
-		s, _ := snd.NewRequestSealer(bytes.NewReader(nil), []byte("q"))
-		ct, _ := io.ReadAll(s)
-		peer, _ := id.Curve().NewPublicKey(ct[7 : 7+id.EncapsulatedKeySize()])
-		crcv, _ := twoway.NewRequestReceiver(suite, 1, csk, nil)
-		key, _ := twkem.FromKeyExchanger(ecdhOnlyKey{ek})
-		ircv, _ := twoway.NewRequestReceiverForKey(1, key, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM, nil)
-		paths := []func(){
-			func() { ek.ECDH(peer) },
-			func() { crcv.NewRequestOpener(bytes.NewReader(ct), []byte("q")) },
-			func() { ircv.NewRequestOpener(bytes.NewReader(ct), []byte("q")) },
-		}
-		name := map[hpke.KEM]string{hpke.KEM_X25519_HKDF_SHA256: "X25519", hpke.KEM_P256_HKDF_SHA256: "P-256"}[k]
-		b.Run("kem="+name, func(b *testing.B) {
-			durs := make([][]time.Duration, len(paths))
-			i := 0
-			for b.Loop() {
-				for j := range paths {
-					p := (j + i) % len(paths)
-					start := time.Now()
-					paths[p]()
-					durs[p] = append(durs[p], time.Since(start))
-				}
-				i++
-			}
-			med := func(d []time.Duration) float64 {
-				slices.Sort(d)
-				return float64(d[len(d)/2].Nanoseconds()) / 1e3
-			}
-			dh, circl, iface := med(durs[0]), med(durs[1]), med(durs[2])
+	for _, c := range receiverSetups() {
+		b.Run("kem="+c.name, func(b *testing.B) {
+			meds := pairedMedians(b, []benchImpl{
+				{"dh", func(*testing.B) { c.dh() }},
+				{"circl", func(b *testing.B) { c.open(b, c.circl) }},
+				{"interface", func(b *testing.B) { c.open(b, c.iface) }},
+			})
+			us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+			dh, circl, iface := us(meds[0]), us(meds[1]), us(meds[2])
 			b.ReportMetric(dh, "dh-µs")
 			b.ReportMetric(circl, "circl-µs")
 			b.ReportMetric(iface, "interface-µs")

@@ -92,7 +92,7 @@ func (r *sealedReader) MaxCiphertextChunkLen() (int, bool) {
 	if r.chunks == nil {
 		return 0, false
 	}
-	return r.chunks.maxCiphertextChunkLen(), true
+	return r.chunks.maxChunk, true
 }
 
 // newOpenedReader opens the body in src with ctx. An unchunked body is read

@@ -121,13 +121,9 @@ type ResponseOpenerFunc func(ct io.Reader, mediaType []byte, opts ...Option) (io
 // function that opens that receiver's response.
 func (s *MultiRequestSealer) EncapsulateKey(keyID byte, pubKey kem.PublicKey) ([]byte, ResponseOpenerFunc, error) {
 	st := s.sender.suite
-	if st.custom == nil {
-		var err error
-		if pubKey, err = st.checkPublicKey(pubKey); err != nil {
-			return nil, nil, err
-		}
-	} else if pubKey == nil {
-		return nil, nil, fmt.Errorf("twoway: nil public key")
+	pubKey, err := st.checkPublicKey(pubKey)
+	if err != nil {
+		return nil, nil, err
 	}
 	hdr, _ := st.header(keyID).MarshalBinary()
 	enc, ctx, err := st.setupSender(pubKey, s.sender.rand, info(hdr, s.mediaType))
@@ -139,7 +135,7 @@ func (s *MultiRequestSealer) EncapsulateKey(keyID byte, pubKey kem.PublicKey) ([
 	if out, err = ctx.Seal(out, s.key, multiKeyAAD); err != nil {
 		return nil, nil, fmt.Errorf("twoway: seal message key: %w", err)
 	}
-	resp := &responseCtx{exp: ctx, enc: enc, kdf: st.kdf, aead: st.aead}
+	resp := st.responseCtx(ctx, enc)
 	return out, func(ct io.Reader, mediaType []byte, opts ...Option) (io.Reader, error) {
 		return resp.newOpener(ct, mediaType, opts)
 	}, nil
@@ -188,7 +184,7 @@ func (r *MultiRequestReceiver) NewRequestOpenerContext(ctx context.Context, enca
 	if h != r.header {
 		return nil, mismatch(h, r.header)
 	}
-	return r.open(ctx, encapKey, ct, mediaType, cfg)
+	return r.openMulti(ctx, encapKey, ct, mediaType, cfg)
 }
 
 // parseEncapKeyHeader applies an opener's options and parses the header
@@ -208,8 +204,9 @@ func parseEncapKeyHeader(encapKey []byte, ct io.Reader, opts []Option) (*opConfi
 	return cfg, h, nil
 }
 
-// open opens a request whose encapsulated key's header has been checked.
-func (r *MultiRequestReceiver) open(ctx context.Context, encapKey []byte, ct io.Reader, mediaType []byte, cfg *opConfig) (*RequestOpener, error) {
+// openMulti opens a one-to-many request whose encapsulated key's header
+// has been checked.
+func (r *receiverBase) openMulti(ctx context.Context, encapKey []byte, ct io.Reader, mediaType []byte, cfg *opConfig) (*RequestOpener, error) {
 	want := BinaryRequestHeaderLen + r.suite.nenc + multiKeyLen + r.suite.aead.Overhead
 	if len(encapKey) != want {
 		return nil, fmt.Errorf("%w: encapsulated key of %d bytes, want %d", ErrMalformed, len(encapKey), want)
@@ -233,9 +230,5 @@ func (r *MultiRequestReceiver) open(ctx context.Context, encapKey []byte, ct io.
 	if err != nil {
 		return nil, err
 	}
-	return &RequestOpener{
-		r:    body,
-		rand: r.rand,
-		resp: &responseCtx{exp: rctx, enc: enc, kdf: r.suite.kdf, aead: r.suite.aead},
-	}, nil
+	return r.newOpener(body, rctx, enc), nil
 }

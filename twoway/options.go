@@ -124,10 +124,10 @@ func WithChunkPerRead() Option {
 
 // WithLengthHint tells an unchunked sealer or opener how long its input is:
 // for a sealer the plaintext, for an opener the whole encapsulated message
-// (for example an HTTP Content-Length). The message is then read into one buffer of exactly its
-// size, so it costs its own size in memory and no more. Sources that report
-// their length (Len, regular files) need no hint. A wrong hint costs
-// memory, not correctness.
+// (for example an HTTP Content-Length). The message is then read into one
+// buffer of exactly its size, so it costs its own size in memory and no
+// more. Sources that report their length (Len, regular files) need no hint.
+// A wrong hint costs memory, not correctness.
 func WithLengthHint(n int) Option {
 	return func(c *opConfig) error {
 		if n < 0 {

@@ -18,7 +18,8 @@ type RequestReceiver struct{ receiverBase }
 
 // receiverBase is what one-to-one and one-to-many receivers share: the
 // suite, the key, the header requests must carry, and the source of
-// response nonces.
+// response nonces. It opens both kinds of request, and a Gateway holds one
+// per key and suite.
 type receiverBase struct {
 	suite  *suite
 	key    receiverKey
@@ -59,7 +60,7 @@ func newCirclReceiver(suite HPKESuite, privKey kem.PrivateKey) (*suite, receiver
 		return nil, receiverKey{}, fmt.Errorf("twoway: nil private key")
 	}
 	if s.custom != nil {
-		return s, receiverKey{circl: privKey, custom: s.custom}, nil
+		return s, receiverKey{circl: privKey}, nil
 	}
 	key, err := twkem.FromCircl(privKey)
 	if err != nil {
@@ -95,7 +96,7 @@ func (r *RequestReceiver) NewRequestOpenerContext(ctx context.Context, ct io.Rea
 	if h != r.header {
 		return nil, mismatch(h, r.header)
 	}
-	return r.openBody(ctx, ct, mediaType, cfg)
+	return r.openRequest(ctx, ct, mediaType, cfg)
 }
 
 // readRequestHeader applies an opener's options and reads and parses the
@@ -119,8 +120,9 @@ func readRequestHeader(ct io.Reader, opts []Option) (*opConfig, RequestHeader, e
 	return cfg, h, nil
 }
 
-// openBody opens a request whose header has been read and checked.
-func (r *RequestReceiver) openBody(ctx context.Context, ct io.Reader, mediaType []byte, cfg *opConfig) (*RequestOpener, error) {
+// openRequest opens a one-to-one request whose header has been read and
+// checked.
+func (r *receiverBase) openRequest(ctx context.Context, ct io.Reader, mediaType []byte, cfg *opConfig) (*RequestOpener, error) {
 	enc := make([]byte, r.suite.nenc)
 	if err := readFull(ct, enc, "encapsulated key"); err != nil {
 		return nil, err
@@ -133,11 +135,14 @@ func (r *RequestReceiver) openBody(ctx context.Context, ct io.Reader, mediaType 
 	if err != nil {
 		return nil, err
 	}
-	return &RequestOpener{
-		r:    body,
-		rand: r.rand,
-		resp: &responseCtx{exp: rctx, enc: enc, kdf: r.suite.kdf, aead: r.suite.aead},
-	}, nil
+	return r.newOpener(body, rctx, enc), nil
+}
+
+// newOpener returns the opener of a request whose plaintext is body, and
+// whose responses are bound to its HPKE context rctx and encapsulated key
+// enc.
+func (r *receiverBase) newOpener(body io.Reader, rctx exporter, enc []byte) *RequestOpener {
+	return &RequestOpener{r: body, rand: r.rand, resp: r.suite.responseCtx(rctx, enc)}
 }
 
 // mismatch explains how a request header differs from the receiver's.

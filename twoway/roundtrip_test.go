@@ -20,11 +20,10 @@ func TestSuiteMatrix(t *testing.T) {
 		for _, f := range allKDFs {
 			for _, a := range allAEADs {
 				suite := hpke.NewSuite(k, f, a)
-				name := fmt.Sprintf("%s/%s", twoway.RequestHeader{KemID: k, KDFID: f, AEADID: a}, "")
-				t.Run(name, func(t *testing.T) {
+				t.Run(twoway.RequestHeader{KemID: k, KDFID: f, AEADID: a}.String(), func(t *testing.T) {
 					pt := pattern(300)
 					for _, opts := range [][]twoway.Option{nil, {twoway.EnableChunking(), twoway.WithMaxChunkPlaintextLen(64)}} {
-						roundTrip(t, suite, pk, sk, pt, func(b []byte) io.Reader { return bytes.NewReader(b) }, 4096, opts...)
+						roundTrip(t, suite, pk, sk, pt, wholeReads, 4096, opts...)
 						multiRoundTrip(t, suite, []kem.PublicKey{pk}, []kem.PrivateKey{sk}, pt, opts...)
 					}
 				})
@@ -38,11 +37,10 @@ func TestSuiteMatrix(t *testing.T) {
 // larger than a chunk, from sources that return whole, partial and one-byte
 // reads.
 func TestChunkBoundaries(t *testing.T) {
-	suite := hpke.NewSuite(hpke.KEM_X25519_HKDF_SHA256, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
 	pk, sk := keyPair(t, hpke.KEM_X25519_HKDF_SHA256, "bounds")
 	const chunk = 100
 	sources := map[string]func([]byte) io.Reader{
-		"whole":  func(b []byte) io.Reader { return bytes.NewReader(b) },
+		"whole":  wholeReads,
 		"by-7":   func(b []byte) io.Reader { return &trickle{bytes.NewReader(b), 7} },
 		"by-1":   func(b []byte) io.Reader { return &trickle{bytes.NewReader(b), 1} },
 		"by-150": func(b []byte) io.Reader { return &trickle{bytes.NewReader(b), 150} },
@@ -56,7 +54,7 @@ func TestChunkBoundaries(t *testing.T) {
 						if perRead {
 							opts = append(opts, twoway.WithChunkPerRead())
 						}
-						encReq, _ := roundTrip(t, suite, pk, sk, pattern(n), src, bufLen, opts...)
+						encReq, _ := roundTrip(t, testSuite, pk, sk, pattern(n), src, bufLen, opts...)
 						if !perRead {
 							// Filled chunks: the overhead is fixed by the
 							// length alone, whatever the source's reads.
@@ -76,9 +74,8 @@ func TestChunkBoundaries(t *testing.T) {
 // TestTinyReadsDoNotInflate is the reference's fault: a 1000-byte message
 // read one byte at a time became 18 KB. Filled chunks keep it small.
 func TestTinyReadsDoNotInflate(t *testing.T) {
-	suite := hpke.NewSuite(hpke.KEM_X25519_HKDF_SHA256, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
 	pk, sk := keyPair(t, hpke.KEM_X25519_HKDF_SHA256, "tiny")
-	encReq, encResp := roundTrip(t, suite, pk, sk, pattern(1000), func(b []byte) io.Reader { return &trickle{bytes.NewReader(b), 1} }, 32<<10, twoway.EnableChunking())
+	encReq, encResp := roundTrip(t, testSuite, pk, sk, pattern(1000), func(b []byte) io.Reader { return &trickle{bytes.NewReader(b), 1} }, 32<<10, twoway.EnableChunking())
 	// header 7 + enc 32 + final chunk (1 + 1000 + 16).
 	if len(encReq) != 7+32+1+1000+16 {
 		t.Fatalf("request of 1000 bytes read one byte at a time sealed to %d bytes", len(encReq))
@@ -106,150 +103,29 @@ func TestCustomSuitePath(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkPair(t, snd, rcv, pt, opts)
+			roundTripWith(t, snd, rcv, pt, wholeReads, 4096, opts...)
 			// fast sender, custom receiver
 			snd2, _ := twoway.NewRequestSender(circlSuite, 1, pk, nil)
 			rcv2, err := twoway.NewRequestReceiverWithCustomSuite(custom, 1, sk, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkPair(t, snd2, rcv2, pt, opts)
+			roundTripWith(t, snd2, rcv2, pt, wholeReads, 4096, opts...)
 			// one-to-many, custom on both sides and mixed
 			msnd := twoway.NewMultiRequestSenderWithCustomSuite(custom, nil)
 			mrcv, err := twoway.NewMultiRequestReceiver(circlSuite, 1, sk, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkMulti(t, msnd, mrcv, pk, pt, opts)
+			multiRoundTripWith(t, msnd, []multiReceiver{{1, pk, mrcv}}, pt, opts...)
 			mrcv2, _ := twoway.NewMultiRequestReceiverWithCustomSuite(custom, 1, sk, nil)
-			checkMulti(t, twoway.NewMultiRequestSender(circlSuite, nil), mrcv2, pk, pt, opts)
+			multiRoundTripWith(t, twoway.NewMultiRequestSender(circlSuite, nil), []multiReceiver{{1, pk, mrcv2}}, pt, opts...)
 		}
 	}
 }
 
 // opaqueSuite hides a suite's type so that the package cannot recognise it.
 type opaqueSuite struct{ twoway.HPKESuite }
-
-func checkPair(t *testing.T, snd *twoway.RequestSender, rcv *twoway.RequestReceiver, pt []byte, opts []twoway.Option) {
-	t.Helper()
-	sealer, err := snd.NewRequestSealer(bytes.NewReader(pt), []byte("m"), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ct, err := io.ReadAll(sealer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opener, err := rcv.NewRequestOpener(bytes.NewReader(ct), []byte("m"), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(opener)
-	if err != nil || !bytes.Equal(got, pt) {
-		t.Fatalf("request: %v", err)
-	}
-	rs, err := opener.NewResponseSealer(bytes.NewReader(pt), []byte("r"), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rct, _ := io.ReadAll(rs)
-	ro, err := sealer.NewResponseOpener(bytes.NewReader(rct), []byte("r"), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err = io.ReadAll(ro)
-	if err != nil || !bytes.Equal(got, pt) {
-		t.Fatalf("response: %v", err)
-	}
-}
-
-func checkMulti(t *testing.T, snd *twoway.MultiRequestSender, rcv *twoway.MultiRequestReceiver, pk kem.PublicKey, pt []byte, opts []twoway.Option) {
-	t.Helper()
-	sealer, err := snd.NewRequestSealer(bytes.NewReader(pt), []byte("m"), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ct, _ := io.ReadAll(sealer)
-	ek, openResp, err := sealer.EncapsulateKey(1, pk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opener, err := rcv.NewRequestOpener(ek, bytes.NewReader(ct), []byte("m"), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(opener)
-	if err != nil || !bytes.Equal(got, pt) {
-		t.Fatalf("multi request: %v", err)
-	}
-	rs, _ := opener.NewResponseSealer(bytes.NewReader(pt), []byte("r"), opts...)
-	rct, _ := io.ReadAll(rs)
-	ro, err := openResp(bytes.NewReader(rct), []byte("r"), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err = io.ReadAll(ro)
-	if err != nil || !bytes.Equal(got, pt) {
-		t.Fatalf("multi response: %v", err)
-	}
-}
-
-// multiRoundTrip seals one request for several receivers and checks that
-// each opens it and that each response opens only with its own opener.
-func multiRoundTrip(t *testing.T, suite hpke.Suite, pks []kem.PublicKey, sks []kem.PrivateKey, pt []byte, opts ...twoway.Option) {
-	t.Helper()
-	snd := twoway.NewMultiRequestSender(suite, nil)
-	sealer, err := snd.NewRequestSealer(bytes.NewReader(pt), []byte("m"), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ct, err := io.ReadAll(sealer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var resps [][]byte
-	var openers []twoway.ResponseOpenerFunc
-	for i := range pks {
-		ek, openResp, err := sealer.EncapsulateKey(byte(i), pks[i])
-		if err != nil {
-			t.Fatal(err)
-		}
-		rcv, err := twoway.NewMultiRequestReceiver(suite, byte(i), sks[i], nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		opener, err := rcv.NewRequestOpener(ek, bytes.NewReader(ct), []byte("m"), opts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := io.ReadAll(opener)
-		if err != nil || !bytes.Equal(got, pt) {
-			t.Fatalf("receiver %d: %v", i, err)
-		}
-		rs, err := opener.NewResponseSealer(bytes.NewReader(pattern(i+10)), []byte("r"), opts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rct, _ := io.ReadAll(rs)
-		resps = append(resps, rct)
-		openers = append(openers, openResp)
-	}
-	for i := range resps {
-		for j := range openers {
-			ro, err := openers[j](bytes.NewReader(resps[i]), []byte("r"), opts...)
-			var got []byte
-			if err == nil {
-				got, err = io.ReadAll(ro)
-			}
-			if i == j && (err != nil || !bytes.Equal(got, pattern(i+10))) {
-				t.Fatalf("response %d: %v", i, err)
-			}
-			if i != j && err == nil {
-				t.Fatalf("response %d opened with receiver %d's opener", i, j)
-			}
-		}
-	}
-}
 
 func TestMultiSeveralReceivers(t *testing.T) {
 	suite := hpke.NewSuite(hpke.KEM_P256_HKDF_SHA256, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
@@ -265,9 +141,8 @@ func TestMultiSeveralReceivers(t *testing.T) {
 
 // TestSealerLen checks Len, HeaderLen and MaxCiphertextChunkLen.
 func TestSealerLen(t *testing.T) {
-	suite := hpke.NewSuite(hpke.KEM_X25519_HKDF_SHA256, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
 	pk, _ := keyPair(t, hpke.KEM_X25519_HKDF_SHA256, "len")
-	snd, _ := twoway.NewRequestSender(suite, 1, pk, nil)
+	snd, _ := twoway.NewRequestSender(testSuite, 1, pk, nil)
 	s, err := snd.NewRequestSealer(bytes.NewReader(pattern(100)), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package twoway
 
 import (
-	"fmt"
 	"io"
 
 	"github.com/cloudflare/circl/hpke"
@@ -32,12 +31,8 @@ func NewRequestSenderWithCustomSuite(suite HPKESuite, keyID byte, pubKey kem.Pub
 	if err != nil {
 		return nil, err
 	}
-	if s.custom == nil {
-		if pubKey, err = s.checkPublicKey(pubKey); err != nil {
-			return nil, err
-		}
-	} else if pubKey == nil {
-		return nil, fmt.Errorf("twoway: nil public key")
+	if pubKey, err = s.checkPublicKey(pubKey); err != nil {
+		return nil, err
 	}
 	hdr, _ := s.header(keyID).MarshalBinary()
 	return &RequestSender{suite: s, pub: pubKey, rand: randOrDefault(randReader), header: hdr}, nil
@@ -64,7 +59,7 @@ func (s *RequestSender) NewRequestSealer(pt io.Reader, mediaType []byte, opts ..
 	}
 	return &RequestSealer{
 		r:    out,
-		resp: &responseCtx{exp: ctx, enc: enc, kdf: s.suite.kdf, aead: s.suite.aead},
+		resp: s.suite.responseCtx(ctx, enc),
 	}, nil
 }
 

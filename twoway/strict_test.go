@@ -16,8 +16,6 @@ import (
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
 
-var testSuite = hpke.NewSuite(hpke.KEM_X25519_HKDF_SHA256, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
-
 type fixture struct {
 	pk     kem.PublicKey
 	sk     kem.PrivateKey
@@ -192,9 +190,9 @@ func TestMultiNilRandomness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkMulti(t, snd, rcv, f.pk, []byte("hello"), nil)
+	multiRoundTripWith(t, snd, []multiReceiver{{1, f.pk, rcv}}, []byte("hello"))
 	rcv2, _ := twoway.NewMultiRequestReceiverWithCustomSuite(twoway.AdaptCirclHPKESuite(testSuite), 1, f.sk, nil)
-	checkMulti(t, twoway.NewMultiRequestSenderWithCustomSuite(twoway.AdaptCirclHPKESuite(testSuite), nil), rcv2, f.pk, []byte("hello"), nil)
+	multiRoundTripWith(t, twoway.NewMultiRequestSenderWithCustomSuite(twoway.AdaptCirclHPKESuite(testSuite), nil), []multiReceiver{{1, f.pk, rcv2}}, []byte("hello"))
 }
 
 // countingReader counts what is read from it.
@@ -236,8 +234,6 @@ func TestUnchunkedOpenerIsBounded(t *testing.T) {
 	_, opener, _ := f.openRequest(ct2, "req")
 	rs, _ := opener.NewResponseSealer(bytes.NewReader(pattern(5000)), []byte("r"))
 	rct, _ := io.ReadAll(rs)
-	_, s := f.sealRequest(t, nil)
-	_ = s
 	_, sealer := f.sealRequest(t, []byte("q"))
 	_, err = sealer.NewResponseOpener(bytes.NewReader(rct), []byte("r"), limit...)
 	mustFail(t, "large response", err, twoway.ErrMessageTooLarge)
@@ -378,8 +374,7 @@ func TestEmptyNonFinalChunk(t *testing.T) {
 	e := chunkedExample
 	// Request: the example's HPKE context seals an empty chunk, then the
 	// request as the final chunk.
-	suite := fixedEphemeralSuite{skE: unhex(t, e.skE)}
-	ctx := suite.context(t, unhex(t, e.keyConfig), []byte(e.reqMedia))
+	ctx := e.requestContext(t)
 	ct := unhex(t, e.encRequest)[:7+32]
 	empty, _ := ctx.Seal(nil, nil, nil)
 	ct = quicvarint.Append(ct, uint64(len(empty)))
@@ -407,7 +402,7 @@ func TestEmptyNonFinalChunk(t *testing.T) {
 	c1 := gcm.Seal(nil, n1, unhex(t, e.response), []byte("final"))
 	rct = append(append(rct, 0), c1...)
 
-	snd, _ := twoway.NewRequestSenderWithCustomSuite(suite, 1, mustPub(t, e), nil)
+	snd, _ := twoway.NewRequestSenderWithCustomSuite(fixedEphemeralSuite{skE: unhex(t, e.skE)}, 1, e.pub(t), nil)
 	sealer, _ := snd.NewRequestSealer(bytes.NewReader(unhex(t, e.request)), []byte(e.reqMedia), twoway.EnableChunking())
 	io.ReadAll(sealer)
 	ro, err := sealer.NewResponseOpener(bytes.NewReader(rct), []byte(e.respMedia), twoway.EnableChunking())
@@ -429,18 +424,6 @@ func TestEmptyNonFinalChunk(t *testing.T) {
 	if got, err := io.ReadAll(ro); err != nil || !bytes.Equal(got, unhex(t, e.response)) {
 		t.Fatalf("control response: %v", err)
 	}
-}
-
-func mustPub(t *testing.T, e ohttpExample) kem.PublicKey {
-	var kc twoway.KeyConfig
-	if err := kc.UnmarshalBinary(unhex(t, e.keyConfig)); err != nil {
-		t.Fatal(err)
-	}
-	pk, err := hpke.KEM_X25519_HKDF_SHA256.Scheme().UnmarshalBinaryPublicKey(kc.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pk
 }
 
 func TestOptionValidation(t *testing.T) {

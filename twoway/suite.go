@@ -23,7 +23,6 @@ type suite struct {
 	kemID  hpke.KEM
 	kdfID  hpke.KDF
 	aeadID hpke.AEAD
-	ks     keyschedule.Suite
 	kdf    keyschedule.KDF
 	aead   keyschedule.AEAD
 	nenc   int
@@ -41,60 +40,66 @@ func (s *suite) schedule(info []byte) (*keyschedule.Schedule, error) {
 	if v, ok := s.schedules.Load(string(info)); ok {
 		return v.(*keyschedule.Schedule), nil
 	}
-	sc, err := keyschedule.NewSchedule(s.ks, info)
+	ks := keyschedule.Suite{KEM: uint16(s.kemID), KDF: uint16(s.kdfID), AEAD: uint16(s.aeadID)}
+	sc, err := keyschedule.NewSchedule(ks, info)
 	if err != nil {
 		return nil, err
 	}
-	if s.scheduleCount.Add(1) <= maxCachedSchedules {
+	// Load first: once the cache is full, misses must not keep counting
+	// (the counter would wrap and the cache grow again).
+	if s.scheduleCount.Load() < maxCachedSchedules && s.scheduleCount.Add(1) <= maxCachedSchedules {
 		s.schedules.Store(string(info), sc)
 	}
 	return sc, nil
 }
 
-func newSuite(s HPKESuite) (*suite, error) {
-	if s == nil {
+// newSuite resolves an HPKESuite. Suites from AdaptCirclHPKESuite take the
+// fast path; any other goes through its own implementation.
+func newSuite(hs HPKESuite) (*suite, error) {
+	if hs == nil {
 		return nil, fmt.Errorf("twoway: nil HPKE suite")
 	}
-	kemID, kdfID, aeadID := s.Params()
-	if err := checkSuiteIDs(kemID, kdfID, aeadID); err != nil {
+	s, err := resolveSuite(hs.Params())
+	if err != nil {
 		return nil, err
 	}
-	kdf, _ := keyschedule.NewKDF(uint16(kdfID))
-	aead, _ := keyschedule.LookupAEAD(uint16(aeadID))
-	st := &suite{
-		custom: s,
-		kemID:  kemID, kdfID: kdfID, aeadID: aeadID,
-		ks:   keyschedule.Suite{KEM: uint16(kemID), KDF: uint16(kdfID), AEAD: uint16(aeadID)},
-		kdf:  kdf,
-		aead: aead,
-		nenc: twkem.ID(kemID).EncapsulatedKeySize(),
+	if _, ok := hs.(circlSuite); !ok {
+		s.custom = hs
 	}
-	if kemID.IsValid() {
-		st.nenc = kemID.Scheme().CiphertextSize()
-	}
-	if _, ok := s.(circlSuite); ok {
-		st.custom = nil
-	}
-	return st, nil
+	return s, nil
 }
 
-// newKeySuite resolves the suite of a receiver built from a kem.PrivateKey.
+// newKeySuite resolves the suite of a receiver built from a kem.PrivateKey,
+// which always takes the fast path.
 func newKeySuite(kemID twkem.ID, kdfID hpke.KDF, aeadID hpke.AEAD) (*suite, error) {
-	if err := checkSuiteIDs(hpke.KEM(kemID), kdfID, aeadID); err != nil {
+	s, err := resolveSuite(hpke.KEM(kemID), kdfID, aeadID)
+	if err != nil {
 		return nil, err
 	}
 	if !kemID.Supported() {
 		return nil, fmt.Errorf("%w: KEM %v", ErrUnsupportedSuite, kemID)
 	}
+	return s, nil
+}
+
+// resolveSuite returns the suite of three algorithm identifiers, or an
+// error wrapping ErrUnsupportedSuite.
+func resolveSuite(kemID hpke.KEM, kdfID hpke.KDF, aeadID hpke.AEAD) (*suite, error) {
+	if err := checkSuiteIDs(kemID, kdfID, aeadID); err != nil {
+		return nil, err
+	}
 	kdf, _ := keyschedule.NewKDF(uint16(kdfID))
 	aead, _ := keyschedule.LookupAEAD(uint16(aeadID))
-	return &suite{
-		kemID: hpke.KEM(kemID), kdfID: kdfID, aeadID: aeadID,
-		ks:   keyschedule.Suite{KEM: uint16(kemID), KDF: uint16(kdfID), AEAD: uint16(aeadID)},
+	s := &suite{
+		kemID: kemID, kdfID: kdfID, aeadID: aeadID,
 		kdf:  kdf,
 		aead: aead,
-		nenc: kemID.EncapsulatedKeySize(),
-	}, nil
+		nenc: twkem.ID(kemID).EncapsulatedKeySize(),
+	}
+	if kemID.IsValid() {
+		s.nenc = kemID.Scheme().CiphertextSize()
+	}
+	return s, nil
 }
 
 func (s *suite) header(keyID byte) RequestHeader {
@@ -133,10 +138,14 @@ type hpkeRecvCtx interface {
 }
 
 // checkPublicKey validates a circl public key for the suite's KEM and
-// returns it re-parsed by the KEM's own scheme.
+// returns it re-parsed by the KEM's own scheme. A custom suite gets the key
+// as it is: only its implementation knows what it accepts.
 func (s *suite) checkPublicKey(pub kem.PublicKey) (kem.PublicKey, error) {
 	if pub == nil {
 		return nil, fmt.Errorf("twoway: nil public key")
+	}
+	if s.custom != nil {
+		return pub, nil
 	}
 	if !s.kemID.IsValid() {
 		return nil, fmt.Errorf("twoway: %w: circl cannot encapsulate to %v", ErrUnsupportedSuite, twkem.ID(s.kemID))
@@ -195,9 +204,8 @@ func (s *suite) setupSender(pub kem.PublicKey, rnd io.Reader, info []byte) ([]by
 // receiverKey is how a receiver reaches its private key: a kem.PrivateKey on
 // the fast path, a circl key for a custom suite.
 type receiverKey struct {
-	key    twkem.PrivateKey
-	circl  kem.PrivateKey
-	custom HPKESuite
+	key   twkem.PrivateKey
+	circl kem.PrivateKey
 }
 
 // setupReceiver decapsulates enc and returns the receiving context.
@@ -205,8 +213,8 @@ func (s *suite) setupReceiver(ctx context.Context, k *receiverKey, enc, info []b
 	if len(enc) != s.nenc {
 		return nil, fmt.Errorf("twoway: encapsulated key of %d bytes, %v needs %d: %w", len(enc), twkem.ID(s.kemID), s.nenc, ErrMalformed)
 	}
-	if k.custom != nil {
-		rcv, err := k.custom.NewReceiver(k.circl, info)
+	if s.custom != nil {
+		rcv, err := s.custom.NewReceiver(k.circl, info)
 		if err != nil {
 			return nil, fmt.Errorf("twoway: hpke receiver: %w", err)
 		}
@@ -231,6 +239,12 @@ func (s *suite) setupReceiver(ctx context.Context, k *receiverKey, enc, info []b
 		return nil, err
 	}
 	return rctx, nil
+}
+
+// responseCtx returns the response key derivation of the message whose
+// HPKE context is exp and whose encapsulated key is enc.
+func (s *suite) responseCtx(exp exporter, enc []byte) *responseCtx {
+	return &responseCtx{exp: exp, enc: enc, kdf: s.kdf, aead: s.aead}
 }
 
 func randOrDefault(r io.Reader) io.Reader {

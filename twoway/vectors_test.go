@@ -72,8 +72,6 @@ func unhex(t testing.TB, s string) []byte {
 	return b
 }
 
-var x25519Suite = hpke.NewSuite(hpke.KEM_X25519_HKDF_SHA256, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
-
 func (e ohttpExample) chunkOpts() []twoway.Option {
 	if e.reqReads == nil {
 		return nil
@@ -81,42 +79,57 @@ func (e ohttpExample) chunkOpts() []twoway.Option {
 	return []twoway.Option{twoway.EnableChunking()}
 }
 
+// config returns the example's key configuration.
+func (e ohttpExample) config(t testing.TB) twoway.KeyConfig {
+	t.Helper()
+	var kc twoway.KeyConfig
+	if err := kc.UnmarshalBinary(unhex(t, e.keyConfig)); err != nil {
+		t.Fatal(err)
+	}
+	return kc
+}
+
+// pub returns the public key of the example's key configuration.
+func (e ohttpExample) pub(t testing.TB) kem.PublicKey {
+	t.Helper()
+	pk, err := hpke.KEM_X25519_HKDF_SHA256.Scheme().UnmarshalBinaryPublicKey(e.config(t).PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pk
+}
+
 // TestOHTTPExamplesReceiver opens each example's encapsulated request with
 // its skR and, fed the example's response nonce as randomness, produces its
-// encapsulated response byte for byte; then opens that response.
+// encapsulated response byte for byte.
 func TestOHTTPExamplesReceiver(t *testing.T) {
 	for _, e := range []ohttpExample{rfc9458Example, chunkedExample} {
 		t.Run(e.name, func(t *testing.T) {
-			cfg := unhex(t, e.keyConfig)
-			var kc twoway.KeyConfig
-			if err := kc.UnmarshalBinary(cfg); err != nil {
-				t.Fatal(err)
-			}
 			sk, err := hpke.KEM_X25519_HKDF_SHA256.Scheme().UnmarshalBinaryPrivateKey(unhex(t, e.skR))
 			if err != nil {
 				t.Fatal(err)
 			}
-			openExample(t, e, kc, sk)
+			rcv, err := twoway.NewRequestReceiver(testSuite, e.config(t).KeyID, sk, bytes.NewReader(unhex(t, e.respNonce)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkExampleReceiver(t, e, rcv)
 		})
 	}
 }
 
-func openExample(t *testing.T, e ohttpExample, kc twoway.KeyConfig, sk kem.PrivateKey) {
+// checkExampleReceiver opens the example's encapsulated request with rcv,
+// whose random source must be the example's response nonce, and checks
+// that the response it seals is the example's byte for byte.
+func checkExampleReceiver(t *testing.T, e ohttpExample, rcv *twoway.RequestReceiver) {
 	t.Helper()
-	rcv, err := twoway.NewRequestReceiver(x25519Suite, kc.KeyID, sk, bytes.NewReader(unhex(t, e.respNonce)))
-	if err != nil {
-		t.Fatal(err)
-	}
 	opener, err := rcv.NewRequestOpener(bytes.NewReader(unhex(t, e.encRequest)), []byte(e.reqMedia), e.chunkOpts()...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, err := io.ReadAll(opener)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, unhex(t, e.request)) {
-		t.Fatalf("request %x, want %s", got, e.request)
+	if err != nil || !bytes.Equal(got, unhex(t, e.request)) {
+		t.Fatalf("request %x, want %s: %v", got, e.request, err)
 	}
 	respOpts := e.chunkOpts()
 	if e.respReads != nil {
@@ -141,16 +154,8 @@ func openExample(t *testing.T, e ohttpExample, kc twoway.KeyConfig, sk kem.Priva
 func TestOHTTPExamplesSender(t *testing.T) {
 	for _, e := range []ohttpExample{rfc9458Example, chunkedExample} {
 		t.Run(e.name, func(t *testing.T) {
-			var kc twoway.KeyConfig
-			if err := kc.UnmarshalBinary(unhex(t, e.keyConfig)); err != nil {
-				t.Fatal(err)
-			}
-			pk, err := hpke.KEM_X25519_HKDF_SHA256.Scheme().UnmarshalBinaryPublicKey(kc.PublicKey)
-			if err != nil {
-				t.Fatal(err)
-			}
 			suite := fixedEphemeralSuite{skE: unhex(t, e.skE)}
-			snd, err := twoway.NewRequestSenderWithCustomSuite(suite, kc.KeyID, pk, nil)
+			snd, err := twoway.NewRequestSenderWithCustomSuite(suite, e.config(t).KeyID, e.pub(t), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -277,17 +282,12 @@ func (a allocSealer) Export(ctx []byte, l uint) []byte {
 	return b
 }
 
-// context returns the sending HPKE context the example's request uses.
-func (s fixedEphemeralSuite) context(t *testing.T, keyConfig, mediaType []byte) *keyschedule.Context {
+// requestContext returns the sending HPKE context of the example's request.
+func (e ohttpExample) requestContext(t *testing.T) *keyschedule.Context {
 	t.Helper()
-	var kc twoway.KeyConfig
-	if err := kc.UnmarshalBinary(keyConfig); err != nil {
-		t.Fatal(err)
-	}
-	pk, _ := hpke.KEM_X25519_HKDF_SHA256.Scheme().UnmarshalBinaryPublicKey(kc.PublicKey)
-	hdr, _ := twoway.RequestHeader{KeyID: kc.KeyID, KemID: hpke.KEM_X25519_HKDF_SHA256, KDFID: hpke.KDF_HKDF_SHA256, AEADID: hpke.AEAD_AES128GCM}.MarshalBinary()
-	inf := append(append(bytes.Clone(mediaType), 0), hdr...)
-	snd, _ := s.NewSender(pk, inf)
+	hdr, _ := twoway.RequestHeader{KeyID: e.config(t).KeyID, KemID: hpke.KEM_X25519_HKDF_SHA256, KDFID: hpke.KDF_HKDF_SHA256, AEADID: hpke.AEAD_AES128GCM}.MarshalBinary()
+	inf := append(append([]byte(e.reqMedia), 0), hdr...)
+	snd, _ := fixedEphemeralSuite{skE: unhex(t, e.skE)}.NewSender(e.pub(t), inf)
 	_, sealer, err := snd.Setup(nil)
 	if err != nil {
 		t.Fatal(err)

@@ -53,7 +53,6 @@ const versionLabel = "HPKE-v1"
 // and one keyed HMAC serves every expansion from the same PRK. Both are
 // checked against crypto/hkdf and the RFC 9180 vectors.
 type KDF struct {
-	id uint16
 	h  func() hash.Hash
 	nh int
 }
@@ -62,20 +61,14 @@ type KDF struct {
 func NewKDF(id uint16) (KDF, error) {
 	switch id {
 	case KDFHKDFSHA256:
-		return KDF{id, sha256.New, sha256.Size}, nil
+		return KDF{sha256.New, sha256.Size}, nil
 	case KDFHKDFSHA384:
-		return KDF{id, sha512.New384, sha512.Size384}, nil
+		return KDF{sha512.New384, sha512.Size384}, nil
 	case KDFHKDFSHA512:
-		return KDF{id, sha512.New, sha512.Size}, nil
+		return KDF{sha512.New, sha512.Size}, nil
 	}
 	return KDF{}, fmt.Errorf("%w: 0x%04x", ErrUnsupportedKDF, id)
 }
-
-// ID returns the HPKE KDF identifier.
-func (k KDF) ID() uint16 { return k.id }
-
-// Size returns Nh, the output size of Extract.
-func (k KDF) Size() int { return k.nh }
 
 // Extract is HKDF-Extract(salt, ikm), unlabelled, as RFC 9458 uses it for
 // response keys. An empty salt is Nh zero bytes, as RFC 5869 says and
