@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -65,18 +66,7 @@ func SoftHSM(t testing.TB) *SoftHSMToken {
 		t.Fatalf("testenv: %v", err)
 	}
 	t.Setenv(softhsm.ConfEnv, env.ConfPath)
-	s := &SoftHSMToken{ModulePath: module, Env: env}
-	s.TokenLabel, s.PIN, s.SOPIN = "tw-"+randomHex(t, 6), randomHex(t, 8), randomHex(t, 8)
-	tok, err := env.InitToken(module, s.TokenLabel, s.SOPIN, s.PIN)
-	if err != nil {
-		t.Fatalf("testenv: initialise SoftHSM2 token: %v", err)
-	}
-	s.Serial = tok.Serial
-	s.PINFile = filepath.Join(env.Dir, "user.pin")
-	if err := os.WriteFile(s.PINFile, []byte(s.PIN+"\n"), 0o600); err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	return s
+	return newToken(t, module, env)
 }
 
 // AddToken initialises another token in the same configuration, with its
@@ -84,25 +74,32 @@ func SoftHSM(t testing.TB) *SoftHSMToken {
 // every Module of the test closed at the time.
 func (s *SoftHSMToken) AddToken(t testing.TB) *SoftHSMToken {
 	t.Helper()
-	n := &SoftHSMToken{ModulePath: s.ModulePath, Env: s.Env}
-	n.TokenLabel, n.PIN, n.SOPIN = "tw-"+randomHex(t, 6), randomHex(t, 8), randomHex(t, 8)
-	tok, err := s.Env.InitToken(s.ModulePath, n.TokenLabel, n.SOPIN, n.PIN)
+	return newToken(t, s.ModulePath, s.Env)
+}
+
+// newToken initialises a token with a random label and PINs in env and
+// writes its user PIN to LABEL.pin in env.Dir.
+func newToken(t testing.TB, module string, env *softhsm.Env) *SoftHSMToken {
+	t.Helper()
+	s := &SoftHSMToken{ModulePath: module, Env: env}
+	s.TokenLabel, s.PIN, s.SOPIN = "tw-"+randomHex(t, 6), randomHex(t, 8), randomHex(t, 8)
+	tok, err := env.InitToken(module, s.TokenLabel, s.SOPIN, s.PIN)
 	if err != nil {
 		t.Fatalf("testenv: initialise SoftHSM2 token: %v", err)
 	}
-	n.Serial = tok.Serial
-	n.PINFile = filepath.Join(s.Env.Dir, n.TokenLabel+".pin")
-	if err := os.WriteFile(n.PINFile, []byte(n.PIN+"\n"), 0o600); err != nil {
+	s.Serial = tok.Serial
+	s.PINFile = filepath.Join(env.Dir, s.TokenLabel+".pin")
+	if err := os.WriteFile(s.PINFile, []byte(s.PIN+"\n"), 0o600); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
-	return n
+	return s
 }
 
 // URI returns an RFC 7512 URI for the token with the given extra path
 // attributes (already percent-encoded, e.g. "id=%01", "object=k1"), the
 // module path and the PIN file as pin-source:
 //
-//	pkcs11:token=tw-...;id=%01?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/tmp/.../user.pin
+//	pkcs11:token=tw-...;id=%01?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/tmp/.../tw-....pin
 func (s *SoftHSMToken) URI(pathAttrs ...string) string {
 	return s.uri(pathAttrs, "pin-source=file:"+escapeQuery(s.PINFile))
 }
@@ -117,11 +114,7 @@ func (s *SoftHSMToken) URIWithoutPIN(pathAttrs ...string) string {
 func (s *SoftHSMToken) KeyURI(id []byte, label string) string {
 	var attrs []string
 	if len(id) > 0 {
-		var sb strings.Builder
-		for _, b := range id {
-			sb.WriteString("%" + strings.ToUpper(hex.EncodeToString([]byte{b})))
-		}
-		attrs = append(attrs, "id="+sb.String())
+		attrs = append(attrs, "id="+pctEncode(id))
 	}
 	if label != "" {
 		attrs = append(attrs, "object="+escapeQuery(label))
@@ -152,7 +145,16 @@ func escapeQuery(v string) string {
 			sb.WriteByte(c)
 			continue
 		}
-		sb.WriteString("%" + strings.ToUpper(hex.EncodeToString([]byte{c})))
+		sb.WriteString(pctEncode([]byte{c}))
+	}
+	return sb.String()
+}
+
+// pctEncode percent-encodes every byte of b, as RFC 7512 ids are written.
+func pctEncode(b []byte) string {
+	var sb strings.Builder
+	for _, c := range b {
+		fmt.Fprintf(&sb, "%%%02X", c)
 	}
 	return sb.String()
 }

@@ -3,15 +3,11 @@ package testenv
 import (
 	"context"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/twoway-hsm/twoway-hsm/hsm/swtpm"
 )
-
-// swtpmInstallHint is the message for a missing swtpm.
-const swtpmInstallHint = "swtpm swtpm-tools"
 
 // SWTPM is a swtpm TPM 2.0 simulator started for one test (hsm/swtpm), with
 // its state in a temporary directory and its data and control channels on
@@ -24,8 +20,7 @@ const swtpmInstallHint = "swtpm swtpm-tools"
 type SWTPM struct {
 	tb testing.TB
 	*swtpm.Instance
-	dir       string
-	cleanedUp bool
+	dir string
 }
 
 // SWTPMOption configures StartSWTPM.
@@ -41,9 +36,10 @@ func SWTPMUnixSocket() SWTPMOption { return func(c *swtpm.Config) { c.Unix = tru
 // unless TWOWAY_HSM_REQUIRED=1, in which case it fails.
 func StartSWTPM(tb testing.TB, opts ...SWTPMOption) *SWTPM {
 	tb.Helper()
-	cfg := swtpm.Config{
-		Swtpm: LookTool(tb, "swtpm", swtpmInstallHint),
-		Ioctl: LookTool(tb, "swtpm_ioctl", swtpmInstallHint),
+	var cfg swtpm.Config
+	var err error
+	if cfg.Swtpm, cfg.Ioctl, err = swtpm.FindBinaries(); err != nil {
+		Unavailable(tb, err.Error())
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -110,14 +106,7 @@ func (s *SWTPM) Init() {
 	}
 }
 
-// StateDir returns the directory holding the TPM state (NVChip).
-func (s *SWTPM) StateDir() string { return filepath.Join(s.dir, "state") }
-
 func (s *SWTPM) cleanup() {
-	if s.cleanedUp {
-		return
-	}
-	s.cleanedUp = true
 	if s.Instance != nil {
 		if err := s.Instance.Stop(context.Background()); err != nil {
 			s.tb.Errorf("swtpm: stop at cleanup: %v", err)

@@ -46,18 +46,7 @@ func BenchmarkECDH(b *testing.B) {
 		}
 		// The bare sequence finds its own handle, as an application
 		// would, once.
-		if err := c.FindObjectsInit(sessions[0], []*p11.Attribute{
-			p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PRIVATE_KEY),
-			p11.NewAttribute(p11.CKA_ID, k.ID()),
-		}); err != nil {
-			b.Fatal(err)
-		}
-		hs, _, err := c.FindObjects(sessions[0], 1)
-		c.FindObjectsFinal(sessions[0])
-		if err != nil || len(hs) != 1 {
-			b.Fatal(err)
-		}
-		priv := hs[0]
+		priv := findPrivate(b, c, sessions[0], k.ID())
 		size := cv.kem.DHSize()
 		tmpl := []*p11.Attribute{
 			p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),

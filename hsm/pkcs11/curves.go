@@ -18,9 +18,6 @@ const (
 	ckkECMontgomery           = 0x00000041 // CKK_EC_MONTGOMERY
 	ckmECEdwardsKeyPairGen    = 0x00001055 // CKM_EC_EDWARDS_KEY_PAIR_GEN
 	ckmECMontgomeryKeyPairGen = 0x00001056 // CKM_EC_MONTGOMERY_KEY_PAIR_GEN
-	ckaPublicKeyInfo          = p11.CKA_PUBLIC_KEY_INFO
-	ckmECKeyPairGen           = p11.CKM_EC_KEY_PAIR_GEN
-	ckmECDH1Derive            = p11.CKM_ECDH1_DERIVE
 )
 
 // curve describes one Diffie-Hellman group an HPKE DHKEM uses.
@@ -34,6 +31,9 @@ type curve struct {
 	pubLen     int    // length of the serialized public key
 	montgomery bool
 	lowOrder   [][]byte // Montgomery only: encodings of small-order u
+	// deriveTmpl is the template of the secret CKM_ECDH1_DERIVE makes,
+	// shared by every exchange on the curve.
+	deriveTmpl []*p11.Attribute
 }
 
 var (
@@ -58,6 +58,7 @@ func newCurve(id kem.ID, name string, c ecdh.Curve, oid asn1.ObjectIdentifier, s
 	} else {
 		cv.pubLen = 2*size + 1
 	}
+	cv.deriveTmpl = deriveTemplate(cv)
 	return cv
 }
 
@@ -209,13 +210,13 @@ func (c *curve) peerPoint(b []byte) ([]byte, error) {
 }
 
 func (c *curve) isLowOrder(u []byte) bool {
-	buf := make([]byte, len(u))
-	copy(buf, u)
+	n := len(u) - 1
+	last := u[n]
 	if c == curveX25519 {
-		buf[31] &= 0x7f // RFC 7748: the top bit of a 255-bit u is ignored
+		last &= 0x7f // RFC 7748: the top bit of a 255-bit u is ignored
 	}
 	for _, lo := range c.lowOrder {
-		if bytes.Equal(buf, lo) {
+		if last == lo[n] && bytes.Equal(u[:n], lo[:n]) {
 			return true
 		}
 	}

@@ -155,9 +155,9 @@ func (k *Key) deriveOnce(s *session, h p11.ObjectHandle, peer []byte) ([]byte, e
 	if wrapped {
 		data = wrapOctetString(peer)
 	}
-	obj, err := c.DeriveKey(s.h, []*p11.Mechanism{p11.NewMechanism(ckmECDH1Derive, p11.NewECDH1DeriveParams(p11.CKD_NULL, nil, data))}, h, k.deriveTmpl)
+	obj, err := c.DeriveKey(s.h, []*p11.Mechanism{p11.NewMechanism(p11.CKM_ECDH1_DERIVE, p11.NewECDH1DeriveParams(p11.CKD_NULL, nil, data))}, h, k.curve.deriveTmpl)
 	if err != nil && !wrapped && refusesRawPoint(err) {
-		obj, err = c.DeriveKey(s.h, []*p11.Mechanism{p11.NewMechanism(ckmECDH1Derive, p11.NewECDH1DeriveParams(p11.CKD_NULL, nil, wrapOctetString(peer)))}, h, k.deriveTmpl)
+		obj, err = c.DeriveKey(s.h, []*p11.Mechanism{p11.NewMechanism(p11.CKM_ECDH1_DERIVE, p11.NewECDH1DeriveParams(p11.CKD_NULL, nil, wrapOctetString(peer)))}, h, k.curve.deriveTmpl)
 		if err == nil {
 			k.tok.peerWrapped.Store(true)
 		}

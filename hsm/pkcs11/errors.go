@@ -76,15 +76,15 @@ func ckr(err error) uint {
 func isCKR(err error, rv uint) bool { return err != nil && ckr(err) == rv }
 
 // recovery classifies an error from the module: what must be redone before
-// the operation can be tried again.
+// the operation can be tried again ([Token.recover] does it).
 type recovery int
 
 const (
 	recoverNone    recovery = iota // not recoverable: report it
-	recoverHandle                  // find the key's object handle again
+	recoverRetry                   // try again as is: a transient failure
+	recoverHandle                  // try again; the operation finds its object handle again
 	recoverSession                 // reopen sessions and log in again
 	recoverModule                  // C_Initialize again, then reopen sessions
-	recoverRetry                   // try again as is: a transient failure
 )
 
 func classify(err error) recovery {

@@ -118,10 +118,8 @@ func TestAmbiguousToken(t *testing.T) {
 	sh := testenv.SoftHSM(t)
 	sh2 := sh.AddToken(t)
 	ctx := context.Background()
-	uri := "pkcs11:?module-path=" + sh.ModulePath + "&pin-source=" + sh.PINFile
 	_, err := pkcs11.OpenToken(ctx, "pkcs11:model=SoftHSM%20v2?module-path="+sh.ModulePath, pkcs11.WithPIN(sh.PIN))
 	wantErr(t, err, pkcs11.ErrTokenAmbiguous, sh.TokenLabel, sh2.TokenLabel)
-	_ = uri
 	// Both tokens open at once, in one module.
 	t1, err := pkcs11.OpenToken(ctx, sh.URI())
 	if err != nil {

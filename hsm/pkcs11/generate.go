@@ -51,7 +51,7 @@ func (r Route) mechanism() uint {
 	case RouteEdwardsOID:
 		return ckmECEdwardsKeyPairGen
 	}
-	return ckmECKeyPairGen
+	return p11.CKM_EC_KEY_PAIR_GEN
 }
 
 func (r Route) keyType() uint {
@@ -143,72 +143,9 @@ func (t *Token) GenerateKey(ctx context.Context, id kem.ID, ref KeyRef) (*Key, e
 	if err != nil {
 		return nil, err
 	}
-	if len(ref.ID) == 0 {
-		ref.ID = randomID()
-	}
-	var k *Key
-	created := false
-	err = t.do(ctx, "generate key", func(s *session) error {
-		c := t.ctx()
-		if created { // a retry after the pair was made: pick it up
-			return t.pickUp(s, ref, &k)
-		}
-		if err := t.keyExists(s, ref.ID); err != nil {
-			return err
-		}
-		routes, err := t.routes(cv)
-		if err != nil {
-			return err
-		}
-		var errs []error
-		for _, r := range routes {
-			pubT, privT := keyTemplates(r, cv, ref, true)
-			pubH, privH, err := c.GenerateKeyPair(s.h, []*p11.Mechanism{p11.NewMechanism(r.mechanism(), nil)}, pubT, privT)
-			if err != nil {
-				if classify(err) != recoverNone {
-					return fmt.Errorf("pkcs11: generate %s key: %w", cv.name, err)
-				}
-				errs = append(errs, fmt.Errorf("%v: %w", r, err))
-				continue
-			}
-			created = true
-			if cv.montgomery {
-				t.montRoute.Store(int32(r))
-			}
-			info, kcv, err := t.describeKey(s, privH)
-			if err == nil {
-				k, err = t.newKey(s, privH, info, kcv, ref)
-			}
-			if err != nil && classify(err) == recoverNone {
-				c.DestroyObject(s.h, privH)
-				c.DestroyObject(s.h, pubH)
-				created = false
-			}
-			return err
-		}
-		return fmt.Errorf("%w: token %q cannot generate %s keys: %w", ErrUnsupportedKeyType, t.info.Label, cv.name, errors.Join(errs...))
+	return t.createKey(ctx, "generate", cv, ref, func(c *p11.Ctx, s *session, r Route, pubT, privT []*p11.Attribute) (p11.ObjectHandle, p11.ObjectHandle, error) {
+		return c.GenerateKeyPair(s.h, []*p11.Mechanism{p11.NewMechanism(r.mechanism(), nil)}, pubT, privT)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return k, nil
-}
-
-// pickUp loads the key ref names into *k.
-func (t *Token) pickUp(s *session, ref KeyRef, k **Key) error {
-	hs, err := findObjects(t.ctx(), s, refTemplate(p11.CKO_PRIVATE_KEY, KeyRef{ID: ref.ID}))
-	if err != nil {
-		return err
-	}
-	if len(hs) != 1 {
-		return fmt.Errorf("%w: %s after creating it", ErrKeyNotFound, ref)
-	}
-	info, cv, err := t.describeKey(s, hs[0])
-	if err != nil {
-		return err
-	}
-	*k, err = t.newKey(s, hs[0], info, cv, ref)
-	return err
 }
 
 // ImportKey stores an existing private key on the token as a sensitive,
@@ -249,14 +186,37 @@ func (t *Token) ImportX448Key(ctx context.Context, priv []byte, ref KeyRef) (*Ke
 }
 
 func (t *Token) importKey(ctx context.Context, cv *curve, value, pub []byte, ref KeyRef) (*Key, error) {
+	return t.createKey(ctx, "import", cv, ref, func(c *p11.Ctx, s *session, _ Route, pubT, privT []*p11.Attribute) (p11.ObjectHandle, p11.ObjectHandle, error) {
+		privT = append(privT, p11.NewAttribute(p11.CKA_EC_PARAMS, cv.params), p11.NewAttribute(p11.CKA_VALUE, value))
+		pubT = append(pubT, p11.NewAttribute(p11.CKA_EC_POINT, wrapOctetString(pub)))
+		privH, err := c.CreateObject(s.h, privT)
+		if err != nil {
+			return 0, 0, err
+		}
+		pubH, err := c.CreateObject(s.h, pubT)
+		if err != nil {
+			c.DestroyObject(s.h, privH)
+			return 0, 0, fmt.Errorf("public key: %w", err)
+		}
+		return pubH, privH, nil
+	})
+}
+
+// createKey puts a key pair for curve cv on the token (verb is "generate"
+// or "import", for messages) and returns it as a Key. For each route, best
+// first, create makes the objects from the route's templates. A route the
+// token refuses gives way to the next; a failure that may pass
+// (CKR_GENERAL_ERROR, ...) is retried, every route again, once no route
+// worked. A retry after the pair was made picks it up instead.
+func (t *Token) createKey(ctx context.Context, verb string, cv *curve, ref KeyRef,
+	create func(c *p11.Ctx, s *session, r Route, pubT, privT []*p11.Attribute) (pub, priv p11.ObjectHandle, err error)) (*Key, error) {
 	if len(ref.ID) == 0 {
 		ref.ID = randomID()
 	}
 	var k *Key
 	created := false
-	err := t.do(ctx, "import key", func(s *session) error {
-		c := t.ctx()
-		if created {
+	err := t.do(ctx, verb+" key", func(s *session) error {
+		if created { // a retry after the pair was made: pick it up
 			return t.pickUp(s, ref, &k)
 		}
 		if err := t.keyExists(s, ref.ID); err != nil {
@@ -266,23 +226,23 @@ func (t *Token) importKey(ctx context.Context, cv *curve, value, pub []byte, ref
 		if err != nil {
 			return err
 		}
+		c := t.ctx()
 		var errs []error
+		var transient error
 		for _, r := range routes {
 			pubT, privT := keyTemplates(r, cv, ref, true)
-			privT = append(privT, p11.NewAttribute(p11.CKA_EC_PARAMS, cv.params), p11.NewAttribute(p11.CKA_VALUE, value))
-			pubT = append(pubT, p11.NewAttribute(p11.CKA_EC_POINT, wrapOctetString(pub)))
-			privH, err := c.CreateObject(s.h, privT)
+			pubH, privH, err := create(c, s, r, pubT, privT)
 			if err != nil {
-				if classify(err) != recoverNone {
-					return fmt.Errorf("pkcs11: import %s key: %w", cv.name, err)
+				switch classify(err) {
+				case recoverSession, recoverModule: // the session is gone, not the route
+					return fmt.Errorf("pkcs11: %s %s key: %w", verb, cv.name, err)
+				case recoverRetry, recoverHandle:
+					if transient == nil {
+						transient = fmt.Errorf("pkcs11: %s %s key: %w", verb, cv.name, err)
+					}
 				}
 				errs = append(errs, fmt.Errorf("%v: %w", r, err))
 				continue
-			}
-			pubH, err := c.CreateObject(s.h, pubT)
-			if err != nil {
-				c.DestroyObject(s.h, privH)
-				return fmt.Errorf("pkcs11: import %s public key: %w", cv.name, err)
 			}
 			created = true
 			if cv.montgomery {
@@ -299,12 +259,32 @@ func (t *Token) importKey(ctx context.Context, cv *curve, value, pub []byte, ref
 			}
 			return err
 		}
-		return fmt.Errorf("%w: token %q does not take %s keys: %w", ErrUnsupportedKeyType, t.info.Label, cv.name, errors.Join(errs...))
+		if transient != nil {
+			return transient
+		}
+		return fmt.Errorf("%w: token %q cannot %s %s keys: %w", ErrUnsupportedKeyType, t.info.Label, verb, cv.name, errors.Join(errs...))
 	})
 	if err != nil {
 		return nil, err
 	}
 	return k, nil
+}
+
+// pickUp loads the key ref names into *k.
+func (t *Token) pickUp(s *session, ref KeyRef, k **Key) error {
+	hs, err := findObjects(t.ctx(), s, refTemplate(p11.CKO_PRIVATE_KEY, KeyRef{ID: ref.ID}))
+	if err != nil {
+		return err
+	}
+	if len(hs) != 1 {
+		return fmt.Errorf("%w: %s after creating it", ErrKeyNotFound, ref)
+	}
+	info, cv, err := t.describeKey(s, hs[0])
+	if err != nil {
+		return err
+	}
+	*k, err = t.newKey(s, hs[0], info, cv, ref)
+	return err
 }
 
 // Capability reports whether a token can generate keys for a KEM and do
@@ -411,7 +391,6 @@ func (t *Token) probeRoute(s *session, cv *curve, r Route) error {
 		peer = eph.PublicKey().Bytes()
 	}
 	k := &Key{tok: t, curve: cv}
-	k.deriveTmpl = deriveTemplate(cv)
 	got, err := k.deriveOnce(s, privH, peer)
 	if err != nil {
 		return err

@@ -48,6 +48,24 @@ func rawSession(t testing.TB, sh *testenv.SoftHSMToken, tok *pkcs11.Token) (*p11
 	return c, s
 }
 
+// findPrivate finds, on a raw session, the one private key object with
+// CKA_ID id.
+func findPrivate(t testing.TB, c *p11.Ctx, s p11.SessionHandle, id []byte) p11.ObjectHandle {
+	t.Helper()
+	if err := c.FindObjectsInit(s, []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PRIVATE_KEY),
+		p11.NewAttribute(p11.CKA_ID, id),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	hs, _, err := c.FindObjects(s, 2)
+	c.FindObjectsFinal(s)
+	if err != nil || len(hs) != 1 {
+		t.Fatalf("found %d private keys with id %x: %v", len(hs), id, err)
+	}
+	return hs[0]
+}
+
 // dhCurves are the curves a test loops over; X448 has no crypto/ecdh curve.
 var dhCurves = []struct {
 	name string

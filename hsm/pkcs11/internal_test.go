@@ -193,7 +193,7 @@ func TestPINFromSource(t *testing.T) {
 		}
 	}
 	big := write("big", strings.Repeat("x", 5000))
-	for _, src := range []string{filepath.Join(dir, "none"), dir, write("empty", ""), big, "file://remote.example/pin", "env:PIN", ""} {
+	for _, src := range []string{filepath.Join(dir, "none"), dir, write("empty", ""), big, "file://remote.example/pin", "env:TWOWAY_TEST_UNSET_PIN", "env:", "https://example.invalid/pin", ""} {
 		if _, err := pinFromSource(src); !errors.Is(err, ErrPINSource) {
 			t.Errorf("pinFromSource(%q): %v", src, err)
 		}

@@ -3,7 +3,6 @@ package pkcs11_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdh"
 	"crypto/rand"
 	"testing"
 
@@ -64,5 +63,4 @@ func TestKEMAdapter(t *testing.T) {
 			}
 		})
 	}
-	var _ ecdh.KeyExchanger = (*pkcs11.Key)(nil)
 }

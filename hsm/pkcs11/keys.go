@@ -62,13 +62,12 @@ type KeyInfo struct {
 // use. Its object handle is cached and found again by CKA_ID after the Token
 // recovers. No method returns private key material.
 type Key struct {
-	tok        *Token
-	curve      *curve
-	info       KeyInfo
-	findRef    KeyRef
-	ecdhPub    *ecdh.PublicKey
-	deriveTmpl []*p11.Attribute
-	cache      atomic.Pointer[handleCache]
+	tok     *Token
+	curve   *curve
+	info    KeyInfo
+	findRef KeyRef
+	ecdhPub *ecdh.PublicKey
+	cache   atomic.Pointer[handleCache]
 
 	owned     bool // Close closes tok (OpenKey)
 	closeOnce sync.Once
@@ -237,46 +236,57 @@ func (t *Token) publicKey(s *session, h p11.ObjectHandle, kt uint, id []byte, la
 		ref.Label = label
 	}
 	if !ref.IsZero() {
-		tmpl := append(refTemplate(p11.CKO_PUBLIC_KEY, ref), p11.NewAttribute(p11.CKA_KEY_TYPE, kt))
-		hs, err := findObjects(c, s, tmpl)
+		hs, err := findObjects(c, s, append(refTemplate(p11.CKO_PUBLIC_KEY, ref), p11.NewAttribute(p11.CKA_KEY_TYPE, kt)))
 		if err != nil {
 			return nil, err
 		}
-		var found []byte
-		for _, ph := range hs {
-			a, err := getAttrs(c, s, ph, p11.CKA_EC_PARAMS, p11.CKA_EC_POINT)
-			if err != nil {
-				return nil, err
-			}
-			if !bytes.Equal(a[p11.CKA_EC_PARAMS], cv.params) {
-				if pc, err := curveFromParams(kt, a[p11.CKA_EC_PARAMS]); err != nil || pc != cv {
-					continue
-				}
-			}
-			raw, ok := cv.rawPoint(a[p11.CKA_EC_POINT])
-			if !ok {
-				continue
-			}
-			if found != nil && !bytes.Equal(found, raw) {
-				return nil, fmt.Errorf("%w: public key objects for %s disagree", ErrKeyAmbiguous, ref)
-			}
-			found = raw
-		}
-		if found != nil {
-			return bytes.Clone(found), cv.checkPublic(found)
+		if _, pub, err := publicFromObjects(c, s, hs, cv, ref); err != nil || pub != nil {
+			return pub, err
 		}
 	}
-	a, err := getAttrs(c, s, h, p11.CKA_EC_POINT, ckaPublicKeyInfo)
+	a, err := getAttrs(c, s, h, p11.CKA_EC_POINT, p11.CKA_PUBLIC_KEY_INFO)
 	if err != nil {
 		return nil, err
 	}
 	if raw, ok := cv.rawPoint(a[p11.CKA_EC_POINT]); ok {
 		return bytes.Clone(raw), cv.checkPublic(raw)
 	}
-	if raw, ok := cv.fromSPKI(a[ckaPublicKeyInfo]); ok {
+	if raw, ok := cv.fromSPKI(a[p11.CKA_PUBLIC_KEY_INFO]); ok {
 		return raw, cv.checkPublic(raw)
 	}
 	return nil, fmt.Errorf("%w: no public key object with %s and no CKA_EC_POINT on the private key", ErrPublicKeyNotFound, ref)
+}
+
+// publicFromObjects reads the public key objects hs (ref names them, for
+// messages) and returns the valid public key they hold and its curve, or a
+// nil key when none holds one. With want set, only keys on that curve
+// count. Objects that hold different keys are ErrKeyAmbiguous.
+func publicFromObjects(c *p11.Ctx, s *session, hs []p11.ObjectHandle, want *curve, ref KeyRef) (*curve, []byte, error) {
+	var cv *curve
+	var found []byte
+	for _, h := range hs {
+		a, err := getAttrs(c, s, h, p11.CKA_KEY_TYPE, p11.CKA_EC_PARAMS, p11.CKA_EC_POINT)
+		if err != nil {
+			return nil, nil, err
+		}
+		kt, ok := attrULong(a[p11.CKA_KEY_TYPE])
+		if !ok {
+			continue
+		}
+		pc, err := curveFromParams(kt, a[p11.CKA_EC_PARAMS])
+		if err != nil || (want != nil && pc != want) {
+			continue
+		}
+		raw, ok := pc.rawPoint(a[p11.CKA_EC_POINT])
+		if !ok || pc.checkPublic(raw) != nil {
+			continue
+		}
+		if found != nil && (pc != cv || !bytes.Equal(found, raw)) {
+			return nil, nil, fmt.Errorf("%w: public key objects for %s disagree", ErrKeyAmbiguous, ref)
+		}
+		cv, found = pc, raw
+	}
+	return cv, bytes.Clone(found), nil
 }
 
 // checkPublic validates the token's own public key.
@@ -345,7 +355,6 @@ func (t *Token) newKey(s *session, h p11.ObjectHandle, info KeyInfo, cv *curve, 
 		}
 		k.ecdhPub = pub
 	}
-	k.deriveTmpl = deriveTemplate(cv)
 	k.cache.Store(&handleCache{gen: s.gen, h: h})
 	return k, nil
 }

@@ -210,22 +210,12 @@ func TestPrivateValueUnreadable(t *testing.T) {
 	}
 	c, s := rawSession(t, sh, tok)
 	for _, k := range []*pkcs11.Key{gen, imp} {
-		if err := c.FindObjectsInit(s, []*p11.Attribute{
-			p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PRIVATE_KEY),
-			p11.NewAttribute(p11.CKA_ID, k.ID()),
-		}); err != nil {
-			t.Fatal(err)
-		}
-		hs, _, err := c.FindObjects(s, 2)
-		c.FindObjectsFinal(s)
-		if err != nil || len(hs) != 1 {
-			t.Fatalf("find: %v %v", hs, err)
-		}
-		_, err = c.GetAttributeValue(s, hs[0], []*p11.Attribute{p11.NewAttribute(p11.CKA_VALUE, nil)})
+		h := findPrivate(t, c, s, k.ID())
+		_, err := c.GetAttributeValue(s, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_VALUE, nil)})
 		if !errors.Is(err, p11.Error(p11.CKR_ATTRIBUTE_SENSITIVE)) {
 			t.Fatalf("reading CKA_VALUE of %s: %v, want CKR_ATTRIBUTE_SENSITIVE", k.URI(), err)
 		}
-		a, err := c.GetAttributeValue(s, hs[0], []*p11.Attribute{p11.NewAttribute(p11.CKA_EXTRACTABLE, nil)})
+		a, err := c.GetAttributeValue(s, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_EXTRACTABLE, nil)})
 		if err != nil || len(a[0].Value) != 1 || a[0].Value[0] != 0 {
 			t.Fatalf("CKA_EXTRACTABLE = %v (%v), want false", a, err)
 		}

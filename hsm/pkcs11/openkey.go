@@ -45,9 +45,7 @@ func (t *Token) FindKeyURI(ctx context.Context, uri string) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	sel := u.Token
-	if !fieldMatch(sel.Label, t.info.Label) || !fieldMatch(sel.Serial, t.info.Serial) ||
-		!fieldMatch(sel.Manufacturer, t.info.Manufacturer) || !fieldMatch(sel.Model, t.info.Model) {
+	if !u.Token.matches(t.info.Label, t.info.Serial, t.info.Manufacturer, t.info.Model) {
 		return nil, fmt.Errorf("%w: %s names another token than %q (serial %s)", ErrTokenNotFound, u, t.info.Label, t.info.Serial)
 	}
 	return t.FindKey(ctx, u.Key)

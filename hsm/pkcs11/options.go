@@ -11,7 +11,8 @@ const (
 	// WithPoolSize is not given (before clamping to the token's limit).
 	DefaultPoolSize = 4
 	// DefaultMaxRetries is how many times an operation is retried after
-	// recovering the module, the sessions or a key handle.
+	// recovering the module, the sessions or a key handle, or after a
+	// transient failure.
 	DefaultMaxRetries = 3
 	// DefaultTimeout is the timeout of the context [Key.ECDH] uses, since it
 	// takes none.
@@ -69,9 +70,9 @@ func WithPIN(pin string) Option { return func(o *options) { o.pin = &pin } }
 // URI.
 func WithPINEnv(name string) Option { return func(o *options) { o.pinEnv = name } }
 
-// WithPINFile reads the user PIN from a file (a path or a file: URI; one
-// trailing line break is dropped). It takes precedence over the URI's
-// pin-value and pin-source.
+// WithPINFile reads the user PIN as a URI's pin-source would: from a file (a
+// path or a file: URI; one trailing line break is dropped), or env:NAME. It
+// takes precedence over the URI's pin-value and pin-source.
 func WithPINFile(path string) Option { return func(o *options) { o.pinFile = path } }
 
 // WithPoolSize sets how many sessions the Token opens at most, hence how
@@ -85,7 +86,8 @@ func WithPoolSize(n int) Option { return func(o *options) { o.poolSize = n } }
 func WithStrict(strict bool) Option { return func(o *options) { o.strict = strict } }
 
 // WithMaxRetries bounds how many times an operation is retried after a
-// recoverable failure (session closed, token removed, module finalised).
+// recoverable failure (session closed, token removed, module finalised,
+// stale object handle, CKR_GENERAL_ERROR or CKR_FUNCTION_FAILED).
 func WithMaxRetries(n int) Option { return func(o *options) { o.maxRetries = n } }
 
 // WithTimeout sets the timeout of the context [Key.ECDH] runs each exchange

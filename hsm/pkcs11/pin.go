@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/url"
 	"os"
+	"strings"
 )
 
 // resolvePIN picks the user PIN: WithPIN, then WithPINEnv, then
@@ -19,11 +21,8 @@ func resolvePIN(o *options, u *URI) (pin string, ok bool, err error) {
 		}
 		return *o.pin, true, nil
 	case o.pinEnv != "":
-		v := os.Getenv(o.pinEnv)
-		if v == "" {
-			return "", true, fmt.Errorf("%w: environment variable %s is unset or empty", ErrPINSource, o.pinEnv)
-		}
-		return v, true, nil
+		pin, err := pinFromEnv(o.pinEnv)
+		return pin, true, err
 	case o.pinFile != "":
 		pin, err := pinFromSource(o.pinFile)
 		return pin, true, err
@@ -37,6 +36,58 @@ func resolvePIN(o *options, u *URI) (pin string, ok bool, err error) {
 		return pin, true, err
 	}
 	return "", false, nil
+}
+
+// pinFromSource reads a PIN from a pin-source: env:NAME, a "file:" URI or a
+// plain path. One trailing line break is removed from a file. A source that
+// cannot be read or that is empty is an error wrapping [ErrPINSource], never
+// an empty PIN; the error names the file, never its content.
+func pinFromSource(src string) (string, error) {
+	if name, ok := strings.CutPrefix(src, "env:"); ok {
+		if name == "" {
+			return "", fmt.Errorf("%w: pin-source env: names no variable", ErrPINSource)
+		}
+		return pinFromEnv(name)
+	}
+	path := src
+	if strings.HasPrefix(src, "file:") {
+		pu, err := url.Parse(src)
+		if err != nil {
+			return "", fmt.Errorf("%w: pin-source is not a valid file: URI", ErrPINSource)
+		}
+		path = pu.Path
+		if path == "" {
+			path = pu.Opaque // file:relative/path
+		}
+		if pu.Host != "" && pu.Host != "localhost" {
+			return "", fmt.Errorf("%w: pin-source names a remote host %q", ErrPINSource, pu.Host)
+		}
+	} else if i := strings.Index(src, ":"); i > 0 && !strings.ContainsAny(src[:i], `/\`) && len(src[:i]) > 1 {
+		return "", fmt.Errorf("%w: pin-source scheme %q not supported (use file:PATH, a path, or env:NAME)", ErrPINSource, src[:i])
+	}
+	if path == "" {
+		return "", fmt.Errorf("%w: empty pin-source", ErrPINSource)
+	}
+	b, err := readFileLimited(path, 4096)
+	if err != nil {
+		return "", fmt.Errorf("%w: read pin-source %s: %v", ErrPINSource, path, unwrapPathErr(err))
+	}
+	pin := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	clear(b)
+	if pin == "" {
+		return "", fmt.Errorf("%w: pin-source %s is empty", ErrPINSource, path)
+	}
+	return pin, nil
+}
+
+// pinFromEnv reads a PIN from an environment variable ([WithPINEnv] or a
+// pin-source env:NAME), which must be set and not empty.
+func pinFromEnv(name string) (string, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return "", fmt.Errorf("%w: environment variable %s is unset or empty", ErrPINSource, name)
+	}
+	return v, nil
 }
 
 // readFileLimited reads at most limit bytes of a regular file or a named

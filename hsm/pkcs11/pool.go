@@ -30,9 +30,6 @@ func newSessionPool(size int) *sessionPool {
 	return &sessionPool{sem: make(chan struct{}, size)}
 }
 
-// size is the largest number of sessions the pool opens.
-func (p *sessionPool) size() int { return cap(p.sem) }
-
 // acquire waits for a free slot, or for ctx or done.
 func (p *sessionPool) acquire(ctx context.Context, done <-chan struct{}) error {
 	select {

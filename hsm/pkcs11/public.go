@@ -1,7 +1,6 @@
 package pkcs11
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 
@@ -25,24 +24,11 @@ func ReadPublicKey(ctx context.Context, uri string, opts ...Option) (kem.ID, []b
 	if u.Key.IsZero() {
 		return 0, nil, fmt.Errorf("%w: the URI names no key (give id= and/or object=)", ErrInvalidURI)
 	}
-	if err := ctx.Err(); err != nil {
-		return 0, nil, err
-	}
-	o := buildOptions(opts)
-	path, err := modulePath(u, o)
-	if err != nil {
-		return 0, nil, err
-	}
-	mod, err := OpenModule(path)
+	mod, slot, ti, err := openSlot(ctx, u, buildOptions(opts))
 	if err != nil {
 		return 0, nil, err
 	}
 	defer mod.Close()
-	t := &Token{mod: mod, o: o, log: o.logger}
-	slot, _, err := t.findToken(u.Token)
-	if err != nil {
-		return 0, nil, err
-	}
 	c := mod.Ctx()
 	sh, err := c.OpenSession(slot, p11.CKF_SERIAL_SESSION)
 	if err != nil {
@@ -54,32 +40,12 @@ func ReadPublicKey(ctx context.Context, uri string, opts ...Option) (kem.ID, []b
 	if err != nil {
 		return 0, nil, err
 	}
-	var id kem.ID
-	var found []byte
-	for _, h := range hs {
-		a, err := getAttrs(c, s, h, p11.CKA_KEY_TYPE, p11.CKA_EC_PARAMS, p11.CKA_EC_POINT)
-		if err != nil {
-			return 0, nil, err
-		}
-		kt, ok := attrULong(a[p11.CKA_KEY_TYPE])
-		if !ok {
-			continue
-		}
-		cv, err := curveFromParams(kt, a[p11.CKA_EC_PARAMS])
-		if err != nil {
-			continue
-		}
-		raw, ok := cv.rawPoint(a[p11.CKA_EC_POINT])
-		if !ok || cv.checkPublic(raw) != nil {
-			continue
-		}
-		if found != nil && (!bytes.Equal(found, raw) || id != cv.kem) {
-			return 0, nil, fmt.Errorf("%w: public key objects for %s disagree", ErrKeyAmbiguous, u.Key)
-		}
-		id, found = cv.kem, bytes.Clone(raw)
+	cv, pub, err := publicFromObjects(c, s, hs, nil, u.Key)
+	if err != nil {
+		return 0, nil, err
 	}
-	if found == nil {
-		return 0, nil, fmt.Errorf("%w: no readable public key object with %s on token %q", ErrPublicKeyNotFound, u.Key, u.Token.Label)
+	if pub == nil {
+		return 0, nil, fmt.Errorf("%w: no readable public key object with %s on token %q", ErrPublicKeyNotFound, u.Key, ti.Label)
 	}
-	return id, found, nil
+	return cv.kem, pub, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,21 +48,20 @@ type TokenInfo struct {
 // CKR_SESSION_CLOSED, CKR_USER_NOT_LOGGED_IN), the token went away
 // (CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT) or the module was finalised
 // (CKR_CRYPTOKI_NOT_INITIALIZED), the Token recovers: it initialises the
-// module again if needed, finds its token again by label and serial (never by
-// slot id), opens new sessions, logs in again, and keys find their objects
-// again by CKA_ID. It retries at most the configured number of times
+// module again if needed, finds its token again by label, serial,
+// manufacturer and model (never by slot id), opens new sessions, logs in
+// again, and keys find their objects again by CKA_ID. A stale object handle
+// is found again, and CKR_GENERAL_ERROR and CKR_FUNCTION_FAILED (which
+// SoftHSM2 gives now and then under concurrent use) are retried after a
+// pause. It retries at most the configured number of times
 // ([WithMaxRetries]) and then fails with [ErrTokenUnavailable].
 type Token struct {
 	mod *Module
 	o   options
-	log *slog.Logger
 
 	pin       string // never printed
 	needLogin bool
-	// pinned selects the same token after a recovery: label, serial,
-	// manufacturer and model as found at open, never the slot id.
-	pinned TokenSelector
-	info   TokenInfo
+	info      TokenInfo
 
 	mu        sync.Mutex // serialises recoveries and the mechanism cache
 	slot      atomic.Uint64
@@ -118,19 +116,34 @@ func modulePath(u *URI, o options) (string, error) {
 	return path, nil
 }
 
-func openToken(ctx context.Context, u *URI, o options) (*Token, error) {
+// openSlot opens the module the options or the URI name and finds the token
+// the URI selects in it. The caller closes the Module.
+func openSlot(ctx context.Context, u *URI, o options) (*Module, uint, p11.TokenInfo, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, 0, p11.TokenInfo{}, err
 	}
 	path, err := modulePath(u, o)
 	if err != nil {
-		return nil, err
+		return nil, 0, p11.TokenInfo{}, err
 	}
 	mod, err := OpenModule(path)
 	if err != nil {
+		return nil, 0, p11.TokenInfo{}, err
+	}
+	slot, ti, err := mod.findToken(u.Token)
+	if err != nil {
+		mod.Close()
+		return nil, 0, p11.TokenInfo{}, err
+	}
+	return mod, slot, ti, nil
+}
+
+func openToken(ctx context.Context, u *URI, o options) (*Token, error) {
+	mod, slot, ti, err := openSlot(ctx, u, o)
+	if err != nil {
 		return nil, err
 	}
-	t := &Token{mod: mod, o: o, log: o.logger, done: make(chan struct{})}
+	t := &Token{mod: mod, o: o, done: make(chan struct{})}
 	ok := false
 	defer func() {
 		if !ok {
@@ -138,10 +151,6 @@ func openToken(ctx context.Context, u *URI, o options) (*Token, error) {
 		}
 	}()
 
-	slot, ti, err := t.findToken(u.Token)
-	if err != nil {
-		return nil, err
-	}
 	pin, havePIN, err := resolvePIN(&o, u)
 	if err != nil {
 		return nil, err
@@ -158,7 +167,6 @@ func openToken(ctx context.Context, u *URI, o options) (*Token, error) {
 	if m := ti.MaxRwSessionCount; m != p11.CK_EFFECTIVELY_INFINITE && m != p11.CK_UNAVAILABLE_INFORMATION && uint(size) > m {
 		size = int(m)
 	}
-	t.pinned = TokenSelector{Label: ti.Label, Serial: ti.SerialNumber, Manufacturer: ti.ManufacturerID, Model: ti.Model}
 	t.info = TokenInfo{
 		Label: ti.Label, Serial: ti.SerialNumber, Manufacturer: ti.ManufacturerID, Model: ti.Model,
 		SlotID: slot, MaxRwSessionCount: ti.MaxRwSessionCount, PoolSize: size,
@@ -223,15 +231,15 @@ func (t *Token) enter() bool {
 }
 
 // findToken returns the slot of the one initialised token matching sel.
-func (t *Token) findToken(sel TokenSelector) (uint, p11.TokenInfo, error) {
-	c := t.ctx()
+func (m *Module) findToken(sel TokenSelector) (uint, p11.TokenInfo, error) {
+	c := m.st.ctx
 	if sel.LibraryManufacturer != "" || sel.LibraryDescription != "" {
 		info, err := c.GetInfo()
 		if err != nil {
 			return 0, p11.TokenInfo{}, fmt.Errorf("pkcs11: C_GetInfo: %w", err)
 		}
 		if !fieldMatch(sel.LibraryManufacturer, info.ManufacturerID) || !fieldMatch(sel.LibraryDescription, info.LibraryDescription) {
-			return 0, p11.TokenInfo{}, fmt.Errorf("%w: module %s is %q/%q, not the library the URI names", ErrTokenNotFound, t.mod.Path(), info.ManufacturerID, info.LibraryDescription)
+			return 0, p11.TokenInfo{}, fmt.Errorf("%w: module %s is %q/%q, not the library the URI names", ErrTokenNotFound, m.Path(), info.ManufacturerID, info.LibraryDescription)
 		}
 	}
 	slots, err := c.GetSlotList(true)
@@ -254,8 +262,7 @@ func (t *Token) findToken(sel TokenSelector) (uint, p11.TokenInfo, error) {
 		ti.ManufacturerID = trimField(ti.ManufacturerID)
 		ti.Model = trimField(ti.Model)
 		seen = append(seen, fmt.Sprintf("%q (serial %s)", ti.Label, ti.SerialNumber))
-		if !fieldMatch(sel.Label, ti.Label) || !fieldMatch(sel.Serial, ti.SerialNumber) ||
-			!fieldMatch(sel.Manufacturer, ti.ManufacturerID) || !fieldMatch(sel.Model, ti.Model) {
+		if !sel.matches(ti.Label, ti.SerialNumber, ti.ManufacturerID, ti.Model) {
 			continue
 		}
 		if sel.SlotID != nil && *sel.SlotID != s {
@@ -278,7 +285,7 @@ func (t *Token) findToken(sel TokenSelector) (uint, p11.TokenInfo, error) {
 		if len(seen) > 0 {
 			avail = strings.Join(seen, ", ")
 		}
-		return 0, p11.TokenInfo{}, fmt.Errorf("%w: nothing matches %s in %s (initialised tokens: %s)", ErrTokenNotFound, sel.describe(), t.mod.Path(), avail)
+		return 0, p11.TokenInfo{}, fmt.Errorf("%w: nothing matches %s in %s (initialised tokens: %s)", ErrTokenNotFound, sel.describe(), m.Path(), avail)
 	default:
 		var names []string
 		for _, m := range matches {
@@ -291,6 +298,19 @@ func (t *Token) findToken(sel TokenSelector) (uint, p11.TokenInfo, error) {
 func trimField(s string) string { return strings.TrimRight(s, " \x00") }
 
 func fieldMatch(want, have string) bool { return want == "" || want == have }
+
+// matches reports whether a token with these label, serial, manufacturer
+// and model fits the selector's token attributes.
+func (s TokenSelector) matches(label, serial, manufacturer, model string) bool {
+	return fieldMatch(s.Label, label) && fieldMatch(s.Serial, serial) &&
+		fieldMatch(s.Manufacturer, manufacturer) && fieldMatch(s.Model, model)
+}
+
+// selector selects this token again after a recovery: label, serial,
+// manufacturer and model as found at open, never the slot id.
+func (t *Token) selector() TokenSelector {
+	return TokenSelector{Label: t.info.Label, Serial: t.info.Serial, Manufacturer: t.info.Manufacturer, Model: t.info.Model}
+}
 
 // describe renders the selector for messages.
 func (s TokenSelector) describe() string {
@@ -418,11 +438,12 @@ func (t *Token) do(ctx context.Context, op string, fn func(*session) error) erro
 		if rec == recoverNone {
 			return err
 		}
-		last = err
-		if rec != recoverHandle && rec != recoverRetry {
-			needRecover = rec
-		}
-		t.log.Warn("pkcs11: recovering", "token", t.info.Label, "op", op, "cause", causeName(err), "attempt", attempt+1, "of", attempts)
+		last, needRecover = err, rec
+		t.o.logger.Warn("pkcs11: recovering", "token", t.info.Label, "op", op, "cause", causeName(err), "attempt", attempt+1, "of", attempts)
+	}
+	// Out of attempts: still leave the Token recovered for the next call.
+	if needRecover != recoverNone {
+		_ = t.recover(needRecover, failGen, last)
 	}
 	return fmt.Errorf("%w: token %q: %s gave up after %d attempts: %w", ErrTokenUnavailable, t.info.Label, op, attempts, last)
 }
@@ -454,8 +475,13 @@ func (t *Token) backoff(ctx context.Context, attempt int, cause error) error {
 // recover brings the Token back after a failure seen in generation gen:
 // re-initialise the module if needed, drop the idle sessions, find the token
 // again, and start a new generation (new sessions log in again; keys find
-// their handles again). Only one goroutine recovers a generation.
+// their handles again). Only one goroutine recovers a generation. A stale
+// handle or a transient failure needs nothing of the Token: the operation
+// finds its handle again or is simply tried again.
 func (t *Token) recover(rec recovery, gen uint64, cause error) error {
+	if rec != recoverSession && rec != recoverModule {
+		return nil
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.gen.Load() != gen {
@@ -472,12 +498,12 @@ func (t *Token) recover(rec recovery, gen uint64, cause error) error {
 			return err
 		}
 	}
-	slot, _, err := t.findToken(t.pinned)
+	slot, _, err := t.mod.findToken(t.selector())
 	if isCKR(err, p11.CKR_CRYPTOKI_NOT_INITIALIZED) {
 		if err := t.mod.st.ensureInitialized(); err != nil {
 			return err
 		}
-		slot, _, err = t.findToken(t.pinned)
+		slot, _, err = t.mod.findToken(t.selector())
 	}
 	if err != nil {
 		return err
@@ -485,7 +511,7 @@ func (t *Token) recover(rec recovery, gen uint64, cause error) error {
 	t.slot.Store(uint64(slot))
 	t.mechs = nil
 	t.gen.Add(1)
-	t.log.Info("pkcs11: token recovered", "token", t.info.Label, "slot", slot)
+	t.o.logger.Info("pkcs11: token recovered", "token", t.info.Label, "slot", slot)
 	return nil
 }
 

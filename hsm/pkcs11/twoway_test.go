@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"testing"
 
 	"github.com/cloudflare/circl/hpke"
@@ -161,53 +160,50 @@ func unhexT(t *testing.T, s string) []byte {
 	return b
 }
 
-// findPrivate finds the one private key object with CKA_ID id.
-func findPrivate(t *testing.T, c *p11.Ctx, s p11.SessionHandle, id []byte) p11.ObjectHandle {
-	t.Helper()
-	if err := c.FindObjectsInit(s, []*p11.Attribute{
-		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PRIVATE_KEY),
-		p11.NewAttribute(p11.CKA_ID, id),
-	}); err != nil {
-		t.Fatal(err)
-	}
-	hs, _, err := c.FindObjects(s, 2)
-	c.FindObjectsFinal(s)
-	if err != nil || len(hs) != 1 {
-		t.Fatalf("found %d private keys with id %x: %v", len(hs), id, err)
-	}
-	return hs[0]
-}
-
-// TestReadPublicKey reads public keys without a PIN and checks them against
-// the keys' own.
+// TestReadPublicKey reads public keys by id and by label with no PIN and no
+// login anywhere in the process, checks them against the keys' own, and
+// checks the errors for a missing key, disagreeing public keys and a URI
+// that names no key.
 func TestReadPublicKey(t *testing.T) {
 	sh, tok := openToken(t)
 	ctx := context.Background()
+	want := map[string][]byte{}
 	for i, c := range dhCurves {
 		k, err := tok.GenerateKey(ctx, c.kem, pkcs11.KeyRef{ID: []byte{0xc0, byte(i)}, Label: "pub-" + c.name})
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, uri := range []string{
-			sh.URIWithoutPIN() + "",
+		want[c.name] = k.PublicKeyBytes()
+	}
+	for _, id := range [][]byte{{0xd0}, {0xd1}} {
+		if _, err := tok.GenerateKey(ctx, kem.DHKEMP256HKDFSHA256, pkcs11.KeyRef{ID: id, Label: "twice"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// SoftHSM2 keeps one login per process: close the Token so that
+	// nothing is logged in while ReadPublicKey reads.
+	if err := tok.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range dhCurves {
+		for _, u := range []string{
+			sh.URIWithoutPIN(fmt.Sprintf("id=%%C0%%%02X", i)),
+			sh.URIWithoutPIN("object=pub-" + c.name),
 		} {
-			base, q, _ := strings.Cut(uri, "?")
-			byID := base + fmt.Sprintf(";id=%%c0%%%02x", i) + "?" + q
-			byLabel := base + ";object=pub-" + c.name + "?" + q
-			for _, u := range []string{byID, byLabel} {
-				id, pub, err := pkcs11.ReadPublicKey(ctx, u)
-				if err != nil {
-					t.Fatalf("%s: %v", c.name, err)
-				}
-				if id != c.kem || !bytes.Equal(pub, k.PublicKeyBytes()) {
-					t.Fatalf("%s: read %v %x, want %v %x", c.name, id, pub, c.kem, k.PublicKeyBytes())
-				}
+			id, pub, err := pkcs11.ReadPublicKey(ctx, u)
+			if err != nil {
+				t.Fatalf("%s: %v", u, err)
+			}
+			if id != c.kem || !bytes.Equal(pub, want[c.name]) {
+				t.Fatalf("%s: read %v %x, want %v %x", u, id, pub, c.kem, want[c.name])
 			}
 		}
 	}
-	base, q, _ := strings.Cut(sh.URIWithoutPIN(), "?")
-	if _, _, err := pkcs11.ReadPublicKey(ctx, base+";id=%ff%ff?"+q); !errors.Is(err, pkcs11.ErrPublicKeyNotFound) {
+	if _, _, err := pkcs11.ReadPublicKey(ctx, sh.URIWithoutPIN("id=%FF%FF")); !errors.Is(err, pkcs11.ErrPublicKeyNotFound) {
 		t.Fatalf("missing key: %v", err)
+	}
+	if _, _, err := pkcs11.ReadPublicKey(ctx, sh.URIWithoutPIN("object=twice")); !errors.Is(err, pkcs11.ErrKeyAmbiguous) {
+		t.Fatalf("two different keys with one label: %v", err)
 	}
 	if _, _, err := pkcs11.ReadPublicKey(ctx, sh.URIWithoutPIN()); !errors.Is(err, pkcs11.ErrInvalidURI) {
 		t.Fatalf("no key named: %v", err)

@@ -2,8 +2,6 @@ package pkcs11
 
 import (
 	"fmt"
-	"net/url"
-	"os"
 	"strconv"
 	"strings"
 
@@ -57,9 +55,9 @@ func (r KeyRef) String() string {
 // Path attributes select the token (token, serial, manufacturer, model,
 // slot-id, slot-description, slot-manufacturer, library-manufacturer,
 // library-description) and the key (id, object, type=private|public).
-// Query attributes give the module (module-path) and the PIN (pin-source, a
-// file as a file: URI or a plain path, or pin-value). Unknown attributes are
-// ignored, as RFC 7512 asks.
+// Query attributes give the module (module-path) and the PIN (pin-source: a
+// file as a file: URI or a plain path, or env:NAME for an environment
+// variable; or pin-value). Unknown attributes are ignored, as RFC 7512 asks.
 type URI struct {
 	Token      TokenSelector
 	Key        KeyRef
@@ -198,50 +196,4 @@ func pct(s, allowed string) string {
 		}
 	}
 	return sb.String()
-}
-
-// pinFromSource reads a PIN from a pin-source: a "file:" URI or a plain
-// path. One trailing line break is removed. A source that cannot be read or
-// that is empty is an error wrapping [ErrPINSource], never an empty PIN; the
-// error names the file, never its content.
-func pinFromSource(src string) (string, error) {
-	if name, ok := strings.CutPrefix(src, "env:"); ok {
-		if name == "" {
-			return "", fmt.Errorf("%w: pin-source env: names no variable", ErrPINSource)
-		}
-		v := os.Getenv(name)
-		if v == "" {
-			return "", fmt.Errorf("%w: environment variable %s (pin-source) is unset or empty", ErrPINSource, name)
-		}
-		return v, nil
-	}
-	path := src
-	if strings.HasPrefix(src, "file:") {
-		pu, err := url.Parse(src)
-		if err != nil {
-			return "", fmt.Errorf("%w: pin-source is not a valid file: URI", ErrPINSource)
-		}
-		path = pu.Path
-		if path == "" {
-			path = pu.Opaque // file:relative/path
-		}
-		if pu.Host != "" && pu.Host != "localhost" {
-			return "", fmt.Errorf("%w: pin-source names a remote host %q", ErrPINSource, pu.Host)
-		}
-	} else if i := strings.Index(src, ":"); i > 0 && !strings.ContainsAny(src[:i], `/\`) && len(src[:i]) > 1 {
-		return "", fmt.Errorf("%w: pin-source scheme %q not supported (use file:PATH, a path, or env:NAME)", ErrPINSource, src[:i])
-	}
-	if path == "" {
-		return "", fmt.Errorf("%w: empty pin-source", ErrPINSource)
-	}
-	b, err := readFileLimited(path, 4096)
-	if err != nil {
-		return "", fmt.Errorf("%w: read pin-source %s: %v", ErrPINSource, path, unwrapPathErr(err))
-	}
-	pin := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
-	clear(b)
-	if pin == "" {
-		return "", fmt.Errorf("%w: pin-source %s is empty", ErrPINSource, path)
-	}
-	return pin, nil
 }

@@ -48,10 +48,11 @@ type Env struct {
 }
 
 // NewEnv writes a softhsm2.conf and an empty token directory ("tokens") into
-// dir, creating dir if needed. The path must pass [CheckDir]. With dir == "" it makes a fresh temporary
-// directory, which [Env.Remove] deletes. An existing configuration in dir is
-// overwritten; existing tokens in dir/tokens are kept (so an Env can be
-// reopened by calling NewEnv with the same dir).
+// dir, creating dir if needed. The path must pass [CheckDir]. With dir == ""
+// it makes a fresh temporary directory, which [Env.Remove] deletes. An
+// existing configuration in dir is overwritten; existing tokens in
+// dir/tokens are kept (so an Env can be reopened by calling NewEnv with the
+// same dir).
 func NewEnv(dir string) (*Env, error) {
 	owns := false
 	if dir == "" {

@@ -130,37 +130,35 @@ func (e *Env) InitToken(modulePath, label, soPIN, userPIN string) (Token, error)
 
 // freeSlot returns SoftHSM's slot with an uninitialised token.
 func freeSlot(c *p11.Ctx) (uint, error) {
-	slots, err := c.GetSlotList(true)
-	if err != nil {
-		return 0, fmt.Errorf("softhsm: C_GetSlotList: %w", err)
+	s, ok, err := findSlot(c, func(ti p11.TokenInfo) bool { return ti.Flags&p11.CKF_TOKEN_INITIALIZED == 0 })
+	if err == nil && !ok {
+		err = errors.New("softhsm: no free slot (is this module really SoftHSM2?)")
 	}
-	for _, s := range slots {
-		ti, err := c.GetTokenInfo(s)
-		if err != nil {
-			continue
-		}
-		if ti.Flags&p11.CKF_TOKEN_INITIALIZED == 0 {
-			return s, nil
-		}
-	}
-	return 0, errors.New("softhsm: no free slot (is this module really SoftHSM2?)")
+	return s, err
 }
 
 // newTokenSlot finds the initialised token with label whose user PIN is not
 // set yet: the one C_InitToken just made.
 func newTokenSlot(c *p11.Ctx, label string) (uint, error) {
+	s, ok, err := findSlot(c, func(ti p11.TokenInfo) bool {
+		return ti.Label == label && ti.Flags&p11.CKF_TOKEN_INITIALIZED != 0 && ti.Flags&p11.CKF_USER_PIN_INITIALIZED == 0
+	})
+	if err == nil && !ok {
+		err = fmt.Errorf("softhsm: token %q not found after C_InitToken", label)
+	}
+	return s, err
+}
+
+// findSlot returns the first slot with a token for which match is true.
+func findSlot(c *p11.Ctx, match func(p11.TokenInfo) bool) (uint, bool, error) {
 	slots, err := c.GetSlotList(true)
 	if err != nil {
-		return 0, fmt.Errorf("softhsm: C_GetSlotList: %w", err)
+		return 0, false, fmt.Errorf("softhsm: C_GetSlotList: %w", err)
 	}
 	for _, s := range slots {
-		ti, err := c.GetTokenInfo(s)
-		if err != nil {
-			continue
-		}
-		if ti.Label == label && ti.Flags&p11.CKF_TOKEN_INITIALIZED != 0 && ti.Flags&p11.CKF_USER_PIN_INITIALIZED == 0 {
-			return s, nil
+		if ti, err := c.GetTokenInfo(s); err == nil && match(ti) {
+			return s, true, nil
 		}
 	}
-	return 0, fmt.Errorf("softhsm: token %q not found after C_InitToken", label)
+	return 0, false, nil
 }
