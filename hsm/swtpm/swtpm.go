@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -82,10 +83,9 @@ type Instance struct {
 
 // state is what instance.json records, for StopDir.
 type state struct {
-	Pid       int    `json:"pid"`
-	Transport string `json:"transport"`
-	Ctrl      string `json:"ctrl"` // swtpm_ioctl channel arguments: "tcp HOST:PORT" or "unix PATH"
-	Ioctl     string `json:"ioctl"`
+	Pid   int      `json:"pid"`
+	Ctrl  []string `json:"ctrl_args"` // swtpm_ioctl's control channel arguments (ctrlArgs)
+	Ioctl string   `json:"ioctl"`
 }
 
 // Start starts a swtpm instance and waits until it answers TPM2_GetRandom.
@@ -141,10 +141,16 @@ func Start(ctx context.Context, cfg Config) (*Instance, error) {
 // Transport returns the transport string for hsm/tpm2:
 // "tcp:127.0.0.1:PORT" or "unix:/path/data.sock".
 func (in *Instance) Transport() string {
+	network, addr := in.dataAddr()
+	return network + ":" + addr
+}
+
+// dataAddr returns the network and address of the data channel.
+func (in *Instance) dataAddr() (network, addr string) {
 	if in.cfg.Unix {
-		return "unix:" + in.dataSock
+		return "unix", in.dataSock
 	}
-	return "tcp:127.0.0.1:" + strconv.Itoa(in.port)
+	return "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(in.port))
 }
 
 // Dir returns the instance's directory.
@@ -158,26 +164,32 @@ func (in *Instance) LogPath() string { return filepath.Join(in.cfg.Dir, "swtpm.l
 
 // Pid returns the process ID of the running swtpm, or 0.
 func (in *Instance) Pid() int {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.cmd == nil || in.cmd.Process == nil {
-		return 0
+	if cmd, exited := in.proc(); cmd != nil && !isClosed(exited) {
+		return cmd.Process.Pid
 	}
-	return in.cmd.Process.Pid
+	return 0
 }
 
 // Running reports whether the swtpm process is running.
 func (in *Instance) Running() bool {
+	cmd, exited := in.proc()
+	return cmd != nil && !isClosed(exited)
+}
+
+// proc returns the swtpm process last started and the channel that is
+// closed when it has exited (nil, nil before the first start).
+func (in *Instance) proc() (*exec.Cmd, <-chan struct{}) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if in.cmd == nil {
-		return false
-	}
+	return in.cmd, in.exited
+}
+
+func isClosed(ch <-chan struct{}) bool {
 	select {
-	case <-in.exited:
-		return false
-	default:
+	case <-ch:
 		return true
+	default:
+		return false
 	}
 }
 
@@ -206,16 +218,8 @@ func (in *Instance) Restart(ctx context.Context) error {
 // Stop shuts swtpm down gracefully (swtpm_ioctl -s on the control channel)
 // and waits for it to exit, killing it if it does not within 5 seconds.
 func (in *Instance) Stop(ctx context.Context) error {
-	in.mu.Lock()
-	cmd, exited := in.cmd, in.exited
-	in.mu.Unlock()
-	if cmd == nil {
-		return nil
-	}
 	var errs []error
-	select {
-	case <-exited:
-	default:
+	if cmd, exited := in.proc(); cmd != nil && !isClosed(exited) {
 		if out, err := runIoctl(ctx, in.cfg.Ioctl, in.ctrlArgs(), "-s"); err != nil {
 			errs = append(errs, fmt.Errorf("swtpm_ioctl -s: %v: %s", err, bytes.TrimSpace(out)))
 		}
@@ -223,36 +227,32 @@ func (in *Instance) Stop(ctx context.Context) error {
 		case <-exited:
 		case <-time.After(5 * time.Second):
 			errs = append(errs, errors.New("swtpm did not exit after swtpm_ioctl -s; killed it"))
-			_ = cmd.Process.Kill()
-			<-exited
+			errs = append(errs, kill(cmd, exited))
 		}
 	}
-	in.mu.Lock()
-	in.cmd = nil
-	in.mu.Unlock()
-	os.Remove(filepath.Join(in.cfg.Dir, "instance.json"))
+	os.Remove(in.statePath())
 	return errors.Join(errs...)
 }
 
 // Kill kills swtpm with SIGKILL, as a crash would, and waits for it to
 // exit. Restart brings it back on the same state.
 func (in *Instance) Kill() error {
-	in.mu.Lock()
-	cmd, exited := in.cmd, in.exited
-	in.mu.Unlock()
+	cmd, exited := in.proc()
 	if cmd == nil {
 		return nil
 	}
-	_ = cmd.Process.Signal(os.Kill)
+	return kill(cmd, exited)
+}
+
+// kill sends cmd SIGKILL and waits for it to exit (exited closes).
+func kill(cmd *exec.Cmd, exited <-chan struct{}) error {
+	_ = cmd.Process.Kill() // fails only if it has exited already
 	select {
 	case <-exited:
+		return nil
 	case <-time.After(10 * time.Second):
-		return errors.New("swtpm: did not die after SIGKILL")
+		return fmt.Errorf("swtpm: process %d did not die after SIGKILL", cmd.Process.Pid)
 	}
-	in.mu.Lock()
-	in.cmd = nil
-	in.mu.Unlock()
-	return nil
 }
 
 // Init sends the TPM a hardware TPM_Init through the control channel
@@ -268,18 +268,24 @@ func (in *Instance) Init(ctx context.Context) error {
 // LogTail returns the end of swtpm's log, for error messages.
 func (in *Instance) LogTail() string {
 	b, _ := os.ReadFile(in.LogPath())
-	const max = 4000
-	if len(b) > max {
-		b = b[len(b)-max:]
+	const tail = 4000
+	if len(b) > tail {
+		b = b[len(b)-tail:]
 	}
 	return string(b)
 }
 
+// statePath returns the path of instance.json.
+func (in *Instance) statePath() string { return filepath.Join(in.cfg.Dir, "instance.json") }
+
 // StopDir stops a detached instance started in dir (by this or another
 // process), using the instance.json it left there; it is not an error if
-// none is running.
+// none is running. It signals only the swtpm that serves dir's state: the
+// pid recorded may since have been reused, by any process or by another
+// swtpm.
 func StopDir(ctx context.Context, dir string) error {
-	b, err := os.ReadFile(filepath.Join(dir, "instance.json"))
+	path := filepath.Join(dir, "instance.json")
+	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -288,53 +294,67 @@ func StopDir(ctx context.Context, dir string) error {
 	}
 	var st state
 	if err := json.Unmarshal(b, &st); err != nil {
-		return fmt.Errorf("swtpm: %s: %w", filepath.Join(dir, "instance.json"), err)
+		return fmt.Errorf("swtpm: %s: %w", path, err)
 	}
-	if alive(st.Pid) && !isSwtpm(st.Pid) {
-		// The pid was reused (a reboot, or the instance died long ago):
-		// never signal a process that is not swtpm.
-		return os.Remove(filepath.Join(dir, "instance.json"))
-	}
-	if alive(st.Pid) {
-		ctrl := splitCtrl(st.Ctrl)
-		if _, err := runIoctl(ctx, st.Ioctl, ctrl, "-s"); err != nil {
+	stateDir := filepath.Join(dir, "state")
+	running := func() bool { return servesState(st.Pid, stateDir) }
+	if running() {
+		if _, err := runIoctl(ctx, st.Ioctl, st.Ctrl, "-s"); err != nil {
 			_ = syscall.Kill(st.Pid, syscall.SIGTERM)
 		}
-		deadline := time.Now().Add(5 * time.Second)
-		for alive(st.Pid) && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if alive(st.Pid) {
+		if !waitUntil(5*time.Second, func() bool { return !running() }) {
 			_ = syscall.Kill(st.Pid, syscall.SIGKILL)
-			for i := 0; i < 100 && alive(st.Pid); i++ {
-				time.Sleep(10 * time.Millisecond)
+			if !waitUntil(time.Second, func() bool { return !running() }) {
+				return fmt.Errorf("swtpm: process %d would not stop", st.Pid)
 			}
 		}
-		if alive(st.Pid) {
-			return fmt.Errorf("swtpm: process %d would not stop", st.Pid)
-		}
 	}
-	return os.Remove(filepath.Join(dir, "instance.json"))
+	return os.Remove(path)
 }
 
-// isSwtpm reports whether pid runs swtpm.
-func isSwtpm(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	return err == nil && string(bytes.TrimSpace(b)) == "swtpm"
-}
-
-// alive reports whether pid is a live process that is not a zombie.
-func alive(pid int) bool {
+// servesState reports whether pid is a live swtpm process whose TPM state
+// (--tpmstate dir=) is stateDir. A zombie has no command line, so it does
+// not count. Without /proc (not Linux) it can only tell whether pid is
+// alive.
+func servesState(pid int, stateDir string) bool {
 	if pid <= 0 {
 		return false
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	proc := "/proc/" + strconv.Itoa(pid)
+	cmdline, err := os.ReadFile(proc + "/cmdline")
 	if err != nil {
-		return syscall.Kill(pid, 0) == nil
+		if _, err := os.Stat("/proc/self"); err != nil {
+			return syscall.Kill(pid, 0) == nil
+		}
+		return false
 	}
-	// comm may contain spaces; the state follows the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	return i > 0 && i+2 < len(b) && b[i+2] != 'Z'
+	want, err := os.Stat(stateDir)
+	if err != nil {
+		return false
+	}
+	args := strings.Split(string(cmdline), "\x00")
+	for i := 1; i < len(args); i++ {
+		dir, ok := strings.CutPrefix(args[i], "dir=")
+		if !ok || args[i-1] != "--tpmstate" {
+			continue
+		}
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(proc, "cwd", dir)
+		}
+		fi, err := os.Stat(dir)
+		return err == nil && os.SameFile(fi, want)
+	}
+	return false
+}
+
+// waitUntil polls cond for up to d and reports whether it became true.
+func waitUntil(d time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
 
 func (in *Instance) args() []string {
@@ -354,16 +374,12 @@ func (in *Instance) args() []string {
 		"--ctrl", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", in.port+1))
 }
 
+// ctrlArgs returns swtpm_ioctl's arguments that name the control channel.
 func (in *Instance) ctrlArgs() []string {
 	if in.cfg.Unix {
 		return []string{"--unix", in.ctrlSock}
 	}
 	return []string{"--tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(in.port+1))}
-}
-
-func splitCtrl(s string) []string {
-	kind, addr, _ := bytes.Cut([]byte(s), []byte(" "))
-	return []string{"--" + string(kind), string(addr)}
 }
 
 // start launches swtpm and waits until it answers.
@@ -404,19 +420,10 @@ func (in *Instance) start(ctx context.Context) error {
 	in.mu.Unlock()
 
 	if err := in.waitReady(ctx, exited, 15*time.Second); err != nil {
-		_ = cmd.Process.Kill()
-		<-exited
-		in.mu.Lock()
-		in.cmd = nil
-		in.mu.Unlock()
-		return err
+		return errors.Join(err, kill(cmd, exited))
 	}
-	ctrl := "tcp " + net.JoinHostPort("127.0.0.1", strconv.Itoa(in.port+1))
-	if in.cfg.Unix {
-		ctrl = "unix " + in.ctrlSock
-	}
-	st, _ := json.Marshal(state{Pid: cmd.Process.Pid, Transport: in.Transport(), Ctrl: ctrl, Ioctl: in.cfg.Ioctl})
-	return os.WriteFile(filepath.Join(in.cfg.Dir, "instance.json"), st, 0o600)
+	st, _ := json.Marshal(state{Pid: cmd.Process.Pid, Ctrl: in.ctrlArgs(), Ioctl: in.cfg.Ioctl})
+	return os.WriteFile(in.statePath(), st, 0o600)
 }
 
 // waitReady polls the data channel with TPM2_GetRandom until swtpm answers.
@@ -444,10 +451,7 @@ func (in *Instance) waitReady(ctx context.Context, exited <-chan struct{}, timeo
 
 // probe sends TPM2_GetRandom(8) as raw command bytes and checks the answer.
 func (in *Instance) probe() error {
-	network, addr := "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(in.port))
-	if in.cfg.Unix {
-		network, addr = "unix", in.dataSock
-	}
+	network, addr := in.dataAddr()
 	c, err := net.DialTimeout(network, addr, time.Second)
 	if err != nil {
 		return err

@@ -2,7 +2,10 @@ package swtpm_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -44,6 +47,59 @@ func TestDetachedStopDir(t *testing.T) {
 		}
 		if err := swtpm.StopDir(ctx, dir); err != nil {
 			t.Fatalf("second StopDir: %v", err)
+		}
+	}
+}
+
+// TestStopDirSparesReusedPid: when the pid in instance.json now belongs to
+// another process - another swtpm, or something else entirely - StopDir
+// signals nothing and just removes the stale record.
+func TestStopDirSparesReusedPid(t *testing.T) {
+	testenv.LookTool(t, "swtpm", "swtpm swtpm-tools")
+	testenv.LookTool(t, "swtpm_ioctl", "swtpm swtpm-tools")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := func() *swtpm.Instance {
+		in, err := swtpm.Start(ctx, swtpm.Config{Dir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { in.Stop(context.Background()) })
+		return in
+	}
+	a, b := start(), start()
+	sleep := exec.Command("sleep", "60")
+	if err := sleep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sleep.Process.Kill(); sleep.Wait() }()
+
+	record := filepath.Join(a.Dir(), "instance.json")
+	orig, err := os.ReadFile(record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, pid := range map[string]int{"another swtpm": b.Pid(), "another process": sleep.Process.Pid} {
+		var st map[string]any
+		if err := json.Unmarshal(orig, &st); err != nil {
+			t.Fatal(err)
+		}
+		st["pid"] = pid
+		stale, _ := json.Marshal(st)
+		if err := os.WriteFile(record, stale, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := swtpm.StopDir(ctx, a.Dir()); err != nil {
+			t.Fatalf("%s: StopDir: %v", name, err)
+		}
+		if _, err := os.Stat(record); !os.IsNotExist(err) {
+			t.Errorf("%s: stale instance.json not removed: %v", name, err)
+		}
+		if syscall.Kill(pid, 0) != nil {
+			t.Fatalf("%s: StopDir killed process %d", name, pid)
+		}
+		if !a.Running() || !b.Running() {
+			t.Fatalf("%s: StopDir stopped an swtpm", name)
 		}
 	}
 }

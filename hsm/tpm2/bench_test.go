@@ -3,6 +3,7 @@ package tpm2
 import (
 	"context"
 	"crypto/ecdh"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -26,27 +27,15 @@ import (
 // Each reports ns/op and the p50 and p99 latency in µs.
 func BenchmarkECDH(b *testing.B) {
 	for _, curve := range allCurves {
-		b.Run(curveName(curve), func(b *testing.B) {
-			sw := testenv.StartSWTPM(b)
+		b.Run(fmt.Sprint(curve), func(b *testing.B) {
 			ctx := context.Background()
 			// One key for all three, saved as a key file.
-			tp, err := Open(ctx, sw.Transport())
-			if err != nil {
-				b.Fatal(err)
-			}
-			if have, _ := tp.Curves(ctx); !containsCurve(have, curve) {
-				tp.Close()
-				b.Skipf("TPM lacks %v", curve)
-			}
-			k, err := tp.CreateKey(ctx, curve)
-			if err != nil {
-				b.Fatal(err)
-			}
+			sw, tp, k := benchKey(b, curve)
 			pemBytes, _ := k.KeyFile()
 			k.Close()
-			tp.Close()
+			tp.Close() // swtpm serves one connection at a time
 			peer := softwarePeer(b, curve).PublicKey().Bytes()
-			size := kemOf(curve).DHSize()
+			size := k.KEM().DHSize()
 			x, y := peer[1:1+size], peer[1+size:]
 
 			b.Run("backend", func(b *testing.B) {
@@ -113,6 +102,17 @@ func BenchmarkECDH(b *testing.B) {
 	}
 }
 
+// benchKey starts an swtpm and creates a key on curve there, skipping the
+// benchmark when the TPM lacks the curve.
+func benchKey(b *testing.B, curve ecdh.Curve) (*testenv.SWTPM, *TPM, *Key) {
+	b.Helper()
+	sw, tp := startTPM(b)
+	if have, _ := tp.Curves(testCtx(b)); !slices.Contains(have, curve) {
+		b.Skipf("TPM lacks %v", curve)
+	}
+	return sw, tp, createKey(b, tp, curve)
+}
+
 // runLatency runs op in a b.Loop, and reports p50 and p99 latencies.
 func runLatency(b *testing.B, op func() error) {
 	b.Helper()
@@ -127,12 +127,18 @@ func runLatency(b *testing.B, op func() error) {
 		}
 		lat = append(lat, time.Since(t0))
 	}
+	p50, p99 := percentiles(lat)
+	b.ReportMetric(p50, "p50-µs")
+	b.ReportMetric(p99, "p99-µs")
+}
+
+// percentiles sorts lat and returns its p50 and p99 in µs.
+func percentiles(lat []time.Duration) (p50, p99 float64) {
 	slices.Sort(lat)
 	pct := func(p float64) float64 {
 		return float64(lat[int(p*float64(len(lat)-1))].Nanoseconds()) / 1e3
 	}
-	b.ReportMetric(pct(0.50), "p50-µs")
-	b.ReportMetric(pct(0.99), "p99-µs")
+	return pct(0.50), pct(0.99)
 }
 
 func bareSRK(b *testing.B, tr transport.TPM) (tpm2.AuthHandle, *tpm2.TPMTPublic) {
@@ -154,18 +160,6 @@ func flushHandle(tr transport.TPM, h tpm2.TPMHandle) {
 	tpm2.FlushContext{FlushHandle: h}.Execute(tr)
 }
 
-func curveName(c ecdh.Curve) string {
-	switch c {
-	case ecdh.P256():
-		return "P-256"
-	case ecdh.P384():
-		return "P-384"
-	case ecdh.P521():
-		return "P-521"
-	}
-	return "unknown"
-}
-
 // BenchmarkECDHPaired runs the three variants of BenchmarkECDH interleaved,
 // one operation of each per iteration over the same connection (the bare
 // calls borrow the backend's transport under its lock, with their own
@@ -174,24 +168,11 @@ func curveName(c ecdh.Curve) string {
 // ns/op is for the three operations together.
 func BenchmarkECDHPaired(b *testing.B) {
 	for _, curve := range allCurves {
-		b.Run(curveName(curve), func(b *testing.B) {
-			sw := testenv.StartSWTPM(b)
+		b.Run(fmt.Sprint(curve), func(b *testing.B) {
 			ctx := context.Background()
-			tp, err := Open(ctx, sw.Transport())
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer tp.Close()
-			if have, _ := tp.Curves(ctx); !containsCurve(have, curve) {
-				b.Skipf("TPM lacks %v", curve)
-			}
-			k, err := tp.CreateKey(ctx, curve)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer k.Close()
+			_, tp, k := benchKey(b, curve)
 			peer := softwarePeer(b, curve).PublicKey().Bytes()
-			size := kemOf(curve).DHSize()
+			size := k.KEM().DHSize()
 			if _, err := k.ECDHContext(ctx, peer); err != nil { // load key, start session
 				b.Fatal(err)
 			}
@@ -251,9 +232,8 @@ func BenchmarkECDHPaired(b *testing.B) {
 			}
 			p50 := make([]float64, len(ops))
 			for i := range ops {
-				slices.Sort(lat[i])
-				p50[i] = float64(lat[i][len(lat[i])/2].Nanoseconds()) / 1e3
-				p99 := float64(lat[i][int(0.99*float64(len(lat[i])-1))].Nanoseconds()) / 1e3
+				var p99 float64
+				p50[i], p99 = percentiles(lat[i])
 				b.ReportMetric(p50[i], names[i]+"-p50-µs")
 				b.ReportMetric(p99, names[i]+"-p99-µs")
 			}

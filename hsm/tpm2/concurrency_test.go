@@ -3,6 +3,7 @@ package tpm2
 import (
 	"bytes"
 	"crypto/ecdh"
+	"errors"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/twoway-hsm/twoway-hsm/testenv"
 )
@@ -122,22 +124,18 @@ func TestConcurrentECDH(t *testing.T) {
 	assertNoLeaks(t, sw.Transport())
 }
 
-type mismatchError struct{}
-
-func (mismatchError) Error() string { return "ECDH result differs from software" }
-
-var errMismatch = mismatchError{}
+var errMismatch = errors.New("ECDH result differs from software")
 
 // recordingTransport keeps copies of every command and response.
 type recordingTransport struct {
-	rawTransport
+	transport.TPMCloser
 	mu        sync.Mutex
 	commands  [][]byte
 	responses [][]byte
 }
 
 func (r *recordingTransport) Send(cmd []byte) ([]byte, error) {
-	rsp, err := r.rawTransport.Send(cmd)
+	rsp, err := r.TPMCloser.Send(cmd)
 	r.mu.Lock()
 	r.commands = append(r.commands, bytes.Clone(cmd))
 	r.responses = append(r.responses, bytes.Clone(rsp))
@@ -150,14 +148,13 @@ func (r *recordingTransport) Send(cmd []byte) ([]byte, error) {
 // runs in a salted session with response encryption and authorizes with an
 // HMAC rather than a password.
 func TestNothingSecretOnTheWire(t *testing.T) {
-	sw := testenv.StartSWTPM(t)
-	tp := openTPM(t, sw)
+	_, tp := startTPM(t)
 	ctx := testCtx(t)
 	c := tp.c
 	if err := c.lock(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rec := &recordingTransport{rawTransport: c.tr}
+	rec := &recordingTransport{TPMCloser: c.tr}
 	c.tr = rec
 	c.unlock()
 

@@ -26,21 +26,10 @@ import (
 // TPM; a command already sent is allowed to finish. The caller owns the
 // result and should zero it after use.
 func (k *Key) ECDHContext(ctx context.Context, peer []byte) ([]byte, error) {
-	if k.closed.Load() {
-		return nil, fmt.Errorf("tpm2: ecdh: %w", ErrClosed)
-	}
-	size := k.kemID.DHSize()
-	if len(peer) != 1+2*size || peer[0] != 4 {
-		return nil, fmt.Errorf("tpm2: ecdh: %w: want a %d-byte uncompressed point", kem.ErrInvalidPublicKey, 1+2*size)
-	}
-	if _, err := k.curve.NewPublicKey(peer); err != nil {
-		return nil, fmt.Errorf("tpm2: ecdh: %w: %w", kem.ErrInvalidPublicKey, err)
-	}
-	z, err := k.zgen(ctx, peer[1:1+size], peer[1+size:])
-	if err != nil {
+	if err := kem.CheckPublicKey(k.kemID, peer); err != nil {
 		return nil, fmt.Errorf("tpm2: ecdh: %w", err)
 	}
-	return z, nil
+	return k.ecdh(ctx, peer)
 }
 
 // DecapsulateContext implements kem.PrivateKey: DHKEM's Decap with the
@@ -54,17 +43,21 @@ func (k *Key) DecapsulateContext(ctx context.Context, enc []byte) ([]byte, error
 // ECDH implements crypto/ecdh.KeyExchanger: ECDHContext bounded by the
 // key's default timeout (WithTimeout, default [DefaultTimeout]).
 func (k *Key) ECDH(peer *ecdh.PublicKey) ([]byte, error) {
-	if peer == nil || peer.Curve() != k.curve {
-		return nil, fmt.Errorf("tpm2: ecdh: %w: peer key is not on %v", kem.ErrInvalidPublicKey, k.curve)
+	if peer == nil || peer.Curve() != k.Curve() {
+		return nil, fmt.Errorf("tpm2: ecdh: %w: peer key is not on %v", kem.ErrInvalidPublicKey, k.Curve())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), k.timeout)
 	defer cancel()
-	return k.ECDHContext(ctx, peer.Bytes())
+	return k.ecdh(ctx, peer.Bytes()) // an ecdh.PublicKey is a valid point
 }
 
-// zgen runs TPM2_ECDH_ZGen with the point (x, y), which is not validated
-// here, and returns the padded X coordinate of the result.
-func (k *Key) zgen(ctx context.Context, x, y []byte) ([]byte, error) {
+// ecdh runs TPM2_ECDH_ZGen with peer, an uncompressed point of the key's
+// curve that is not validated here, and returns the padded X coordinate of
+// the result.
+func (k *Key) ecdh(ctx context.Context, peer []byte) ([]byte, error) {
+	if k.closed.Load() {
+		return nil, fmt.Errorf("tpm2: ecdh: %w", ErrClosed)
+	}
 	size := k.kemID.DHSize()
 	out := make([]byte, size)
 	c := k.c
@@ -72,7 +65,7 @@ func (k *Key) zgen(ctx context.Context, x, y []byte) ([]byte, error) {
 		if k.closed.Load() {
 			return ErrClosed
 		}
-		lk, err := c.ensureLoaded(k)
+		h, err := c.ensureLoaded(k)
 		if err != nil {
 			return err
 		}
@@ -80,29 +73,29 @@ func (k *Key) zgen(ctx context.Context, x, y []byte) ([]byte, error) {
 		if err != nil {
 			return err
 		}
-		s.use(k.auth, false, true, true)
+		s.use(k.auth, false, true)
 		defer s.clearCaptured()
 		_, err = tpm2.ECDHZGen{
-			KeyHandle: tpm2.AuthHandle{Handle: lk.handle, Name: lk.name, Auth: s},
+			KeyHandle: tpm2.AuthHandle{Handle: h, Name: k.name, Auth: s},
 			InPoint: tpm2.New2B(tpm2.TPMSECCPoint{
-				X: tpm2.TPM2BECCParameter{Buffer: x},
-				Y: tpm2.TPM2BECCParameter{Buffer: y},
+				X: tpm2.TPM2BECCParameter{Buffer: peer[1 : 1+size]},
+				Y: tpm2.TPM2BECCParameter{Buffer: peer[1+size:]},
 			}),
 		}.Execute(c.tr)
 		if err != nil {
-			if _, persistent := k.Handle(); persistent && errors.Is(err, tpm2.TPMRCHandle) {
-				return fmt.Errorf("%w: %v", ErrKeyNotFound, Handle(k.persistent.Load()))
+			if ph, ok := k.Handle(); ok && errors.Is(err, tpm2.TPMRCHandle) {
+				return fmt.Errorf("%w: %v", ErrKeyNotFound, ph)
 			}
 			return mapRC(err)
 		}
 		return copyX(out, s.captured)
 	})
+	if err == nil && subtle.ConstantTimeCompare(out, make([]byte, size)) == 1 {
+		err = fmt.Errorf("%w: all-zero shared secret", kem.ErrInvalidPublicKey)
+	}
 	if err != nil {
 		clear(out)
-		return nil, err
-	}
-	if subtle.ConstantTimeCompare(out, make([]byte, size)) == 1 {
-		return nil, fmt.Errorf("%w: all-zero shared secret", kem.ErrInvalidPublicKey)
+		return nil, fmt.Errorf("tpm2: ecdh: %w", err)
 	}
 	return out, nil
 }
@@ -125,5 +118,6 @@ func copyX(out, point []byte) error {
 // Compile-time checks of the interfaces a Key satisfies.
 var (
 	_ kem.Exchanger     = (*Key)(nil)
+	_ kem.PrivateKey    = (*Key)(nil)
 	_ ecdh.KeyExchanger = (*Key)(nil)
 )

@@ -17,8 +17,7 @@ import (
 )
 
 func TestWrongAuth(t *testing.T) {
-	sw := testenv.StartSWTPM(t)
-	tp := openTPM(t, sw)
+	_, tp := startTPM(t)
 	ctx := testCtx(t)
 	secret := "correct-horse-battery"
 	k, err := tp.CreateKey(ctx, ecdh.P256(), WithAuth([]byte(secret)))
@@ -59,8 +58,9 @@ func TestWrongAuth(t *testing.T) {
 	defer good.Close()
 	checkECDH(t, ctx, good)
 
-	// Auth values that cannot be used. (Three keys are loaded now, so
-	// this also checks that TPM2_Create finds an object slot.)
+	// Auth values that cannot be used. (The SRK and two keys fill swtpm's
+	// three object slots now, so this also checks that TPM2_Create finds
+	// one.)
 	if k, err := tp.CreateKey(ctx, ecdh.P256(), WithAuth(make([]byte, 33))); err != nil {
 		t.Fatalf("33 zero bytes trim to no auth: %v", err)
 	} else {
@@ -116,8 +116,7 @@ func TestAuthSources(t *testing.T) {
 }
 
 func TestMissingAndInvalidKeyFiles(t *testing.T) {
-	sw := testenv.StartSWTPM(t)
-	tp := openTPM(t, sw)
+	sw, tp := startTPM(t)
 	ctx := testCtx(t)
 	dir := t.TempDir()
 
@@ -176,16 +175,11 @@ func TestKeyFileForAnotherTPM(t *testing.T) {
 }
 
 func TestPersistentHandles(t *testing.T) {
-	sw := testenv.StartSWTPM(t)
-	tp := openTPM(t, sw)
+	sw, tp := startTPM(t)
 	ctx := testCtx(t)
 	const h Handle = 0x81000010
 
-	k, err := tp.CreateKey(ctx, ecdh.P384(), WithAuth([]byte("p")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	closeKey(t, k)
+	k := createKey(t, tp, ecdh.P384(), WithAuth([]byte("p")))
 	if err := k.Persist(ctx, h); err != nil {
 		t.Fatalf("Persist: %v", err)
 	}
@@ -202,11 +196,7 @@ func TestPersistentHandles(t *testing.T) {
 		t.Fatalf("PersistentHandles = %v, want [%v]", hs, h)
 	}
 
-	k2, err := tp.CreateKey(ctx, ecdh.P256())
-	if err != nil {
-		t.Fatal(err)
-	}
-	closeKey(t, k2)
+	k2 := createKey(t, tp, ecdh.P256())
 	if err := k2.Persist(ctx, h); !errors.Is(err, ErrHandleInUse) {
 		t.Fatalf("Persist on a taken handle: %v", err)
 	}
@@ -253,9 +243,8 @@ func TestPersistentHandles(t *testing.T) {
 // TestPersistentSRK: with a storage key at 0x81000001, new keys go under it
 // and their files name it as parent.
 func TestPersistentSRK(t *testing.T) {
-	sw := testenv.StartSWTPM(t)
 	ctx := testCtx(t)
-	tp := openTPM(t, sw, WithTransientSRK())
+	sw, tp := startTPM(t, WithTransientSRK())
 	// Persist the standard SRK at 0x81000001, as tpm2_createprimary +
 	// tpm2_evictcontrol or systemd would.
 	c := tp.c
@@ -297,8 +286,7 @@ func TestPersistentSRK(t *testing.T) {
 // three, one of them for the SRK); least recently used keys are flushed
 // and reloaded.
 func TestManyKeys(t *testing.T) {
-	sw := testenv.StartSWTPM(t)
-	tp := openTPM(t, sw)
+	_, tp := startTPM(t)
 	ctx := testCtx(t)
 	var keys []*Key
 	for i := range 6 {
@@ -306,11 +294,7 @@ func TestManyKeys(t *testing.T) {
 		if i%2 == 1 {
 			curve = ecdh.P384()
 		}
-		k, err := tp.CreateKey(ctx, curve)
-		if err != nil {
-			t.Fatalf("key %d: %v", i, err)
-		}
-		closeKey(t, k)
+		k := createKey(t, tp, curve)
 		keys = append(keys, k)
 	}
 	for range 3 {
@@ -326,9 +310,8 @@ func TestManyKeys(t *testing.T) {
 // TestStaleHandlesFlushed: a client that died left objects and sessions in
 // swtpm (it has no resource manager); Open flushes them.
 func TestStaleHandlesFlushed(t *testing.T) {
-	sw := testenv.StartSWTPM(t)
 	ctx := testCtx(t)
-	tp := openTPM(t, sw)
+	sw, tp := startTPM(t)
 	k, err := tp.CreateKey(ctx, ecdh.P256())
 	if err != nil {
 		t.Fatal(err)
@@ -364,14 +347,9 @@ func TestStaleHandlesFlushed(t *testing.T) {
 // TestContextHonoured: a done context fails fast, and a context that ends
 // while waiting for the TPM lock stops the wait.
 func TestContextHonoured(t *testing.T) {
-	sw := testenv.StartSWTPM(t)
-	tp := openTPM(t, sw)
+	_, tp := startTPM(t)
 	ctx := testCtx(t)
-	k, err := tp.CreateKey(ctx, ecdh.P256())
-	if err != nil {
-		t.Fatal(err)
-	}
-	closeKey(t, k)
+	k := createKey(t, tp, ecdh.P256())
 	peer := softwarePeer(t, ecdh.P256()).PublicKey().Bytes()
 
 	cancelled, cancel := context.WithCancel(ctx)
@@ -387,7 +365,7 @@ func TestContextHonoured(t *testing.T) {
 	short, cancel2 := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel2()
 	start := time.Now()
-	_, err = k.ECDHContext(short, peer)
+	_, err := k.ECDHContext(short, peer)
 	tp.c.unlock()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("waiting for the lock: %v", err)
@@ -399,8 +377,7 @@ func TestContextHonoured(t *testing.T) {
 }
 
 func TestClosed(t *testing.T) {
-	sw := testenv.StartSWTPM(t)
-	tp := openTPM(t, sw)
+	sw, tp := startTPM(t)
 	ctx := testCtx(t)
 	k, err := tp.CreateKey(ctx, ecdh.P256())
 	if err != nil {
@@ -425,8 +402,7 @@ func TestClosed(t *testing.T) {
 // TestRetryWarnings: TPM_RC_RETRY, _YIELDED and _TESTING are retried a
 // bounded number of times.
 func TestRetryWarnings(t *testing.T) {
-	sw := testenv.StartSWTPM(t)
-	tp := openTPM(t, sw)
+	_, tp := startTPM(t)
 	ctx := testCtx(t)
 	calls := 0
 	err := tp.c.do(ctx, func() error {

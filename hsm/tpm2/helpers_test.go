@@ -36,6 +36,25 @@ func openTPM(t testing.TB, sw *testenv.SWTPM, opts ...Option) *TPM {
 	return tp
 }
 
+// startTPM starts a fresh swtpm for the test and opens the backend on it.
+func startTPM(t testing.TB, opts ...Option) (*testenv.SWTPM, *TPM) {
+	t.Helper()
+	sw := testenv.StartSWTPM(t)
+	return sw, openTPM(t, sw, opts...)
+}
+
+// createKey creates a key on curve that is closed at the end of the test.
+func createKey(t testing.TB, tp *TPM, curve ecdh.Curve, opts ...Option) *Key {
+	t.Helper()
+	k, err := tp.CreateKey(testCtx(t), curve, opts...)
+	if err != nil {
+		t.Fatalf("CreateKey(%v): %v", curve, err)
+	}
+	closeKey(t, k)
+	return k
+}
+
+// closeKey closes k at the end of the test.
 func closeKey(t testing.TB, k *Key) {
 	t.Cleanup(func() { k.Close() })
 }
@@ -78,7 +97,7 @@ func tpmHandles(t testing.TB, transport string) (transient, sessions []tpm2.TPMH
 		t.Fatal(err)
 	}
 	defer tr.Close()
-	c := &conn{tr: tr.(rawTransport)}
+	c := &conn{tr: tr}
 	transient, err = c.handles(tpm2.TPMHTTransient)
 	if err != nil {
 		t.Fatal(err)

@@ -113,12 +113,11 @@ func (t *TPM) loadKey(ctx context.Context, pemBytes []byte, opts []Option) (*Key
 	}
 	k, err := t.newKey(pub, cfg, auth)
 	if err != nil {
-		clear(auth)
 		return nil, err
 	}
 	k.blob = kf
 	k.parentID = Handle(kf.Parent)
-	if k.parentID == 0 || Handle(kf.Parent)>>24 == 0x80 {
+	if k.parentID == 0 || k.parentID>>24 == 0x80 {
 		// Some writers record a transient handle; the key was made under
 		// the SRK of the owner hierarchy.
 		k.parentID = ownerHierarchy

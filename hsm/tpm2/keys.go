@@ -7,7 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"math/big"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -36,12 +36,11 @@ type Key struct {
 	c      *conn
 	closed atomic.Bool
 
-	curve ecdh.Curve
 	kemID kem.ID
 	pub   *ecdh.PublicKey
 
-	// Exactly one of blob and persistent is set; a created key that was
-	// then made persistent has both, and persistent wins.
+	// A key has a blob, a persistent handle, or both (a created key made
+	// persistent); the persistent handle wins.
 	blob       *keyfile.TPMKey
 	parentID   Handle
 	persistent atomic.Uint32 // Handle, 0 if none
@@ -63,7 +62,7 @@ func (k *Key) PublicKeyBytes() []byte { return k.pub.Bytes() }
 func (k *Key) PublicKey() *ecdh.PublicKey { return k.pub }
 
 // Curve returns the key's curve (crypto/ecdh.KeyExchanger).
-func (k *Key) Curve() ecdh.Curve { return k.curve }
+func (k *Key) Curve() ecdh.Curve { return k.pub.Curve() }
 
 // Handle returns the key's persistent handle, if it has one.
 func (k *Key) Handle() (Handle, bool) {
@@ -80,10 +79,7 @@ func (k *Key) Close() error {
 	}
 	c := k.c
 	c.sem <- struct{}{}
-	if lk := c.loaded[k]; lk != nil {
-		c.flush(lk.handle)
-		delete(c.loaded, k)
-	}
+	c.unload(k)
 	clear(k.auth)
 	<-c.sem
 	return c.release()
@@ -115,19 +111,19 @@ func keyTemplate(curve tpm2.TPMECCCurve) tpm2.TPMTPublic {
 	}
 }
 
-func tpmCurve(c ecdh.Curve) (tpm2.TPMECCCurve, kem.ID) {
+// tpmCurve returns the TPM's identifier of c, or 0 for a curve this
+// package does not support.
+func tpmCurve(c ecdh.Curve) tpm2.TPMECCCurve {
 	switch c {
 	case ecdh.P256():
-		return tpm2.TPMECCNistP256, kem.DHKEMP256HKDFSHA256
+		return tpm2.TPMECCNistP256
 	case ecdh.P384():
-		return tpm2.TPMECCNistP384, kem.DHKEMP384HKDFSHA384
+		return tpm2.TPMECCNistP384
 	case ecdh.P521():
-		return tpm2.TPMECCNistP521, kem.DHKEMP521HKDFSHA512
+		return tpm2.TPMECCNistP521
 	}
-	return 0, 0
+	return 0
 }
-
-func kemOf(c ecdh.Curve) kem.ID { _, id := tpmCurve(c); return id }
 
 func curveOf(id tpm2.TPMECCCurve) ecdh.Curve {
 	switch id {
@@ -142,61 +138,102 @@ func curveOf(id tpm2.TPMECCCurve) ecdh.Curve {
 }
 
 // checkPublic checks that pub is an ECC key usable for ECDH_ZGen and
-// returns its curve, KEM and public key.
-func checkPublic(pub *tpm2.TPMTPublic) (ecdh.Curve, kem.ID, *ecdh.PublicKey, error) {
+// returns its public key.
+func checkPublic(pub *tpm2.TPMTPublic) (*ecdh.PublicKey, error) {
 	if pub.Type != tpm2.TPMAlgECC {
-		return nil, 0, nil, fmt.Errorf("%w: not an ECC key", ErrUnsupportedKey)
+		return nil, fmt.Errorf("%w: not an ECC key", ErrUnsupportedKey)
 	}
 	a := pub.ObjectAttributes
 	if !a.Decrypt || a.Restricted || a.SignEncrypt {
-		return nil, 0, nil, fmt.Errorf("%w: want an unrestricted decryption key without the sign attribute", ErrUnsupportedKey)
+		return nil, fmt.Errorf("%w: want an unrestricted decryption key without the sign attribute", ErrUnsupportedKey)
 	}
 	parms, err := pub.Parameters.ECCDetail()
 	if err != nil {
-		return nil, 0, nil, fmt.Errorf("%w: %w", ErrUnsupportedKey, err)
+		return nil, fmt.Errorf("%w: %w", ErrUnsupportedKey, err)
 	}
 	if s := parms.Scheme.Scheme; s != tpm2.TPMAlgNull && s != tpm2.TPMAlgECDH {
-		return nil, 0, nil, fmt.Errorf("%w: scheme %v does not allow ECDH", ErrUnsupportedKey, s)
+		return nil, fmt.Errorf("%w: scheme %v does not allow ECDH", ErrUnsupportedKey, s)
 	}
 	curve := curveOf(parms.CurveID)
 	if curve == nil {
-		return nil, 0, nil, fmt.Errorf("%w: curve %v", ErrUnsupportedCurve, parms.CurveID)
+		return nil, fmt.Errorf("%w: curve %v", ErrUnsupportedCurve, parms.CurveID)
 	}
-	_, id := tpmCurve(curve)
 	point, err := pub.Unique.ECC()
 	if err != nil {
-		return nil, 0, nil, fmt.Errorf("%w: %w", ErrUnsupportedKey, err)
+		return nil, fmt.Errorf("%w: %w", ErrUnsupportedKey, err)
 	}
+	id, _ := kem.IDForCurve(curve)
 	size := id.DHSize()
+	if len(point.X.Buffer) > size || len(point.Y.Buffer) > size {
+		return nil, fmt.Errorf("%w: public point too long", ErrUnsupportedKey)
+	}
 	sec1 := make([]byte, 1+2*size)
 	sec1[0] = 4
-	if len(point.X.Buffer) > size || len(point.Y.Buffer) > size {
-		return nil, 0, nil, fmt.Errorf("%w: public point too long", ErrUnsupportedKey)
-	}
 	copy(sec1[1+size-len(point.X.Buffer):1+size], point.X.Buffer)
 	copy(sec1[1+2*size-len(point.Y.Buffer):], point.Y.Buffer)
 	ep, err := curve.NewPublicKey(sec1)
 	if err != nil {
-		return nil, 0, nil, fmt.Errorf("%w: public point: %w", ErrUnsupportedKey, err)
+		return nil, fmt.Errorf("%w: public point: %w", ErrUnsupportedKey, err)
 	}
-	return curve, id, ep, nil
+	return ep, nil
 }
 
-// newKey builds a Key around a public area and takes a connection reference.
+// newKey builds a Key around a public area and takes a connection
+// reference. The Key owns auth, which is zeroed if newKey fails.
 func (t *TPM) newKey(pub *tpm2.TPMTPublic, cfg *config, auth []byte) (*Key, error) {
-	curve, id, ep, err := checkPublic(pub)
+	ep, err := checkPublic(pub)
 	if err != nil {
+		clear(auth)
 		return nil, err
 	}
 	name, err := tpm2.ObjectName(pub)
 	if err != nil {
+		clear(auth)
 		return nil, err
 	}
+	id, _ := kem.IDForCurve(ep.Curve())
 	t.c.addRef()
 	return &Key{
-		c: t.c, curve: curve, kemID: id, pub: ep, name: *name,
+		c: t.c, kemID: id, pub: ep, name: *name,
 		auth: auth, timeout: cfg.timeout,
 	}, nil
+}
+
+// newBlobKey is newKey for a key just created or imported under the parent
+// parentID: its key file holds pub and the wrapped private area priv.
+func (t *TPM) newBlobKey(pub tpm2.TPM2BPublic, priv tpm2.TPM2BPrivate, parentID Handle, cfg *config, auth []byte) (*Key, error) {
+	contents, err := pub.Contents()
+	if err != nil {
+		clear(auth)
+		return nil, err
+	}
+	kf := newKeyFile(pub, priv, parentID, len(auth) == 0, cfg.description)
+	k, err := t.newKey(contents, cfg, auth)
+	if err != nil {
+		return nil, err
+	}
+	k.blob, k.parentID = kf, parentID
+	return k, nil
+}
+
+// underSRK runs op under the connection lock, with the connection's
+// session and the parent that new keys go under (see srkID), and returns
+// that parent's id.
+func (t *TPM) underSRK(ctx context.Context, op func(s *session, p *parent) error) (Handle, error) {
+	var id Handle
+	err := t.c.do(ctx, func() error {
+		s, err := t.c.ensureSession()
+		if err != nil {
+			return err
+		}
+		p, err := t.c.parentFor(t.c.srk) // chosen by ensureSession
+		if err != nil {
+			return err
+		}
+		id = p.id
+		return op(s, p)
+	})
+	return id, err
 }
 
 // CreateKey creates a new ECDH key on curve (P-256, P-384, or P-521 where
@@ -210,7 +247,7 @@ func (t *TPM) CreateKey(ctx context.Context, curve ecdh.Curve, opts ...Option) (
 		return nil, fmt.Errorf("tpm2: create key: %w", ErrClosed)
 	}
 	cfg := t.mergedConfig(opts)
-	tc, _ := tpmCurve(curve)
+	tc := tpmCurve(curve)
 	if tc == 0 {
 		return nil, fmt.Errorf("tpm2: create key: %w: %v", ErrUnsupportedCurve, curve)
 	}
@@ -219,29 +256,19 @@ func (t *TPM) CreateKey(ctx context.Context, curve ecdh.Curve, opts ...Option) (
 		return nil, fmt.Errorf("tpm2: create key: %w", err)
 	}
 	var rsp *tpm2.CreateResponse
-	var parentID Handle
-	err = t.c.do(ctx, func() error {
+	parentID, err := t.underSRK(ctx, func(s *session, p *parent) error {
 		have, err := t.c.curves()
 		if err != nil {
 			return err
 		}
-		if !containsCurve(have, curve) {
+		if !slices.Contains(have, curve) {
 			return fmt.Errorf("%w: the TPM does not implement %v", ErrUnsupportedCurve, curve)
-		}
-		s, err := t.c.ensureSession()
-		if err != nil {
-			return err
-		}
-		parentID = t.c.srk
-		p, err := t.c.parentFor(parentID)
-		if err != nil {
-			return err
 		}
 		// The auth value travels in inSensitive, the first parameter,
 		// which the session encrypts.
 		// TPM2_Create needs a free object slot too.
 		return t.c.withObjectMemory(nil, func() error {
-			s.use(nil, true, false, false)
+			s.use(nil, true, false)
 			var err error
 			rsp, err = tpm2.Create{
 				ParentHandle: p.authHandle(s),
@@ -257,28 +284,11 @@ func (t *TPM) CreateKey(ctx context.Context, curve ecdh.Curve, opts ...Option) (
 		clear(auth)
 		return nil, fmt.Errorf("tpm2: create key: %w", err)
 	}
-	pub, err := rsp.OutPublic.Contents()
+	k, err := t.newBlobKey(rsp.OutPublic, rsp.OutPrivate, parentID, cfg, auth)
 	if err != nil {
-		clear(auth)
 		return nil, fmt.Errorf("tpm2: create key: %w", err)
 	}
-	k, err := t.newKey(pub, cfg, auth)
-	if err != nil {
-		clear(auth)
-		return nil, fmt.Errorf("tpm2: create key: %w", err)
-	}
-	k.parentID = parentID
-	k.blob = newKeyFile(rsp.OutPublic, rsp.OutPrivate, parentID, len(auth) == 0, cfg.description)
 	return k, nil
-}
-
-func containsCurve(cs []ecdh.Curve, c ecdh.Curve) bool {
-	for _, x := range cs {
-		if x == c {
-			return true
-		}
-	}
-	return false
 }
 
 // ImportKey wraps an existing software key (P-256, P-384 or P-521) for this
@@ -296,7 +306,7 @@ func (t *TPM) ImportKey(ctx context.Context, priv *ecdh.PrivateKey, opts ...Opti
 		return nil, fmt.Errorf("tpm2: import key: %w", ErrClosed)
 	}
 	cfg := t.mergedConfig(opts)
-	tc, _ := tpmCurve(priv.Curve())
+	tc := tpmCurve(priv.Curve())
 	if tc == 0 {
 		return nil, fmt.Errorf("tpm2: import key: %w: %v", ErrUnsupportedCurve, priv.Curve())
 	}
@@ -308,15 +318,11 @@ func (t *TPM) ImportKey(ctx context.Context, priv *ecdh.PrivateKey, opts ...Opti
 	pub.ObjectAttributes.FixedTPM = false
 	pub.ObjectAttributes.FixedParent = false
 	pub.ObjectAttributes.SensitiveDataOrigin = false
-	x, y, err := tpm2.ECCPoint(priv.PublicKey())
-	if err != nil {
-		clear(auth)
-		return nil, fmt.Errorf("tpm2: import key: %w", err)
-	}
-	n := kemOf(priv.Curve()).DHSize()
+	point := priv.PublicKey().Bytes() // 0x04 | X | Y, each padded to the field size
+	n := len(point) / 2
 	pub.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
-		X: tpm2.TPM2BECCParameter{Buffer: padTo(x, n)},
-		Y: tpm2.TPM2BECCParameter{Buffer: padTo(y, n)},
+		X: tpm2.TPM2BECCParameter{Buffer: point[1 : 1+n]},
+		Y: tpm2.TPM2BECCParameter{Buffer: point[1+n:]},
 	})
 	name, err := tpm2.ObjectName(&pub)
 	if err != nil {
@@ -333,17 +339,7 @@ func (t *TPM) ImportKey(ctx context.Context, priv *ecdh.PrivateKey, opts ...Opti
 	defer clear(sens)
 
 	var out *tpm2.ImportResponse
-	var parentID Handle
-	err = t.c.do(ctx, func() error {
-		s, err := t.c.ensureSession()
-		if err != nil {
-			return err
-		}
-		parentID = t.c.srk
-		p, err := t.c.parentFor(parentID)
-		if err != nil {
-			return err
-		}
+	parentID, err := t.underSRK(ctx, func(s *session, p *parent) error {
 		ek, err := tpm2.ImportEncapsulationKey(&p.pub)
 		if err != nil {
 			return fmt.Errorf("%w: SRK cannot wrap: %w", ErrUnsupportedKey, err)
@@ -353,7 +349,7 @@ func (t *TPM) ImportKey(ctx context.Context, priv *ecdh.PrivateKey, opts ...Opti
 			return err
 		}
 		return t.c.withObjectMemory(nil, func() error {
-			s.use(nil, false, false, false)
+			s.use(nil, false, false)
 			var err error
 			out, err = tpm2.Import{
 				ParentHandle: p.authHandle(s),
@@ -369,20 +365,11 @@ func (t *TPM) ImportKey(ctx context.Context, priv *ecdh.PrivateKey, opts ...Opti
 		clear(auth)
 		return nil, fmt.Errorf("tpm2: import key: %w", err)
 	}
-	k, err := t.newKey(&pub, cfg, auth)
+	k, err := t.newBlobKey(tpm2.New2B(pub), out.OutPrivate, parentID, cfg, auth)
 	if err != nil {
-		clear(auth)
 		return nil, fmt.Errorf("tpm2: import key: %w", err)
 	}
-	k.parentID = parentID
-	k.blob = newKeyFile(tpm2.New2B(pub), out.OutPrivate, parentID, len(auth) == 0, cfg.description)
 	return k, nil
-}
-
-// padTo returns v big-endian, left-padded with zeros to n bytes.
-func padTo(v *big.Int, n int) []byte {
-	b := make([]byte, n)
-	return v.FillBytes(b)
 }
 
 // OpenHandle opens the ECDH key stored at persistent handle h. The options
@@ -413,7 +400,6 @@ func (t *TPM) OpenHandle(ctx context.Context, h Handle, opts ...Option) (*Key, e
 	}
 	k, err := t.newKey(pub, cfg, auth)
 	if err != nil {
-		clear(auth)
 		return nil, fmt.Errorf("tpm2: open %v: %w", h, err)
 	}
 	k.persistent.Store(uint32(h))
@@ -513,16 +499,15 @@ func (k *Key) Persist(ctx context.Context, h Handle) error {
 	}
 	c := k.c
 	err := c.do(ctx, func() error {
-		lk, err := c.ensureLoaded(k)
+		obj, err := c.ensureLoaded(k)
 		if err != nil {
 			return err
 		}
-		if err := evictControl(c, lk.handle, lk.name, h); err != nil {
+		if err := evictControl(c, obj, k.name, h); err != nil {
 			return err
 		}
 		// From now on use the persistent copy; the transient one can go.
-		c.flush(lk.handle)
-		delete(c.loaded, k)
+		c.unload(k)
 		k.persistent.Store(uint32(h))
 		return nil
 	})
@@ -549,24 +534,25 @@ func evictControl(c *conn, obj tpm2.TPMHandle, name tpm2.TPM2BName, h Handle) er
 	return err
 }
 
-// ensureLoaded returns where the key is in the TPM, loading it from its
-// blob under its parent if needed. The caller holds the connection lock.
-func (c *conn) ensureLoaded(k *Key) (*loadedKey, error) {
-	c.tick++
-	if h := Handle(k.persistent.Load()); h != 0 {
-		return &loadedKey{handle: tpm2.TPMHandle(h), name: k.name}, nil
+// ensureLoaded returns the handle where the key is in the TPM, loading it
+// from its blob under its parent if needed. The caller holds the
+// connection lock.
+func (c *conn) ensureLoaded(k *Key) (tpm2.TPMHandle, error) {
+	if h, ok := k.Handle(); ok {
+		return tpm2.TPMHandle(h), nil
 	}
+	c.tick++
 	if lk := c.loaded[k]; lk != nil {
 		lk.lastUse = c.tick
-		return lk, nil
+		return lk.handle, nil
 	}
 	s, err := c.ensureSession()
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	p, err := c.parentFor(k.parentID)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	// Keep within three transient objects (SRK included): swtpm and most
 	// TPMs have three slots, and the kernel resource manager allows three
@@ -575,7 +561,7 @@ func (c *conn) ensureLoaded(k *Key) (*loadedKey, error) {
 	}
 	var rsp *tpm2.LoadResponse
 	err = c.withObjectMemory(k, func() error {
-		s.use(nil, false, false, false)
+		s.use(nil, false, false)
 		var err error
 		rsp, err = tpm2.Load{
 			ParentHandle: p.authHandle(s),
@@ -586,17 +572,16 @@ func (c *conn) ensureLoaded(k *Key) (*loadedKey, error) {
 	})
 	if err != nil {
 		if errors.Is(err, tpm2.TPMRCIntegrity) {
-			return nil, fmt.Errorf("%w: the TPM cannot unwrap the key (TPM2_Load): %w", ErrWrongTPM, err)
+			return 0, fmt.Errorf("%w: the TPM cannot unwrap the key (TPM2_Load): %w", ErrWrongTPM, err)
 		}
-		return nil, fmt.Errorf("loading key: %w", err)
+		return 0, fmt.Errorf("loading key: %w", err)
 	}
 	if !bytes.Equal(rsp.Name.Buffer, k.name.Buffer) {
 		c.flush(rsp.ObjectHandle)
-		return nil, fmt.Errorf("%w: loaded key's name does not match its public area", ErrInvalidKeyFile)
+		return 0, fmt.Errorf("%w: loaded key's name does not match its public area", ErrInvalidKeyFile)
 	}
-	lk := &loadedKey{handle: rsp.ObjectHandle, name: rsp.Name, lastUse: c.tick}
-	c.loaded[k] = lk
-	return lk, nil
+	c.loaded[k] = &loadedKey{handle: rsp.ObjectHandle, lastUse: c.tick}
+	return rsp.ObjectHandle, nil
 }
 
 // mergedConfig applies per-call options on top of the TPM's own.

@@ -5,34 +5,30 @@ import (
 	"crypto/ecdh"
 	"crypto/hpke"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/twoway-hsm/twoway-hsm/kem"
-	"github.com/twoway-hsm/twoway-hsm/testenv"
 )
 
 func TestCreateKeyECDH(t *testing.T) {
-	sw := testenv.StartSWTPM(t)
-	tp := openTPM(t, sw)
+	_, tp := startTPM(t)
 	ctx := testCtx(t)
 	curves, err := tp.Curves(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("TPM curves: %v", curves)
-	if !containsCurve(curves, ecdh.P256()) || !containsCurve(curves, ecdh.P384()) {
+	if !slices.Contains(curves, ecdh.P256()) || !slices.Contains(curves, ecdh.P384()) {
 		t.Fatalf("swtpm lacks P-256 or P-384: %v", curves)
 	}
 	for _, curve := range curves {
-		t.Run(curve.(interface{ String() string }).String(), func(t *testing.T) {
-			k, err := tp.CreateKey(ctx, curve)
-			if err != nil {
-				t.Fatalf("CreateKey: %v", err)
-			}
-			closeKey(t, k)
-			wantKEM := kemOf(curve)
+		t.Run(fmt.Sprint(curve), func(t *testing.T) {
+			k := createKey(t, tp, curve)
+			wantKEM, _ := kem.IDForCurve(curve)
 			if k.KEM() != wantKEM || k.Curve() != curve {
 				t.Fatalf("KEM %v curve %v, want %v", k.KEM(), k.Curve(), wantKEM)
 			}
@@ -57,11 +53,10 @@ func TestCreateKeyECDH(t *testing.T) {
 }
 
 func TestImportMatchesSoftware(t *testing.T) {
-	sw := testenv.StartSWTPM(t)
-	tp := openTPM(t, sw)
+	_, tp := startTPM(t)
 	ctx := testCtx(t)
 	for _, curve := range allCurves {
-		t.Run(curve.(interface{ String() string }).String(), func(t *testing.T) {
+		t.Run(fmt.Sprint(curve), func(t *testing.T) {
 			priv := softwarePeer(t, curve)
 			k, err := tp.ImportKey(ctx, priv, WithAuth([]byte("import-pw")))
 			if err != nil {
@@ -101,15 +96,9 @@ func TestImportMatchesSoftware(t *testing.T) {
 }
 
 func TestHPKEWithTPMKey(t *testing.T) {
-	sw := testenv.StartSWTPM(t)
-	tp := openTPM(t, sw)
-	ctx := testCtx(t)
+	_, tp := startTPM(t)
 	for _, curve := range []ecdh.Curve{ecdh.P256(), ecdh.P384()} {
-		k, err := tp.CreateKey(ctx, curve)
-		if err != nil {
-			t.Fatal(err)
-		}
-		closeKey(t, k)
+		k := createKey(t, tp, curve)
 		// crypto/hpke takes the TPM key as an ecdh.KeyExchanger.
 		priv, err := hpke.NewDHKEMPrivateKey(k)
 		if err != nil {
@@ -140,8 +129,7 @@ func TestHPKEWithTPMKey(t *testing.T) {
 }
 
 func TestKeyFileRoundTrip(t *testing.T) {
-	sw := testenv.StartSWTPM(t)
-	tp := openTPM(t, sw)
+	_, tp := startTPM(t)
 	ctx := testCtx(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "key.pem")
@@ -178,14 +166,9 @@ func TestKeyFileRoundTrip(t *testing.T) {
 }
 
 func TestBadPeerPoint(t *testing.T) {
-	sw := testenv.StartSWTPM(t)
-	tp := openTPM(t, sw)
+	_, tp := startTPM(t)
 	ctx := testCtx(t)
-	k, err := tp.CreateKey(ctx, ecdh.P256())
-	if err != nil {
-		t.Fatal(err)
-	}
-	closeKey(t, k)
+	k := createKey(t, tp, ecdh.P256())
 	good := softwarePeer(t, ecdh.P256()).PublicKey().Bytes()
 	offCurve := bytes.Clone(good)
 	offCurve[64] ^= 1
@@ -213,7 +196,7 @@ func TestBadPeerPoint(t *testing.T) {
 	}
 	// The TPM itself rejects an off-curve point (TPM_RC_ECC_POINT), should
 	// one slip past the software check.
-	_, err = k.zgen(ctx, offCurve[1:33], offCurve[33:])
+	_, err := k.ecdh(ctx, offCurve)
 	if !errors.Is(err, kem.ErrInvalidPublicKey) {
 		t.Fatalf("TPM with off-curve point: err = %v, want kem.ErrInvalidPublicKey", err)
 	}

@@ -28,10 +28,11 @@ const (
 )
 
 type config struct {
-	authSrc     func() ([]byte, error) // nil: empty auth
-	ownerAuth   []byte
-	srkHandle   Handle // 0: probe SRKHandle, then fall back to a transient SRK
-	noSRKProbe  bool
+	authSrc   func() ([]byte, error) // nil: empty auth
+	ownerAuth []byte
+	// srkHandle is the parent for new keys: 0 probes SRKHandle, then falls
+	// back to the transient SRK; ownerHierarchy is the transient SRK.
+	srkHandle   Handle
 	timeout     time.Duration
 	ioTimeout   time.Duration
 	logger      *slog.Logger
@@ -108,7 +109,7 @@ func WithSRKHandle(h Handle) Option {
 // from the standard template even when a persistent SRK exists at
 // [SRKHandle]. It applies to the connection (see [WithOwnerAuth]).
 func WithTransientSRK() Option {
-	return func(c *config) { c.noSRKProbe = true; c.srkHandle = 0 }
+	return func(c *config) { c.srkHandle = ownerHierarchy }
 }
 
 // WithTimeout sets the bound for calls that take no context, such as

@@ -18,10 +18,16 @@ const RefScheme = "tpm2"
 //	tpm2:file=/etc/twoway/gw.pem?tpm=tcp:127.0.0.1:2321&auth-source=/run/secrets/gw-auth
 //	tpm2:handle=0x81000010?tpm=/dev/tpmrm0&auth-source=env:GW_KEY_AUTH
 //
-// Path attributes, separated by ';', name the key; exactly one of:
+// Path attributes, separated by ';', name the key:
 //
 //	file=PATH      a TSS2 PRIVATE KEY file (see TPM.LoadKeyFile)
 //	handle=HANDLE  a persistent handle, hex or decimal (see TPM.OpenHandle)
+//	dir=PATH       a directory of key files, for tools that list keys
+//
+// A key reference ([ParseKeyRef], [OpenKey]) has exactly one of file= and
+// handle=. [ParseRef] also reads the other forms operator tools take: file=
+// and handle= together (the same key in both places), dir= alone, or no
+// path attribute (the TPM itself).
 //
 // Query attributes, after '?' and separated by '&':
 //
@@ -37,7 +43,7 @@ const RefScheme = "tpm2"
 type KeyRef struct {
 	File       string // key file path, or ""
 	Handle     Handle // persistent handle, or 0
-	Dir        string // a directory of key files (ParseRef only), or ""
+	Dir        string // directory of key files (ParseRef only), or ""
 	TPM        string // transport; "" means DefaultTransport
 	AuthSource string // "", a path, "file:PATH" or "env:NAME"
 }
@@ -49,23 +55,24 @@ func ParseKeyRef(s string) (*KeyRef, error) {
 	if err != nil {
 		return nil, err
 	}
-	if r.Dir != "" || (r.File == "") == (r.Handle == 0) {
-		return nil, fmt.Errorf("tpm2: key reference: %w: want exactly one of file= and handle=", ErrInvalidKeyRef)
+	if (r.File == "") == (r.Handle == 0) { // dir= alone has neither
+		return nil, refError("want exactly one of file= and handle=")
 	}
 	return r, nil
 }
 
+// refError returns an error wrapping ErrInvalidKeyRef.
+func refError(format string, a ...any) error {
+	return fmt.Errorf("tpm2: key reference: %w: %s", ErrInvalidKeyRef, fmt.Sprintf(format, a...))
+}
+
 // ParseRef parses a "tpm2:" reference in any of the forms operator tools
-// use: a key file and/or a persistent handle (the same key in both places),
-// a directory of key files (dir=PATH, for listing), or no path attribute at
-// all (only a transport: the TPM itself). Errors wrap [ErrInvalidKeyRef].
+// use (see [KeyRef]): a key file and/or a persistent handle, a directory of
+// key files, or no path attribute at all. Errors wrap [ErrInvalidKeyRef].
 func ParseRef(s string) (*KeyRef, error) {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("tpm2: key reference: %w: %s", ErrInvalidKeyRef, fmt.Sprintf(format, a...))
-	}
 	rest, ok := strings.CutPrefix(s, RefScheme+":")
 	if !ok {
-		return nil, bad("must start with %q", RefScheme+":")
+		return nil, refError("must start with %q", RefScheme+":")
 	}
 	path, query, _ := strings.Cut(rest, "?")
 	var r KeyRef
@@ -77,14 +84,14 @@ func ParseRef(s string) (*KeyRef, error) {
 		for _, attr := range strings.Split(part, sep) {
 			k, v, ok := strings.Cut(attr, "=")
 			if !ok || k == "" {
-				return bad("attribute %q is not name=value", attr)
+				return refError("attribute %q is not name=value", attr)
 			}
 			dv, err := url.PathUnescape(v)
 			if err != nil {
-				return bad("attribute %s: bad percent-encoding", k)
+				return refError("attribute %s: bad percent-encoding", k)
 			}
 			if seen[k] {
-				return bad("attribute %s given twice", k)
+				return refError("attribute %s given twice", k)
 			}
 			seen[k] = true
 			if err := set(k, dv); err != nil {
@@ -97,22 +104,22 @@ func ParseRef(s string) (*KeyRef, error) {
 		switch k {
 		case "file":
 			if v == "" {
-				return bad("empty file")
+				return refError("empty file")
 			}
 			r.File = v
 		case "handle":
 			h, err := ParseHandle(v)
 			if err != nil || !h.IsPersistent() {
-				return bad("handle %q is not a persistent handle (0x81000000-0x817fffff)", v)
+				return refError("handle %q is not a persistent handle (0x81000000-0x817fffff)", v)
 			}
 			r.Handle = h
 		case "dir":
 			if v == "" {
-				return bad("empty dir")
+				return refError("empty dir")
 			}
 			r.Dir = v
 		default:
-			return bad("unknown path attribute %q (want file=, handle= or dir=)", k)
+			return refError("unknown path attribute %q (want file=, handle= or dir=)", k)
 		}
 		return nil
 	})
@@ -123,16 +130,16 @@ func ParseRef(s string) (*KeyRef, error) {
 		switch k {
 		case "tpm":
 			if _, err := parseTransport(v); err != nil {
-				return bad("tpm=%q is not a transport: want /dev/tpmrm0, /dev/tpm0, tcp:HOST:PORT or unix:/path", v)
+				return refError("tpm=%q is not a transport: want /dev/tpmrm0, /dev/tpm0, tcp:HOST:PORT or unix:/path", v)
 			}
 			r.TPM = v
 		case "auth-source":
 			if v == "" {
-				return bad("empty auth-source")
+				return refError("empty auth-source")
 			}
 			r.AuthSource = v
 		default:
-			return bad("unknown query attribute %q", k)
+			return refError("unknown query attribute %q", k)
 		}
 		return nil
 	})
@@ -140,7 +147,7 @@ func ParseRef(s string) (*KeyRef, error) {
 		return nil, err
 	}
 	if r.Dir != "" && (r.File != "" || r.Handle != 0) {
-		return nil, bad("dir= names a directory of key files; it does not go with file= or handle=")
+		return nil, refError("dir= names a directory of key files; it does not go with file= or handle=")
 	}
 	return &r, nil
 }

@@ -59,6 +59,9 @@ func TestParseKeyRefErrors(t *testing.T) {
 		"tpm2:file=/a?tpm",
 		"tpm2:id=1",
 		"tpm2:file=/a%zz",
+		"tpm2:dir=/keys", // ParseRef forms that name no single key
+		"tpm2:?tpm=/dev/tpm0",
+		"tpm2:dir=/keys;file=/a",
 	} {
 		if _, err := ParseKeyRef(in); !errors.Is(err, ErrInvalidKeyRef) {
 			t.Errorf("ParseKeyRef(%q) err = %v, want ErrInvalidKeyRef", in, err)

@@ -95,15 +95,10 @@ func TestReconnectAfterRestart(t *testing.T) {
 // connection stays up makes the TPM answer TPM_RC_INITIALIZE; the backend
 // sends TPM2_Startup and recreates its state.
 func TestTPMInitUnderOpenConnection(t *testing.T) {
-	sw := testenv.StartSWTPM(t)
 	rec := &logRecorder{}
-	tp := openTPM(t, sw, WithLogger(slog.New(rec)))
+	sw, tp := startTPM(t, WithLogger(slog.New(rec)))
 	ctx := testCtx(t)
-	k, err := tp.CreateKey(ctx, ecdh.P384(), WithAuth([]byte("x")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	closeKey(t, k)
+	k := createKey(t, tp, ecdh.P384(), WithAuth([]byte("x")))
 	checkECDH(t, ctx, k)
 	sw.Init()
 	checkECDH(t, ctx, k)
@@ -117,15 +112,10 @@ func TestTPMInitUnderOpenConnection(t *testing.T) {
 // TestFlushedHandleRecovers: someone flushes our loaded key and session
 // (TPM_RC_HANDLE / TPM_RC_REFERENCE_*); the backend reloads and carries on.
 func TestFlushedHandleRecovers(t *testing.T) {
-	sw := testenv.StartSWTPM(t)
 	rec := &logRecorder{}
-	tp := openTPM(t, sw, WithLogger(slog.New(rec)))
+	_, tp := startTPM(t, WithLogger(slog.New(rec)))
 	ctx := testCtx(t)
-	k, err := tp.CreateKey(ctx, ecdh.P256())
-	if err != nil {
-		t.Fatal(err)
-	}
-	closeKey(t, k)
+	k := createKey(t, tp, ecdh.P256())
 	checkECDH(t, ctx, k)
 	// Flush everything behind the backend's back.
 	c := tp.c
@@ -145,19 +135,14 @@ func TestFlushedHandleRecovers(t *testing.T) {
 // TestTPMUnavailable: with swtpm down, ECDH fails after bounded retries with
 // ErrTPMUnavailable; once swtpm is back, the same key works again.
 func TestTPMUnavailable(t *testing.T) {
-	sw := testenv.StartSWTPM(t)
-	tp := openTPM(t, sw)
+	sw, tp := startTPM(t)
 	ctx := testCtx(t)
-	k, err := tp.CreateKey(ctx, ecdh.P256())
-	if err != nil {
-		t.Fatal(err)
-	}
-	closeKey(t, k)
+	k := createKey(t, tp, ecdh.P256())
 	checkECDH(t, ctx, k)
 
 	sw.Stop()
 	start := time.Now()
-	_, err = k.ECDHContext(ctx, softwarePeer(t, ecdh.P256()).PublicKey().Bytes())
+	_, err := k.ECDHContext(ctx, softwarePeer(t, ecdh.P256()).PublicKey().Bytes())
 	if !errors.Is(err, ErrTPMUnavailable) {
 		t.Fatalf("err = %v, want ErrTPMUnavailable", err)
 	}

@@ -140,28 +140,23 @@ func (c *conn) readPersistentParent(h Handle) (*parent, error) {
 }
 
 // srkID decides, once per connection, which parent new keys go under: the
-// handle from WithSRKHandle; else the persistent SRK at 0x81000001 when it
-// is a storage key; else the transient SRK from the standard template.
+// one chosen with WithSRKHandle or WithTransientSRK; else the persistent
+// SRK at 0x81000001 when it is a storage key; else the transient SRK from
+// the standard template.
 func (c *conn) srkID() (Handle, error) {
 	if c.srk != 0 {
 		return c.srk, nil
 	}
-	switch {
-	case c.cfg.srkHandle != 0:
-		if _, err := c.parentFor(c.cfg.srkHandle); err != nil {
-			return 0, err
-		}
-		c.srk = c.cfg.srkHandle
-	case !c.cfg.noSRKProbe:
-		if _, err := c.parentFor(SRKHandle); err == nil {
-			c.srk = SRKHandle
-			break
-		} else if !errors.Is(err, ErrWrongTPM) && !errors.Is(err, ErrUnsupportedKey) {
-			return 0, err
-		}
-		c.srk = ownerHierarchy
-	default:
-		c.srk = ownerHierarchy
+	id := c.cfg.srkHandle
+	if id == 0 {
+		id = SRKHandle
 	}
-	return c.srk, nil
+	if _, err := c.parentFor(id); err != nil {
+		if c.cfg.srkHandle != 0 || !(errors.Is(err, ErrWrongTPM) || errors.Is(err, ErrUnsupportedKey)) {
+			return 0, err
+		}
+		id = ownerHierarchy // no usable persistent SRK
+	}
+	c.srk = id
+	return id, nil
 }

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/twoway-hsm/twoway-hsm/kem"
 )
@@ -46,11 +48,11 @@ type TPM struct {
 //	tcp:127.0.0.1:2321, tcp://host:port   swtpm --server type=tcp (data port)
 //	unix:/run/swtpm.sock                  swtpm --server type=unixio
 //
-// It checks that the TPM answers. Connection-level options (WithOwnerAuth,
-// WithSRKHandle, WithTransientSRK, WithIOTimeout, WithLogger) take effect
-// for the first Open of a transport in the process; later Opens share that
-// connection. Errors wrap [ErrTPMUnavailable] when the TPM cannot be
-// reached.
+// The first Open of a transport in the process connects and checks that
+// the TPM answers; connection-level options (WithOwnerAuth, WithSRKHandle,
+// WithTransientSRK, WithIOTimeout, WithLogger) take effect for it, and
+// later Opens share that connection. Errors wrap [ErrTPMUnavailable] when
+// the TPM cannot be reached.
 func Open(ctx context.Context, spec string, opts ...Option) (*TPM, error) {
 	ts, err := parseTransport(spec)
 	if err != nil {
@@ -113,7 +115,7 @@ type conn struct {
 	sem chan struct{} // the connection lock, a semaphore so waiting honours ctx
 
 	// Guarded by sem.
-	tr            rawTransport // nil while disconnected
+	tr            transport.TPMCloser // nil while disconnected
 	everConnected bool
 	closed        bool
 	srk           Handle // parent for new keys, see srkID
@@ -124,10 +126,10 @@ type conn struct {
 	curveSet      []ecdh.Curve
 }
 
-// loadedKey is a key loaded at a transient handle.
+// loadedKey is a key loaded at a transient handle. Its name is the Key's:
+// ensureLoaded checks that.
 type loadedKey struct {
 	handle  tpm2.TPMHandle
-	name    tpm2.TPM2BName
 	lastUse uint64
 }
 
@@ -330,11 +332,10 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 func (c *conn) connect(ctx context.Context) (err error) {
 	cctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	tr, err := openRaw(cctx, c.spec)
+	tr, err := openRaw(cctx, c.spec, c.cfg.ioTimeout)
 	if err != nil {
 		return err
 	}
-	tr.setIOTimeout(c.cfg.ioTimeout)
 	c.tr = tr
 	defer func() {
 		if err != nil {
@@ -342,21 +343,18 @@ func (c *conn) connect(ctx context.Context) (err error) {
 		}
 	}()
 	c.resetState(false)
-	// Probe; a TPM that was never started answers TPM_RC_INITIALIZE.
-	if _, err := c.getCap(tpm2.TPMCapHandles, uint32(tpm2.TPMHTTransient)<<24, 1); err != nil {
-		if !errors.Is(err, tpm2.TPMRCInitialize) {
-			return err
-		}
-		if err := c.startup(); err != nil {
-			return err
-		}
+	// The first command is the probe; a TPM that was never started answers
+	// TPM_RC_INITIALIZE.
+	if c.spec.hasResourceManager() {
+		_, err = c.getCap(tpm2.TPMCapHandles, uint32(tpm2.TPMHTTransient)<<24, 1)
+	} else {
+		err = c.flushStale()
 	}
-	if !c.spec.hasResourceManager() {
-		if err := c.flushStale(); err != nil {
-			return err
-		}
+	if errors.Is(err, tpm2.TPMRCInitialize) {
+		// TPM2_Startup(CLEAR) leaves no objects or sessions to flush.
+		return c.startup()
 	}
-	return nil
+	return err
 }
 
 // disconnect drops the transport after an I/O error. The TPM-side state is
@@ -479,11 +477,8 @@ func (c *conn) curves() ([]ecdh.Curve, error) {
 	}
 	out := []ecdh.Curve{}
 	for _, want := range []ecdh.Curve{ecdh.P256(), ecdh.P384(), ecdh.P521()} {
-		id, _ := tpmCurve(want)
-		for _, have := range l.ECCCurves {
-			if have == id {
-				out = append(out, want)
-			}
+		if slices.Contains(l.ECCCurves, tpmCurve(want)) {
+			out = append(out, want)
 		}
 	}
 	c.curveSet = out
@@ -554,7 +549,14 @@ func (c *conn) evictLRU(keep *Key) bool {
 	if victim == nil {
 		return false
 	}
-	c.flush(c.loaded[victim].handle)
-	delete(c.loaded, victim)
+	c.unload(victim)
 	return true
+}
+
+// unload flushes the transient copy of k, if one is loaded.
+func (c *conn) unload(k *Key) {
+	if lk := c.loaded[k]; lk != nil {
+		c.flush(lk.handle)
+		delete(c.loaded, k)
+	}
 }

@@ -68,10 +68,7 @@ func parseTransport(s string) (transportSpec, error) {
 		}
 		return transportSpec{kindTCP, net.JoinHostPort(host, port)}, nil
 	case strings.HasPrefix(s, "unix:"):
-		p := strings.TrimPrefix(s, "unix:")
-		if strings.HasPrefix(p, "//") {
-			p = strings.TrimPrefix(p, "//")
-		}
+		p := strings.TrimPrefix(strings.TrimPrefix(s, "unix:"), "//")
 		if p == "" {
 			return transportSpec{}, fmt.Errorf("tpm2: transport %q: want unix:/path/to/socket", s)
 		}
@@ -98,20 +95,11 @@ func (s transportSpec) hasResourceManager() bool {
 	return s.kind == kindDevice && strings.Contains(s.addr, "tpmrm")
 }
 
-// rawTransport is a go-tpm transport that also lets the caller bound each
-// command.
-type rawTransport interface {
-	transport.TPMCloser
-	// setIOTimeout bounds each following command (0: no bound), where the
-	// transport supports deadlines.
-	setIOTimeout(d time.Duration)
-}
-
 // OpenTransport opens a raw connection to a TPM for use with go-tpm's
 // tpm2 commands, without anything this package layers on top (no SRK, no
 // session, no retries, no serialisation). spec is a transport string as for
 // [Open]: "/dev/tpmrm0", "tcp:127.0.0.1:2321" or "unix:/path/to/socket".
-// Errors wrap [ErrTPMUnavailable].
+// Errors opening the device or socket wrap [ErrTPMUnavailable].
 //
 // swtpm's data channel (--server) carries bare TPM 2.0 command and response
 // buffers; this transport writes a command and reads the whole response:
@@ -122,10 +110,12 @@ func OpenTransport(ctx context.Context, spec string) (transport.TPMCloser, error
 	if err != nil {
 		return nil, err
 	}
-	return openRaw(ctx, s)
+	return openRaw(ctx, s, 0)
 }
 
-func openRaw(ctx context.Context, s transportSpec) (rawTransport, error) {
+// openRaw opens the transport s. On a socket, ioTimeout bounds each
+// command (0: no bound); the kernel driver bounds commands to a device.
+func openRaw(ctx context.Context, s transportSpec, ioTimeout time.Duration) (transport.TPMCloser, error) {
 	switch s.kind {
 	case kindDevice:
 		f, err := os.OpenFile(s.addr, os.O_RDWR, 0)
@@ -143,7 +133,7 @@ func openRaw(ctx context.Context, s transportSpec) (rawTransport, error) {
 		if err != nil {
 			return nil, openError(s.String(), err)
 		}
-		return &streamTransport{c: c}, nil
+		return &streamTransport{c: c, timeout: ioTimeout}, nil
 	}
 }
 
@@ -153,8 +143,6 @@ type streamTransport struct {
 	c       net.Conn
 	timeout time.Duration
 }
-
-func (t *streamTransport) setIOTimeout(d time.Duration) { t.timeout = d }
 
 // Send implements transport.TPM.
 func (t *streamTransport) Send(cmd []byte) ([]byte, error) {
@@ -207,8 +195,6 @@ type deviceTransport struct {
 	f   *os.File
 	buf [4096 + headerSize]byte
 }
-
-func (t *deviceTransport) setIOTimeout(time.Duration) {} // the kernel driver bounds commands
 
 // Send implements transport.TPM.
 func (t *deviceTransport) Send(cmd []byte) ([]byte, error) {

@@ -1,60 +1,24 @@
-package tpm2_test
+package tpm2
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdh"
 	"crypto/sha256"
 	"fmt"
 	"io"
 	"testing"
-	"time"
 
 	"github.com/cloudflare/circl/hpke"
 
-	"github.com/twoway-hsm/twoway-hsm/hsm/tpm2"
 	"github.com/twoway-hsm/twoway-hsm/kem"
-	"github.com/twoway-hsm/twoway-hsm/testenv"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
-
-// seeded is a deterministic byte source.
-type seeded struct {
-	seed string
-	n    int
-	buf  []byte
-}
-
-func (s *seeded) Read(p []byte) (int, error) {
-	for i := range p {
-		if len(s.buf) == 0 {
-			h := sha256.Sum256(fmt.Appendf(nil, "%s/%d", s.seed, s.n))
-			s.n++
-			s.buf = h[:]
-		}
-		p[i], s.buf = s.buf[0], s.buf[1:]
-	}
-	return len(p), nil
-}
-
-var _ kem.PrivateKey = (*tpm2.Key)(nil)
-
-func ctxFor(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 // TestTwowayRoundTrips opens one-to-one and one-to-many requests, chunked
 // and unchunked, with the receiver key in the TPM, and seals the responses.
 func TestTwowayRoundTrips(t *testing.T) {
-	sw := testenv.StartSWTPM(t)
-	ctx := ctxFor(t)
-	tp, err := tpm2.Open(ctx, sw.Transport())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tp.Close()
+	_, tp := startTPM(t)
+	ctx := testCtx(t)
 	for _, c := range []struct {
 		curve ecdh.Curve
 		kem   hpke.KEM
@@ -64,11 +28,7 @@ func TestTwowayRoundTrips(t *testing.T) {
 		{ecdh.P384(), hpke.KEM_P384_HKDF_SHA384, hpke.KDF_HKDF_SHA384},
 	} {
 		t.Run(fmt.Sprint(c.curve), func(t *testing.T) {
-			key, err := tp.CreateKey(ctx, c.curve)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer key.Close()
+			key := createKey(t, tp, c.curve)
 			suite := hpke.NewSuite(c.kem, c.kdf, hpke.AEAD_AES256GCM)
 			pub, err := c.kem.Scheme().UnmarshalBinaryPublicKey(key.PublicKeyBytes())
 			if err != nil {
@@ -143,13 +103,8 @@ func checkExchange(t *testing.T, o *twoway.RequestOpener, req, resp []byte, open
 // TPM and checks that the same request, answered with the same response
 // nonce, gives the same encapsulated response as the software key.
 func TestRFC9458ConstructionMatchesSoftware(t *testing.T) {
-	sw := testenv.StartSWTPM(t)
-	ctx := ctxFor(t)
-	tp, err := tpm2.Open(ctx, sw.Transport())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tp.Close()
+	_, tp := startTPM(t)
+	ctx := testCtx(t)
 	skBytes := sha256.Sum256([]byte("a P-256 key imported into the TPM"))
 	priv, err := ecdh.P256().NewPrivateKey(skBytes[:])
 	if err != nil {
@@ -159,7 +114,7 @@ func TestRFC9458ConstructionMatchesSoftware(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer hwKey.Close()
+	closeKey(t, hwKey)
 	softKey, err := kem.NewPrivateKey(kem.DHKEMP256HKDFSHA256, skBytes[:])
 	if err != nil {
 		t.Fatal(err)
@@ -169,12 +124,14 @@ func TestRFC9458ConstructionMatchesSoftware(t *testing.T) {
 	}
 	suite := hpke.NewSuite(hpke.KEM_P256_HKDF_SHA256, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
 	pub, _ := hpke.KEM_P256_HKDF_SHA256.Scheme().UnmarshalBinaryPublicKey(softKey.PublicKeyBytes())
-	snd, _ := twoway.NewRequestSender(suite, 1, pub, &seeded{seed: "client"})
+	snd, _ := twoway.NewRequestSender(suite, 1, pub, nil)
 	s, _ := snd.NewRequestSealer(bytes.NewReader([]byte("GET / over OHTTP")), []byte("message/bhttp request"))
 	encReq, _ := io.ReadAll(s)
 
+	// Both receivers draw the same response nonce (max(Nn, Nk) = 16 bytes).
+	nonce := sha256.Sum256([]byte("response nonce"))
 	answer := func(key kem.PrivateKey) []byte {
-		rcv, err := twoway.NewRequestReceiverForKey(1, key, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM, &seeded{seed: "nonce"})
+		rcv, err := twoway.NewRequestReceiverForKey(1, key, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM, bytes.NewReader(nonce[:16]))
 		if err != nil {
 			t.Fatal(err)
 		}
