@@ -117,17 +117,6 @@ func softKeys(t testing.TB, privs ...*ecdh.PrivateKey) backendKeys {
 	return bk
 }
 
-func writeKeyFile(t testing.TB, k kem.PrivateKey) string {
-	t.Helper()
-	b, err := kem.MarshalPrivateKeyPEM(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "key.pem")
-	writeFile(t, path, b)
-	return "soft:file=" + path
-}
-
 // provision makes the keys in the named backend.
 func provision(t testing.TB, backend string, privs ...*ecdh.PrivateKey) backendKeys {
 	t.Helper()

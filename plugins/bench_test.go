@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -122,7 +123,7 @@ func BenchmarkThroughput(b *testing.B) {
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "ecdh/s")
 	}
 	for _, n := range []int{1, 2} {
-		b.Run("processes="+string(rune('0'+n)), func(b *testing.B) {
+		b.Run("processes="+strconv.Itoa(n), func(b *testing.B) {
 			c := newClient(b, plugins.Config{Keys: bk.refs, Env: append(bk.env, benchEnv()...), Processes: n, Logger: quietLogger()})
 			k, err := c.Key(ctx, bk.refs[0])
 			if err != nil {

@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/twoway-hsm/twoway-hsm/internal/osthread"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/twoway-hsm/twoway-hsm/internal/osthread"
 )
 
 // Client runs a plugin binary in one or more processes and hands out its
@@ -41,7 +42,6 @@ type slot struct {
 	lastErr  error         // why the last start failed
 	failures int           // consecutive failed starts (or crashes right after a start)
 	next     time.Time     // no start before this
-	starts   int
 }
 
 var registry = struct {
@@ -78,10 +78,11 @@ func NewClient(cfg Config) (*Client, error) {
 	return NewClientContext(context.Background(), cfg)
 }
 
-// NewClientContext is NewClient with a context that bounds the start (as
-// does Config.StartTimeout). It fails if any process cannot be started,
-// if the binary's checksum is wrong ([ErrChecksum]), or if the processes
-// do not serve the same keys.
+// NewClientContext is NewClient with a context whose deadline bounds each
+// process start (as does Config.StartTimeout) and whose end stops the
+// start between processes and attempts. It fails if any process cannot be
+// started, if the binary's checksum is wrong ([ErrChecksum]), or if the
+// processes do not serve the same keys.
 func NewClientContext(ctx context.Context, cfg Config) (*Client, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -111,15 +112,15 @@ func NewClientContext(ctx context.Context, cfg Config) (*Client, error) {
 		var p *proc
 		var err error
 		for attempt := 1; ; attempt++ {
-			if cerr := ctx.Err(); cerr != nil {
-				return fail(fmt.Errorf("plugins: start: %w", cerr))
-			}
-			p, err = c.startProcess(s.thread, s.idx)
-			if err == nil || s.idx == 0 || attempt == 3 || errors.Is(err, ErrChecksum) {
+			p, err = c.startProcess(ctx, s.thread, s.idx)
+			if err == nil || s.idx == 0 || attempt == 3 || errors.Is(err, ErrChecksum) || ctx.Err() != nil {
 				break
 			}
 			cfg.Logger.Warn("plugin start failed; retrying", "plugin_bin", cfg.Path, "plugin_slot", s.idx, "error", err)
-			time.Sleep(c.backoff(attempt))
+			select {
+			case <-time.After(c.backoff(attempt)):
+			case <-ctx.Done():
+			}
 		}
 		if err != nil {
 			return fail(err)
@@ -132,7 +133,6 @@ func NewClientContext(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	for i, p := range procs {
 		c.slots[i].cur.Store(p)
-		c.slots[i].starts = 1
 	}
 	c.desc = procs[0].desc
 	c.keys = make(map[string]*Key, len(c.desc.Keys))
@@ -237,25 +237,25 @@ func (c *Client) spawn(f func()) bool {
 // call runs fn against a live plugin process, starting one if needed. An
 // error that means the process is gone wraps ErrUnavailable and makes the
 // next call start a new process.
-func (c *Client) call(ctx context.Context, fn func(b Backend) error) error {
+func (c *Client) call(ctx context.Context, fn func(b Backend) ([]byte, error)) ([]byte, error) {
 	if c.closed.Load() {
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	s := c.pick()
 	s.inflight.Add(1)
 	defer s.inflight.Add(-1)
 	p, err := c.live(ctx, s)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	err = fn(p.backend)
-	if err != nil && isUnavailable(err) {
+	out, err := fn(p.backend)
+	if err != nil && errors.Is(err, ErrUnavailable) {
 		c.retire(s, p, "call failed")
 		if c.closed.Load() {
-			return fmt.Errorf("%w (%w)", ErrClosed, err)
+			return nil, fmt.Errorf("%w (%w)", ErrClosed, err)
 		}
 	}
-	return err
+	return out, err
 }
 
 // pick chooses the slot for a call: the least busy of those with a live
@@ -382,7 +382,7 @@ func (c *Client) restart(s *slot, ch chan struct{}, wait time.Duration) {
 		}
 	}
 	if err == nil {
-		p, err = c.startProcess(s.thread, s.idx)
+		p, err = c.startProcess(context.Background(), s.thread, s.idx)
 	}
 	if err == nil && !sameKeys(c.desc, p.desc) {
 		p.kill(false)
@@ -399,7 +399,6 @@ func (c *Client) restart(s *slot, ch chan struct{}, wait time.Duration) {
 		s.lastErr = ErrClosed
 	} else {
 		s.lastErr = nil
-		s.starts++
 		s.cur.Store(p)
 	}
 	s.starting = nil

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -109,13 +110,10 @@ func (c *Config) withDefaults() (Config, error) {
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = cfg.MinBackoff
 	}
-	cfg.Keys = append([]string(nil), cfg.Keys...)
-	cfg.Args = append([]string(nil), cfg.Args...)
-	cfg.Env = append([]string(nil), cfg.Env...)
-	cfg.Checksum = append([]byte(nil), cfg.Checksum...)
-	if len(cfg.Checksum) == 0 {
-		cfg.Checksum = nil
-	}
+	// The caller may reuse its slices; Keys is not used past this point.
+	cfg.Args = slices.Clone(cfg.Args)
+	cfg.Env = slices.Clone(cfg.Env)
+	cfg.Checksum = slices.Clone(cfg.Checksum)
 	return cfg, nil
 }
 

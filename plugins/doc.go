@@ -6,9 +6,10 @@
 // proto/kemplugin/v1/kemplugin.proto), version [ProtocolVersion]. It has
 // three calls: Describe (the keys a plugin serves and their public keys),
 // ECDH (the Diffie-Hellman step of a DHKEM key) and Decapsulate (for KEMs
-// that are not Diffie-Hellman based). Nothing else crosses the boundary: no
-// call takes or returns private key material, and none creates or deletes
-// keys.
+// that are not Diffie-Hellman based); the host sends ECDH and Decapsulate
+// over one long-lived Session stream per process. Nothing else crosses the
+// boundary: no call takes or returns private key material, and none
+// creates or deletes keys.
 //
 // # Host side
 //

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -23,52 +22,53 @@ type GRPCClient struct {
 	client kempluginv1.KEMPluginClient
 
 	// ECDH and Decapsulate go over one Session stream, opened on first use
-	// and again after it breaks; unary calls serve plugins without it.
-	sessMu    sync.Mutex
-	sess      *session
-	noSession atomic.Bool
+	// and again after it breaks; unary calls serve plugins without it. A
+	// stream that ended with errNoSession is kept as the record that the
+	// plugin has none.
+	sessMu sync.Mutex
+	sess   *session
 }
 
 // session returns the open Session stream, opening one if needed, or nil
 // when the plugin has none.
-func (c *GRPCClient) session() *session {
-	if c.noSession.Load() {
-		return nil
-	}
+func (c *GRPCClient) session() (*session, error) {
 	c.sessMu.Lock()
 	defer c.sessMu.Unlock()
 	if c.sess != nil {
 		err := c.sess.broken()
 		if err == nil {
-			return c.sess
+			return c.sess, nil
 		}
 		if errors.Is(err, errNoSession) {
-			c.noSession.Store(true)
-			return nil
+			return nil, nil
 		}
-		c.sess = nil
 	}
 	s, err := openSession(c.client)
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	c.sess = s
-	return s
+	return s, nil
 }
 
-// callSession makes a call on the Session stream; ok is false when the
-// plugin has none and the caller must use the unary call.
-func (c *GRPCClient) callSession(ctx context.Context, op string, req *kempluginv1.SessionRequest) (result []byte, ok bool, err error) {
-	s := c.session()
-	if s == nil {
-		return nil, false, nil
+// call makes a call on the Session stream, or through unary when the
+// plugin has none.
+func (c *GRPCClient) call(ctx context.Context, op string, req *kempluginv1.SessionRequest, unary func() ([]byte, error)) ([]byte, error) {
+	s, err := c.session()
+	if err != nil {
+		return nil, fromStatus(ctx, op, err)
 	}
-	result, err = s.call(ctx, op, req)
-	if errors.Is(err, errNoSession) {
-		c.noSession.Store(true)
-		return nil, false, nil
+	if s != nil {
+		result, err := s.call(ctx, op, req)
+		if !errors.Is(err, errNoSession) {
+			return result, err
+		}
 	}
-	return result, true, err
+	result, err := unary()
+	if err != nil {
+		return nil, fromStatus(ctx, op, err)
+	}
+	return result, nil
 }
 
 // Close ends the Session stream, if one is open. The gRPC connection
@@ -106,44 +106,44 @@ func (c *GRPCClient) Describe(ctx context.Context) (*Description, error) {
 // ECDH performs the ECDH call, on the Session stream when the plugin has
 // one.
 func (c *GRPCClient) ECDH(ctx context.Context, key string, peer []byte) ([]byte, error) {
-	req := &kempluginv1.SessionRequest{Call: &kempluginv1.SessionRequest_Ecdh{Ecdh: &kempluginv1.ECDHRequest{Key: key, PeerPublicKey: peer}}}
-	if dh, ok, err := c.callSession(ctx, "ecdh", req); ok {
-		return dh, err
-	}
-	resp, err := c.client.ECDH(ctx, &kempluginv1.ECDHRequest{Key: key, PeerPublicKey: peer})
-	if err != nil {
-		return nil, fromStatus(ctx, "ecdh", err)
-	}
-	return resp.GetDh(), nil
+	r := &kempluginv1.ECDHRequest{Key: key, PeerPublicKey: peer}
+	return c.call(ctx, "ecdh", &kempluginv1.SessionRequest{Call: &kempluginv1.SessionRequest_Ecdh{Ecdh: r}}, func() ([]byte, error) {
+		resp, err := c.client.ECDH(ctx, r)
+		return resp.GetDh(), err
+	})
 }
 
 // Decapsulate performs the Decapsulate call, on the Session stream when the
 // plugin has one.
 func (c *GRPCClient) Decapsulate(ctx context.Context, key string, enc []byte) ([]byte, error) {
-	req := &kempluginv1.SessionRequest{Call: &kempluginv1.SessionRequest_Decapsulate{Decapsulate: &kempluginv1.DecapsulateRequest{Key: key, Enc: enc}}}
-	if ss, ok, err := c.callSession(ctx, "decapsulate", req); ok {
-		return ss, err
-	}
-	resp, err := c.client.Decapsulate(ctx, &kempluginv1.DecapsulateRequest{Key: key, Enc: enc})
-	if err != nil {
-		return nil, fromStatus(ctx, "decapsulate", err)
-	}
-	return resp.GetSharedSecret(), nil
+	r := &kempluginv1.DecapsulateRequest{Key: key, Enc: enc}
+	return c.call(ctx, "decapsulate", &kempluginv1.SessionRequest{Call: &kempluginv1.SessionRequest_Decapsulate{Decapsulate: r}}, func() ([]byte, error) {
+		resp, err := c.client.Decapsulate(ctx, r)
+		return resp.GetSharedSecret(), err
+	})
 }
 
-// fromStatus maps a gRPC error back to this package's sentinels. The
-// caller's own context comes first: a call it cancelled is reported as
-// such even when the transport reports something else.
+// fromStatus maps an error of a gRPC call to this package's sentinels (see
+// fromCode); an error that carries no gRPC status means the connection is
+// gone.
 func fromStatus(ctx context.Context, op string, err error) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		st = status.New(codes.Unavailable, err.Error())
+	}
+	return fromCode(ctx, op, st.Code(), st.Message())
+}
+
+// fromCode maps a gRPC status code and message, from a unary call or a
+// Session answer, back to this package's sentinels. The caller's own
+// context comes first: a call it cancelled is reported as such even when
+// the transport reports something else.
+func fromCode(ctx context.Context, op string, code codes.Code, msg string) error {
 	if cerr := ctx.Err(); cerr != nil {
 		return fmt.Errorf("plugins: %s: %w", op, cerr)
 	}
-	st, ok := status.FromError(err)
-	if !ok {
-		return fmt.Errorf("plugins: %s: %w: %v", op, ErrUnavailable, err)
-	}
 	var sentinel error
-	switch st.Code() {
+	switch code {
 	case codes.Unavailable:
 		sentinel = ErrUnavailable
 	case codes.Canceled:
@@ -161,7 +161,6 @@ func fromStatus(ctx context.Context, op string, err error) error {
 	default:
 		sentinel = ErrBackend
 	}
-	msg := st.Message()
 	if sentinel == ErrUnavailable {
 		return fmt.Errorf("plugins: %s: %w: %s", op, sentinel, msg)
 	}
@@ -178,6 +177,3 @@ type remoteError struct {
 
 func (e *remoteError) Error() string { return "plugins: " + e.op + ": plugin: " + e.msg }
 func (e *remoteError) Unwrap() error { return e.sentinel }
-
-// isUnavailable reports whether err means the plugin process is gone.
-func isUnavailable(err error) bool { return errors.Is(err, ErrUnavailable) }

@@ -64,10 +64,8 @@ func (s *GRPCServer) Decapsulate(ctx context.Context, req *kempluginv1.Decapsula
 // error's text, which backends keep free of secrets. codes.Unavailable is
 // never used here: on the host it means the plugin process is gone.
 func toStatus(err error) error {
-	if _, ok := status.FromError(err); ok && err != nil {
-		if st := status.Convert(err); st.Code() != codes.Unknown {
-			return err
-		}
+	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
+		return err
 	}
 	code := codes.Internal
 	switch {
@@ -88,9 +86,9 @@ func toStatus(err error) error {
 }
 
 // Session implements the Session stream: each call runs in its own
-// goroutine with its own context (the stream's, bounded by the call's
-// deadline, cancelled by a Cancel message), and its answer is sent as soon
-// as it is ready.
+// goroutine, through the unary handler of its kind, with its own context
+// (the stream's, bounded by the call's deadline, cancelled by a Cancel
+// message), and its answer is sent as soon as it is ready.
 func (s *GRPCServer) Session(stream kempluginv1.KEMPlugin_SessionServer) error {
 	ctx := stream.Context()
 	var (
@@ -124,9 +122,12 @@ func (s *GRPCServer) Session(stream kempluginv1.KEMPlugin_SessionServer) error {
 			mu.Unlock()
 			continue
 		}
-		callCtx, cancel := context.WithCancel(ctx)
+		var callCtx context.Context
+		var cancel context.CancelFunc
 		if d := req.GetDeadlineUnixNano(); d != 0 {
 			callCtx, cancel = context.WithDeadline(ctx, time.Unix(0, d))
+		} else {
+			callCtx, cancel = context.WithCancel(ctx)
 		}
 		mu.Lock()
 		cancels[id] = cancel
@@ -136,11 +137,15 @@ func (s *GRPCServer) Session(stream kempluginv1.KEMPlugin_SessionServer) error {
 			defer wg.Done()
 			var result []byte
 			var err error
-			switch {
-			case req.GetEcdh() != nil:
-				result, err = s.Impl.ECDH(callCtx, req.GetEcdh().GetKey(), req.GetEcdh().GetPeerPublicKey())
-			case req.GetDecapsulate() != nil:
-				result, err = s.Impl.Decapsulate(callCtx, req.GetDecapsulate().GetKey(), req.GetDecapsulate().GetEnc())
+			switch call := req.GetCall().(type) {
+			case *kempluginv1.SessionRequest_Ecdh:
+				var r *kempluginv1.ECDHResponse
+				r, err = s.ECDH(callCtx, call.Ecdh)
+				result = r.GetDh()
+			case *kempluginv1.SessionRequest_Decapsulate:
+				var r *kempluginv1.DecapsulateResponse
+				r, err = s.Decapsulate(callCtx, call.Decapsulate)
+				result = r.GetSharedSecret()
 			default:
 				err = status.Error(codes.InvalidArgument, "plugins: session: empty call")
 			}
@@ -150,7 +155,7 @@ func (s *GRPCServer) Session(stream kempluginv1.KEMPlugin_SessionServer) error {
 			cancel()
 			resp := &kempluginv1.SessionResponse{Id: id, Result: result}
 			if err != nil {
-				st, _ := status.FromError(toStatus(err))
+				st := status.Convert(err)
 				resp.Code, resp.Message = uint32(st.Code()), st.Message()
 			}
 			sendMu.Lock()

@@ -42,15 +42,19 @@ func softKey(t testing.TB, id kem.ID) (string, kem.PrivateKey) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pemBytes, err := kem.MarshalPrivateKeyPEM(k)
+	return writeKeyFile(t, k), k
+}
+
+// writeKeyFile writes a software key to a file and returns its reference.
+func writeKeyFile(t testing.TB, k kem.PrivateKey) string {
+	t.Helper()
+	b, err := kem.MarshalPrivateKeyPEM(k)
 	if err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "key.pem")
-	if err := os.WriteFile(path, pemBytes, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return "soft:file=" + path, k
+	writeFile(t, path, b)
+	return "soft:file=" + path
 }
 
 // newClient starts a plugin client and closes it when the test ends.
@@ -84,16 +88,24 @@ func circlPub(t testing.TB, id kem.ID, pub []byte) circlkem.PublicKey {
 	return pk
 }
 
-func hpkeScheme(id kem.ID) circlkem.Scheme { return hpke.KEM(id).Scheme() }
+func circlPubErr(id kem.ID, pub []byte) (circlkem.PublicKey, error) {
+	return hpke.KEM(id).Scheme().UnmarshalBinaryPublicKey(pub)
+}
+
+// messageOpts returns the options of the test messages: chunks of up to
+// 1024 bytes when chunked.
+func messageOpts(chunked bool) []twoway.Option {
+	if !chunked {
+		return nil
+	}
+	return []twoway.Option{twoway.EnableChunking(), twoway.WithMaxChunkPlaintextLen(1024)}
+}
 
 // roundTrip sends one one-to-one request to key through a twoway sender
 // and answers it on the receiving side, checking both plaintexts.
 func roundTrip(ctx context.Context, keyID byte, key kem.PrivateKey, pub circlkem.PublicKey, chunked bool, size int) error {
 	suite := hpke.NewSuite(hpke.KEM(key.KEM()), hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
-	var opts []twoway.Option
-	if chunked {
-		opts = append(opts, twoway.EnableChunking(), twoway.WithMaxChunkPlaintextLen(1024))
-	}
+	opts := messageOpts(chunked)
 	req := make([]byte, size)
 	rand.Read(req)
 	sender, err := twoway.NewRequestSender(suite, keyID, pub, nil)
@@ -116,44 +128,14 @@ func roundTrip(ctx context.Context, keyID byte, key kem.PrivateKey, pub circlkem
 	if err != nil {
 		return err
 	}
-	got, err := io.ReadAll(opener)
-	if err != nil {
-		return err
-	}
-	if !bytes.Equal(got, req) {
-		return fmt.Errorf("request plaintext differs")
-	}
-	resp := append([]byte("answer: "), req[:min(len(req), 64)]...)
-	respSealer, err := opener.NewResponseSealer(bytes.NewReader(resp), []byte("app/resp"), opts...)
-	if err != nil {
-		return err
-	}
-	respBody, err := io.ReadAll(respSealer)
-	if err != nil {
-		return err
-	}
-	respOpener, err := sealer.NewResponseOpener(bytes.NewReader(respBody), []byte("app/resp"), opts...)
-	if err != nil {
-		return err
-	}
-	gotResp, err := io.ReadAll(respOpener)
-	if err != nil {
-		return err
-	}
-	if !bytes.Equal(gotResp, resp) {
-		return fmt.Errorf("response plaintext differs")
-	}
-	return nil
+	return answer(opener, req, sealer.NewResponseOpener, append([]byte("answer: "), req[:min(len(req), 64)]...), opts)
 }
 
 // multiRoundTrip sends one one-to-many request to several keys and has
 // each answer.
 func multiRoundTrip(ctx context.Context, keys []kem.PrivateKey, pubs []circlkem.PublicKey, chunked bool, size int) error {
 	suite := hpke.NewSuite(hpke.KEM(keys[0].KEM()), hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
-	var opts []twoway.Option
-	if chunked {
-		opts = append(opts, twoway.EnableChunking(), twoway.WithMaxChunkPlaintextLen(1024))
-	}
+	opts := messageOpts(chunked)
 	req := make([]byte, size)
 	rand.Read(req)
 	sealer, err := twoway.NewMultiRequestSender(suite, nil).NewRequestSealer(bytes.NewReader(req), []byte("app/req"), opts...)
@@ -178,33 +160,42 @@ func multiRoundTrip(ctx context.Context, keys []kem.PrivateKey, pubs []circlkem.
 		if err != nil {
 			return fmt.Errorf("receiver %d: %w", i, err)
 		}
-		got, err := io.ReadAll(opener)
-		if err != nil {
-			return err
+		if err := answer(opener, req, openResponse, []byte(fmt.Sprintf("receiver %d answers", i)), opts); err != nil {
+			return fmt.Errorf("receiver %d: %w", i, err)
 		}
-		if !bytes.Equal(got, req) {
-			return fmt.Errorf("receiver %d: request plaintext differs", i)
-		}
-		resp := []byte(fmt.Sprintf("receiver %d answers", i))
-		respSealer, err := opener.NewResponseSealer(bytes.NewReader(resp), []byte("app/resp"), opts...)
-		if err != nil {
-			return err
-		}
-		respBody, err := io.ReadAll(respSealer)
-		if err != nil {
-			return err
-		}
-		respOpener, err := openResponse(bytes.NewReader(respBody), []byte("app/resp"), opts...)
-		if err != nil {
-			return err
-		}
-		gotResp, err := io.ReadAll(respOpener)
-		if err != nil {
-			return err
-		}
-		if !bytes.Equal(gotResp, resp) {
-			return fmt.Errorf("receiver %d: response plaintext differs", i)
-		}
+	}
+	return nil
+}
+
+// answer reads the rest of a request from opener and checks that it is
+// req, then seals resp as the response, opens it with openResponse (the
+// client's side) and checks it.
+func answer(opener *twoway.RequestOpener, req []byte, openResponse twoway.ResponseOpenerFunc, resp []byte, opts []twoway.Option) error {
+	got, err := io.ReadAll(opener)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(got, req) {
+		return fmt.Errorf("request plaintext differs")
+	}
+	respSealer, err := opener.NewResponseSealer(bytes.NewReader(resp), []byte("app/resp"), opts...)
+	if err != nil {
+		return err
+	}
+	respBody, err := io.ReadAll(respSealer)
+	if err != nil {
+		return err
+	}
+	respOpener, err := openResponse(bytes.NewReader(respBody), []byte("app/resp"), opts...)
+	if err != nil {
+		return err
+	}
+	gotResp, err := io.ReadAll(respOpener)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(gotResp, resp) {
+		return fmt.Errorf("response plaintext differs")
 	}
 	return nil
 }

@@ -60,23 +60,9 @@ func (k *Key) DecapsulateContext(ctx context.Context, enc []byte) ([]byte, error
 	if k.info.KEM.IsDH() {
 		return kem.DecapsulateDH(ctx, k, enc)
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("plugins: decapsulate: %w", err)
-	}
-	var ss []byte
-	err := k.c.call(ctx, func(b Backend) error {
-		var err error
-		ss, err = b.Decapsulate(ctx, k.info.Name, enc)
-		return err
+	return k.remote(ctx, "shared secret", k.info.KEM.SharedSecretSize(), func(b Backend) ([]byte, error) {
+		return b.Decapsulate(ctx, k.info.Name, enc)
 	})
-	if err != nil {
-		return nil, fmt.Errorf("plugins: key %s: %w", k.info.Name, err)
-	}
-	if len(ss) != k.info.KEM.SharedSecretSize() {
-		clear(ss)
-		return nil, fmt.Errorf("plugins: key %s: the plugin returned a %d-byte shared secret, want %d", k.info.Name, len(ss), k.info.KEM.SharedSecretSize())
-	}
-	return ss, nil
 }
 
 // ECDHContext returns the raw Diffie-Hellman output with the peer's public
@@ -88,26 +74,33 @@ func (k *Key) ECDHContext(ctx context.Context, peer []byte) ([]byte, error) {
 	if !id.IsDH() {
 		return nil, fmt.Errorf("plugins: key %s: %w: %v has no Diffie-Hellman step", k.info.Name, kem.ErrUnsupportedKEM, id)
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("plugins: ecdh: %w", err)
-	}
-	var dh []byte
-	err := k.c.call(ctx, func(b Backend) error {
-		var err error
-		dh, err = b.ECDH(ctx, k.info.Name, peer)
-		return err
+	dh, err := k.remote(ctx, "DH output", id.DHSize(), func(b Backend) ([]byte, error) {
+		return b.ECDH(ctx, k.info.Name, peer)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("plugins: key %s: %w", k.info.Name, err)
-	}
-	if len(dh) != id.DHSize() {
-		clear(dh)
-		return nil, fmt.Errorf("plugins: key %s: the plugin returned %d bytes of DH output, want %d", k.info.Name, len(dh), id.DHSize())
+		return nil, err
 	}
 	if subtle.ConstantTimeCompare(dh, make([]byte, len(dh))) == 1 {
 		return nil, fmt.Errorf("plugins: key %s: %w: all-zero shared secret", k.info.Name, kem.ErrInvalidPublicKey)
 	}
 	return dh, nil
+}
+
+// remote runs op against a plugin process and checks that its result has
+// size bytes.
+func (k *Key) remote(ctx context.Context, what string, size int, op func(Backend) ([]byte, error)) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("plugins: key %s: %w", k.info.Name, err)
+	}
+	out, err := k.c.call(ctx, op)
+	if err != nil {
+		return nil, fmt.Errorf("plugins: key %s: %w", k.info.Name, err)
+	}
+	if len(out) != size {
+		clear(out)
+		return nil, fmt.Errorf("plugins: key %s: the plugin returned %d bytes of %s, want %d", k.info.Name, len(out), what, size)
+	}
+	return out, nil
 }
 
 // PublicKey returns the public key (crypto/ecdh.KeyExchanger), or nil for

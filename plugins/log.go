@@ -6,7 +6,6 @@ import (
 	"io"
 	"log"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -73,6 +72,9 @@ type hclogAdapter struct {
 	// a plugin's records after its executable's file name, which says
 	// nothing when the plugin runs from a descriptor.
 	noNames bool
+	// errs, if set, catches the plugin's first error-level record with an
+	// "error" attribute, whether or not l logs it.
+	errs *firstError
 }
 
 func levelToHCLog(l slog.Level) hclog.Level {
@@ -109,7 +111,7 @@ func (a *hclogAdapter) enabled(l hclog.Level) bool {
 	if min := hclog.Level(a.level.Load()); min != hclog.NoLevel && l < min {
 		return false
 	}
-	return a.l.Enabled(context.Background(), levelToSlog(l))
+	return (a.errs != nil && l >= hclog.Error) || a.l.Enabled(context.Background(), levelToSlog(l))
 }
 
 // Log implements hclog.Logger.
@@ -126,6 +128,14 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	}
 	attrs = appendKV(attrs, a.args)
 	attrs = appendKV(attrs, args)
+	if a.errs != nil && level >= hclog.Error && a.name == a.errs.from {
+		for _, at := range attrs {
+			if at.Key == "error" {
+				a.errs.set(msg + ": " + at.Value.String())
+				break
+			}
+		}
+	}
 	a.l.LogAttrs(context.Background(), levelToSlog(level), msg, attrs...)
 }
 
@@ -260,84 +270,35 @@ func (w *stdWriter) Write(p []byte) (int, error) {
 
 var _ hclog.Logger = (*hclogAdapter)(nil)
 
-// errorCatcher passes records to inner and keeps the first error-level
-// record that carries an "error" attribute: the reason a plugin gives
-// before it exits, for the error of a failed start.
-type errorCatcher struct {
-	inner slog.Handler
-	attrs []slog.Attr
-	first *firstError
+// firstError keeps the first error-level record of a plugin that carries
+// an "error" attribute: the reason a plugin gives before it exits, for the
+// error of a failed start. Only the plugin's own records count, which
+// go-plugin forwards from its stderr through a logger named after the
+// executable's file name; go-plugin's own records (such as "plugin process
+// exited") do not.
+type firstError struct {
+	from string // the name of the logger of the plugin's records
+	once sync.Once
+	msg  string
+	done chan struct{} // closed once msg is set
 }
 
-type firstError struct {
-	mu   sync.Mutex
-	msg  string
-	done chan struct{}
-	once sync.Once
+func newFirstError(from string) *firstError {
+	return &firstError{from: from, done: make(chan struct{})}
 }
 
 func (f *firstError) set(msg string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.msg == "" {
-		f.msg = msg
-		f.once.Do(func() { close(f.signal()) })
-	}
-}
-
-func (f *firstError) signal() chan struct{} {
-	if f.done == nil {
-		f.done = make(chan struct{})
-	}
-	return f.done
+	f.once.Do(func() { f.msg = msg; close(f.done) })
 }
 
 // wait returns the first error message, waiting up to d for one.
 func (f *firstError) wait(d time.Duration) string {
-	f.mu.Lock()
-	ch := f.signal()
-	f.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
-	case <-ch:
-	case <-time.After(d):
+	case <-f.done:
+		return f.msg
+	case <-t.C:
+		return ""
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.msg
-}
-
-func (e *errorCatcher) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= slog.LevelError || e.inner.Enabled(ctx, l)
-}
-
-func (e *errorCatcher) Handle(ctx context.Context, r slog.Record) error {
-	if r.Level >= slog.LevelError {
-		var errText string
-		find := func(a slog.Attr) bool {
-			if a.Key == "error" {
-				errText = a.Value.String()
-				return false
-			}
-			return true
-		}
-		for _, a := range e.attrs {
-			find(a)
-		}
-		r.Attrs(find)
-		if errText != "" {
-			e.first.set(r.Message + ": " + errText)
-		}
-	}
-	if !e.inner.Enabled(ctx, r.Level) {
-		return nil
-	}
-	return e.inner.Handle(ctx, r)
-}
-
-func (e *errorCatcher) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return &errorCatcher{inner: e.inner.WithAttrs(attrs), attrs: append(slices.Clip(e.attrs), attrs...), first: e.first}
-}
-
-func (e *errorCatcher) WithGroup(name string) slog.Handler {
-	return &errorCatcher{inner: e.inner.WithGroup(name), attrs: e.attrs, first: e.first}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,7 +36,6 @@ type proc struct {
 	backend *GRPCClient
 	desc    *Description
 	pid     int
-	dir     string // private directory that held the plugin's socket (removed once connected)
 	started time.Time
 
 	dead      atomic.Bool
@@ -44,10 +44,18 @@ type proc struct {
 }
 
 // startProcess starts one plugin process from thread and checks what it
-// serves. On error nothing is left running and the socket directory is
-// gone.
-func (c *Client) startProcess(thread *osthread.Thread, slot int) (p *proc, err error) {
+// serves, within Config.StartTimeout and ctx's deadline. On error nothing
+// is left running and the socket directory is gone.
+func (c *Client) startProcess(ctx context.Context, thread *osthread.Thread, slot int) (p *proc, err error) {
 	cfg := &c.cfg
+	// One deadline for the whole start: the handshake and the first
+	// Describe.
+	ctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
+	defer cancel()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("plugins: start %s: %w", cfg.Path, err)
+	}
+	deadline, _ := ctx.Deadline()
 	// A private directory (0700) for the plugin's socket. It is removed as
 	// soon as the host is connected: the connection lives on, no other
 	// process can even try to connect, and a host killed later leaves no
@@ -82,7 +90,7 @@ func (c *Client) startProcess(thread *osthread.Thread, slot int) (p *proc, err e
 	cmd := exec.Command(execPath, cfg.Args...)
 	cmd.Args[0] = cfg.Path
 	level := "info"
-	if cfg.Logger.Enabled(context.Background(), -4) {
+	if cfg.Logger.Enabled(context.Background(), slog.LevelDebug) {
 		level = "debug"
 	}
 	cmd.Env = append(append([]string(nil), cfg.Env...),
@@ -90,8 +98,8 @@ func (c *Client) startProcess(thread *osthread.Thread, slot int) (p *proc, err e
 		LogLevelEnv+"="+level)
 	cmd.SysProcAttr = sysProcAttr()
 
-	said := &firstError{}
-	logger := slog.New(&errorCatcher{inner: cfg.Logger.Handler(), first: said}).With("plugin_bin", cfg.Path, "plugin_slot", slot)
+	said := newFirstError(filepath.Base(cmd.Path)) // go-plugin's name for the plugin's records
+	logger := cfg.Logger.With("plugin_bin", cfg.Path, "plugin_slot", slot)
 	pc := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  Handshake,
 		VersionedPlugins: VersionedPlugins(nil),
@@ -100,8 +108,8 @@ func (c *Client) startProcess(thread *osthread.Thread, slot int) (p *proc, err e
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		SkipHostEnv:      true,
-		StartTimeout:     cfg.StartTimeout,
-		Logger:           &hclogAdapter{l: logger, level: new(atomic.Int32), noNames: true},
+		StartTimeout:     max(time.Until(deadline), time.Millisecond), // 0 would mean go-plugin's default
+		Logger:           &hclogAdapter{l: logger, level: new(atomic.Int32), noNames: true, errs: said},
 		// No idle timeout: an idle connection that went away would look
 		// like a dead plugin (see watch).
 		GRPCDialOptions: []grpc.DialOption{grpc.WithIdleTimeout(0)},
@@ -136,8 +144,6 @@ func (c *Client) startProcess(thread *osthread.Thread, slot int) (p *proc, err e
 	if !ok {
 		return nil, fmt.Errorf("plugins: %s: unexpected plugin client %T", cfg.Path, raw)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.StartTimeout)
-	defer cancel()
 	desc, err := backend.Describe(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("plugins: %s: %w", cfg.Path, err)
@@ -154,7 +160,6 @@ func (c *Client) startProcess(thread *osthread.Thread, slot int) (p *proc, err e
 		backend: backend,
 		desc:    desc,
 		pid:     cmd.Process.Pid,
-		dir:     dir,
 		started: time.Now(),
 	}
 	wctx, stop := context.WithCancel(context.Background())

@@ -83,7 +83,7 @@ func (s *session) broken() error {
 }
 
 // call sends req and waits for its answer or for ctx to end. Errors are
-// those of the unary calls (see fromStatus); errNoSession means the caller
+// those of the unary calls (see fromCode); errNoSession means the caller
 // should use a unary call instead.
 func (s *session) call(ctx context.Context, op string, req *kempluginv1.SessionRequest) ([]byte, error) {
 	id := s.nextID.Add(1)
@@ -101,20 +101,19 @@ func (s *session) call(ctx context.Context, op string, req *kempluginv1.SessionR
 	s.pending[id] = ch
 	s.mu.Unlock()
 
+	// A failed Send ends the stream (grpc-go finishes it), and the
+	// receiving goroutine then fails the call with the stream's real
+	// error, which Send does not return (io.EOF).
 	s.sendMu.Lock()
-	err := s.stream.Send(req)
+	_ = s.stream.Send(req)
 	s.sendMu.Unlock()
-	if err != nil {
-		s.forget(id)
-		return nil, s.streamError(ctx, op, err)
-	}
 	select {
 	case r, ok := <-ch:
 		if !ok {
 			return nil, s.streamError(ctx, op, s.broken())
 		}
 		if r.GetCode() != 0 {
-			return nil, fromStatus(ctx, op, status.Error(codes.Code(r.GetCode()), r.GetMessage()))
+			return nil, fromCode(ctx, op, codes.Code(r.GetCode()), r.GetMessage())
 		}
 		return r.GetResult(), nil
 	case <-ctx.Done():
@@ -136,9 +135,6 @@ func (s *session) forget(id uint64) {
 func (s *session) streamError(ctx context.Context, op string, err error) error {
 	if errors.Is(err, errNoSession) {
 		return errNoSession
-	}
-	if err == nil {
-		err = errors.New("session ended")
 	}
 	return fromStatus(ctx, op, err)
 }

@@ -3,8 +3,10 @@ package plugins
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -44,10 +46,15 @@ func (f *fakeBackend) Decapsulate(ctx context.Context, key string, enc []byte) (
 	return f.ECDH(ctx, key, enc)
 }
 
-// noSessionServer is a plugin of before the Session stream.
-type noSessionServer struct{ *GRPCServer }
+// noSessionServer is a plugin of before the Session stream. It counts the
+// streams the host tries to open.
+type noSessionServer struct {
+	*GRPCServer
+	opened *atomic.Int32
+}
 
-func (noSessionServer) Session(kempluginv1.KEMPlugin_SessionServer) error {
+func (s noSessionServer) Session(kempluginv1.KEMPlugin_SessionServer) error {
+	s.opened.Add(1)
 	return status.Error(codes.Unimplemented, "no Session")
 }
 
@@ -93,7 +100,7 @@ func TestSessionStream(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if c.sess == nil || c.noSession.Load() {
+	if c.sess == nil || c.sess.broken() != nil {
 		t.Fatal("calls did not use the session stream")
 	}
 	// Errors keep their sentinels.
@@ -130,14 +137,103 @@ func TestSessionStream(t *testing.T) {
 }
 
 func TestSessionFallback(t *testing.T) {
-	c := serve(t, noSessionServer{&GRPCServer{Impl: &fakeBackend{}}})
+	srv := noSessionServer{&GRPCServer{Impl: &fakeBackend{}}, new(atomic.Int32)}
+	c := serve(t, srv)
 	for range 3 {
 		out, err := c.ECDH(context.Background(), "k", []byte{1, 2})
 		if err != nil || out[0] != 2 {
 			t.Fatalf("unary fallback: %v", err)
 		}
 	}
-	if !c.noSession.Load() {
+	if c.sess == nil || !errors.Is(c.sess.broken(), errNoSession) {
 		t.Fatal("the client did not notice the plugin has no session stream")
 	}
+	if n := srv.opened.Load(); n != 1 {
+		t.Fatalf("the client tried to open %d session streams, want 1", n)
+	}
+}
+
+// TestSessionCallContextsReleased checks that every call's context is
+// released when the call ends, with a deadline or without: one left
+// registered with the stream's context would stay in memory until the
+// stream ends, which is the plugin's lifetime.
+func TestSessionCallContextsReleased(t *testing.T) {
+	ctx := &countingCtx{done: make(chan struct{})}
+	defer close(ctx.done)
+	st := &fakeSessionStream{ctx: ctx, reqs: make(chan *kempluginv1.SessionRequest), resps: make(chan *kempluginv1.SessionResponse, 1)}
+	served := make(chan error, 1)
+	go func() { served <- (&GRPCServer{Impl: &fakeBackend{}}).Session(st) }()
+	deadline := time.Now().Add(time.Minute).UnixNano()
+	for i := range 20 {
+		req := &kempluginv1.SessionRequest{Id: uint64(i + 1), Call: &kempluginv1.SessionRequest_Ecdh{Ecdh: &kempluginv1.ECDHRequest{Key: "k", PeerPublicKey: []byte{1, 2}}}}
+		if i%2 == 0 {
+			req.DeadlineUnixNano = deadline
+		}
+		st.reqs <- req
+		// The call's context is released before its answer is sent.
+		if r := <-st.resps; r.GetCode() != 0 || r.GetId() != req.Id {
+			t.Fatalf("call %d: answer %v", req.Id, r)
+		}
+	}
+	if n := ctx.waiting.Load(); n != 0 {
+		t.Fatalf("%d call contexts are still registered with the stream's context after their calls ended", n)
+	}
+	close(st.reqs)
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// countingCtx is a stream context that counts the contexts derived from it
+// that wait for it to end (through its AfterFunc method, which package
+// context uses for a parent of a type it does not know).
+type countingCtx struct {
+	done    chan struct{}
+	waiting atomic.Int32
+}
+
+func (*countingCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c *countingCtx) Done() <-chan struct{}     { return c.done }
+func (*countingCtx) Value(any) any               { return nil }
+
+func (c *countingCtx) Err() error {
+	select {
+	case <-c.done:
+		return context.Canceled
+	default:
+		return nil
+	}
+}
+
+func (c *countingCtx) AfterFunc(func()) (stop func() bool) {
+	c.waiting.Add(1)
+	var once sync.Once
+	return func() bool {
+		once.Do(func() { c.waiting.Add(-1) })
+		return true
+	}
+}
+
+// fakeSessionStream is the plugin's side of a Session stream, driven by
+// the test.
+type fakeSessionStream struct {
+	grpc.ServerStream // nil: not used by GRPCServer.Session
+	ctx               context.Context
+	reqs              chan *kempluginv1.SessionRequest
+	resps             chan *kempluginv1.SessionResponse
+}
+
+func (f *fakeSessionStream) Context() context.Context { return f.ctx }
+
+func (f *fakeSessionStream) Recv() (*kempluginv1.SessionRequest, error) {
+	r, ok := <-f.reqs
+	if !ok {
+		return nil, io.EOF
+	}
+	return r, nil
+}
+
+func (f *fakeSessionStream) Send(r *kempluginv1.SessionResponse) error {
+	f.resps <- r
+	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"crypto/rand"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -177,4 +179,33 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestStartHonoursContextDeadline: a plugin that never completes its
+// handshake is given up at the deadline of NewClientContext's context, not
+// only after Config.StartTimeout (30 seconds by default), and the error
+// gives no reason the plugin did not give.
+func TestStartHonoursContextDeadline(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "hangs")
+	writeFile(t, bin, []byte("#!/bin/sh\nexec sleep 60\n"))
+	if err := os.Chmod(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	c, err := plugins.NewClientContext(ctx, plugins.Config{Path: bin, Keys: []string{"soft:file=/nonexistent"}, Logger: testLogger(t)})
+	if err == nil {
+		c.Close()
+		t.Fatal("a plugin that never answered its handshake was accepted")
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("NewClientContext returned %v after it began, its context's deadline was 300ms: %v", d.Round(time.Millisecond), err)
+	}
+	t.Logf("NewClientContext failed after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	// The plugin said nothing: go-plugin's own records (that it killed
+	// the process) are not the plugin's reason.
+	if se := (*plugins.StartError)(nil); errors.As(err, &se) {
+		t.Fatalf("a StartError with the reason %q, which the plugin did not give", se.Reason)
+	}
 }

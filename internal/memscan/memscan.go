@@ -190,7 +190,8 @@ func ScanRegions(mem io.ReaderAt, regions []Region, pats []Pattern) Result {
 			maxLen = max(maxLen, len(pats[i].Masked))
 		}
 	}
-	buf := make([]byte, bufSize+max(maxLen-1, 0))
+	keep := max(maxLen-1, 0) // bytes kept between reads: a pattern less one
+	buf := make([]byte, bufSize+keep)
 	defer clear(buf)
 	for _, r := range regions {
 		res.Regions++
@@ -211,7 +212,7 @@ func ScanRegions(mem io.ReaderAt, regions []Region, pats []Pattern) Result {
 				}
 			}
 			off += uint64(m)
-			carry = min(maxLen-1, len(window))
+			carry = min(keep, len(window))
 			copy(buf, window[len(window)-carry:])
 		}
 	}

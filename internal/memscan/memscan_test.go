@@ -66,7 +66,7 @@ func TestPatternsNeverPlain(t *testing.T) {
 
 // TestNoDoubleCount checks that a short pattern lying in the overlap kept
 // between two reads is counted once, and that malformed patterns are
-// ignored.
+// ignored, also when they are all there is.
 func TestNoDoubleCount(t *testing.T) {
 	long := make([]byte, 64)
 	short := make([]byte, 8)
@@ -80,6 +80,11 @@ func TestNoDoubleCount(t *testing.T) {
 	res := ScanRegions(bytes.NewReader(hay), []Region{{0, 3 << 20}}, pats)
 	if res.Hits["short"] != 1 || res.Hits["long"] != 1 || len(res.Hits) != 2 {
 		t.Fatalf("found %v; want short and long once each", res.Hits)
+	}
+	// With nothing valid to look for, the regions are still read.
+	res = ScanRegions(bytes.NewReader(hay), []Region{{0, 3 << 20}}, pats[2:])
+	if res.Total() != 0 || res.Bytes != 3<<20 {
+		t.Fatalf("without valid patterns: found %v in %d bytes", res.Hits, res.Bytes)
 	}
 }
 

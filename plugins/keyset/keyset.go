@@ -100,9 +100,6 @@ func Open(ctx context.Context, refs []string, opts ...Option) (*Set, error) {
 		e.info.Name = name
 		e.info.KEM = e.key.KEM()
 		e.info.PublicKey = e.key.PublicKeyBytes()
-		if x, ok := e.key.(kem.Exchanger); ok && e.key.KEM().IsDH() {
-			e.x = x
-		}
 		s.keys[name] = e
 		s.order = append(s.order, name)
 		o.logger.Info("key opened", "key", name, "backend", e.info.Backend, "kem", e.info.KEM.String())
@@ -122,31 +119,39 @@ func openRef(ctx context.Context, ref string, o *options) (*entry, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &entry{info: plugins.KeyInfo{Backend: softScheme}, key: k}, nil
+		e := &entry{info: plugins.KeyInfo{Backend: softScheme}, key: k}
+		if x, ok := k.(kem.Exchanger); ok && k.KEM().IsDH() {
+			e.x = x
+		}
+		return e, nil
 	case pkcs11Scheme:
 		k, err := openPKCS11(ctx, ref, o.logger)
 		if err != nil {
 			return nil, err
 		}
-		pk, err := kem.DHKEM(k)
-		if err != nil {
-			k.Close()
-			return nil, err
-		}
-		return &entry{info: plugins.KeyInfo{Backend: pkcs11Scheme}, key: pk, x: k, closer: k}, nil
+		return storeEntry(pkcs11Scheme, k)
 	case tpm2Scheme:
 		k, err := openTPM2(ctx, ref, o.logger)
 		if err != nil {
 			return nil, err
 		}
-		pk, err := kem.DHKEM(k)
-		if err != nil {
-			k.Close()
-			return nil, err
-		}
-		return &entry{info: plugins.KeyInfo{Backend: tpm2Scheme}, key: pk, x: k, closer: k}, nil
+		return storeEntry(tpm2Scheme, k)
 	}
 	return nil, fmt.Errorf("unknown reference scheme %q (want soft:, pkcs11: or tpm2:)", scheme)
+}
+
+// storeEntry serves a DHKEM key held by a token or a TPM; it closes k if
+// it cannot.
+func storeEntry(backend string, k interface {
+	kem.Exchanger
+	io.Closer
+}) (*entry, error) {
+	pk, err := kem.DHKEM(k)
+	if err != nil {
+		k.Close()
+		return nil, err
+	}
+	return &entry{info: plugins.KeyInfo{Backend: backend}, key: pk, x: k, closer: k}, nil
 }
 
 // Describe implements plugins.Backend.

@@ -177,7 +177,3 @@ func (h *helperServer) stop() {
 	}
 	h.waited = true
 }
-
-func circlPubErr(id kem.ID, pub []byte) (circlkem.PublicKey, error) {
-	return hpkeScheme(id).UnmarshalBinaryPublicKey(pub)
-}
