@@ -21,10 +21,15 @@ dir=${SOFTHSM_ENV_DIR:-/var/lib/softhsm-env}
 label=${SOFTHSM_TOKEN_LABEL:-twoway}
 conf=$dir/softhsm2.conf
 
-if [ -f "$dir/user.pin" ] && [ -f "$conf" ] &&
+if [ -f "$conf" ] &&
 	SOFTHSM2_CONF=$conf softhsm2-util --show-slots 2>/dev/null | grep -q "Label: *$label *\$"; then
-	echo "softhsm-init: token \"$label\" already initialised in $dir"
-	exit 0
+	if [ -f "$dir/user.pin" ]; then
+		echo "softhsm-init: token \"$label\" already initialised in $dir"
+		exit 0
+	fi
+	# A second token with the same label would make token=$label ambiguous.
+	echo "softhsm-init: token \"$label\" exists in $dir but its user.pin is gone; start again with an empty volume (docker-compose down -v)" >&2
+	exit 1
 fi
 
 mkdir -p "$dir/tokens"

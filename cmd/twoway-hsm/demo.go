@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/cloudflare/circl/hpke"
@@ -21,7 +19,6 @@ import (
 	"github.com/twoway-hsm/twoway-hsm/internal/memscan"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/plugins"
-	"github.com/twoway-hsm/twoway-hsm/plugins/keyset"
 )
 
 const demoUsage = `Usage: twoway-hsm demo [--json] [--keep] [-n N] [-v]
@@ -55,8 +52,6 @@ Example:
 Exit status: 0 when every installed backend worked (missing ones are
 noted, with how to install them), 1 when a round trip failed or a key was
 found in the server's memory, 2 on a usage error.
-
-Options:
 `
 
 // demoRoundTrips is the default number of round trips per backend: each
@@ -126,26 +121,20 @@ func runDemo(ctx context.Context, env *environment, args []string) int {
 	if mode := env.getenv(demoHelperEnv); mode != "" {
 		return runDemoHelper(ctx, env, mode)
 	}
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), demoUsage)
-		fs.PrintDefaults()
+	c := newCmdline(env, "demo", demoUsage)
+	c.fs.BoolVar(&c.json, "json", false, "print the table as JSON")
+	keep := c.fs.Bool("keep", false, "keep the temporary directory (keys, token, TPM state) for inspection; processes are stopped anyway")
+	rounds := c.fs.Int("n", demoRoundTrips, "round trips per backend")
+	verbose := c.fs.Bool("v", false, "print the plugins' logs on stderr")
+	pos, code, ok := c.parse(args)
+	if !ok {
+		return code
 	}
-	jsonOut := fs.Bool("json", false, "print the table as JSON")
-	keep := fs.Bool("keep", false, "keep the temporary directory (keys, token, TPM state) for inspection; processes are stopped anyway")
-	rounds := fs.Int("n", demoRoundTrips, "round trips per backend")
-	verbose := fs.Bool("v", false, "print the plugins' logs on stderr")
-	if err := fs.Parse(args); err != nil {
-		return flagExit(err)
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(env.stderr, "twoway-hsm demo: unexpected argument %q\nRun 'twoway-hsm demo -h' for usage.\n", fs.Arg(0))
-		return exitUsage
+	if len(pos) > 0 {
+		return c.fail(usagef("unexpected argument %q", pos[0]))
 	}
 	if *rounds < 1 || *rounds > 10000 {
-		fmt.Fprintln(env.stderr, "twoway-hsm demo: -n must be between 1 and 10000")
-		return exitUsage
+		return c.fail(usagef("-n must be between 1 and 10000"))
 	}
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
@@ -165,12 +154,12 @@ func runDemo(ctx context.Context, env *environment, args []string) int {
 		}
 	}()
 
-	if !*jsonOut && isTerminalFile(env.stderr) {
+	if !c.json && isTerminal(env.stderr) {
 		fmt.Fprintln(env.stderr, "twoway-hsm demo: provisioning throw-away keys and running round trips through plugin processes...")
 	}
 	rep.Backends = append(rep.Backends, d.runBackend(ctx, "soft", ""))
 	if _, err := softhsm.FindModule(""); err != nil {
-		m := demoMissing{Backend: "pkcs11", Missing: "SoftHSM2", Install: "apt-get install -y softhsm2"}
+		m := demoMissing{Backend: "pkcs11", Missing: "SoftHSM2", Install: softhsmInstall}
 		if v := env.getenv(softhsm.ModuleEnv); v != "" {
 			m.Note = fmt.Sprintf("%s=%s names no SoftHSM2 module: unset it or correct it", softhsm.ModuleEnv, v)
 		}
@@ -196,8 +185,8 @@ func runDemo(ctx context.Context, env *environment, args []string) int {
 	if !*keep {
 		os.RemoveAll(dir)
 	}
-	if *jsonOut {
-		if err := jsonTo(env.stdout, rep); err != nil {
+	if c.json {
+		if err := writeJSON(env.stdout, rep); err != nil {
 			fmt.Fprintf(env.stderr, "twoway-hsm demo: %v\n", err)
 			return exitFailure
 		}
@@ -221,16 +210,6 @@ func runDemo(ctx context.Context, env *environment, args []string) int {
 	return exitOK
 }
 
-// isTerminalFile reports whether w is a terminal.
-func isTerminalFile(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
-
 // cleanup runs the registered cleanups, last first, once each.
 func (d *demo) cleanup() {
 	for i := len(d.cleanups) - 1; i >= 0; i-- {
@@ -242,10 +221,7 @@ func (d *demo) cleanup() {
 // runTPMBackend starts a throw-away swtpm and runs the tpm2 backend on it.
 func (d *demo) runTPMBackend(ctx context.Context) *demoRow {
 	sdir := filepath.Join(d.dir, "swtpm")
-	// Unix sockets keep the TPM private to this user; their paths are
-	// limited to 108 bytes.
-	unix := len(sdir) < 90
-	in, err := swtpm.Start(ctx, swtpm.Config{Dir: sdir, Unix: unix})
+	in, err := startSWTPM(ctx, sdir, false)
 	if err != nil {
 		return &demoRow{Backend: "tpm2", Dir: sdir, KeyOutOfSrv: "not checked", PluginPIDs: []int{},
 			Error: fmt.Sprintf("cannot start swtpm: %v", err)}
@@ -282,8 +258,10 @@ func (d *demo) runBackend(ctx context.Context, backend, tpm string) *demoRow {
 	row.Key = plugins.KeyName(prov.Ref)
 	var leaked kem.PrivateKey
 	if backend == "soft" && d.env.getenv(demoLeakEnv) == "1" {
+		// Read the key into this process, as a server without a plugin
+		// would.
 		var err error
-		if leaked, err = leakSoftKey(prov.Ref); err != nil {
+		if _, leaked, err = softKeyRef(prov.Ref, "not a soft key file"); err != nil {
 			return fail("%s: %v", demoLeakEnv, err)
 		}
 	}
@@ -350,19 +328,6 @@ func (d *demo) runBackend(ctx context.Context, backend, tpm string) *demoRow {
 // then answer NO. It exists to test the check.
 const demoLeakEnv = "TWOWAY_HSM_DEMO_TEST_LEAK"
 
-// leakSoftKey reads the private key of a soft: reference into this process.
-func leakSoftKey(ref string) (kem.PrivateKey, error) {
-	path, err := keyset.ParseSoftRef(ref)
-	if err != nil {
-		return nil, err
-	}
-	pemBytes, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return kem.ParsePrivateKeyPEM(pemBytes)
-}
-
 // scanServer has a scan helper search this process for the key.
 func (d *demo) scanServer(ctx context.Context, patterns string) *demoScan {
 	sc := &demoScan{PID: os.Getpid()}
@@ -419,7 +384,7 @@ func demoPluginEnv(env *environment) []string {
 // printDemo prints the table and its notes.
 func printDemo(w io.Writer, rep *demoReport, rounds int) {
 	fmt.Fprintf(w, "twoway-hsm demo: this process (pid %d) was client and server; a plugin process served each key.\n\n", rep.ServerPID)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	tw := newTable(w)
 	fmt.Fprintln(tw, "BACKEND\tKEM\tROUND TRIPS\tDECAP p50\tKEY OUT OF SERVER PROCESS\tKEY IN PLUGIN PROCESS (control)")
 	var problems []string
 	for _, r := range rep.Backends {
@@ -468,7 +433,7 @@ func printDemo(w io.Writer, rep *demoReport, rounds int) {
 	fmt.Fprint(w, wrapText(note, 80))
 	if len(rep.Missing) > 0 {
 		fmt.Fprintln(w, "\nNot tried here, for want of a tool; install it (as root) and run the demo again:")
-		mt := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		mt := newTable(w)
 		for _, m := range rep.Missing {
 			fmt.Fprintf(mt, "  %s\tneeds %s:\t%s\n", m.Backend, m.Missing, m.Install)
 		}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ecdh"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -150,7 +149,7 @@ func provisionDemoKey(ctx context.Context, req provisionRequest) (*provisionResu
 		if err != nil {
 			return nil, err
 		}
-		res.Ref = "soft:file=" + escapeDemoValue(path)
+		res.Ref = softFileRef(path)
 	case "pkcs11":
 		clear(scalar)
 		ref, env, err := provisionSoftHSM(ctx, req.Dir, priv)
@@ -180,22 +179,11 @@ func provisionSoftHSM(ctx context.Context, dir string, priv *ecdh.PrivateKey) (r
 	if err != nil {
 		return "", nil, err
 	}
-	senv, err := softhsm.NewEnv(filepath.Join(dir, "softhsm"))
+	sh, err := newSoftHSMSetup(filepath.Join(dir, "softhsm"), module, demoTokenLabel)
 	if err != nil {
 		return "", nil, err
 	}
-	if err := senv.Activate(); err != nil {
-		return "", nil, err
-	}
-	soPIN, userPIN := randomPIN(), randomPIN()
-	if _, err := senv.InitToken(module, demoTokenLabel, soPIN, userPIN); err != nil {
-		return "", nil, err
-	}
-	pinFile := filepath.Join(senv.Dir, "user.pin")
-	if err := os.WriteFile(pinFile, []byte(userPIN+"\n"), 0o600); err != nil {
-		return "", nil, err
-	}
-	tok, err := pkcs11.OpenToken(ctx, "pkcs11:token="+demoTokenLabel, pkcs11.WithModulePath(module), pkcs11.WithPIN(userPIN))
+	tok, err := sh.open(ctx)
 	if err != nil {
 		return "", nil, err
 	}
@@ -205,9 +193,7 @@ func provisionSoftHSM(ctx context.Context, dir string, priv *ecdh.PrivateKey) (r
 		return "", nil, err
 	}
 	k.Close()
-	ref = "pkcs11:token=" + demoTokenLabel + ";id=%01?module-path=" + escapeDemoValue(module) +
-		"&pin-source=file:" + escapeDemoValue(pinFile)
-	return ref, senv.Environ(), nil
+	return sh.uri(pkcs11.KeyRef{ID: []byte{1}}), sh.env.Environ(), nil
 }
 
 // provisionTPM imports priv into the TPM and writes its key file.
@@ -225,28 +211,6 @@ func provisionTPM(ctx context.Context, transport, path string, priv *ecdh.Privat
 	}
 	defer k.Close()
 	return k.WriteKeyFile(path)
-}
-
-// randomPIN returns a random PIN of 32 hex digits.
-func randomPIN() string {
-	b := make([]byte, 16)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// escapeDemoValue percent-encodes the characters that separate attributes
-// in key references.
-func escapeDemoValue(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(";?&=%#", c) >= 0 {
-			fmt.Fprintf(&b, "%%%02X", c)
-		} else {
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
 }
 
 // readPatterns reads a file of masked patterns.

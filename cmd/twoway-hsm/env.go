@@ -94,22 +94,7 @@ type envMissing struct {
 }
 
 func runEnv(ctx context.Context, env *environment, args []string) int {
-	if len(args) == 0 {
-		fmt.Fprint(env.stderr, envUsage)
-		return exitUsage
-	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(env.stdout, envUsage)
-		return exitOK
-	case "up":
-		return runEnvUp(ctx, env, args[1:])
-	case "down":
-		return runEnvDown(ctx, env, args[1:])
-	}
-	fmt.Fprintf(env.stderr, "twoway-hsm env: unknown subcommand %q\n\n", args[0])
-	fmt.Fprint(env.stderr, envUsage)
-	return exitUsage
+	return runSubcommand(ctx, env, "env", envUsage, subcommands{"up": runEnvUp, "down": runEnvDown}, args)
 }
 
 // envDirFlag parses the flags of env up/down.
@@ -143,7 +128,7 @@ func runEnvUp(ctx context.Context, env *environment, args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
-	v, err := envUp(ctx, dir, env.stderr)
+	v, err := envUp(ctx, dir)
 	if err != nil {
 		// Leave nothing behind: no swtpm, no half-made directory.
 		if serr := swtpm.StopDir(context.WithoutCancel(ctx), filepath.Join(dir, "swtpm")); serr != nil {
@@ -186,18 +171,11 @@ func removeContents(dir string) {
 	}
 }
 
-// newEnvPIN returns a random PIN of 24 hex digits.
-func newEnvPIN() (string, error) {
-	b := make([]byte, 12)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	defer clear(b)
-	return hex.EncodeToString(b), nil
-}
+// softhsmInstall is the command that installs SoftHSM2.
+var softhsmInstall = strings.TrimPrefix(softhsm.InstallHint, "install with: ")
 
-// envUp sets up the environment in dir. Progress goes to log.
-func envUp(ctx context.Context, dir string, log io.Writer) (*envView, error) {
+// envUp sets up the environment in dir.
+func envUp(ctx context.Context, dir string) (*envView, error) {
 	v := &envView{Dir: dir, Environment: map[string]string{}, Keys: []envKey{}, Missing: []envMissing{}}
 	// Mark the directory first, so that env down can clean up whatever
 	// happens next.
@@ -206,7 +184,7 @@ func envUp(ctx context.Context, dir string, log io.Writer) (*envView, error) {
 	}
 
 	if mp, err := softhsm.FindModule(""); err != nil {
-		v.Missing = append(v.Missing, envMissing{Tool: "softhsm2", Install: "apt-get install -y softhsm2", Error: err.Error()})
+		v.Missing = append(v.Missing, envMissing{Tool: "softhsm2", Install: softhsmInstall, Error: err.Error()})
 	} else if err := envSoftHSMUp(ctx, dir, mp, v); err != nil {
 		return nil, fmt.Errorf("SoftHSM2: %w", err)
 	}
@@ -226,7 +204,7 @@ func envUp(ctx context.Context, dir string, log io.Writer) (*envView, error) {
 		return nil, err
 	}
 	softPath := filepath.Join(dir, "soft-x25519.pem")
-	err = writeNewFile(softPath, pemBytes, 0o600)
+	err = writeNewFile(softPath, pemBytes)
 	clear(pemBytes)
 	if err != nil {
 		return nil, err
@@ -236,7 +214,7 @@ func envUp(ctx context.Context, dir string, log io.Writer) (*envView, error) {
 
 	if conf, ok := v.Environment[softhsm.ConfEnv]; ok {
 		v.EnvFile = filepath.Join(dir, "env.sh")
-		if err := writeNewFile(v.EnvFile, []byte("export "+softhsm.ConfEnv+"="+shellQuote(conf)+"\n"), 0o600); err != nil {
+		if err := writeNewFile(v.EnvFile, []byte("export "+softhsm.ConfEnv+"="+shellQuote(conf)+"\n")); err != nil {
 			return nil, err
 		}
 	}
@@ -249,36 +227,11 @@ func envUp(ctx context.Context, dir string, log io.Writer) (*envView, error) {
 
 // envSoftHSMUp makes the SoftHSM2 configuration and token, and a P-256 key.
 func envSoftHSMUp(ctx context.Context, dir, modulePath string, v *envView) error {
-	senv, err := softhsm.NewEnv(filepath.Join(dir, "softhsm"))
+	sh, err := newSoftHSMSetup(filepath.Join(dir, "softhsm"), modulePath, "twoway-dev")
 	if err != nil {
 		return err
 	}
-	if err := senv.Activate(); err != nil {
-		return err
-	}
-	userPIN, err := newEnvPIN()
-	if err != nil {
-		return err
-	}
-	soPIN, err := newEnvPIN()
-	if err != nil {
-		return err
-	}
-	pinFile := filepath.Join(senv.Dir, "user.pin")
-	soPINFile := filepath.Join(senv.Dir, "so.pin")
-	if err := writeNewFile(pinFile, []byte(userPIN+"\n"), 0o600); err != nil {
-		return err
-	}
-	if err := writeNewFile(soPINFile, []byte(soPIN+"\n"), 0o600); err != nil {
-		return err
-	}
-	tok, err := senv.InitToken(modulePath, "twoway-dev", soPIN, userPIN)
-	if err != nil {
-		return err
-	}
-	tokenURI := (&pkcs11.URI{Token: pkcs11.TokenSelector{Label: tok.Label, Serial: tok.Serial},
-		ModulePath: modulePath, PINSource: "file:" + pinFile}).String()
-	t, err := pkcs11.OpenToken(ctx, tokenURI, pkcs11.WithModulePath(modulePath))
+	t, err := sh.open(ctx)
 	if err != nil {
 		return err
 	}
@@ -288,23 +241,67 @@ func envSoftHSMUp(ctx context.Context, dir, modulePath string, v *envView) error
 		return err
 	}
 	info := k.Info()
-	ref := (&pkcs11.URI{Token: pkcs11.TokenSelector{Label: tok.Label, Serial: tok.Serial},
-		Key: pkcs11.KeyRef{ID: info.ID, Label: info.Label}, ModulePath: modulePath, PINSource: "file:" + pinFile}).String()
-	v.SoftHSM = &envSoftHSM{ModulePath: modulePath, Conf: senv.ConfPath, Token: tok.Label, Serial: tok.Serial,
-		PINFile: pinFile, SOPINFile: soPINFile, TokenURI: tokenURI}
-	v.Environment[softhsm.ConfEnv] = senv.ConfPath
-	v.Keys = append(v.Keys, envKey{Name: "pkcs11-p256", Backend: schemePKCS11, Ref: ref,
+	v.SoftHSM = &envSoftHSM{ModulePath: modulePath, Conf: sh.env.ConfPath, Token: sh.token.Label, Serial: sh.token.Serial,
+		PINFile: sh.pinFile, SOPINFile: sh.soPINFile, TokenURI: sh.uri(pkcs11.KeyRef{})}
+	v.Environment[softhsm.ConfEnv] = sh.env.ConfPath
+	v.Keys = append(v.Keys, envKey{Name: "pkcs11-p256", Backend: schemePKCS11, Ref: sh.uri(pkcs11.KeyRef{ID: info.ID, Label: info.Label}),
 		KEM: kemShort(info.KEM), PublicKey: hex.EncodeToString(info.PublicKey)})
 	return nil
+}
+
+// softHSMSetup is a SoftHSM2 configuration in a directory of its own with
+// one token whose random PINs are in 0600 files there: what env up and the
+// demo make.
+type softHSMSetup struct {
+	env        *softhsm.Env
+	token      softhsm.Token
+	modulePath string
+	pinFile    string // the user PIN
+	soPINFile  string // the security officer's PIN
+}
+
+// newSoftHSMSetup makes the configuration in dir, activates it in this
+// process (see softhsm.Env.Activate) and initialises a token with random
+// PINs through PKCS#11, so that no PIN is on a command line.
+func newSoftHSMSetup(dir, modulePath, label string) (*softHSMSetup, error) {
+	senv, err := softhsm.NewEnv(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := senv.Activate(); err != nil {
+		return nil, err
+	}
+	s := &softHSMSetup{env: senv, modulePath: modulePath,
+		pinFile: filepath.Join(senv.Dir, "user.pin"), soPINFile: filepath.Join(senv.Dir, "so.pin")}
+	userPIN, soPIN := rand.Text(), rand.Text()
+	if err := writeNewFile(s.pinFile, []byte(userPIN+"\n")); err != nil {
+		return nil, err
+	}
+	if err := writeNewFile(s.soPINFile, []byte(soPIN+"\n")); err != nil {
+		return nil, err
+	}
+	if s.token, err = senv.InitToken(modulePath, label, soPIN, userPIN); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// uri returns the URI of the token (key zero) or of a key on it, with the
+// module and the user PIN file.
+func (s *softHSMSetup) uri(key pkcs11.KeyRef) string {
+	return (&pkcs11.URI{Token: pkcs11.TokenSelector{Label: s.token.Label, Serial: s.token.Serial}, Key: key,
+		ModulePath: s.modulePath, PINSource: "file:" + s.pinFile}).String()
+}
+
+// open opens the token, logged in with the user PIN.
+func (s *softHSMSetup) open(ctx context.Context) (*pkcs11.Token, error) {
+	return pkcs11.OpenToken(ctx, s.uri(pkcs11.KeyRef{}))
 }
 
 // envSWTPMUp starts a detached swtpm and makes a P-256 TPM key file.
 func envSWTPMUp(ctx context.Context, dir string, v *envView) error {
 	tdir := filepath.Join(dir, "swtpm")
-	// Unix sockets keep the TPM to this user; their paths are limited to
-	// 108 bytes, so a deep directory gets loopback TCP ports instead.
-	unix := len(filepath.Join(tdir, "data.sock")) < 100
-	in, err := swtpm.Start(ctx, swtpm.Config{Dir: tdir, Unix: unix, Detached: true})
+	in, err := startSWTPM(ctx, tdir, true)
 	if err != nil {
 		return err
 	}
@@ -331,6 +328,14 @@ func envSWTPMUp(ctx context.Context, dir string, v *envView) error {
 	v.Keys = append(v.Keys, envKey{Name: "tpm2-p256", Backend: schemeTPM2, Ref: ref,
 		KEM: kemShort(k.KEM()), PublicKey: hex.EncodeToString(k.PublicKeyBytes())})
 	return nil
+}
+
+// startSWTPM starts a swtpm in dir: on unix sockets, which keep the TPM to
+// this user, when their paths fit in the 108 bytes the kernel allows, and
+// on loopback TCP ports otherwise. A detached one outlives this process.
+func startSWTPM(ctx context.Context, dir string, detached bool) (*swtpm.Instance, error) {
+	unix := len(filepath.Join(dir, "data.sock")) < 100
+	return swtpm.Start(ctx, swtpm.Config{Dir: dir, Unix: unix, Detached: detached})
 }
 
 func writeEnvState(dir string, v *envView) error {
@@ -400,7 +405,7 @@ func printEnv(w io.Writer, v *envView) {
 	if len(v.Missing) > 0 {
 		fmt.Fprintln(w, "\nSkipped, because a tool is missing:")
 		for _, m := range v.Missing {
-			fmt.Fprintf(w, "  %s: install with: %s\n", m.Tool, strings.TrimPrefix(m.Install, "install with: "))
+			fmt.Fprintf(w, "  %s: install with: %s\n", m.Tool, m.Install)
 		}
 	}
 	fmt.Fprintln(w, "\nTry:")

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/twoway-hsm/twoway-hsm/hsm/softhsm"
 	"github.com/twoway-hsm/twoway-hsm/testenv"
@@ -94,9 +93,7 @@ func TestEnvUpDown(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &d); err != nil || !d.Removed || d.StoppedPid != pid {
 		t.Fatalf("env down: %v %+v", err, d)
 	}
-	if !envProcessStops(pid) {
-		t.Fatalf("swtpm (pid %d) still runs after env down", pid)
-	}
+	waitGone(t, pid) // swtpm
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Fatalf("%s still exists: %v", dir, err)
 	}
@@ -114,17 +111,6 @@ func TestEnvDownRefusesOtherDirs(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "precious")); err != nil {
 		t.Fatal("env touched a directory it did not make")
 	}
-}
-
-// envProcessStops waits a little for pid to stop, and reports whether it
-// did (a zombie waiting for init to reap it has stopped).
-func envProcessStops(pid int) bool {
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if !pidAlive(pid) {
-			return true
-		}
-	}
-	return !pidAlive(pid)
 }
 
 // TestEnvUpWithoutTools: without softhsm2 and swtpm, env up makes what it

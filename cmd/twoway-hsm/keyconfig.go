@@ -72,14 +72,6 @@ type keyArg struct {
 	ref string
 }
 
-// stringList collects a repeated flag. Values are checked after parsing,
-// so that the flag package never echoes one (a reference may hold a
-// pin-value) in an error.
-type stringList []string
-
-func (l *stringList) String() string     { return strings.Join(*l, " ") }
-func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
-
 func runKeyConfig(ctx context.Context, env *environment, args []string) int {
 	c := newSecretCmd(env, "key-config", keyConfigUsage)
 	var keys, suites stringList

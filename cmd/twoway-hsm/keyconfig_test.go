@@ -54,6 +54,13 @@ func TestParseSuite(t *testing.T) {
 			t.Errorf("parseSuite(%q): %v, want a usage error", in, err)
 		}
 	}
+	// selftest's --kdf and --aead take the same names
+	if kdf, err := parseKDF("HKDF-SHA384"); err != nil || kdf != hpke.KDF_HKDF_SHA384 || kdfName(kdf) != "hkdf-sha384" {
+		t.Errorf("parseKDF(HKDF-SHA384) = %v, %v", kdf, err)
+	}
+	if _, err := parseAEAD("aes"); err == nil || !isUsage(err) || !strings.Contains(err.Error(), "aes-128-gcm, aes-256-gcm, chacha20-poly1305") {
+		t.Errorf("parseAEAD(aes): %v", err)
+	}
 	if s := defaultSuites(kem.DHKEMP384HKDFSHA384); len(s) != 2 || s[0].KDF != hpke.KDF_HKDF_SHA384 || s[1].AEAD != hpke.AEAD_ChaCha20Poly1305 {
 		t.Errorf("default suites for P-384: %+v", s)
 	}

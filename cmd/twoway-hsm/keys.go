@@ -51,7 +51,7 @@ Run 'twoway-hsm keys <subcommand> -h' for the flags and examples of each.
 `
 
 // keysSubcommands is the dispatch table of "twoway-hsm keys".
-var keysSubcommands = map[string]func(ctx context.Context, env *environment, args []string) int{
+var keysSubcommands = subcommands{
 	"create": runKeysCreate,
 	"import": runKeysImport,
 	"list":   runKeysList,
@@ -60,26 +60,35 @@ var keysSubcommands = map[string]func(ctx context.Context, env *environment, arg
 }
 
 func runKeys(ctx context.Context, env *environment, args []string) int {
+	return runSubcommand(ctx, env, "keys", keysUsage, keysSubcommands, args)
+}
+
+// subcommands is the dispatch table of a command with subcommands.
+type subcommands map[string]func(ctx context.Context, env *environment, args []string) int
+
+// runSubcommand runs the subcommand of group that args[0] names; usage is
+// the group's help.
+func runSubcommand(ctx context.Context, env *environment, group, usage string, subs subcommands, args []string) int {
 	if len(args) == 0 {
-		fmt.Fprint(env.stderr, keysUsage)
+		fmt.Fprint(env.stderr, usage)
 		return exitUsage
 	}
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
-		fmt.Fprint(env.stdout, keysUsage)
+		fmt.Fprint(env.stdout, usage)
 		return exitOK
 	}
-	run, ok := keysSubcommands[args[0]]
+	run, ok := subs[args[0]]
 	if !ok {
-		fmt.Fprintf(env.stderr, "twoway-hsm keys: unknown subcommand %q\n\n", args[0])
-		fmt.Fprint(env.stderr, keysUsage)
+		fmt.Fprintf(env.stderr, "twoway-hsm %s: unknown subcommand %q\n\n", group, args[0])
+		fmt.Fprint(env.stderr, usage)
 		return exitUsage
 	}
 	return run(ctx, env, args[1:])
 }
 
 // cmdline is one command's flags, parsing and error reporting, shared by
-// the keys subcommands, key-config and env.
+// every command but plugin (whose stdout belongs to the plugin protocol).
 type cmdline struct {
 	name  string // "keys create"
 	usage string // the text before the flag list
@@ -100,6 +109,14 @@ func newCmdline(env *environment, name, usage string) *cmdline {
 func (c *cmdline) addJSON() {
 	c.fs.BoolVar(&c.json, "json", false, "print the result as one JSON document")
 }
+
+// stringList collects a repeated flag. Values are checked after parsing,
+// so that the flag package never echoes one (a reference may hold a
+// pin-value) in an error.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, " ") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 // printUsage writes the usage text and the flags.
 func (c *cmdline) printUsage(w io.Writer) {
@@ -194,8 +211,6 @@ func (c *cmdline) warnSoft() {
 // hint says what to do about an error from a backend.
 func hint(err error) string {
 	switch {
-	case errors.Is(err, errPINInArgv):
-		return ""
 	case errors.Is(err, pkcs11.ErrModuleNotFound):
 		return "check module-path= in the URI's query: it names the token vendor's PKCS#11 library; without it SoftHSM2 is used (" + softhsm.InstallHint + ")"
 	case errors.Is(err, pkcs11.ErrModuleLoad):
@@ -301,37 +316,7 @@ Examples:
 `
 
 func runKeysCreate(ctx context.Context, env *environment, args []string) int {
-	c := newSecretCmd(env, "keys create", keysCreateUsage)
-	c.addJSON()
-	kemName := c.fs.String("kem", "", "the KEM: p256, p384, p521, x25519, x448, mlkem768, mlkem1024, xwing")
-	ref, code, ok := c.oneRef(args)
-	if !ok {
-		return code
-	}
-	if *kemName == "" {
-		return c.fail(usagef("missing --kem (e.g. --kem p256)"))
-	}
-	id, err := parseKEM(*kemName)
-	if err != nil {
-		return c.fail(err)
-	}
-	scheme, err := schemeOf(ref)
-	if err != nil {
-		return c.fail(err)
-	}
-	var v *keyView
-	switch scheme {
-	case schemePKCS11:
-		v, err = c.pkcs11Create(ctx, ref, id, nil)
-	case schemeTPM2:
-		v, err = c.tpm2Create(ctx, ref, id, nil)
-	case schemeSoft:
-		v, err = c.softCreate(ref, id, nil)
-	}
-	if err != nil {
-		return c.fail(err)
-	}
-	return c.output(v, func(w io.Writer) { printKey(w, v) })
+	return runKeysMake(ctx, env, args, false)
 }
 
 const keysImportUsage = `Usage: twoway-hsm keys import REF --from FILE [--kem KEM] [flags]
@@ -355,54 +340,72 @@ Examples:
 `
 
 func runKeysImport(ctx context.Context, env *environment, args []string) int {
-	c := newSecretCmd(env, "keys import", keysImportUsage)
+	return runKeysMake(ctx, env, args, true)
+}
+
+// runKeysMake runs keys create, or keys import (from the private key in
+// --from) when imp is set.
+func runKeysMake(ctx context.Context, env *environment, args []string, imp bool) int {
+	name, usage, kemHelp := "keys create", keysCreateUsage, "the KEM: "+namesOf(kemNames)
+	if imp {
+		name, usage, kemHelp = "keys import", keysImportUsage, "the KEM of a raw key file (or a check for a PEM file)"
+	}
+	c := newSecretCmd(env, name, usage)
 	c.addJSON()
-	from := c.fs.String("from", "", "the private key file to import")
-	kemName := c.fs.String("kem", "", "the KEM of a raw key file (or a check for a PEM file)")
+	from := ""
+	if imp {
+		c.fs.StringVar(&from, "from", "", "the private key file to import")
+	}
+	kemName := c.fs.String("kem", "", kemHelp)
 	ref, code, ok := c.oneRef(args)
 	if !ok {
 		return code
 	}
-	if *from == "" {
+	switch {
+	case imp && from == "":
 		return c.fail(usagef("missing --from FILE (the private key to import)"))
+	case !imp && *kemName == "":
+		return c.fail(usagef("missing --kem (e.g. --kem p256)"))
 	}
-	var want kem.ID
+	var id kem.ID
 	if *kemName != "" {
-		id, err := parseKEM(*kemName)
-		if err != nil {
+		var err error
+		if id, err = parseKEM(*kemName); err != nil {
 			return c.fail(err)
 		}
-		want = id
 	}
 	scheme, err := schemeOf(ref)
 	if err != nil {
 		return c.fail(err)
 	}
-	// Check the reference before reading the key.
-	switch scheme {
-	case schemePKCS11:
-		_, err = parsePKCS11(ref)
-	case schemeTPM2:
-		_, err = parseTPMRef(ref)
-	case schemeSoft:
-		_, err = parseSoftRef(ref)
+	var m *keyMaterial // nil: generate the key
+	if imp {
+		// Check the reference before reading the key.
+		switch scheme {
+		case schemePKCS11:
+			_, err = parsePKCS11(ref)
+		case schemeTPM2:
+			_, err = parseTPMRef(ref)
+		case schemeSoft:
+			_, err = parseSoftRef(ref)
+		}
+		if err != nil {
+			return c.fail(err)
+		}
+		if m, err = readKeyMaterial(from, id); err != nil {
+			return c.fail(err)
+		}
+		defer m.wipe()
+		id = m.id
 	}
-	if err != nil {
-		return c.fail(err)
-	}
-	m, err := readKeyMaterial(*from, want)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer m.wipe()
 	var v *keyView
 	switch scheme {
 	case schemePKCS11:
-		v, err = c.pkcs11Create(ctx, ref, m.id, m)
+		v, err = c.pkcs11Create(ctx, ref, id, m)
 	case schemeTPM2:
-		v, err = c.tpm2Create(ctx, ref, m.id, m)
+		v, err = c.tpm2Create(ctx, ref, id, m)
 	case schemeSoft:
-		v, err = c.softCreate(ref, m.id, m)
+		v, err = c.softCreate(ref, id, m)
 	}
 	if err != nil {
 		return c.fail(err)

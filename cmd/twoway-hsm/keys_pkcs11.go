@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -15,13 +16,16 @@ import (
 
 // pkcs11Session is an open token and what the output references need.
 type pkcs11Session struct {
-	uri        *pkcs11.URI
-	tok        *pkcs11.Token
+	uri *pkcs11.URI
+	tok *pkcs11.Token
+	// modulePath is the module as the URI names it or as it was found
+	// (TokenInfo.ModulePath has symlinks resolved): what references print.
 	modulePath string
 }
 
 // modulePathFor returns the module a URI names, or the SoftHSM2 found on
-// this machine.
+// this machine. (pkcs11.OpenToken finds it too, but reports only the
+// module's real path.)
 func modulePathFor(u *pkcs11.URI) (string, error) {
 	if u.ModulePath != "" {
 		return u.ModulePath, nil
@@ -70,12 +74,34 @@ func (c *secretCmd) openToken(ctx context.Context, ref string) (*pkcs11Session, 
 	return &pkcs11Session{uri: u, tok: tok, modulePath: mp}, nil
 }
 
-// pkcs11OutRef returns the reference to print for a key: the token's
+// openTokenKeys opens the token and lists its private keys, sorted by id
+// and label. The caller closes s.tok.
+func (c *secretCmd) openTokenKeys(ctx context.Context, ref string) (*pkcs11Session, []pkcs11.KeyInfo, error) {
+	s, err := c.openToken(ctx, ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	keys, err := s.tok.ListKeys(ctx)
+	if err != nil {
+		s.tok.Close()
+		return nil, nil, err
+	}
+	slices.SortStableFunc(keys, func(a, b pkcs11.KeyInfo) int {
+		if c := bytes.Compare(a.ID, b.ID); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Label, b.Label)
+	})
+	return s, keys, nil
+}
+
+// pkcs11View describes a key on the token. Its reference names the token's
 // label and serial, the key's id and label, the module path, and the PIN
 // source (the URI's, else --pin-file or --pin-env); never a pin-value.
-func (c *secretCmd) pkcs11OutRef(s *pkcs11Session, info pkcs11.KeyInfo) string {
+func (c *secretCmd) pkcs11View(s *pkcs11Session, info pkcs11.KeyInfo) *keyView {
+	ti := s.tok.Info()
 	u := &pkcs11.URI{
-		Token:      pkcs11.TokenSelector{Label: s.tok.Info().Label, Serial: s.tok.Info().Serial},
+		Token:      pkcs11.TokenSelector{Label: ti.Label, Serial: ti.Serial},
 		Key:        pkcs11.KeyRef{ID: info.ID, Label: info.Label},
 		ModulePath: s.modulePath,
 		PINSource:  absSource(s.uri.PINSource),
@@ -83,12 +109,20 @@ func (c *secretCmd) pkcs11OutRef(s *pkcs11Session, info pkcs11.KeyInfo) string {
 	if u.PINSource == "" {
 		u.PINSource = c.pinSourceForRef("file:")
 	}
-	return u.String()
-}
-
-func (c *secretCmd) pkcs11View(s *pkcs11Session, info pkcs11.KeyInfo) *keyView {
-	v := pkcs11KeyView(c.pkcs11OutRef(s, info), s.tok.Info(), info)
-	v.PKCS11.ModulePath = s.modulePath
+	v := &keyView{Ref: u.String(), Backend: schemePKCS11, Usable: info.Unusable == nil}
+	v.setKEM(info.KEM, info.PublicKey)
+	if info.Unusable != nil {
+		v.Problem = info.Unusable.Error()
+	}
+	a := info.Attributes
+	v.PKCS11 = &pkcs11View{
+		Token: ti.Label, Serial: ti.Serial, ModulePath: s.modulePath,
+		ID: hex.EncodeToString(info.ID), Label: info.Label, KeyType: info.KeyType, Curve: info.Curve,
+		Attributes: pkcs11Attrib{
+			Sensitive: a.Sensitive, Extractable: a.Extractable, Derive: a.Derive, Token: a.Token,
+			Private: a.Private, AlwaysSensitive: a.AlwaysSensitive, NeverExtractable: a.NeverExtractable, Local: a.Local,
+		},
+	}
 	return v
 }
 
@@ -110,15 +144,11 @@ func (c *secretCmd) pkcs11Create(ctx context.Context, ref string, id kem.ID, m *
 	if !id.IsDH() {
 		return nil, usagef("a PKCS#11 key can be p256, p384, p521, x25519 or x448 (as the token allows), not %s; ML-KEM and X-Wing keys exist here only as soft keys", kemShort(id))
 	}
-	s, err := c.openToken(ctx, ref)
+	s, existing, err := c.openTokenKeys(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
 	defer s.tok.Close()
-	existing, err := s.tok.ListKeys(ctx)
-	if err != nil {
-		return nil, err
-	}
 	label := s.tok.Info().Label
 	for _, k := range existing {
 		if len(u.Key.ID) > 0 && bytes.Equal(k.ID, u.Key.ID) {
@@ -157,24 +187,14 @@ func kemOrKeyType(k pkcs11.KeyInfo) string {
 // pkcs11List lists the private keys on the token (filtered by id= and
 // object= when the URI has them).
 func (c *secretCmd) pkcs11List(ctx context.Context, ref string) (*listView, error) {
-	s, err := c.openToken(ctx, ref)
+	s, keys, err := c.openTokenKeys(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
 	defer s.tok.Close()
-	keys, err := s.tok.ListKeys(ctx)
-	if err != nil {
-		return nil, err
-	}
 	ti := s.tok.Info()
 	l := &listView{Backend: schemePKCS11, Keys: []*keyView{},
 		Token: &tokenView{Label: ti.Label, Serial: ti.Serial, Manufacturer: ti.Manufacturer, Model: ti.Model, ModulePath: s.modulePath}}
-	slices.SortStableFunc(keys, func(a, b pkcs11.KeyInfo) int {
-		if c := bytes.Compare(a.ID, b.ID); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Label, b.Label)
-	})
 	for _, k := range keys {
 		if matchKey(k, s.uri.Key) {
 			l.Keys = append(l.Keys, c.pkcs11View(s, k))
@@ -183,59 +203,56 @@ func (c *secretCmd) pkcs11List(ctx context.Context, ref string) (*listView, erro
 	return l, nil
 }
 
-// pkcs11Find returns the one key the URI names, usable or not.
-func (c *secretCmd) pkcs11Find(ctx context.Context, s *pkcs11Session) (pkcs11.KeyInfo, error) {
-	ref := s.uri.Key
-	if ref.IsZero() {
-		return pkcs11.KeyInfo{}, usagef("the URI must name the key with id= and/or object= (without them, use 'twoway-hsm keys list')")
-	}
-	keys, err := s.tok.ListKeys(ctx)
+// pkcs11Find opens the token and finds the one key the URI names, usable
+// or not. The caller closes s.tok.
+func (c *secretCmd) pkcs11Find(ctx context.Context, ref string) (*pkcs11Session, pkcs11.KeyInfo, error) {
+	u, err := parsePKCS11(ref)
 	if err != nil {
-		return pkcs11.KeyInfo{}, err
+		return nil, pkcs11.KeyInfo{}, err
+	}
+	if u.Key.IsZero() {
+		return nil, pkcs11.KeyInfo{}, usagef("the URI must name the key with id= and/or object= (without them, use 'twoway-hsm keys list')")
+	}
+	s, keys, err := c.openTokenKeys(ctx, ref)
+	if err != nil {
+		return nil, pkcs11.KeyInfo{}, err
 	}
 	var found []pkcs11.KeyInfo
 	for _, k := range keys {
-		if matchKey(k, ref) {
+		if matchKey(k, u.Key) {
 			found = append(found, k)
 		}
 	}
+	if len(found) == 1 {
+		return s, found[0], nil
+	}
 	label := s.tok.Info().Label
-	switch len(found) {
-	case 0:
-		return pkcs11.KeyInfo{}, fmt.Errorf("%w: no private key with %s on token %q", pkcs11.ErrKeyNotFound, ref, label)
-	case 1:
-		return found[0], nil
+	s.tok.Close()
+	if len(found) == 0 {
+		return nil, pkcs11.KeyInfo{}, fmt.Errorf("%w: no private key with %s on token %q", pkcs11.ErrKeyNotFound, u.Key, label)
 	}
 	var ids []string
 	for _, k := range found {
 		ids = append(ids, fmt.Sprintf("id %x", k.ID))
 	}
-	return pkcs11.KeyInfo{}, fmt.Errorf("%w: %s on token %q matches %s", pkcs11.ErrKeyAmbiguous, ref, label, strings.Join(ids, ", "))
+	return nil, pkcs11.KeyInfo{}, fmt.Errorf("%w: %s on token %q matches %s", pkcs11.ErrKeyAmbiguous, u.Key, label, strings.Join(ids, ", "))
 }
 
 func (c *secretCmd) pkcs11Show(ctx context.Context, ref string) (*keyView, error) {
-	s, err := c.openToken(ctx, ref)
+	s, info, err := c.pkcs11Find(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
 	defer s.tok.Close()
-	info, err := c.pkcs11Find(ctx, s)
-	if err != nil {
-		return nil, err
-	}
 	return c.pkcs11View(s, info), nil
 }
 
 func (c *secretCmd) pkcs11Delete(ctx context.Context, ref string, confirm func(*keyView) error) (*deleteView, error) {
-	s, err := c.openToken(ctx, ref)
+	s, info, err := c.pkcs11Find(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
 	defer s.tok.Close()
-	info, err := c.pkcs11Find(ctx, s)
-	if err != nil {
-		return nil, err
-	}
 	v := c.pkcs11View(s, info)
 	if err := confirm(v); err != nil {
 		return nil, err

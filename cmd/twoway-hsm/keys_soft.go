@@ -122,10 +122,10 @@ func x448PKCS8(der []byte) (*keyMaterial, bool) {
 	return &keyMaterial{id: kem.DHKEMX448HKDFSHA512, secret: scalar}, true
 }
 
-// writeNewFile writes data to a new file with mode perm; it never replaces
-// an existing file.
-func writeNewFile(path string, data []byte, perm os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+// writeNewFile writes data to a new file with mode 0600 (key files, PIN
+// files); it never replaces an existing file.
+func writeNewFile(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("%w: %s", errSoftExists, path)
@@ -183,7 +183,7 @@ func (c *secretCmd) softCreate(ref string, id kem.ID, m *keyMaterial) (*keyView,
 	}
 	defer clear(b)
 	c.warnSoft()
-	if err := writeNewFile(r.File, b, 0o600); err != nil {
+	if err := writeNewFile(r.File, b); err != nil {
 		return nil, err
 	}
 	return softKeyView(r.File, k), nil
@@ -196,6 +196,11 @@ func readSoftKey(path string) (kem.PrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("soft key: %w", err)
 	}
+	return parseSoftKey(path, b)
+}
+
+// parseSoftKey parses the soft key file at path, read into b.
+func parseSoftKey(path string, b []byte) (kem.PrivateKey, error) {
 	k, err := kem.ParsePrivateKeyPEM(b)
 	if err != nil {
 		return nil, fmt.Errorf("soft key %s: %w", path, err)
@@ -203,32 +208,32 @@ func readSoftKey(path string) (kem.PrivateKey, error) {
 	return k, nil
 }
 
-func (c *secretCmd) softShow(ref string) (*keyView, error) {
+// softKeyRef reads the key of a soft:file= reference; what says what the
+// command does with it when the reference names no file.
+func softKeyRef(ref, what string) (string, kem.PrivateKey, error) {
 	r, err := parseSoftRef(ref)
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	if r.File == "" {
-		return nil, usagef("name the key with soft:file=PATH; 'twoway-hsm keys list soft:dir=DIR' lists a directory")
+		return "", nil, usagef("%s: %s", ref, what)
 	}
 	k, err := readSoftKey(r.File)
+	return r.File, k, err
+}
+
+func (c *secretCmd) softShow(ref string) (*keyView, error) {
+	path, k, err := softKeyRef(ref, "name the key with soft:file=PATH; 'twoway-hsm keys list soft:dir=DIR' lists a directory")
 	if err != nil {
 		return nil, err
 	}
 	c.warnSoft()
-	return softKeyView(r.File, k), nil
+	return softKeyView(path, k), nil
 }
 
 // softPublic returns the KEM and public key of a soft key for key-config.
 func softPublic(ref string) (kem.ID, []byte, error) {
-	r, err := parseSoftRef(ref)
-	if err != nil {
-		return 0, nil, err
-	}
-	if r.File == "" {
-		return 0, nil, usagef("%s: name the key with soft:file=PATH", ref)
-	}
-	k, err := readSoftKey(r.File)
+	_, k, err := softKeyRef(ref, "name the key with soft:file=PATH")
 	if err != nil {
 		return 0, nil, err
 	}
@@ -256,46 +261,38 @@ func (c *secretCmd) softList(ref string) (*listView, error) {
 			continue
 		}
 		p := filepath.Join(r.Dir, e.Name())
-		typ, err := pemTypeOf(p)
+		b, typ, err := readPEMFile(p)
 		if err != nil {
 			continue
 		}
 		switch typ {
 		case "PRIVATE KEY", "EC PRIVATE KEY", "HPKE PRIVATE KEY":
-		default:
-			continue // not a soft key file (TPM key files included)
+			k, err := parseSoftKey(p, b)
+			if err != nil {
+				l.Keys = append(l.Keys, &keyView{Ref: softFileRef(p), Backend: schemeSoft, Problem: err.Error(), Soft: &softView{File: absPath(p)}})
+			} else {
+				l.Keys = append(l.Keys, softKeyView(p, k))
+			}
 		}
-		k, err := readSoftKey(p)
-		if err != nil {
-			l.Keys = append(l.Keys, &keyView{Ref: softFileRef(p), Backend: schemeSoft, Problem: err.Error(), Soft: &softView{File: absPath(p)}})
-			continue
-		}
-		l.Keys = append(l.Keys, softKeyView(p, k))
+		// Other files, TPM key files included, are not soft key files.
+		clear(b)
 	}
 	return l, nil
 }
 
 func (c *secretCmd) softDelete(ref string, confirm func(*keyView) error) (*deleteView, error) {
-	r, err := parseSoftRef(ref)
-	if err != nil {
+	path, k, err := softKeyRef(ref, "name the key to delete with soft:file=PATH")
+	if isUsage(err) || errors.Is(err, fs.ErrNotExist) {
 		return nil, err
-	}
-	if r.File == "" {
-		return nil, usagef("name the key to delete with soft:file=PATH")
-	}
-	k, err := readSoftKey(r.File)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, err
-		}
+	} else if err != nil {
 		return nil, fmt.Errorf("%w; not deleting a file that is not a soft key", err)
 	}
-	v := softKeyView(r.File, k)
+	v := softKeyView(path, k)
 	if err := confirm(v); err != nil {
 		return nil, err
 	}
-	if err := os.Remove(r.File); err != nil {
+	if err := os.Remove(path); err != nil {
 		return nil, err
 	}
-	return &deleteView{Deleted: []string{"soft key file " + absPath(r.File)}, Key: v}, nil
+	return &deleteView{Deleted: []string{"soft key file " + absPath(path)}, Key: v}, nil
 }

@@ -507,7 +507,7 @@ func TestHelp(t *testing.T) {
 		{"keys", "-h"}, {"keys", "--help"}, {"keys", "create", "-h"}, {"keys", "import", "--help"},
 		{"keys", "list", "-h"}, {"keys", "show", "-h"}, {"keys", "delete", "-h"},
 		{"key-config", "-h"}, {"env", "-h"}, {"env", "up", "-h"}, {"env", "down", "--help"},
-		{"version", "-h"},
+		{"version", "-h"}, {"demo", "-h"}, {"selftest", "-h"},
 	} {
 		r := run(t, nil, "", args...)
 		if r.code != 0 || !strings.Contains(r.stdout, "Usage:") || !strings.Contains(r.stdout, "Example") || r.stderr != "" {

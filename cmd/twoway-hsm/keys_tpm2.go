@@ -44,12 +44,9 @@ func tpm2KeyView(ref, transport string, k *tpm2.Key, file string) *keyView {
 // tpm2Create creates (m == nil) or imports a key into the TPM, writes its
 // key file (file=) and/or makes it persistent (handle=).
 func (c *secretCmd) tpm2Create(ctx context.Context, ref string, id kem.ID, m *keyMaterial) (*keyView, error) {
-	r, err := parseTPMRef(ref)
+	r, err := parseTPMKeyRef(ref, "say where the key goes: file=PATH (a key file, recommended) and/or handle=0x81000010 (a persistent handle), e.g. tpm2:file=/etc/twoway/gw.pem")
 	if err != nil {
 		return nil, err
-	}
-	if r.Dir != "" || (r.File == "" && r.Handle == 0) {
-		return nil, usagef("say where the key goes: file=PATH (a key file, recommended) and/or handle=0x81000010 (a persistent handle), e.g. tpm2:file=/etc/twoway/gw.pem")
 	}
 	if !slices.Contains(tpmKEMs, id) {
 		return nil, usagef("a TPM key can be p256, p384 or p521 (as the TPM implements them), not %s", kemShort(id))
@@ -59,14 +56,8 @@ func (c *secretCmd) tpm2Create(ctx context.Context, ref string, id kem.ID, m *ke
 			return nil, err
 		}
 	}
-	// The key's auth value: the reference's auth-source, overridden by
-	// --pin-file or --pin-env; the printed reference says where it is.
-	opts := r.authOptions()
-	flagOpts, err := c.secrets.tpm2Options(c.env)
-	if err != nil {
-		return nil, err
-	}
-	opts = append(opts, flagOpts...)
+	// The key's auth value: --pin-file or --pin-env, else the reference's
+	// auth-source; the printed reference says where it is.
 	if src := c.pinSourceForRef(""); src != "" {
 		r.AuthSource = src
 	}
@@ -96,7 +87,7 @@ func (c *secretCmd) tpm2Create(ctx context.Context, ref string, id kem.ID, m *ke
 			return nil, fmt.Errorf("%w: %s holds another object", tpm2.ErrHandleInUse, r.Handle)
 		}
 	}
-	opts = append(opts, tpm2.WithDescription("twoway-hsm "+kemShort(id)))
+	opts := append(r.authOptions(), tpm2.WithDescription("twoway-hsm "+kemShort(id)))
 	var k *tpm2.Key
 	if m == nil {
 		k, err = t.CreateKey(ctx, curve, opts...)
@@ -127,11 +118,7 @@ func (c *secretCmd) tpm2Create(ctx context.Context, ref string, id kem.ID, m *ke
 			return nil, err
 		}
 	}
-	out := r.handleRef()
-	if r.File != "" {
-		out = r.fileRef()
-	}
-	v := tpm2KeyView(out, t.Transport(), k, r.File)
+	v := tpm2KeyView(r.outRef(), t.Transport(), k, r.File)
 	if r.Handle != 0 {
 		v.TPM2.Handle = r.Handle.String()
 		v.TPM2.HandleRef = r.handleRef()
@@ -153,45 +140,58 @@ func checkNewFile(path string) error {
 	return nil
 }
 
-// loadTPMKey opens the key a file= or handle= reference names, without
-// its auth value: showing and publishing a key needs none.
-func loadTPMKey(ctx context.Context, t *tpm2.TPM, r *tpmRef) (*tpm2.Key, error) {
+// openTPMKey connects to the TPM and opens the key a file= or handle=
+// reference names, without its auth value: showing and publishing a key
+// needs none. A missing key file is reported before the TPM is reached.
+// The caller closes both.
+func openTPMKey(ctx context.Context, r *tpmRef) (*tpm2.TPM, *tpm2.Key, error) {
+	var file []byte
 	if r.File != "" {
-		return t.LoadKeyFile(ctx, r.File)
-	}
-	return t.OpenHandle(ctx, r.Handle)
-}
-
-func (c *secretCmd) tpm2Show(ctx context.Context, ref string) (*keyView, error) {
-	r, err := parseTPMRef(ref)
-	if err != nil {
-		return nil, err
-	}
-	if r.Dir != "" || (r.File == "" && r.Handle == 0) {
-		return nil, usagef("name the key with file=PATH or handle=0x81......; 'twoway-hsm keys list' lists keys")
-	}
-	if r.File != "" {
-		if _, err := os.Stat(r.File); errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w: %s", tpm2.ErrKeyFileNotFound, absPath(r.File))
+		var err error
+		if file, err = readSmallFile(r.File); errors.Is(err, fs.ErrNotExist) {
+			return nil, nil, fmt.Errorf("%w: %s", tpm2.ErrKeyFileNotFound, absPath(r.File))
 		} else if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	t, err := openTPM(ctx, r)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer t.Close()
-	k, err := loadTPMKey(ctx, t, r)
+	var k *tpm2.Key
+	if file != nil {
+		k, err = loadTPMKeyFile(ctx, t, r.File, file)
+	} else {
+		k, err = t.OpenHandle(ctx, r.Handle)
+	}
+	if err != nil {
+		t.Close()
+		return nil, nil, err
+	}
+	return t, k, nil
+}
+
+// loadTPMKeyFile loads the key file at path, already read into b.
+func loadTPMKeyFile(ctx context.Context, t *tpm2.TPM, path string, b []byte) (*tpm2.Key, error) {
+	k, err := t.LoadKey(ctx, b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", absPath(path), err)
+	}
+	return k, nil
+}
+
+func (c *secretCmd) tpm2Show(ctx context.Context, ref string) (*keyView, error) {
+	r, err := parseTPMKeyRef(ref, "name the key with file=PATH or handle=0x81......; 'twoway-hsm keys list' lists keys")
 	if err != nil {
 		return nil, err
 	}
-	defer k.Close()
-	out := r.handleRef()
-	if r.File != "" {
-		out = r.fileRef()
+	t, k, err := openTPMKey(ctx, r)
+	if err != nil {
+		return nil, err
 	}
-	v := tpm2KeyView(out, t.Transport(), k, r.File)
+	defer t.Close()
+	defer k.Close()
+	v := tpm2KeyView(r.outRef(), t.Transport(), k, r.File)
 	if r.File != "" && r.Handle != 0 {
 		v.TPM2.Handle = r.Handle.String()
 		v.TPM2.HandleRef = r.handleRef()
@@ -202,22 +202,15 @@ func (c *secretCmd) tpm2Show(ctx context.Context, ref string) (*keyView, error) 
 // tpm2Public returns the KEM and public key of a TPM key for key-config.
 // Loading a key needs no auth value, so none is read.
 func tpm2Public(ctx context.Context, ref string) (kem.ID, []byte, error) {
-	r, err := parseTPMRef(ref)
+	r, err := parseTPMKeyRef(ref, "name the key with file=PATH or handle=0x81......")
 	if err != nil {
 		return 0, nil, err
 	}
-	if r.Dir != "" || (r.File == "" && r.Handle == 0) {
-		return 0, nil, usagef("%s: name the key with file=PATH or handle=0x81......", ref)
-	}
-	t, err := openTPM(ctx, r)
+	t, k, err := openTPMKey(ctx, r)
 	if err != nil {
 		return 0, nil, err
 	}
 	defer t.Close()
-	k, err := loadTPMKey(ctx, t, r)
-	if err != nil {
-		return 0, nil, err
-	}
 	defer k.Close()
 	return k.KEM(), k.PublicKeyBytes(), nil
 }
@@ -232,7 +225,7 @@ func (c *secretCmd) tpm2List(ctx context.Context, ref string) (*listView, error)
 	if r.File != "" || r.Handle != 0 {
 		return nil, usagef("keys list takes tpm2:?tpm=TRANSPORT (the persistent handles) or tpm2:dir=DIR (key files); use 'keys show' for one key")
 	}
-	var files []string
+	var files []keyFile
 	if r.Dir != "" {
 		files, err = tpmKeyFiles(r.Dir)
 		if err != nil {
@@ -248,14 +241,14 @@ func (c *secretCmd) tpm2List(ctx context.Context, ref string) (*listView, error)
 	if r.Dir != "" {
 		l.Dir = absPath(r.Dir)
 		for _, f := range files {
-			fr := &tpmRef{File: f, TPM: r.TPM}
-			k, err := t.LoadKeyFile(ctx, f)
+			fr := &tpmRef{File: f.path, TPM: r.TPM}
+			k, err := loadTPMKeyFile(ctx, t, f.path, f.data)
 			if err != nil {
 				l.Keys = append(l.Keys, &keyView{Ref: fr.fileRef(), Backend: schemeTPM2, Problem: err.Error(),
-					TPM2: &tpm2View{Transport: t.Transport(), File: absPath(f)}})
+					TPM2: &tpm2View{Transport: t.Transport(), File: absPath(f.path)}})
 				continue
 			}
-			l.Keys = append(l.Keys, tpm2KeyView(fr.fileRef(), t.Transport(), k, f))
+			l.Keys = append(l.Keys, tpm2KeyView(fr.fileRef(), t.Transport(), k, f.path))
 			k.Close()
 		}
 		return l, nil
@@ -284,39 +277,45 @@ func (c *secretCmd) tpm2List(ctx context.Context, ref string) (*listView, error)
 	return l, nil
 }
 
-// tpmKeyFiles returns the TPM key files (TSS2 PRIVATE KEY PEM) in dir.
-func tpmKeyFiles(dir string) ([]string, error) {
+// keyFile is a key file read into memory.
+type keyFile struct {
+	path string
+	data []byte
+}
+
+// tpmKeyFiles reads the TPM key files (TSS2 PRIVATE KEY PEM) in dir, in
+// the order of their names.
+func tpmKeyFiles(dir string) ([]keyFile, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	var out []string
+	var out []keyFile
 	for _, e := range ents {
-		p := filepath.Join(dir, e.Name())
 		if !e.Type().IsRegular() {
 			continue
 		}
-		if typ, _ := pemTypeOf(p); typ == tpmKeyPEMType {
-			out = append(out, p)
+		p := filepath.Join(dir, e.Name())
+		if b, typ, err := readPEMFile(p); err == nil && typ == tpmKeyPEMType {
+			out = append(out, keyFile{path: p, data: b})
 		}
 	}
 	return out, nil
 }
 
-// pemTypeOf returns the type of the first PEM block of a (small) file.
-// The bytes read are zeroed.
-func pemTypeOf(path string) (string, error) {
+// readPEMFile reads a (small) file and returns it with the type of its
+// first PEM block ("" if it has none).
+func readPEMFile(path string) ([]byte, string, error) {
 	b, err := readSmallFile(path)
-	defer clear(b)
 	if err != nil {
-		return "", err
+		return nil, "", err
 	}
 	blk, _ := pem.Decode(b)
 	if blk == nil {
-		return "", nil
+		return b, "", nil
 	}
 	clear(blk.Bytes)
-	return blk.Type, nil
+	return b, blk.Type, nil
 }
 
 // maxKeyFileSize bounds the key files read.
@@ -343,15 +342,13 @@ func readSmallFile(path string) ([]byte, error) {
 
 // tpm2Delete evicts handle= and/or removes file=.
 func (c *secretCmd) tpm2Delete(ctx context.Context, ref string, confirm func(*keyView) error) (*deleteView, error) {
-	r, err := parseTPMRef(ref)
+	r, err := parseTPMKeyRef(ref, "name the key to delete with file=PATH and/or handle=0x81......")
 	if err != nil {
 		return nil, err
 	}
-	if r.Dir != "" || (r.File == "" && r.Handle == 0) {
-		return nil, usagef("name the key to delete with file=PATH and/or handle=0x81......")
-	}
+	var file []byte
 	if r.File != "" {
-		typ, err := pemTypeOf(r.File)
+		b, typ, err := readPEMFile(r.File)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil, fmt.Errorf("%w: %s", tpm2.ErrKeyFileNotFound, r.File)
@@ -359,52 +356,47 @@ func (c *secretCmd) tpm2Delete(ctx context.Context, ref string, confirm func(*ke
 			return nil, err
 		}
 		if typ != tpmKeyPEMType {
+			clear(b)
 			return nil, fmt.Errorf("%s is not a TPM key file (%s PEM); not deleting it", r.File, tpmKeyPEMType)
 		}
+		file = b
 	}
-	out := r.handleRef()
-	if r.File != "" {
-		out = r.fileRef()
-	}
-	v := &keyView{Ref: out, Backend: schemeTPM2, TPM2: &tpm2View{Transport: r.transport()}}
+	v := &keyView{Ref: r.outRef(), Backend: schemeTPM2, TPM2: &tpm2View{Transport: r.transport()}}
 	if r.File != "" {
 		v.TPM2.File = absPath(r.File)
 	}
 	if r.Handle != 0 {
 		v.TPM2.Handle = r.Handle.String()
 	}
-	var t *tpm2.TPM
-	if r.Handle != 0 {
-		// The handle must hold an ECDH key: never evict the SRK or
-		// another tool's objects.
-		t, err = openTPM(ctx, r)
-		if err != nil {
-			return nil, err
-		}
+	// Describe the key. The handle must hold an ECDH key: never evict the
+	// SRK or another tool's objects. A key file is deleted even when the
+	// TPM cannot be reached to describe it.
+	t, terr := openTPM(ctx, r)
+	if terr == nil {
 		defer t.Close()
-		k, err := t.OpenHandle(ctx, r.Handle)
-		if err != nil {
-			if errors.Is(err, tpm2.ErrUnsupportedKey) {
-				return nil, fmt.Errorf("%s holds no ECDH key (0x81000001 is usually the storage root key); twoway-hsm evicts only keys it can use: %w", r.Handle, err)
-			}
+	}
+	var k *tpm2.Key
+	switch {
+	case terr != nil && r.Handle != 0:
+		return nil, terr
+	case terr != nil:
+		err = terr
+	case r.Handle != 0:
+		k, err = t.OpenHandle(ctx, r.Handle)
+		if errors.Is(err, tpm2.ErrUnsupportedKey) {
+			return nil, fmt.Errorf("%s holds no ECDH key (0x81000001 is usually the storage root key); twoway-hsm evicts only keys it can use: %w", r.Handle, err)
+		} else if err != nil {
 			return nil, err
 		}
+	default:
+		k, err = loadTPMKeyFile(ctx, t, r.File, file)
+	}
+	if err != nil {
+		v.Problem = err.Error()
+	} else {
 		v.setKEM(k.KEM(), k.PublicKeyBytes())
 		v.Usable = true
 		k.Close()
-	} else if t2, err := openTPM(ctx, r); err == nil {
-		// Describe the key file if the TPM is there; delete it anyway if
-		// it is not.
-		if k, err := t2.LoadKeyFile(ctx, r.File); err == nil {
-			v.setKEM(k.KEM(), k.PublicKeyBytes())
-			v.Usable = true
-			k.Close()
-		} else {
-			v.Problem = err.Error()
-		}
-		t2.Close()
-	} else {
-		v.Problem = err.Error()
 	}
 	if err := confirm(v); err != nil {
 		return nil, err

@@ -32,8 +32,7 @@ func TestDispatch(t *testing.T) {
 		{[]string{"plugin", "-h"}, exitOK, "pin-source=env:NAME"},
 		{[]string{"plugin"}, exitUsage, "no --key given"},
 		{[]string{"plugin", "--key", "soft:file=/x", "stray"}, exitUsage, "unexpected argument"},
-		// Run by hand (no magic cookie): says what it is for, fails.
-		{[]string{"plugin", "--key", "soft:file=/x"}, exitFailure, "not run by hand"},
+		{[]string{"plugin", "--key", ""}, exitUsage, "empty key reference"},
 	} {
 		code, out, errOut := runCmd(t, nil, tc.args...)
 		if code != tc.code || !strings.Contains(out+errOut, tc.want) {
@@ -42,12 +41,14 @@ func TestDispatch(t *testing.T) {
 	}
 }
 
+// TestPluginRefusesToRunByHand: run by hand (no magic cookie), the plugin
+// says what it is for and fails, with nothing on stdout.
 func TestPluginRefusesToRunByHand(t *testing.T) {
 	if plugins.StartedByHost() {
 		t.Skip("the test itself runs under a plugin host")
 	}
-	code, out, _ := runCmd(t, nil, "plugin", "--key", "soft:file=/x")
-	if code != exitFailure || out != "" {
-		t.Fatalf("exit %d, stdout %q; want exit 1 and nothing on stdout", code, out)
+	code, out, errOut := runCmd(t, nil, "plugin", "--key", "soft:file=/x")
+	if code != exitFailure || out != "" || !strings.Contains(errOut, "not run by hand") {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want exit 1, nothing on stdout and why", code, out, errOut)
 	}
 }

@@ -12,7 +12,6 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 )
 
@@ -85,25 +84,6 @@ func (v *keyView) setKEM(id kem.ID, pub []byte) {
 	}
 }
 
-// pkcs11KeyView describes a key on a token.
-func pkcs11KeyView(ref string, ti pkcs11.TokenInfo, info pkcs11.KeyInfo) *keyView {
-	v := &keyView{Ref: ref, Backend: schemePKCS11, Usable: info.Unusable == nil}
-	v.setKEM(info.KEM, info.PublicKey)
-	if info.Unusable != nil {
-		v.Problem = info.Unusable.Error()
-	}
-	a := info.Attributes
-	v.PKCS11 = &pkcs11View{
-		Token: ti.Label, Serial: ti.Serial, ModulePath: ti.ModulePath,
-		ID: hex.EncodeToString(info.ID), Label: info.Label, KeyType: info.KeyType, Curve: info.Curve,
-		Attributes: pkcs11Attrib{
-			Sensitive: a.Sensitive, Extractable: a.Extractable, Derive: a.Derive, Token: a.Token,
-			Private: a.Private, AlwaysSensitive: a.AlwaysSensitive, NeverExtractable: a.NeverExtractable, Local: a.Local,
-		},
-	}
-	return v
-}
-
 // writeJSON writes one indented JSON document.
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
@@ -114,7 +94,7 @@ func writeJSON(w io.Writer, v any) error {
 
 // printKey writes a key as "name  value" lines.
 func printKey(w io.Writer, v *keyView) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w)
 	line := func(k, format string, a ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, a...)) }
 	line("reference", "%s", v.Ref)
 	line("backend", "%s", v.Backend)

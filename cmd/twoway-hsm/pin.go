@@ -12,7 +12,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
-	"github.com/twoway-hsm/twoway-hsm/hsm/tpm2"
 )
 
 // secretFlags are the ways a command is given a PKCS#11 PIN or a TPM key's
@@ -35,7 +34,7 @@ var errPINInArgv = errors.New("a pin-value in the URI puts the PIN on the comman
 
 // checkRef refuses a PKCS#11 URI with a pin-value unless --insecure-pin.
 func (s *secretFlags) checkRef(ref string) error {
-	if !strings.HasPrefix(ref, "pkcs11:") || s.insecure {
+	if !strings.HasPrefix(ref, schemePKCS11+":") || s.insecure {
 		return nil
 	}
 	u, err := pkcs11.ParseURI(ref)
@@ -89,7 +88,7 @@ func (s *secretFlags) secret(env *environment, ref, what string) (secret string,
 	case hasURISource(ref):
 		return "", false, nil
 	}
-	if env.stdinFd < 0 || !term.IsTerminal(env.stdinFd) {
+	if !stdinIsTerminal(env) {
 		return "", false, nil
 	}
 	fmt.Fprintf(env.stderr, "%s: ", what)
@@ -115,18 +114,6 @@ func (s *secretFlags) pkcs11Options(env *environment, uri string) ([]pkcs11.Opti
 	return []pkcs11.Option{pkcs11.WithPIN(pin)}, nil
 }
 
-// tpm2Options returns the options that give tpm2 a key's auth value (none
-// is prompted for: TPM keys usually have none).
-func (s *secretFlags) tpm2Options(env *environment) ([]tpm2.Option, error) {
-	switch {
-	case s.file != "":
-		return []tpm2.Option{tpm2.WithAuthFile(s.file)}, nil
-	case s.env != "":
-		return []tpm2.Option{tpm2.WithAuthEnv(s.env)}, nil
-	}
-	return nil, nil
-}
-
 // pluginEnvName is the environment variable through which a command hands
 // a secret to a plugin process it starts.
 const pluginEnvName = "TWOWAY_HSM_SECRET"
@@ -141,17 +128,13 @@ func (s *secretFlags) forPlugin(env *environment, ref string) (string, []string,
 	if (s.file != "" || s.env != "") && hasURISource(ref) {
 		return "", nil, errors.New("the reference names its own pin-source or auth-source and --pin-file or --pin-env gives another; use one of them")
 	}
-	what := "PIN for " + pkcs11.RedactURI(ref)
-	if strings.HasPrefix(ref, "tpm2:") {
-		what = "auth value for " + ref
+	what, attr := "PIN for "+pkcs11.RedactURI(ref), "pin-source"
+	if strings.HasPrefix(ref, schemeTPM2+":") {
+		what, attr = "auth value for "+ref, "auth-source"
 	}
 	v, ok, err := s.secret(env, ref, what)
 	if err != nil || !ok {
 		return ref, nil, err
-	}
-	attr := "pin-source"
-	if strings.HasPrefix(ref, "tpm2:") {
-		attr = "auth-source"
 	}
 	sep := "?"
 	if strings.Contains(ref, "?") {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 
 	"github.com/twoway-hsm/twoway-hsm/plugins"
@@ -39,24 +40,11 @@ GOMAXPROCS=1 unless its environment sets GOMAXPROCS: servers scale with more
 plugin processes instead.
 `
 
-// keyFlags collects repeated --key flags.
-type keyFlags []string
-
-func (k *keyFlags) String() string { return strings.Join(*k, " ") }
-
-func (k *keyFlags) Set(v string) error {
-	if v == "" {
-		return fmt.Errorf("empty key reference")
-	}
-	*k = append(*k, v)
-	return nil
-}
-
 func runPlugin(ctx context.Context, env *environment, args []string) int {
 	fs := flag.NewFlagSet("plugin", flag.ContinueOnError)
 	fs.SetOutput(env.stderr)
 	fs.Usage = func() { fmt.Fprintf(fs.Output(), pluginUsage, plugins.ProtocolVersion) }
-	var keys keyFlags
+	var keys stringList
 	fs.Var(&keys, "key", "a key reference to serve (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return flagExit(err)
@@ -68,6 +56,10 @@ func runPlugin(ctx context.Context, env *environment, args []string) int {
 	if len(keys) == 0 {
 		fmt.Fprintln(env.stderr, "twoway-hsm plugin: no --key given")
 		fs.Usage()
+		return exitUsage
+	}
+	if slices.Contains(keys, "") {
+		fmt.Fprintln(env.stderr, "twoway-hsm plugin: empty key reference")
 		return exitUsage
 	}
 	if !plugins.StartedByHost() {
@@ -111,4 +103,13 @@ func runPlugin(ctx context.Context, env *environment, args []string) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// flagExit is the exit status for an error from flag.FlagSet.Parse: 0
+// after -h, 2 otherwise (the flag package has printed what was wrong).
+func flagExit(err error) int {
+	if err == flag.ErrHelp {
+		return exitOK
+	}
+	return exitUsage
 }

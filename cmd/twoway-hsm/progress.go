@@ -3,13 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/term"
 )
 
 // progressDelay is how long a run goes before its progress bar appears:
@@ -33,8 +30,7 @@ type progress struct {
 // startProgress starts a progress bar for total steps on w, or returns nil
 // when w is not a terminal.
 func startProgress(w io.Writer, label string, total int) *progress {
-	f, ok := w.(*os.File)
-	if !ok || !term.IsTerminal(int(f.Fd())) || total <= 0 {
+	if !isTerminal(w) || total <= 0 {
 		return nil
 	}
 	p := &progress{w: w, label: label, total: int64(total), start: time.Now(), stop: make(chan struct{})}

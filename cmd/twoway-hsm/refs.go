@@ -69,16 +69,11 @@ func parsePKCS11(ref string) (*pkcs11.URI, error) {
 	return u, nil
 }
 
-// tpmRef is a TPM reference as the commands read it: a key file and/or a
-// persistent handle (create and delete take both), or for listing a
-// directory of key files or nothing at all (the persistent handles).
-type tpmRef struct {
-	File       string
-	Handle     tpm2.Handle
-	Dir        string
-	TPM        string
-	AuthSource string
-}
+// tpmRef is a TPM reference as the commands read it (tpm2.ParseRef): a
+// key file and/or a persistent handle (create and delete take both), or for
+// listing a directory of key files or nothing at all (the persistent
+// handles).
+type tpmRef tpm2.KeyRef
 
 // parseTPMRef parses a "tpm2:" reference with tpm2.ParseRef: path
 // attributes file=, handle=, dir= (each at most once), query attributes
@@ -87,12 +82,25 @@ func parseTPMRef(ref string) (*tpmRef, error) {
 	r, err := tpm2.ParseRef(ref)
 	if err != nil {
 		msg := err.Error()
-		if i := strings.Index(msg, "invalid key reference: "); i >= 0 {
-			msg = msg[i+len("invalid key reference: "):]
+		if i := strings.Index(msg, tpm2.ErrInvalidKeyRef.Error()+": "); i >= 0 {
+			msg = msg[i+len(tpm2.ErrInvalidKeyRef.Error()+": "):]
 		}
 		return nil, usagef("TPM reference %q: %s (want e.g. tpm2:file=/etc/twoway/gw.pem?tpm=/dev/tpmrm0)", ref, msg)
 	}
-	return &tpmRef{File: r.File, Handle: r.Handle, Dir: r.Dir, TPM: r.TPM, AuthSource: r.AuthSource}, nil
+	return (*tpmRef)(r), nil
+}
+
+// parseTPMKeyRef parses a reference that must name one key, by file=
+// and/or handle=; what says what the command does with it when it does not.
+func parseTPMKeyRef(ref, what string) (*tpmRef, error) {
+	r, err := parseTPMRef(ref)
+	if err != nil {
+		return nil, err
+	}
+	if r.Dir != "" || (r.File == "" && r.Handle == 0) {
+		return nil, usagef("%s: %s", safeRef(ref), what)
+	}
+	return r, nil
 }
 
 // transport returns the TPM transport, the default when none is given.
@@ -103,14 +111,19 @@ func (r *tpmRef) transport() string {
 	return r.TPM
 }
 
+// outRef returns the reference to print for the key: by its file (made
+// absolute) when it has one, else by its persistent handle.
+func (r *tpmRef) outRef() string {
+	if r.File != "" {
+		return r.fileRef()
+	}
+	return r.handleRef()
+}
+
 // fileRef returns the library reference of the key file (file plus
 // transport and auth source).
 func (r *tpmRef) fileRef() string {
-	abs, err := filepath.Abs(r.File)
-	if err != nil {
-		abs = r.File
-	}
-	return (&tpm2.KeyRef{File: abs, TPM: r.TPM, AuthSource: absSource(r.AuthSource)}).String()
+	return (&tpm2.KeyRef{File: absPath(r.File), TPM: r.TPM, AuthSource: absSource(r.AuthSource)}).String()
 }
 
 // handleRef returns the library reference of the persistent handle.
@@ -177,10 +190,7 @@ func parseSoftRef(ref string) (*softRef, error) {
 // softFileRef formats the reference of a soft key file, with an absolute
 // path.
 func softFileRef(path string) string {
-	if abs, err := filepath.Abs(path); err == nil {
-		path = abs
-	}
-	return schemeSoft + ":file=" + escapeRefValue(path)
+	return schemeSoft + ":file=" + escapeRefValue(absPath(path))
 }
 
 // escapeRefValue percent-encodes what would end or split an attribute
@@ -198,11 +208,34 @@ func escapeRefValue(s string) string {
 	return b.String()
 }
 
+// algName is the name the commands give an HPKE algorithm (a KEM, KDF or
+// AEAD identifier).
+type algName[T ~uint16] struct {
+	name string
+	id   T
+}
+
+// nameOf returns the name of id in names, or its hex identifier.
+func nameOf[T ~uint16](names []algName[T], id T) string {
+	for _, n := range names {
+		if n.id == id {
+			return n.name
+		}
+	}
+	return fmt.Sprintf("0x%04x", uint16(id))
+}
+
+// namesOf lists the names of a table for messages.
+func namesOf[T ~uint16](names []algName[T]) string {
+	s := make([]string, len(names))
+	for i, n := range names {
+		s[i] = n.name
+	}
+	return strings.Join(s, ", ")
+}
+
 // kemNames maps the short names the commands print to KEM IDs.
-var kemNames = []struct {
-	short string
-	id    kem.ID
-}{
+var kemNames = []algName[kem.ID]{
 	{"p256", kem.DHKEMP256HKDFSHA256},
 	{"p384", kem.DHKEMP384HKDFSHA384},
 	{"p521", kem.DHKEMP521HKDFSHA512},
@@ -214,23 +247,7 @@ var kemNames = []struct {
 }
 
 // kemShort returns the short name of a KEM ("p256"), or its hex id.
-func kemShort(id kem.ID) string {
-	for _, n := range kemNames {
-		if n.id == id {
-			return n.short
-		}
-	}
-	return fmt.Sprintf("0x%04x", uint16(id))
-}
-
-// kemList is the list of KEM names for messages.
-func kemList(ids []kem.ID) string {
-	var s []string
-	for _, id := range ids {
-		s = append(s, kemShort(id))
-	}
-	return strings.Join(s, ", ")
-}
+func kemShort(id kem.ID) string { return nameOf(kemNames, id) }
 
 // normName lowercases a name and drops the separators people write
 // differently ("P-256", "p_256", "DHKEM(P-256, HKDF-SHA256)").
@@ -245,82 +262,83 @@ func normName(s string) string {
 	}, s)
 }
 
+// kemAliases are other names of KEMs: common curve names.
+var kemAliases = map[string]kem.ID{
+	"secp256r1": kem.DHKEMP256HKDFSHA256, "prime256v1": kem.DHKEMP256HKDFSHA256,
+	"secp384r1": kem.DHKEMP384HKDFSHA384, "secp521r1": kem.DHKEMP521HKDFSHA512,
+	"curve25519": kem.DHKEMX25519HKDFSHA256, "curve448": kem.DHKEMX448HKDFSHA512,
+	"mlkem768x25519": kem.XWing,
+}
+
 // parseKEM reads a KEM name: a short name (p256, x25519, mlkem768, ...),
-// its HPKE registry name (DHKEM(P-256, HKDF-SHA256)), common curve aliases
-// (secp256r1, prime256v1), or its identifier (0x0010 or 16).
+// its HPKE registry name (DHKEM(P-256, HKDF-SHA256), kem.ID.String), common
+// curve aliases (secp256r1, prime256v1), or its identifier (0x0010 or 16).
 func parseKEM(s string) (kem.ID, error) {
 	n := normName(s)
 	if n == "" {
 		return 0, usagef("empty KEM name")
 	}
-	aliases := map[string]kem.ID{
-		"secp256r1": kem.DHKEMP256HKDFSHA256, "prime256v1": kem.DHKEMP256HKDFSHA256,
-		"secp384r1": kem.DHKEMP384HKDFSHA384, "secp521r1": kem.DHKEMP521HKDFSHA512,
-		"curve25519": kem.DHKEMX25519HKDFSHA256, "curve448": kem.DHKEMX448HKDFSHA512,
-		"mlkem768x25519": kem.XWing,
-	}
-	if id, ok := aliases[n]; ok {
+	if id, ok := kemAliases[n]; ok {
 		return id, nil
 	}
 	for _, k := range kemNames {
-		if n == k.short || n == normName(k.id.String()) {
+		if n == k.name || n == normName(k.id.String()) {
 			return k.id, nil
 		}
 	}
 	if v, err := strconv.ParseUint(n, 0, 16); err == nil {
-		id := kem.ID(v)
-		if id.Supported() {
+		if id := kem.ID(v); id.Supported() {
 			return id, nil
 		}
-		return 0, usagef("KEM 0x%04x is not one this tool knows (want %s)", v, kemList(allKEMs()))
+		return 0, usagef("KEM 0x%04x is not one this tool knows (want %s)", v, namesOf(kemNames))
 	}
-	return 0, usagef("unknown KEM %q (want %s, an HPKE name such as \"DHKEM(P-256, HKDF-SHA256)\", or an id such as 0x0010)", s, kemList(allKEMs()))
+	return 0, usagef("unknown KEM %q (want %s, an HPKE name such as \"DHKEM(P-256, HKDF-SHA256)\", or an id such as 0x0010)", s, namesOf(kemNames))
 }
 
-func allKEMs() []kem.ID {
-	var out []kem.ID
-	for _, k := range kemNames {
-		out = append(out, k.id)
-	}
-	return out
-}
-
-// KDF and AEAD names for --suite.
+// KDF and AEAD names, for key-config's --suite and selftest's --kdf and
+// --aead.
 var (
-	kdfNames = []struct {
-		name string
-		id   hpke.KDF
-	}{
+	kdfNames = []algName[hpke.KDF]{
 		{"hkdf-sha256", hpke.KDF_HKDF_SHA256},
 		{"hkdf-sha384", hpke.KDF_HKDF_SHA384},
 		{"hkdf-sha512", hpke.KDF_HKDF_SHA512},
 	}
-	aeadNames = []struct {
-		name string
-		id   hpke.AEAD
-	}{
+	aeadNames = []algName[hpke.AEAD]{
 		{"aes-128-gcm", hpke.AEAD_AES128GCM},
 		{"aes-256-gcm", hpke.AEAD_AES256GCM},
 		{"chacha20-poly1305", hpke.AEAD_ChaCha20Poly1305},
 	}
 )
 
-func kdfName(id hpke.KDF) string {
-	for _, k := range kdfNames {
-		if k.id == id {
-			return k.name
+func kdfName(id hpke.KDF) string   { return nameOf(kdfNames, id) }
+func aeadName(id hpke.AEAD) string { return nameOf(aeadNames, id) }
+
+// parseKDF reads a KDF by name (hkdf-sha256, also HKDF-SHA256, sha256) or
+// by id (0x0001). Errors are usage errors.
+func parseKDF(s string) (hpke.KDF, error) {
+	for _, x := range kdfNames {
+		if n := normName(s); n == normName(x.name) || n == normName(strings.TrimPrefix(x.name, "hkdf-")) {
+			return x.id, nil
 		}
 	}
-	return fmt.Sprintf("0x%04x", uint16(id))
+	if v, err := strconv.ParseUint(s, 0, 16); err == nil && hpke.KDF(v).IsValid() {
+		return hpke.KDF(v), nil
+	}
+	return 0, usagef("unknown KDF %q (want %s)", s, namesOf(kdfNames))
 }
 
-func aeadName(id hpke.AEAD) string {
-	for _, a := range aeadNames {
-		if a.id == id {
-			return a.name
+// parseAEAD reads an AEAD by name (aes-128-gcm, also AES128GCM) or by id
+// (0x0003). Errors are usage errors.
+func parseAEAD(s string) (hpke.AEAD, error) {
+	for _, x := range aeadNames {
+		if normName(s) == normName(x.name) {
+			return x.id, nil
 		}
 	}
-	return fmt.Sprintf("0x%04x", uint16(id))
+	if v, err := strconv.ParseUint(s, 0, 16); err == nil && hpke.AEAD(v).IsValid() {
+		return hpke.AEAD(v), nil
+	}
+	return 0, usagef("unknown AEAD %q (want %s)", s, namesOf(aeadNames))
 }
 
 // parseSuite reads KDF/AEAD, by name (hkdf-sha256/aes-128-gcm, also
@@ -330,32 +348,15 @@ func parseSuite(s string) (twoway.SymmetricSuite, error) {
 	if !ok {
 		return twoway.SymmetricSuite{}, usagef("suite %q: want KDF/AEAD, e.g. hkdf-sha256/aes-128-gcm", s)
 	}
-	var ss twoway.SymmetricSuite
-	found := false
-	for _, x := range kdfNames {
-		if normName(k) == normName(x.name) || normName(k) == normName(strings.TrimPrefix(x.name, "hkdf-")) {
-			ss.KDF, found = x.id, true
-		}
+	kdf, err := parseKDF(k)
+	if err != nil {
+		return twoway.SymmetricSuite{}, usagef("suite %q: %v", s, err)
 	}
-	if v, err := strconv.ParseUint(k, 0, 16); err == nil {
-		ss.KDF, found = hpke.KDF(v), hpke.KDF(v).IsValid()
+	aead, err := parseAEAD(a)
+	if err != nil {
+		return twoway.SymmetricSuite{}, usagef("suite %q: %v", s, err)
 	}
-	if !found {
-		return ss, usagef("suite %q: unknown KDF %q (want hkdf-sha256, hkdf-sha384 or hkdf-sha512)", s, k)
-	}
-	found = false
-	for _, x := range aeadNames {
-		if normName(a) == normName(x.name) {
-			ss.AEAD, found = x.id, true
-		}
-	}
-	if v, err := strconv.ParseUint(a, 0, 16); err == nil {
-		ss.AEAD, found = hpke.AEAD(v), hpke.AEAD(v).IsValid()
-	}
-	if !found {
-		return ss, usagef("suite %q: unknown AEAD %q (want aes-128-gcm, aes-256-gcm or chacha20-poly1305)", s, a)
-	}
-	return ss, nil
+	return twoway.SymmetricSuite{KDF: kdf, AEAD: aead}, nil
 }
 
 // defaultSuites are the symmetric suites offered when none is given: the

@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -59,38 +57,6 @@ var (
 	reqMediaType  = []byte("application/x-twoway-hsm-selftest-request")
 	respMediaType = []byte("application/x-twoway-hsm-selftest-response")
 )
-
-// Symmetric algorithms of round trips by the names the command line takes
-// (the same names as key-config's --suite).
-var (
-	rtKDFs = map[string]hpke.KDF{
-		"hkdf-sha256": hpke.KDF_HKDF_SHA256,
-		"hkdf-sha384": hpke.KDF_HKDF_SHA384,
-		"hkdf-sha512": hpke.KDF_HKDF_SHA512,
-	}
-	rtAEADs = map[string]hpke.AEAD{
-		"aes-128-gcm":       hpke.AEAD_AES128GCM,
-		"aes-256-gcm":       hpke.AEAD_AES256GCM,
-		"chacha20-poly1305": hpke.AEAD_ChaCha20Poly1305,
-	}
-)
-
-// lookupAlg finds name in names, ignoring case, and otherwise says which
-// names there are.
-func lookupAlg[T any](flagName, name string, names map[string]T) (T, string, error) {
-	for k, v := range names {
-		if strings.EqualFold(k, name) {
-			return v, k, nil
-		}
-	}
-	var zero T
-	keys := make([]string, 0, len(names))
-	for k := range names {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return zero, "", fmt.Errorf("--%s: unknown algorithm %q; choose one of %s", flagName, name, strings.Join(keys, ", "))
-}
 
 // timedKey is a kem.PrivateKey that records how long each decapsulation
 // takes. The twoway receivers use their key only through kem.PrivateKey.
@@ -284,13 +250,6 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 // JSON.
 func millis(d time.Duration) float64 {
 	return math.Round(float64(d)/1e3) / 1e3
-}
-
-// jsonTo writes v to w as indented JSON.
-func jsonTo(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 // fmtDuration prints a latency with a precision that suits it.

@@ -74,15 +74,6 @@ func TestRoundTripperFails(t *testing.T) {
 	}
 }
 
-func TestLookupAlg(t *testing.T) {
-	if v, name, err := lookupAlg("kdf", "HKDF-SHA384", rtKDFs); err != nil || v != hpke.KDF_HKDF_SHA384 || name != "hkdf-sha384" {
-		t.Errorf("lookupAlg(HKDF-SHA384) = %v, %q, %v", v, name, err)
-	}
-	if _, _, err := lookupAlg("aead", "aes", rtAEADs); err == nil || !strings.Contains(err.Error(), "aes-128-gcm, aes-256-gcm, chacha20-poly1305") {
-		t.Errorf("lookupAlg(aes) error %v", err)
-	}
-}
-
 // TestPluginLog checks that the plugin client's log prints nothing without
 // -v and everything with it.
 func TestPluginLog(t *testing.T) {
@@ -115,11 +106,5 @@ func TestWrapText(t *testing.T) {
 	got := wrapText("aaa bbb ccc dddd e", 8)
 	if got != "aaa bbb\nccc dddd\ne\n" {
 		t.Errorf("wrapText = %q", got)
-	}
-}
-
-func TestEscapeDemoValue(t *testing.T) {
-	if got := escapeDemoValue("/tmp/a b;c?d&e=f%g#h/ok-_.~:"); got != "/tmp/a%20b%3Bc%3Fd%26e%3Df%25g%23h/ok-_.~:" {
-		t.Errorf("escapeDemoValue = %q", got)
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -49,8 +48,6 @@ Examples:
 
 Exit status: 0 when every round trip succeeded, 1 when any failed or the
 plugin could not start, 2 on a usage error.
-
-Options:
 `
 
 // selftestPluginEnv are the variables of this process's environment that
@@ -99,85 +96,65 @@ type selftestReport struct {
 	Interrupted bool   `json:"interrupted,omitempty"`
 }
 
-// stringsFlag collects a repeated flag.
-type stringsFlag []string
-
-func (s *stringsFlag) String() string { return strings.Join(*s, ",") }
-
-func (s *stringsFlag) Set(v string) error {
-	if v == "" || strings.ContainsAny(v, "= ") {
-		return fmt.Errorf("want the name of an environment variable, got %q", v)
-	}
-	*s = append(*s, v)
-	return nil
-}
-
 func runSelftest(ctx context.Context, env *environment, args []string) int {
-	fs := flag.NewFlagSet("selftest", flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), selftestUsage)
-		fs.PrintDefaults()
-	}
+	c := newSecretCmd(env, "selftest", selftestUsage)
+	c.fs.BoolVar(&c.json, "json", false, "print the report as JSON")
 	var (
-		ref       = fs.String("key", "", "the key `reference` (soft:, pkcs11: or tpm2:), as a server gives it to the plugin")
-		n         = fs.Int("n", 100, "the number of round trips")
-		kdfFlag   = fs.String("kdf", "hkdf-sha256", "the HPKE KDF: hkdf-sha256, hkdf-sha384 or hkdf-sha512")
-		aeadFlag  = fs.String("aead", "aes-128-gcm", "the HPKE AEAD: aes-128-gcm, aes-256-gcm or chacha20-poly1305")
-		processes = fs.Int("processes", 1, "the number of plugin processes (use 2 or more with SoftHSM, which serialises work inside a process)")
-		conc      = fs.Int("concurrency", 0, "round trips in flight at once (default: the number of processes)")
-		size      = fs.Int("size", 4096, "the size of each request and response plaintext, in `bytes`")
-		jsonOut   = fs.Bool("json", false, "print the report as JSON")
-		verbose   = fs.Bool("v", false, "print the plugin's and the plugin client's logs on stderr")
-		passEnv   stringsFlag
-		secrets   secretFlags
+		ref       = c.fs.String("key", "", "the key `reference` (soft:, pkcs11: or tpm2:), as a server gives it to the plugin")
+		n         = c.fs.Int("n", 100, "the number of round trips")
+		kdfFlag   = c.fs.String("kdf", "hkdf-sha256", "the HPKE KDF: hkdf-sha256, hkdf-sha384 or hkdf-sha512")
+		aeadFlag  = c.fs.String("aead", "aes-128-gcm", "the HPKE AEAD: aes-128-gcm, aes-256-gcm or chacha20-poly1305")
+		processes = c.fs.Int("processes", 1, "the number of plugin processes (use 2 or more with SoftHSM, which serialises work inside a process)")
+		conc      = c.fs.Int("concurrency", 0, "round trips in flight at once (default: the number of processes)")
+		size      = c.fs.Int("size", 4096, "the size of each request and response plaintext, in `bytes`")
+		verbose   = c.fs.Bool("v", false, "print the plugin's and the plugin client's logs on stderr")
+		passEnv   stringList
 	)
-	fs.Var(&passEnv, "plugin-env", "also pass this environment `variable` to the plugin (repeatable)")
-	secrets.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return flagExit(err)
+	c.fs.Var(&passEnv, "plugin-env", "also pass this environment `variable` to the plugin (repeatable)")
+	pos, code, ok := c.parse(args)
+	if !ok {
+		return code
 	}
-	usageErr := func(format string, a ...any) int {
-		fmt.Fprintf(env.stderr, "twoway-hsm selftest: "+format+"\n", a...)
-		fmt.Fprintln(env.stderr, "Run 'twoway-hsm selftest -h' for usage.")
-		return exitUsage
-	}
+	secrets := &c.secrets
 	switch {
-	case fs.NArg() > 0:
-		return usageErr("unexpected argument %q", fs.Arg(0))
+	case len(pos) > 0:
+		return c.fail(usagef("unexpected argument %q", safeRef(pos[0])))
 	case *ref == "":
-		return usageErr("no --key given: name the key to test, e.g. --key 'soft:file=dev-key.pem'")
+		return c.fail(usagef("no --key given: name the key to test, e.g. --key 'soft:file=dev-key.pem'"))
 	case *n < 1:
-		return usageErr("-n must be at least 1")
+		return c.fail(usagef("-n must be at least 1"))
 	case *processes < 1 || *processes > plugins.MaxProcesses:
-		return usageErr("--processes must be between 1 and %d", plugins.MaxProcesses)
+		return c.fail(usagef("--processes must be between 1 and %d", plugins.MaxProcesses))
 	case *conc < 0:
-		return usageErr("--concurrency must not be negative")
+		return c.fail(usagef("--concurrency must not be negative"))
 	case *size < 1 || *size > 16<<20:
-		return usageErr("--size must be between 1 and %d bytes", 16<<20)
+		return c.fail(usagef("--size must be between 1 and %d bytes", 16<<20))
 	}
-	kdf, kdfCanon, err := lookupAlg("kdf", *kdfFlag, rtKDFs)
+	for _, name := range passEnv {
+		if name == "" || strings.ContainsAny(name, "= ") {
+			return c.fail(usagef("--plugin-env %q: want the name of an environment variable", name))
+		}
+	}
+	kdf, err := parseKDF(*kdfFlag)
 	if err != nil {
-		return usageErr("%v", err)
+		return c.fail(usagef("--kdf: %v", err))
 	}
-	aead, aeadCanon, err := lookupAlg("aead", *aeadFlag, rtAEADs)
+	aead, err := parseAEAD(*aeadFlag)
 	if err != nil {
-		return usageErr("%v", err)
+		return c.fail(usagef("--aead: %v", err))
 	}
-	scheme, _, _ := strings.Cut(*ref, ":")
-	switch {
-	case !strings.Contains(*ref, ":"):
-		return usageErr("key reference %q has no scheme: want soft:file=PATH, pkcs11:... or tpm2:...", *ref)
-	case scheme != "soft" && scheme != "pkcs11" && scheme != "tpm2":
-		return usageErr("unknown key reference scheme %q: want soft:, pkcs11: or tpm2:", scheme+":")
-	case scheme == "soft" && (secrets.file != "" || secrets.env != ""):
-		return usageErr("--pin-file and --pin-env do not apply to a soft: key, which has no PIN")
+	scheme, err := schemeOf(*ref)
+	if err != nil {
+		return c.fail(err)
+	}
+	if scheme == schemeSoft && (secrets.file != "" || secrets.env != "") {
+		return c.fail(usagef("--pin-file and --pin-env do not apply to a soft: key, which has no PIN"))
 	}
 	if err := secrets.checkRef(*ref); err != nil {
 		if errors.Is(err, errPINInArgv) {
-			return usageErr("%v", err)
+			return c.fail(usagef("%v", err))
 		}
-		return usageErr("key reference: %v", err)
+		return c.fail(usagef("key reference: %v", err))
 	}
 	concurrency := *conc
 	if concurrency == 0 {
@@ -187,7 +164,7 @@ func runSelftest(ctx context.Context, env *environment, args []string) int {
 	// The reference and environment the plugin gets: the secret, if one is
 	// given here, travels in the environment.
 	pref, penv := *ref, []string(nil)
-	if scheme == "pkcs11" || secrets.file != "" || secrets.env != "" {
+	if scheme == schemePKCS11 || secrets.file != "" || secrets.env != "" {
 		pref, penv, err = secrets.forPlugin(env, *ref)
 		if err != nil {
 			fmt.Fprintf(env.stderr, "twoway-hsm selftest: %v\n", err)
@@ -220,8 +197,8 @@ func runSelftest(ctx context.Context, env *environment, args []string) int {
 		Backend:     key.Backend(),
 		KEM:         key.KEM().String(),
 		KEMID:       uint16(key.KEM()),
-		KDF:         kdfCanon,
-		AEAD:        aeadCanon,
+		KDF:         kdfName(kdf),
+		AEAD:        aeadName(aead),
 		MessageSize: *size,
 		Plugin:      client.Plugin(),
 		PluginPIDs:  client.PIDs(),
@@ -232,8 +209,8 @@ func runSelftest(ctx context.Context, env *environment, args []string) int {
 	}
 	runSelftestRounds(ctx, env, rt, *n, concurrency, &rep)
 
-	if *jsonOut {
-		if err := jsonTo(env.stdout, rep); err != nil {
+	if c.json {
+		if err := writeJSON(env.stdout, rep); err != nil {
 			fmt.Fprintf(env.stderr, "twoway-hsm selftest: %v\n", err)
 			return exitFailure
 		}
@@ -296,7 +273,7 @@ func runSelftestRounds(ctx context.Context, env *environment, rt *roundTripper, 
 				rep.Shapes[s.String()]++
 				if err != nil {
 					rep.Failures++
-					if why := selftestStopReason(err); why != "" && rep.Stopped == "" {
+					if why := selftestStopReason(err, rep.Backend); why != "" && rep.Stopped == "" {
 						rep.Stopped = why
 						halt.Store(true)
 					}
@@ -328,17 +305,18 @@ func runSelftestRounds(ctx context.Context, env *environment, rt *roundTripper, 
 	rep.DecapMS = latencyJSON{millis(percentile(decaps, 50)), millis(percentile(decaps, 99))}
 }
 
-// selftestStopReason says why a failed round trip ends the run, or "" to go
-// on. An error from the key's backend (the token or TPM refused) ends it:
+// selftestStopReason says why a failed round trip with a key of the backend
+// ends the run, or "" to go on. An error from the key's backend (the token or TPM refused) ends it:
 // repeating it shows nothing new, and repeating some (a wrong TPM auth
 // value) does harm. Other failures (a plugin that crashed and is restarted,
 // a plaintext that differs) are counted and the run goes on.
-func selftestStopReason(err error) string {
-	msg := err.Error()
+func selftestStopReason(err error, backend string) string {
 	switch {
-	case errors.Is(err, plugins.ErrAuth) && strings.Contains(msg, tpm2.ErrLockout.Error()):
+	// plugins.ErrAuth does not tell a TPM lockout from a wrong auth value:
+	// only the message does.
+	case errors.Is(err, plugins.ErrAuth) && strings.Contains(err.Error(), tpm2.ErrLockout.Error()):
 		return "the TPM is in dictionary-attack lockout after too many wrong auth values; wait for its lockout recovery time, or reset it with the lockout authorization (tpm2_dictionarylockout --clear-lockout)"
-	case errors.Is(err, plugins.ErrAuth) && strings.Contains(msg, "tpm2:"):
+	case errors.Is(err, plugins.ErrAuth) && backend == schemeTPM2:
 		return "the TPM rejected the key's auth value, and every wrong auth value counts towards its dictionary-attack lockout; check --pin-file, --pin-env or auth-source="
 	case errors.Is(err, plugins.ErrAuth):
 		return "the key store refused the plugin's credentials (a wrong or locked PIN or auth value); check --pin-file, --pin-env, pin-source= or auth-source="
@@ -380,9 +358,9 @@ func selftestEnviron(env *environment, ref string, extra []string) []string {
 // selftestHint says what to check when the plugin cannot start.
 func selftestHint(scheme string) string {
 	switch scheme {
-	case "pkcs11":
+	case schemePKCS11:
 		return "Check the token and key in the URI, the module-path, the PIN (--pin-file, --pin-env or pin-source=), and for SoftHSM that SOFTHSM2_CONF names the configuration holding the token. Add -v to see the plugin's log."
-	case "tpm2":
+	case schemeTPM2:
 		return "Check the key file, the tpm= transport (the TPM must be reachable and not in use by another client, as swtpm serves one at a time) and the auth value (--pin-file, --pin-env or auth-source=). Add -v to see the plugin's log."
 	default:
 		return "Check that the key file exists and holds a private key (twoway-hsm keys create makes one). Add -v to see the plugin's log."

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 
 	"github.com/twoway-hsm/twoway-hsm/plugins"
 )
@@ -32,25 +33,42 @@ type pluginStart struct {
 	log       slog.Handler
 }
 
-// startSelfPlugin starts this binary as `plugin --key REF` in
-// ps.processes processes, pinned by the checksum of the binary (as a server
-// would pin it), and returns the client and the key it serves.
-func startSelfPlugin(ctx context.Context, ps pluginStart) (*plugins.Client, *plugins.Key, error) {
+// selfBinary returns the path of this program's binary and its SHA-256,
+// computed once per process (the demo starts a plugin per backend, and the
+// client hashes the binary again at each start to check it).
+var selfBinary = sync.OnceValues(func() (selfBin, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot find this program's binary to run it as the plugin: %w", err)
+		return selfBin{}, fmt.Errorf("cannot find this program's binary to run it as the plugin: %w", err)
 	}
 	sum, err := plugins.FileChecksum(exe)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot read this program's binary to run it as the plugin: %w", err)
+		return selfBin{}, fmt.Errorf("cannot read this program's binary to run it as the plugin: %w", err)
+	}
+	return selfBin{path: exe, sum: sum}, nil
+})
+
+type selfBin struct {
+	path string
+	sum  []byte
+}
+
+// startSelfPlugin starts this binary as `plugin --key REF` in
+// ps.processes processes, pinned by the checksum the binary had when this
+// process first started a plugin (as a server would pin it), and returns the
+// client and the key it serves.
+func startSelfPlugin(ctx context.Context, ps pluginStart) (*plugins.Client, *plugins.Key, error) {
+	bin, err := selfBinary()
+	if err != nil {
+		return nil, nil, err
 	}
 	client, err := plugins.NewClientContext(ctx, plugins.Config{
-		Path:      exe,
+		Path:      bin.path,
 		Keys:      []string{ps.ref},
 		Env:       ps.env,
 		Processes: ps.processes,
 		Logger:    slog.New(ps.log),
-		Checksum:  sum,
+		Checksum:  bin.sum,
 	})
 	if err != nil {
 		// go-plugin's error for a plugin that exited during its start

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"runtime"
@@ -35,51 +34,33 @@ func Version() string {
 	return v
 }
 
-func runVersion(_ context.Context, env *environment, args []string) int {
-	fs := flag.NewFlagSet("version", flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
-	usage := func(w io.Writer) {
-		fmt.Fprintln(w, "Usage: twoway-hsm version [--json]")
-		fmt.Fprintln(w, "\nPrints the version of twoway-hsm, of Go, and the platform.")
-		fmt.Fprintln(w, "\nExamples:\n  twoway-hsm version\n  twoway-hsm version --json")
-	}
-	fs.Usage = func() {} // printed below: -h to stdout, errors to stderr
-	asJSON := fs.Bool("json", false, "print the version as a JSON document")
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			usage(env.stdout)
-		} else {
-			usage(env.stderr)
-		}
-		return flagExit(err)
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(env.stderr, "twoway-hsm version: unexpected argument %q\n", fs.Arg(0))
-		return exitUsage
-	}
-	if *asJSON {
-		v := struct {
-			Version string `json:"version"`
-			Go      string `json:"go"`
-			OS      string `json:"os"`
-			Arch    string `json:"arch"`
-			Module  string `json:"module"`
-		}{Version(), runtime.Version(), runtime.GOOS, runtime.GOARCH, "github.com/twoway-hsm/twoway-hsm"}
-		if err := writeJSON(env.stdout, v); err != nil {
-			fmt.Fprintf(env.stderr, "twoway-hsm version: %v\n", err)
-			return exitFailure
-		}
-		return exitOK
-	}
-	fmt.Fprintf(env.stdout, "twoway-hsm %s (%s, %s/%s)\n", Version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	return exitOK
-}
+const versionUsage = `Usage: twoway-hsm version [--json]
 
-// flagExit is the exit status for an error from flag.FlagSet.Parse: 0
-// after -h, 2 otherwise (the flag package has printed what was wrong).
-func flagExit(err error) int {
-	if err == flag.ErrHelp {
-		return exitOK
+Prints the version of twoway-hsm, of Go, and the platform.
+
+Examples:
+  twoway-hsm version
+  twoway-hsm version --json
+`
+
+func runVersion(_ context.Context, env *environment, args []string) int {
+	c := newCmdline(env, "version", versionUsage)
+	c.fs.BoolVar(&c.json, "json", false, "print the version as a JSON document")
+	pos, code, ok := c.parse(args)
+	if !ok {
+		return code
 	}
-	return exitUsage
+	if len(pos) > 0 {
+		return c.fail(usagef("unexpected argument %q", pos[0]))
+	}
+	v := struct {
+		Version string `json:"version"`
+		Go      string `json:"go"`
+		OS      string `json:"os"`
+		Arch    string `json:"arch"`
+		Module  string `json:"module"`
+	}{Version(), runtime.Version(), runtime.GOOS, runtime.GOARCH, "github.com/twoway-hsm/twoway-hsm"}
+	return c.output(v, func(w io.Writer) {
+		fmt.Fprintf(w, "twoway-hsm %s (%s, %s/%s)\n", v.Version, v.Go, v.OS, v.Arch)
+	})
 }
