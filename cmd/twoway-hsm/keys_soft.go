@@ -2,16 +2,12 @@ package main
 
 import (
 	"bytes"
-	"crypto/x509/pkix"
-	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-
-	"github.com/cloudflare/circl/dh/x448"
 
 	"github.com/twoway-hsm/twoway-hsm/kem"
 )
@@ -83,10 +79,6 @@ func pemKeyMaterial(path string, b []byte) (*keyMaterial, error) {
 		return nil, fmt.Errorf("%s is a TPM key file: its key is wrapped for one TPM and cannot be imported; use it as tpm2:file=%s", path, path)
 	case "ENCRYPTED PRIVATE KEY":
 		return nil, fmt.Errorf("%s is an encrypted PKCS#8 key: decrypt it first (openssl pkey -in %s), ideally onto a tmpfs, and remove the copy afterwards", path, path)
-	case "PRIVATE KEY":
-		if m, ok := x448PKCS8(blk.Bytes); ok {
-			return m, nil
-		}
 	}
 	k, err := kem.ParsePrivateKeyPEM(b)
 	if err != nil {
@@ -97,29 +89,6 @@ func pemKeyMaterial(path string, b []byte) (*keyMaterial, error) {
 		return nil, err
 	}
 	return &keyMaterial{id: k.KEM(), secret: secret}, nil
-}
-
-// x448PKCS8 decodes a PKCS#8 X448 key (RFC 8410), which crypto/x509 does
-// not.
-func x448PKCS8(der []byte) (*keyMaterial, bool) {
-	var p8 struct {
-		Version    int
-		Algorithm  pkix.AlgorithmIdentifier
-		PrivateKey []byte
-		Attributes asn1.RawValue  `asn1:"optional,tag:0"`
-		PublicKey  asn1.BitString `asn1:"optional,tag:1"`
-	}
-	rest, err := asn1.Unmarshal(der, &p8)
-	defer clear(p8.PrivateKey)
-	if err != nil || len(rest) != 0 || !p8.Algorithm.Algorithm.Equal(asn1.ObjectIdentifier{1, 3, 101, 111}) {
-		return nil, false
-	}
-	var scalar []byte
-	if rest, err := asn1.Unmarshal(p8.PrivateKey, &scalar); err != nil || len(rest) != 0 || len(scalar) != x448.Size {
-		clear(scalar)
-		return nil, false
-	}
-	return &keyMaterial{id: kem.DHKEMX448HKDFSHA512, secret: scalar}, true
 }
 
 // writeNewFile writes data to a new file with mode 0600 (key files, PIN
