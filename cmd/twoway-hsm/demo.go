@@ -17,6 +17,7 @@ import (
 	"github.com/twoway-hsm/twoway-hsm/hsm/softhsm"
 	"github.com/twoway-hsm/twoway-hsm/hsm/swtpm"
 	"github.com/twoway-hsm/twoway-hsm/internal/memscan"
+	"github.com/twoway-hsm/twoway-hsm/internal/roundtrip"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/plugins"
 )
@@ -56,7 +57,7 @@ found in the server's memory, 2 on a usage error.
 
 // demoRoundTrips is the default number of round trips per backend: each
 // shape twice.
-const demoRoundTrips = 2 * int(numShapes)
+const demoRoundTrips = 2 * int(roundtrip.NumShapes)
 
 // demoMessageSize is the size of the demo's requests and responses: a few
 // chunks when chunked.
@@ -277,7 +278,7 @@ func (d *demo) runBackend(ctx context.Context, backend, tpm string) *demoRow {
 	row.KEM = key.KEM().String()
 
 	// 3. The round trips, this process being the server (and the client).
-	rt, err := newRoundTripper(key, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM, demoMessageSize)
+	rt, err := roundtrip.New(key, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM, demoMessageSize)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -287,16 +288,16 @@ func (d *demo) runBackend(ctx context.Context, backend, tpm string) *demoRow {
 			return fail("interrupted")
 		}
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := rt.run(rctx, shape(i%int(numShapes)))
+		err := rt.Run(rctx, roundtrip.Shape(i%int(roundtrip.NumShapes)))
 		cancel()
 		row.RoundTrips++
 		if err == nil {
 			row.OK++
 		} else if firstErr == nil {
-			firstErr = fmt.Errorf("round trip %d (%s): %w", i+1, shape(i%int(numShapes)), err)
+			firstErr = fmt.Errorf("round trip %d (%s): %w", i+1, roundtrip.Shape(i%int(roundtrip.NumShapes)), err)
 		}
 	}
-	row.DecapP50MS = millis(percentile(rt.key.durations(), 50))
+	row.DecapP50MS = millis(percentile(rt.Decapsulations(), 50))
 	if firstErr != nil {
 		row.Error = firstErr.Error()
 	}
@@ -422,7 +423,7 @@ func printDemo(w io.Writer, rep *demoReport, rounds int) {
 		"process that handed this process only a masked copy; after the round trips another helper "+
 		"read this process's whole memory and searched it for the key in both byte orders. "+
 		"The last column searches the plugin process the same way: the soft plugin holds its key, "+
-		"so finding it there shows that the search works.", rounds, multiReceivers)
+		"so finding it there shows that the search works.", rounds, roundtrip.MultiReceivers)
 	if has["pkcs11"] {
 		note += " SoftHSM is software too, but keeps keys encrypted except while it uses them."
 	}

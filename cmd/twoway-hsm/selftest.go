@@ -16,6 +16,7 @@ import (
 
 	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
 	"github.com/twoway-hsm/twoway-hsm/hsm/tpm2"
+	"github.com/twoway-hsm/twoway-hsm/internal/roundtrip"
 	"github.com/twoway-hsm/twoway-hsm/plugins"
 )
 
@@ -187,7 +188,7 @@ func runSelftest(ctx context.Context, env *environment, args []string) int {
 	}
 	defer client.Close()
 
-	rt, err := newRoundTripper(key, kdf, aead, *size)
+	rt, err := roundtrip.New(key, kdf, aead, *size)
 	if err != nil {
 		fmt.Fprintf(env.stderr, "twoway-hsm selftest: the key %s: %v\n", display, err)
 		return exitFailure
@@ -237,7 +238,7 @@ func runSelftest(ctx context.Context, env *environment, args []string) int {
 
 // runSelftestRounds runs n round trips, concurrency at a time, and fills in
 // the report.
-func runSelftestRounds(ctx context.Context, env *environment, rt *roundTripper, n, concurrency int, rep *selftestReport) {
+func runSelftestRounds(ctx context.Context, env *environment, rt *roundtrip.Tripper, n, concurrency int, rep *selftestReport) {
 	var (
 		next      atomic.Int64
 		halt      atomic.Bool
@@ -257,10 +258,10 @@ func runSelftestRounds(ctx context.Context, env *environment, rt *roundTripper, 
 				if i >= n || ctx.Err() != nil || halt.Load() {
 					return
 				}
-				s := shape(i % int(numShapes))
+				s := roundtrip.Shape(i % int(roundtrip.NumShapes))
 				rctx, cancel := context.WithTimeout(ctx, selftestRoundTripTimeout)
 				t0 := time.Now()
-				err := rt.run(rctx, s)
+				err := rt.Run(rctx, s)
 				d := time.Since(t0)
 				cancel()
 				mu.Lock()
@@ -300,7 +301,7 @@ func runSelftestRounds(ctx context.Context, env *environment, rt *roundTripper, 
 		rep.PerSecond = float64(int(float64(rep.OK)/elapsed.Seconds()*10+0.5)) / 10
 	}
 	rep.RoundTripMS = latencyJSON{millis(percentile(latencies, 50)), millis(percentile(latencies, 99))}
-	decaps := rt.key.durations()
+	decaps := rt.Decapsulations()
 	rep.Decapsulations = len(decaps)
 	rep.DecapMS = latencyJSON{millis(percentile(decaps, 50)), millis(percentile(decaps, 99))}
 }
@@ -399,7 +400,7 @@ func printSelftest(w io.Writer, rep *selftestReport) {
 	row("KEM", "%s", rep.KEM)
 	row("suite", "%s, %s; %d-byte requests and responses", rep.KDF, rep.AEAD, rep.MessageSize)
 	var shapes []string
-	for s := range numShapes {
+	for s := range roundtrip.NumShapes {
 		if c := rep.Shapes[s.String()]; c > 0 {
 			shapes = append(shapes, fmt.Sprintf("%d %s", c, s))
 		}

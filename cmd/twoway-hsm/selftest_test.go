@@ -12,6 +12,7 @@ import (
 
 	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
 	"github.com/twoway-hsm/twoway-hsm/hsm/tpm2"
+	"github.com/twoway-hsm/twoway-hsm/internal/roundtrip"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/testenv"
 )
@@ -57,8 +58,8 @@ func checkSelftest(t *testing.T, r result, n int, backend string) selftestReport
 	if rep.Backend != backend || rep.KEM == "" || rep.Plugin == "" || len(rep.PluginPIDs) == 0 {
 		t.Fatalf("report: backend %q, KEM %q, plugin %q, pids %v", rep.Backend, rep.KEM, rep.Plugin, rep.PluginPIDs)
 	}
-	for s := range numShapes {
-		if want := n/int(numShapes) + btoi(int(s) < n%int(numShapes)); rep.Shapes[s.String()] != want {
+	for s := range roundtrip.NumShapes {
+		if want := n/int(roundtrip.NumShapes) + btoi(int(s) < n%int(roundtrip.NumShapes)); rep.Shapes[s.String()] != want {
 			t.Errorf("%d %s round trips; want %d", rep.Shapes[s.String()], s, want)
 		}
 	}
@@ -68,8 +69,8 @@ func checkSelftest(t *testing.T, r result, n int, backend string) selftestReport
 	}
 	// One decapsulation per one-to-one round trip, one per receiver of a
 	// one-to-many round trip.
-	multi := rep.Shapes[oneToMany.String()] + rep.Shapes[oneToManyChunked.String()]
-	if want := n - multi + multiReceivers*multi; rep.Decapsulations != want {
+	multi := rep.Shapes[roundtrip.OneToMany.String()] + rep.Shapes[roundtrip.OneToManyChunked.String()]
+	if want := n - multi + roundtrip.MultiReceivers*multi; rep.Decapsulations != want {
 		t.Errorf("%d decapsulations; want %d", rep.Decapsulations, want)
 	}
 	waitGone(t, rep.PluginPIDs...)

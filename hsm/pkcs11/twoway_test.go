@@ -14,13 +14,14 @@ import (
 	p11 "github.com/miekg/pkcs11"
 
 	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
+	"github.com/twoway-hsm/twoway-hsm/internal/roundtrip"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
 
 var _ kem.PrivateKey = (*pkcs11.Key)(nil)
 
-// TestTwowayRoundTrips opens one-to-one and one-to-many requests, chunked
+// TestTwowayRoundTrips runs one-to-one and one-to-many round trips, chunked
 // and unchunked, with the receiver key generated on the token, for every
 // curve the token supports.
 func TestTwowayRoundTrips(t *testing.T) {
@@ -32,72 +33,16 @@ func TestTwowayRoundTrips(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			kdf := map[kem.ID]hpke.KDF{kem.DHKEMP384HKDFSHA384: hpke.KDF_HKDF_SHA384, kem.DHKEMP521HKDFSHA512: hpke.KDF_HKDF_SHA512}[c.kem]
-			if kdf == 0 {
-				kdf = hpke.KDF_HKDF_SHA256
-			}
-			suite := hpke.NewSuite(hpke.KEM(c.kem), kdf, hpke.AEAD_ChaCha20Poly1305)
-			pub, err := hpke.KEM(c.kem).Scheme().UnmarshalBinaryPublicKey(key.PublicKeyBytes())
+			rt, err := roundtrip.New(key, hpke.KDF_HKDF_SHA256, hpke.AEAD_ChaCha20Poly1305, 5*roundtrip.ChunkLen+3)
 			if err != nil {
 				t.Fatal(err)
 			}
-			rcv, err := twoway.NewRequestReceiverForKey(5, key, kdf, hpke.AEAD_ChaCha20Poly1305, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			mrcv, err := twoway.NewMultiRequestReceiverForKey(5, key, kdf, hpke.AEAD_ChaCha20Poly1305, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			snd, _ := twoway.NewRequestSender(suite, 5, pub, nil)
-			for _, opts := range [][]twoway.Option{nil, {twoway.EnableChunking(), twoway.WithMaxChunkPlaintextLen(700)}} {
-				req := bytes.Repeat([]byte("request "), 800)
-				resp := bytes.Repeat([]byte("response "), 700)
-				s, _ := snd.NewRequestSealer(bytes.NewReader(req), []byte("q"), opts...)
-				ct, _ := io.ReadAll(s)
-				o, err := rcv.NewRequestOpenerContext(ctx, bytes.NewReader(ct), []byte("q"), opts...)
-				if err != nil {
-					t.Fatal(err)
+			for s := range roundtrip.NumShapes {
+				if err := rt.Run(ctx, s); err != nil {
+					t.Fatalf("%s: %v", s, err)
 				}
-				exchange(t, o, req, resp, func(rct []byte) (io.Reader, error) {
-					return s.NewResponseOpener(bytes.NewReader(rct), []byte("a"), opts...)
-				}, opts)
-
-				ms, _ := twoway.NewMultiRequestSender(suite, nil).NewRequestSealer(bytes.NewReader(req), []byte("q"), opts...)
-				mct, _ := io.ReadAll(ms)
-				ek, openResp, err := ms.EncapsulateKey(5, pub)
-				if err != nil {
-					t.Fatal(err)
-				}
-				mo, err := mrcv.NewRequestOpenerContext(ctx, ek, bytes.NewReader(mct), []byte("q"), opts...)
-				if err != nil {
-					t.Fatal(err)
-				}
-				exchange(t, mo, req, resp, func(rct []byte) (io.Reader, error) {
-					return openResp(bytes.NewReader(rct), []byte("a"), opts...)
-				}, opts)
 			}
 		})
-	}
-}
-
-func exchange(t *testing.T, o *twoway.RequestOpener, req, resp []byte, openResp func([]byte) (io.Reader, error), opts []twoway.Option) {
-	t.Helper()
-	got, err := io.ReadAll(o)
-	if err != nil || !bytes.Equal(got, req) {
-		t.Fatalf("request: %v", err)
-	}
-	rs, err := o.NewResponseSealer(bytes.NewReader(resp), []byte("a"), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rct, _ := io.ReadAll(rs)
-	r, err := openResp(rct)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := io.ReadAll(r); err != nil || !bytes.Equal(got, resp) {
-		t.Fatalf("response: %v", err)
 	}
 }
 

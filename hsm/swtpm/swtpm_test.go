@@ -17,8 +17,9 @@ import (
 // TestDetachedStopDir starts a detached instance, as "twoway-hsm env up"
 // does, and stops it from its directory alone, as "env down" does.
 func TestDetachedStopDir(t *testing.T) {
-	testenv.LookTool(t, "swtpm", "swtpm swtpm-tools")
-	testenv.LookTool(t, "swtpm_ioctl", "swtpm swtpm-tools")
+	if _, _, err := swtpm.FindBinaries(); err != nil {
+		testenv.Unavailable(t, err.Error())
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, unix := range []bool{false, true} {
@@ -55,8 +56,9 @@ func TestDetachedStopDir(t *testing.T) {
 // another process - another swtpm, or something else entirely - StopDir
 // signals nothing and just removes the stale record.
 func TestStopDirSparesReusedPid(t *testing.T) {
-	testenv.LookTool(t, "swtpm", "swtpm swtpm-tools")
-	testenv.LookTool(t, "swtpm_ioctl", "swtpm swtpm-tools")
+	if _, _, err := swtpm.FindBinaries(); err != nil {
+		testenv.Unavailable(t, err.Error())
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	start := func() *swtpm.Instance {

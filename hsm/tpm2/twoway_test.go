@@ -10,92 +10,34 @@ import (
 
 	"github.com/cloudflare/circl/hpke"
 
+	"github.com/twoway-hsm/twoway-hsm/internal/roundtrip"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
 
-// TestTwowayRoundTrips opens one-to-one and one-to-many requests, chunked
-// and unchunked, with the receiver key in the TPM, and seals the responses.
+// TestTwowayRoundTrips runs one-to-one and one-to-many round trips, chunked
+// and unchunked, with the receiver key in the TPM.
 func TestTwowayRoundTrips(t *testing.T) {
 	_, tp := startTPM(t)
 	ctx := testCtx(t)
 	for _, c := range []struct {
 		curve ecdh.Curve
-		kem   hpke.KEM
 		kdf   hpke.KDF
 	}{
-		{ecdh.P256(), hpke.KEM_P256_HKDF_SHA256, hpke.KDF_HKDF_SHA256},
-		{ecdh.P384(), hpke.KEM_P384_HKDF_SHA384, hpke.KDF_HKDF_SHA384},
+		{ecdh.P256(), hpke.KDF_HKDF_SHA256},
+		{ecdh.P384(), hpke.KDF_HKDF_SHA384},
 	} {
 		t.Run(fmt.Sprint(c.curve), func(t *testing.T) {
-			key := createKey(t, tp, c.curve)
-			suite := hpke.NewSuite(c.kem, c.kdf, hpke.AEAD_AES256GCM)
-			pub, err := c.kem.Scheme().UnmarshalBinaryPublicKey(key.PublicKeyBytes())
+			rt, err := roundtrip.New(createKey(t, tp, c.curve), c.kdf, hpke.AEAD_AES256GCM, 5*roundtrip.ChunkLen+3)
 			if err != nil {
 				t.Fatal(err)
 			}
-			rcv, err := twoway.NewRequestReceiverForKey(2, key, c.kdf, hpke.AEAD_AES256GCM, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			mrcv, err := twoway.NewMultiRequestReceiverForKey(2, key, c.kdf, hpke.AEAD_AES256GCM, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			snd, _ := twoway.NewRequestSender(suite, 2, pub, nil)
-			msnd := twoway.NewMultiRequestSender(suite, nil)
-			for _, opts := range [][]twoway.Option{nil, {twoway.EnableChunking(), twoway.WithMaxChunkPlaintextLen(1000)}} {
-				req := bytes.Repeat([]byte("request "), 1000)
-				resp := bytes.Repeat([]byte("response "), 900)
-
-				s, err := snd.NewRequestSealer(bytes.NewReader(req), []byte("q"), opts...)
-				if err != nil {
-					t.Fatal(err)
+			for s := range roundtrip.NumShapes {
+				if err := rt.Run(ctx, s); err != nil {
+					t.Fatalf("%s: %v", s, err)
 				}
-				ct, _ := io.ReadAll(s)
-				o, err := rcv.NewRequestOpenerContext(ctx, bytes.NewReader(ct), []byte("q"), opts...)
-				if err != nil {
-					t.Fatal(err)
-				}
-				checkExchange(t, o, req, resp, func(rct []byte) (io.Reader, error) {
-					return s.NewResponseOpener(bytes.NewReader(rct), []byte("a"), opts...)
-				}, opts)
-
-				ms, _ := msnd.NewRequestSealer(bytes.NewReader(req), []byte("q"), opts...)
-				mct, _ := io.ReadAll(ms)
-				ek, openResp, err := ms.EncapsulateKey(2, pub)
-				if err != nil {
-					t.Fatal(err)
-				}
-				mo, err := mrcv.NewRequestOpenerContext(ctx, ek, bytes.NewReader(mct), []byte("q"), opts...)
-				if err != nil {
-					t.Fatal(err)
-				}
-				checkExchange(t, mo, req, resp, func(rct []byte) (io.Reader, error) {
-					return openResp(bytes.NewReader(rct), []byte("a"), opts...)
-				}, opts)
 			}
 		})
-	}
-}
-
-func checkExchange(t *testing.T, o *twoway.RequestOpener, req, resp []byte, openResp func([]byte) (io.Reader, error), opts []twoway.Option) {
-	t.Helper()
-	got, err := io.ReadAll(o)
-	if err != nil || !bytes.Equal(got, req) {
-		t.Fatalf("request: %v", err)
-	}
-	rs, err := o.NewResponseSealer(bytes.NewReader(resp), []byte("a"), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rct, _ := io.ReadAll(rs)
-	r, err := openResp(rct)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := io.ReadAll(r); err != nil || !bytes.Equal(got, resp) {
-		t.Fatalf("response: %v", err)
 	}
 }
 
