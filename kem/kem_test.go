@@ -7,60 +7,16 @@ import (
 	"crypto/ecdh"
 	"crypto/hpke"
 	"crypto/mlkem"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"os"
 	"testing"
 	"time"
 
 	circlhpke "github.com/cloudflare/circl/hpke"
 
+	"github.com/twoway-hsm/twoway-hsm/internal/hpkevectors"
 	"github.com/twoway-hsm/twoway-hsm/internal/keyschedule"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 )
-
-type hexBytes []byte
-
-func (h *hexBytes) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return err
-	}
-	v, err := hex.DecodeString(s)
-	*h = v
-	return err
-}
-
-type vector struct {
-	KEM          uint16   `json:"kem_id"`
-	KDF          uint16   `json:"kdf_id"`
-	AEAD         uint16   `json:"aead_id"`
-	Info         hexBytes `json:"info"`
-	SkRm         hexBytes `json:"skRm"`
-	PkRm         hexBytes `json:"pkRm"`
-	Enc          hexBytes `json:"enc"`
-	SharedSecret hexBytes `json:"shared_secret"`
-	Exports      []struct {
-		Context hexBytes `json:"exporter_context"`
-		L       int      `json:"L"`
-		Value   hexBytes `json:"exported_value"`
-	} `json:"exports"`
-}
-
-// The RFC 9180 test vectors (mode base) are shared with the key schedule's
-// tests.
-func loadVectors(t *testing.T) []vector {
-	b, err := os.ReadFile("../internal/keyschedule/testdata/rfc9180-base.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var vs []vector
-	if err := json.Unmarshal(b, &vs); err != nil {
-		t.Fatal(err)
-	}
-	return vs
-}
 
 // ecdhOnly is an ecdh.KeyExchanger whose only capability is ECDH: it stands
 // for a hardware key.
@@ -87,7 +43,7 @@ func (e exchangerOnly) ECDHContext(ctx context.Context, peer []byte) ([]byte, er
 // exported values.
 func TestRFC9180VectorsThroughInterface(t *testing.T) {
 	n := 0
-	for _, v := range loadVectors(t) {
+	for _, v := range hpkevectors.Base(t) {
 		id := kem.ID(v.KEM)
 		soft, err := kem.NewPrivateKey(id, v.SkRm)
 		if err != nil {

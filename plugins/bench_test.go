@@ -5,31 +5,16 @@ import (
 	"crypto/ecdh"
 	"crypto/rand"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
+	"github.com/twoway-hsm/twoway-hsm/internal/latency"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/plugins"
 )
-
-// percentile returns the p-th percentile (0..100) of sorted durations.
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(float64(len(sorted)-1) * p / 100)
-	return sorted[i]
-}
-
-func reportLatency(b *testing.B, prefix string, lat []time.Duration, unit time.Duration, unitName string) {
-	slices.Sort(lat)
-	b.ReportMetric(float64(percentile(lat, 50))/float64(unit), prefix+"p50-"+unitName)
-	b.ReportMetric(float64(percentile(lat, 99))/float64(unit), prefix+"p99-"+unitName)
-}
 
 // peers returns n peer public keys on P-256.
 func peers(b *testing.B, n int) [][]byte {
@@ -94,9 +79,9 @@ func benchOverhead(b *testing.B, bk backendKeys, local kem.Exchanger) {
 		plugin = append(plugin, t2.Sub(t1))
 	}
 	b.StopTimer()
-	reportLatency(b, "inproc-", inproc, time.Microsecond, "µs")
-	reportLatency(b, "plugin-", plugin, time.Microsecond, "µs")
-	b.ReportMetric(float64(percentile(plugin, 50)-percentile(inproc, 50))/float64(time.Microsecond), "added-p50-µs")
+	in50 := latency.Report(b, "inproc-", inproc, time.Microsecond)
+	plugin50 := latency.Report(b, "plugin-", plugin, time.Microsecond)
+	b.ReportMetric(plugin50-in50, "added-p50-µs")
 }
 
 // BenchmarkThroughput measures SoftHSM P-256 ECDH throughput through the
@@ -189,7 +174,7 @@ func BenchmarkStartup(b *testing.B) {
 				c.Close()
 				b.StartTimer()
 			}
-			reportLatency(b, "", lat, time.Millisecond, "ms")
+			latency.Report(b, "", lat, time.Millisecond)
 		})
 	}
 }

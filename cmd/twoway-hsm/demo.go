@@ -16,6 +16,7 @@ import (
 
 	"github.com/twoway-hsm/twoway-hsm/hsm/softhsm"
 	"github.com/twoway-hsm/twoway-hsm/hsm/swtpm"
+	"github.com/twoway-hsm/twoway-hsm/internal/latency"
 	"github.com/twoway-hsm/twoway-hsm/internal/memscan"
 	"github.com/twoway-hsm/twoway-hsm/internal/roundtrip"
 	"github.com/twoway-hsm/twoway-hsm/kem"
@@ -297,7 +298,7 @@ func (d *demo) runBackend(ctx context.Context, backend, tpm string) *demoRow {
 			firstErr = fmt.Errorf("round trip %d (%s): %w", i+1, roundtrip.Shape(i%int(roundtrip.NumShapes)), err)
 		}
 	}
-	row.DecapP50MS = millis(percentile(rt.Decapsulations(), 50))
+	row.DecapP50MS = millis(latency.Percentile(rt.Decapsulations(), 50))
 	if firstErr != nil {
 		row.Error = firstErr.Error()
 	}

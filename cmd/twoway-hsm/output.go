@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"golang.org/x/term"
 
@@ -190,4 +192,24 @@ func absPath(path string) string {
 		return abs
 	}
 	return path
+}
+
+// millis converts a duration to milliseconds, rounded to microseconds, for
+// JSON.
+func millis(d time.Duration) float64 {
+	return math.Round(float64(d)/1e3) / 1e3
+}
+
+// fmtDuration prints a latency with a precision that suits it.
+func fmtDuration(d time.Duration) string {
+	switch {
+	case d >= 10*time.Second:
+		return d.Round(100 * time.Millisecond).String()
+	case d >= 100*time.Millisecond:
+		return fmt.Sprintf("%.0f ms", float64(d)/1e6)
+	case d >= 10*time.Millisecond:
+		return fmt.Sprintf("%.1f ms", float64(d)/1e6)
+	default:
+		return fmt.Sprintf("%.2f ms", float64(d)/1e6)
+	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
 	"github.com/twoway-hsm/twoway-hsm/hsm/tpm2"
+	"github.com/twoway-hsm/twoway-hsm/internal/latency"
 	"github.com/twoway-hsm/twoway-hsm/internal/roundtrip"
 	"github.com/twoway-hsm/twoway-hsm/plugins"
 )
@@ -300,10 +301,10 @@ func runSelftestRounds(ctx context.Context, env *environment, rt *roundtrip.Trip
 	if elapsed > 0 {
 		rep.PerSecond = float64(int(float64(rep.OK)/elapsed.Seconds()*10+0.5)) / 10
 	}
-	rep.RoundTripMS = latencyJSON{millis(percentile(latencies, 50)), millis(percentile(latencies, 99))}
+	rep.RoundTripMS = latencyJSON{millis(latency.Percentile(latencies, 50)), millis(latency.Percentile(latencies, 99))}
 	decaps := rt.Decapsulations()
 	rep.Decapsulations = len(decaps)
-	rep.DecapMS = latencyJSON{millis(percentile(decaps, 50)), millis(percentile(decaps, 99))}
+	rep.DecapMS = latencyJSON{millis(latency.Percentile(decaps, 50)), millis(latency.Percentile(decaps, 99))}
 }
 
 // selftestStopReason says why a failed round trip with a key of the backend

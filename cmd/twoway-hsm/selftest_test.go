@@ -266,22 +266,3 @@ func TestSelftestUsage(t *testing.T) {
 		}
 	}
 }
-
-func TestPercentile(t *testing.T) {
-	var ds []time.Duration
-	for i := 100; i >= 1; i-- {
-		ds = append(ds, time.Duration(i)*time.Millisecond)
-	}
-	if p := percentile(ds, 50); p != 50*time.Millisecond {
-		t.Errorf("p50 = %v", p)
-	}
-	if p := percentile(ds, 99); p != 99*time.Millisecond {
-		t.Errorf("p99 = %v", p)
-	}
-	if p := percentile(ds[:1], 99); p != time.Millisecond {
-		t.Errorf("p99 of one = %v", p)
-	}
-	if p := percentile(nil, 50); p != 0 {
-		t.Errorf("p50 of none = %v", p)
-	}
-}

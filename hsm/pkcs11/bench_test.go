@@ -2,7 +2,6 @@ package pkcs11_test
 
 import (
 	"context"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +9,7 @@ import (
 	p11 "github.com/miekg/pkcs11"
 
 	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
+	"github.com/twoway-hsm/twoway-hsm/internal/latency"
 )
 
 // BenchmarkECDH compares, in one run, an exchange through the backend
@@ -142,9 +142,7 @@ func runLatency(b *testing.B, g int, op func(g int) error) {
 	if firstErr != nil {
 		b.Fatal(firstErr)
 	}
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "p50-µs")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, "p99-µs")
+	latency.Report(b, "", lat, time.Microsecond)
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
 }
 
@@ -170,10 +168,7 @@ func runPaired(b *testing.B, names []string, ops []func() error) {
 	b.StopTimer()
 	p50 := make([]float64, len(ops))
 	for v := range ops {
-		slices.Sort(lat[v])
-		p50[v] = float64(lat[v][b.N/2].Nanoseconds()) / 1e3
-		b.ReportMetric(p50[v], names[v]+"-p50-µs")
-		b.ReportMetric(float64(lat[v][b.N*99/100].Nanoseconds())/1e3, names[v]+"-p99-µs")
+		p50[v] = latency.Report(b, names[v]+"-", lat[v], time.Microsecond)
 	}
 	for v := 1; v < len(ops); v++ {
 		b.ReportMetric(p50[v]/p50[0], names[v]+"/"+names[0]+"-p50")
@@ -227,11 +222,9 @@ func runPaired2(b *testing.B, names []string, ops []func(g int) error) {
 	b.StopTimer()
 	tput := make([]float64, len(ops))
 	for v := range ops {
-		slices.Sort(lat[v])
 		tput[v] = float64(len(lat[v])) / busy[v].Seconds()
 		b.ReportMetric(tput[v], names[v]+"-ops/s")
-		b.ReportMetric(float64(lat[v][len(lat[v])/2].Nanoseconds())/1e3, names[v]+"-p50-µs")
-		b.ReportMetric(float64(lat[v][len(lat[v])*99/100].Nanoseconds())/1e3, names[v]+"-p99-µs")
+		latency.Report(b, names[v]+"-", lat[v], time.Microsecond)
 	}
 	for v := 1; v < len(ops); v++ {
 		b.ReportMetric(tput[v]/tput[0], names[v]+"/"+names[0]+"-ops")

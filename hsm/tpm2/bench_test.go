@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
+	"github.com/twoway-hsm/twoway-hsm/internal/latency"
 	"github.com/twoway-hsm/twoway-hsm/testenv"
 )
 
@@ -127,18 +128,7 @@ func runLatency(b *testing.B, op func() error) {
 		}
 		lat = append(lat, time.Since(t0))
 	}
-	p50, p99 := percentiles(lat)
-	b.ReportMetric(p50, "p50-µs")
-	b.ReportMetric(p99, "p99-µs")
-}
-
-// percentiles sorts lat and returns its p50 and p99 in µs.
-func percentiles(lat []time.Duration) (p50, p99 float64) {
-	slices.Sort(lat)
-	pct := func(p float64) float64 {
-		return float64(lat[int(p*float64(len(lat)-1))].Nanoseconds()) / 1e3
-	}
-	return pct(0.50), pct(0.99)
+	latency.Report(b, "", lat, time.Microsecond)
 }
 
 func bareSRK(b *testing.B, tr transport.TPM) (tpm2.AuthHandle, *tpm2.TPMTPublic) {
@@ -232,10 +222,7 @@ func BenchmarkECDHPaired(b *testing.B) {
 			}
 			p50 := make([]float64, len(ops))
 			for i := range ops {
-				var p99 float64
-				p50[i], p99 = percentiles(lat[i])
-				b.ReportMetric(p50[i], names[i]+"-p50-µs")
-				b.ReportMetric(p99, names[i]+"-p99-µs")
+				p50[i] = latency.Report(b, names[i]+"-", lat[i], time.Microsecond)
 			}
 			b.ReportMetric(p50[0]/p50[1], "backend/bare-p50")
 			b.ReportMetric(p50[0]/p50[2], "backend/bare-enc-p50")

@@ -5,67 +5,12 @@ import (
 	"crypto/ecdh"
 	"crypto/hkdf"
 	"encoding/hex"
-	"encoding/json"
-	"os"
 	"testing"
 
 	"github.com/cloudflare/circl/dh/x448"
+
+	"github.com/twoway-hsm/twoway-hsm/internal/hpkevectors"
 )
-
-type hexBytes []byte
-
-func (h *hexBytes) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return err
-	}
-	v, err := hex.DecodeString(s)
-	*h = v
-	return err
-}
-
-type vector struct {
-	Mode               int      `json:"mode"`
-	KEM                uint16   `json:"kem_id"`
-	KDF                uint16   `json:"kdf_id"`
-	AEAD               uint16   `json:"aead_id"`
-	Info               hexBytes `json:"info"`
-	SkRm               hexBytes `json:"skRm"`
-	PkRm               hexBytes `json:"pkRm"`
-	Enc                hexBytes `json:"enc"`
-	SharedSecret       hexBytes `json:"shared_secret"`
-	KeyScheduleContext hexBytes `json:"key_schedule_context"`
-	BaseNonce          hexBytes `json:"base_nonce"`
-	ExporterSecret     hexBytes `json:"exporter_secret"`
-	Encryptions        []struct {
-		Seq   uint64   `json:"seq"`
-		AAD   hexBytes `json:"aad"`
-		CT    hexBytes `json:"ct"`
-		Nonce hexBytes `json:"nonce"`
-		PT    hexBytes `json:"pt"`
-	} `json:"encryptions"`
-	Exports []struct {
-		Context hexBytes `json:"exporter_context"`
-		L       int      `json:"L"`
-		Value   hexBytes `json:"exported_value"`
-	} `json:"exports"`
-}
-
-func loadVectors(t *testing.T) []vector {
-	t.Helper()
-	b, err := os.ReadFile("testdata/rfc9180-base.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var vs []vector
-	if err := json.Unmarshal(b, &vs); err != nil {
-		t.Fatal(err)
-	}
-	if len(vs) == 0 {
-		t.Fatal("no vectors")
-	}
-	return vs
-}
 
 // dh computes the raw Diffie-Hellman output from software keys, with the
 // standard library where it has the curve and circl for X448.
@@ -98,10 +43,7 @@ func dh(t *testing.T, kem uint16, sk, pk []byte) []byte {
 
 func TestRFC9180Vectors(t *testing.T) {
 	n := 0
-	for _, v := range loadVectors(t) {
-		if v.Mode != 0 {
-			continue
-		}
+	for _, v := range hpkevectors.Base(t) {
 		name := hex.EncodeToString([]byte{byte(v.KEM >> 8), byte(v.KEM), byte(v.KDF >> 8), byte(v.KDF), byte(v.AEAD >> 8), byte(v.AEAD)})
 		t.Run(name, func(t *testing.T) {
 			d, err := NewDHKEM(v.KEM)
