@@ -109,14 +109,7 @@ func (id ID) String() string {
 }
 
 // IsDH reports whether id is one of the Diffie-Hellman based KEMs.
-func (id ID) IsDH() bool {
-	switch id {
-	case DHKEMP256HKDFSHA256, DHKEMP384HKDFSHA384, DHKEMP521HKDFSHA512,
-		DHKEMX25519HKDFSHA256, DHKEMX448HKDFSHA512:
-		return true
-	}
-	return false
-}
+func (id ID) IsDH() bool { return id.DHSize() > 0 }
 
 // sizes holds Nsecret, Nenc, Npk and Nsk of RFC 9180 section 7.1, and the
 // size of the DH output (Ndh) for DHKEMs.

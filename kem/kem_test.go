@@ -244,3 +244,30 @@ func TestMarshalHardwareKeyRefused(t *testing.T) {
 		t.Fatal("an opaque key was marshalled")
 	}
 }
+
+// zeroExchanger breaks the Exchanger contract the way a token that does not
+// check for low-order points would: its Diffie-Hellman output is all zero.
+type zeroExchanger struct{ kem.Exchanger }
+
+func (z zeroExchanger) ECDHContext(context.Context, []byte) ([]byte, error) {
+	return make([]byte, z.KEM().DHSize()), nil
+}
+
+// TestAllZeroDHRefused: DHKEM refuses an all-zero Diffie-Hellman output
+// whatever the exchanger let through, so no shared secret is derived from it.
+func TestAllZeroDHRefused(t *testing.T) {
+	for _, id := range []kem.ID{kem.DHKEMP256HKDFSHA256, kem.DHKEMX25519HKDFSHA256, kem.DHKEMX448HKDFSHA512} {
+		soft, err := kem.GenerateKey(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := kem.DHKEM(zeroExchanger{soft.(kem.Exchanger)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		peer, _ := kem.GenerateKey(id)
+		if ss, err := k.DecapsulateContext(context.Background(), peer.PublicKeyBytes()); !errors.Is(err, kem.ErrInvalidPublicKey) {
+			t.Errorf("%v: shared secret %x, error %v; want ErrInvalidPublicKey", id, ss, err)
+		}
+	}
+}

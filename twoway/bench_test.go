@@ -7,13 +7,13 @@ import (
 	"crypto/rand"
 	"io"
 	"runtime"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/cloudflare/circl/hpke"
 	ref "github.com/openpcc/twoway"
 
+	"github.com/twoway-hsm/twoway-hsm/internal/latency"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
 
@@ -184,8 +184,7 @@ func pairedMedians(b *testing.B, impls []benchImpl) []time.Duration {
 	}
 	meds := make([]time.Duration, len(impls))
 	for j, d := range durs {
-		slices.Sort(d)
-		meds[j] = d[len(d)/2]
+		meds[j] = latency.Percentile(d, 50)
 	}
 	return meds
 }

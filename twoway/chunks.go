@@ -161,7 +161,7 @@ type chunkOpener struct {
 	src     io.Reader
 	ctx     openCtx
 	maxCT   int // largest sealed chunk accepted
-	initCap int
+	initCap int // first size of buf; at most maxCT, as newConfig clamps it
 
 	buf     []byte
 	pending []byte // plaintext in buf not yet returned
@@ -276,7 +276,7 @@ func (o *chunkOpener) readFull(p []byte, what string) error {
 // opens it with AAD "final".
 func (o *chunkOpener) final(p []byte) (int, error) {
 	overhead := o.ctx.Overhead()
-	buf := o.grow(min(o.initCap, o.maxCT+1))
+	buf := o.grow(o.initCap)
 	n := 0
 	for {
 		if n == len(buf) {
@@ -321,7 +321,7 @@ func (o *chunkOpener) grow(n int) []byte { return o.growKeep(n, 0) }
 // growKeep is grow that preserves the first keep bytes of the buffer.
 func (o *chunkOpener) growKeep(n, keep int) []byte {
 	if cap(o.buf) < n {
-		b := make([]byte, max(n, min(o.initCap, o.maxCT+1)))
+		b := make([]byte, max(n, o.initCap))
 		copy(b, o.buf[:keep])
 		clear(o.buf[:cap(o.buf)])
 		o.buf = b

@@ -32,9 +32,9 @@ func newSealedReader(prefix []byte, src io.Reader, ctx sealCtx, cfg *opConfig) (
 		r.chunks = newChunkSealer(src, ctx, cfg)
 		return r, nil
 	}
-	buf, n, err := readAll(src, len(prefix), ctx.Overhead(), -1, cfg.lengthHint)
+	buf, n, err := readAll(src, "plaintext", len(prefix), ctx.Overhead(), -1, cfg.lengthHint)
 	if err != nil {
-		return nil, fmt.Errorf("twoway: read plaintext: %w", err)
+		return nil, err
 	}
 	copy(buf, prefix)
 	body := buf[len(prefix) : len(prefix)+n]
@@ -109,7 +109,7 @@ func newOpenedReader(src io.Reader, ctx openCtx, cfg *opConfig, consumed int) (i
 	if hint >= 0 {
 		hint = max(hint-consumed, 0)
 	}
-	buf, n, err := readAll(src, 0, 0, cfg.maxMessageLen, hint)
+	buf, n, err := readAll(src, "ciphertext", 0, 0, cfg.maxMessageLen, hint)
 	if err != nil {
 		return nil, err
 	}
@@ -146,8 +146,9 @@ func (r *plainReader) Read(p []byte) (int, error) {
 // once into an exact buffer at the end, so that memory peaks at twice the
 // message rather than the three times that growing one slice can cost.
 // With limit >= 0, more than limit bytes is ErrMessageTooLarge, detected
-// before allocating when the length is known.
-func readAll(src io.Reader, head, tail, limit, hint int) ([]byte, int, error) {
+// before allocating when the length is known. An error of src is wrapped
+// with what was being read.
+func readAll(src io.Reader, what string, head, tail, limit, hint int) ([]byte, int, error) {
 	if hint < 0 {
 		if n, ok := sizeHint(src); ok {
 			hint = n
@@ -171,7 +172,7 @@ func readAll(src io.Reader, head, tail, limit, hint int) ([]byte, int, error) {
 		}
 		if err != nil {
 			clear(buf)
-			return nil, 0, err
+			return nil, 0, fmt.Errorf("twoway: read %s: %w", what, err)
 		}
 		// Probe for the end: an exact hint costs no reallocation.
 		var probe [1]byte
@@ -181,7 +182,7 @@ func readAll(src io.Reader, head, tail, limit, hint int) ([]byte, int, error) {
 		}
 		if err != nil && m == 0 {
 			clear(buf)
-			return nil, 0, err
+			return nil, 0, fmt.Errorf("twoway: read %s: %w", what, err)
 		}
 		// Longer than announced: go on with blocks.
 		blocks = append(blocks, buf[head:head+n], bytes.Clone(probe[:m]))
@@ -206,7 +207,7 @@ func readAll(src io.Reader, head, tail, limit, hint int) ([]byte, int, error) {
 			break
 		}
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, fmt.Errorf("twoway: read %s: %w", what, err)
 		}
 		size = min(2*size, 1<<20)
 	}

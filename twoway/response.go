@@ -19,6 +19,13 @@ type responseCtx struct {
 	aead keyschedule.AEAD
 }
 
+// The labels of the response key derivation, made once: converted at each
+// call they would cost two allocations per response.
+var (
+	responseKeyLabel   = []byte("key")
+	responseNonceLabel = []byte("nonce")
+)
+
 // nonceLen returns max(Nn, Nk), the length of a response nonce.
 func (r *responseCtx) nonceLen() int { return max(r.aead.NonceSize, r.aead.KeySize) }
 
@@ -37,12 +44,12 @@ func (r *responseCtx) stream(mediaType, responseNonce []byte) (*keyschedule.Stre
 	salt = append(append(salt, r.enc...), responseNonce...)
 	prk := r.kdf.Extract(salt, secret)
 	defer clear(prk)
-	key, err := r.kdf.Expand(prk, []byte("key"), r.aead.KeySize)
+	key, err := r.kdf.Expand(prk, responseKeyLabel, r.aead.KeySize)
 	if err != nil {
 		return nil, err
 	}
 	defer clear(key)
-	nonce, err := r.kdf.Expand(prk, []byte("nonce"), r.aead.NonceSize)
+	nonce, err := r.kdf.Expand(prk, responseNonceLabel, r.aead.NonceSize)
 	if err != nil {
 		return nil, err
 	}

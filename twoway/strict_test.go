@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/cloudflare/circl/hpke"
@@ -179,6 +180,11 @@ func TestSourceErrorReachesCaller(t *testing.T) {
 	}
 	if _, err := io.ReadAll(rs); !errors.Is(err, boom) {
 		t.Fatalf("response sealer: error %v, want the source's", err)
+	}
+	// and an unchunked opener whose ciphertext source fails says so
+	ct, _ = f.sealRequest(t, pattern(50))
+	if _, err := f.rcv.NewRequestOpener(&errAfter{ct, boom}, []byte("req")); !errors.Is(err, boom) || !strings.Contains(err.Error(), "read ciphertext") {
+		t.Fatalf("unchunked opener: error %v, want the source's, in context", err)
 	}
 }
 

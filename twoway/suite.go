@@ -188,17 +188,22 @@ func (s *suite) setupSender(pub kem.PublicKey, rnd io.Reader, info []byte) ([]by
 	if err != nil {
 		return nil, nil, fmt.Errorf("twoway: encapsulate: %w", err)
 	}
-	sc, err := s.schedule(info)
-	if err != nil {
-		clear(ss)
-		return nil, nil, err
-	}
-	ctx, err := sc.NewContext(ss)
-	clear(ss)
+	ctx, err := s.newContext(ss, info)
 	if err != nil {
 		return nil, nil, err
 	}
 	return enc, ctx, nil
+}
+
+// newContext runs the key schedule of one message on the fast path from the
+// KEM shared secret ss, and zeroes ss.
+func (s *suite) newContext(ss, info []byte) (*keyschedule.Context, error) {
+	defer clear(ss)
+	sc, err := s.schedule(info)
+	if err != nil {
+		return nil, err
+	}
+	return sc.NewContext(ss)
 }
 
 // receiverKey is how a receiver reaches its private key: a kem.PrivateKey on
@@ -228,13 +233,7 @@ func (s *suite) setupReceiver(ctx context.Context, k *receiverKey, enc, info []b
 	if err != nil {
 		return nil, fmt.Errorf("twoway: decapsulate: %w", err)
 	}
-	sc, err := s.schedule(info)
-	if err != nil {
-		clear(ss)
-		return nil, err
-	}
-	rctx, err := sc.NewContext(ss)
-	clear(ss)
+	rctx, err := s.newContext(ss, info)
 	if err != nil {
 		return nil, err
 	}

@@ -79,6 +79,15 @@ func (e ohttpExample) chunkOpts() []twoway.Option {
 	return []twoway.Option{twoway.EnableChunking()}
 }
 
+// sealOpts are the options of the example's sealers: chunked, one chunk
+// per read of the source, as the example's chunks were made.
+func (e ohttpExample) sealOpts() []twoway.Option {
+	if e.reqReads == nil {
+		return nil
+	}
+	return append(e.chunkOpts(), twoway.WithChunkPerRead())
+}
+
 // config returns the example's key configuration.
 func (e ohttpExample) config(t testing.TB) twoway.KeyConfig {
 	t.Helper()
@@ -131,11 +140,7 @@ func checkExampleReceiver(t *testing.T, e ohttpExample, rcv *twoway.RequestRecei
 	if err != nil || !bytes.Equal(got, unhex(t, e.request)) {
 		t.Fatalf("request %x, want %s: %v", got, e.request, err)
 	}
-	respOpts := e.chunkOpts()
-	if e.respReads != nil {
-		respOpts = append(respOpts, twoway.WithChunkPerRead())
-	}
-	rs, err := opener.NewResponseSealer(newReads(unhex(t, e.response), e.respReads), []byte(e.respMedia), respOpts...)
+	rs, err := opener.NewResponseSealer(newReads(unhex(t, e.response), e.respReads), []byte(e.respMedia), e.sealOpts()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,11 +164,7 @@ func TestOHTTPExamplesSender(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			opts := e.chunkOpts()
-			if e.reqReads != nil {
-				opts = append(opts, twoway.WithChunkPerRead())
-			}
-			sealer, err := snd.NewRequestSealer(newReads(unhex(t, e.request), e.reqReads), []byte(e.reqMedia), opts...)
+			sealer, err := snd.NewRequestSealer(newReads(unhex(t, e.request), e.reqReads), []byte(e.reqMedia), e.sealOpts()...)
 			if err != nil {
 				t.Fatal(err)
 			}

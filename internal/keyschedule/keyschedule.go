@@ -7,9 +7,10 @@
 // the context's AEAD to seal and open in place. This package derives exactly
 // what RFC 9180 section 5.1 derives and nothing else; the KEMs themselves
 // (encapsulation, Diffie-Hellman, ML-KEM) stay in crypto/ecdh, crypto/mlkem
-// and circl. It is checked against the RFC 9180 test vectors in testdata/,
-// and cross-checked against crypto/hpke and circl in the twoway tests. Every
-// receiver, software or hardware, goes through it.
+// and circl. It is checked against the RFC 9180 test vectors (kept in
+// internal/hpkevectors), and cross-checked against crypto/hpke and circl in
+// the kem and twoway tests. Every receiver, software or hardware, goes
+// through it.
 package keyschedule
 
 import (
@@ -331,7 +332,3 @@ func (c *Context) Export(exporterContext []byte, l int) ([]byte, error) {
 	}
 	return out, nil
 }
-
-// ExporterSecret returns the context's exporter_secret, for tests against
-// the RFC 9180 vectors.
-func (c *Context) ExporterSecret() []byte { return c.exporterSecret }

@@ -63,12 +63,19 @@ func TestRFC9180Vectors(t *testing.T) {
 				}
 				return
 			}
-			c, err := NewContext(Suite{v.KEM, v.KDF, v.AEAD}, ss, v.Info)
+			sc, err := NewSchedule(Suite{v.KEM, v.KDF, v.AEAD}, v.Info)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(c.ExporterSecret(), v.ExporterSecret) {
-				t.Fatalf("exporter secret %x, want %x", c.ExporterSecret(), v.ExporterSecret)
+			if !bytes.Equal(sc.ksc, v.KeyScheduleContext) {
+				t.Fatalf("key schedule context %x, want %x", sc.ksc, v.KeyScheduleContext)
+			}
+			c, err := sc.NewContext(ss)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(c.exporterSecret, v.ExporterSecret) {
+				t.Fatalf("exporter secret %x, want %x", c.exporterSecret, v.ExporterSecret)
 			}
 			if !bytes.Equal(c.base[:c.nn], v.BaseNonce) {
 				t.Fatalf("base nonce %x, want %x", c.base[:c.nn], v.BaseNonce)
@@ -93,7 +100,7 @@ func TestRFC9180Vectors(t *testing.T) {
 				if err != nil || !bytes.Equal(pt, e.PT) {
 					t.Fatalf("seq %d: open: %v", e.Seq, err)
 				}
-				if c.Seq() != e.Seq+1 || recv.Seq() != e.Seq+1 {
+				if c.seq != e.Seq+1 || recv.seq != e.Seq+1 {
 					t.Fatal("sequence number did not advance")
 				}
 			}
@@ -122,7 +129,7 @@ func TestOpenFailureDoesNotAdvance(t *testing.T) {
 	if _, err := c.Open(nil, make([]byte, 20), nil); err == nil {
 		t.Fatal("garbage opened")
 	}
-	if c.Seq() != 0 {
+	if c.seq != 0 {
 		t.Fatal("failed Open advanced the sequence")
 	}
 }

@@ -90,9 +90,6 @@ func (s *Stream) init(aead cipher.AEAD, baseNonce []byte) error {
 // Overhead returns Nt, the length of the authentication tag.
 func (s *Stream) Overhead() int { return s.aead.Overhead() }
 
-// Seq returns the sequence number of the next message.
-func (s *Stream) Seq() uint64 { return s.seq }
-
 func (s *Stream) computeNonce() []byte {
 	n := s.nonce[:s.nn]
 	copy(n, s.base[:s.nn])
