@@ -60,7 +60,11 @@ func (s *MultiRequestSender) NewRequestSealer(pt io.Reader, mediaType []byte, op
 	if _, err := io.ReadFull(s.rand, key); err != nil {
 		return nil, fmt.Errorf("twoway: read message key: %w", err)
 	}
-	stream, nonce, err := multiBodyStream(s.suite.aead, key, s.rand)
+	nonce := make([]byte, s.suite.aead.NonceSize)
+	if _, err := io.ReadFull(s.rand, nonce); err != nil {
+		return nil, fmt.Errorf("twoway: read body nonce: %w", err)
+	}
+	stream, err := multiBodyStream(s.suite.aead, key, nonce)
 	if err != nil {
 		return nil, err
 	}
@@ -72,18 +76,13 @@ func (s *MultiRequestSender) NewRequestSealer(pt io.Reader, mediaType []byte, op
 }
 
 // multiBodyStream returns the AEAD stream of a one-to-many body: the suite's
-// AEAD keyed with the message key, its base nonce read from nonceSrc.
-func multiBodyStream(a keyschedule.AEAD, key []byte, nonceSrc io.Reader) (*keyschedule.Stream, []byte, error) {
+// AEAD keyed with the message key, from the body's base nonce.
+func multiBodyStream(a keyschedule.AEAD, key, nonce []byte) (*keyschedule.Stream, error) {
 	aead, err := a.New(key)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	nonce := make([]byte, a.NonceSize)
-	if err := readFull(nonceSrc, nonce, "body nonce"); err != nil {
-		return nil, nil, err
-	}
-	st, err := keyschedule.NewStream(aead, nonce)
-	return st, nonce, err
+	return keyschedule.NewStream(aead, nonce)
 }
 
 // MultiRequestSealer seals one request for several receivers. It is an
@@ -217,16 +216,20 @@ func (r *receiverBase) openMulti(ctx context.Context, encapKey []byte, ct io.Rea
 	if err != nil {
 		return nil, err
 	}
+	nonce := make([]byte, r.suite.aead.NonceSize)
+	if err := readFull(ct, nonce, "body nonce"); err != nil {
+		return nil, err
+	}
 	key, err := rctx.Open(nil, sealedKey, multiKeyAAD)
 	if err != nil {
 		return nil, fmt.Errorf("%w: message key", ErrAuthentication)
 	}
-	stream, _, err := multiBodyStream(r.suite.aead, key, ct)
+	stream, err := multiBodyStream(r.suite.aead, key, nonce)
 	clear(key)
 	if err != nil {
 		return nil, err
 	}
-	body, err := newOpenedReader(ct, stream, cfg, r.suite.aead.NonceSize)
+	body, err := newOpenedReader(ct, stream, cfg, len(nonce))
 	if err != nil {
 		return nil, err
 	}

@@ -201,6 +201,16 @@ func TestMultiNilRandomness(t *testing.T) {
 	multiRoundTripWith(t, twoway.NewMultiRequestSenderWithCustomSuite(twoway.AdaptCirclHPKESuite(testSuite), nil), []multiReceiver{{1, f.pk, rcv2}}, []byte("hello"))
 }
 
+// A one-to-many sender whose random source runs dry reports a randomness
+// failure, not a truncated message.
+func TestMultiShortRandomness(t *testing.T) {
+	snd := twoway.NewMultiRequestSender(testSuite, bytes.NewReader(make([]byte, 32))) // the message key only
+	_, err := snd.NewRequestSealer(bytes.NewReader(nil), nil)
+	if err == nil || errors.Is(err, twoway.ErrTruncated) || !strings.Contains(err.Error(), "body nonce") {
+		t.Fatalf("random source exhausted after the message key: %v", err)
+	}
+}
+
 // countingReader counts what is read from it.
 type countingReader struct {
 	r io.Reader
