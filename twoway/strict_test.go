@@ -133,6 +133,27 @@ func TestChunkedTruncatedAtBoundary(t *testing.T) {
 	}
 }
 
+// Chunks in another order fail to authenticate: each is sealed under its
+// own sequence number.
+func TestReorderedChunks(t *testing.T) {
+	f := newFixture(t)
+	ct, _ := f.sealRequest(t, pattern(96), f.chunks...)
+	// header 7 + enc 32, then three chunks of 1+32+16 bytes, then the
+	// final chunk (empty: the source's EOF came after the third chunk).
+	const start, size = 39, 49
+	if len(ct) != start+3*size+1+16 {
+		t.Fatalf("sealed to %d bytes, not three full chunks and an empty final one", len(ct))
+	}
+	swapped := bytes.Clone(ct)
+	copy(swapped[start:], ct[start+size:start+2*size])
+	copy(swapped[start+size:], ct[start:start+size])
+	got, _, err := f.openRequest(swapped, "req", f.chunks...)
+	mustFail(t, "chunks 0 and 1 swapped", err, twoway.ErrAuthentication)
+	if len(got) != 0 {
+		t.Fatalf("%d bytes returned from reordered chunks", len(got))
+	}
+}
+
 // errAfter returns data, then an error together with the last bytes.
 type errAfter struct {
 	data []byte
