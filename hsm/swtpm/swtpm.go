@@ -171,10 +171,7 @@ func (in *Instance) Pid() int {
 }
 
 // Running reports whether the swtpm process is running.
-func (in *Instance) Running() bool {
-	cmd, exited := in.proc()
-	return cmd != nil && !isClosed(exited)
-}
+func (in *Instance) Running() bool { return in.Pid() != 0 }
 
 // proc returns the swtpm process last started and the channel that is
 // closed when it has exited (nil, nil before the first start).
@@ -470,7 +467,12 @@ func (in *Instance) probe() error {
 	if rc := binary.BigEndian.Uint32(hdr[6:]); rc != 0 {
 		return fmt.Errorf("TPM2_GetRandom: response code 0x%x", rc)
 	}
-	rest := make([]byte, binary.BigEndian.Uint32(hdr[2:6])-10)
+	// The answer is 10 + 2 + 8 bytes; anything else is not a TPM talking.
+	size := binary.BigEndian.Uint32(hdr[2:6])
+	if size < 10 || size > 64 {
+		return fmt.Errorf("TPM2_GetRandom: bad response size %d", size)
+	}
+	rest := make([]byte, size-10)
 	_, err = io.ReadFull(c, rest)
 	return err
 }

@@ -15,90 +15,21 @@ import (
 	"github.com/twoway-hsm/twoway-hsm/testenv"
 )
 
-// BenchmarkECDH compares, per curve and in one run, TPM2_ECDH_ZGen
-//
-//   - backend:        Key.ECDHContext (salted HMAC session with response
-//     encryption, peer validation, locking, retries);
-//   - bare-password:  go-tpm's ECDHZGen on a pre-loaded key with a plain
-//     password session (nothing encrypted: the floor);
-//   - bare-encrypted: go-tpm's ECDHZGen with its own salted HMAC session
-//     and response encryption (what the session costs, without this
-//     package).
-//
-// Each reports ns/op and the p50 and p99 latency in µs.
+// BenchmarkECDH measures Key.ECDHContext alone, per curve: salted HMAC
+// session with response encryption, peer validation, locking, retries. It
+// is the one to profile; BenchmarkECDHPaired compares it with bare go-tpm
+// calls. It reports ns/op and the p50 and p99 latency in µs.
 func BenchmarkECDH(b *testing.B) {
 	for _, curve := range allCurves {
 		b.Run(fmt.Sprint(curve), func(b *testing.B) {
 			ctx := context.Background()
-			// One key for all three, saved as a key file.
-			sw, tp, k := benchKey(b, curve)
-			pemBytes, _ := k.KeyFile()
-			k.Close()
-			tp.Close() // swtpm serves one connection at a time
+			_, _, k := benchKey(b, curve)
 			peer := softwarePeer(b, curve).PublicKey().Bytes()
-			size := k.KEM().DHSize()
-			x, y := peer[1:1+size], peer[1+size:]
-
-			b.Run("backend", func(b *testing.B) {
-				tp, err := Open(ctx, sw.Transport())
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer tp.Close()
-				k, err := tp.LoadKey(ctx, pemBytes)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer k.Close()
-				op := func() error {
-					z, err := k.ECDHContext(ctx, peer)
-					clear(z)
-					return err
-				}
-				runLatency(b, op)
+			runLatency(b, func() error {
+				z, err := k.ECDHContext(ctx, peer)
+				clear(z)
+				return err
 			})
-
-			bare := func(b *testing.B, encrypted bool) {
-				tr, err := OpenTransport(ctx, sw.Transport())
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer tr.Close()
-				srk, srkPub := bareSRK(b, tr)
-				defer flushHandle(tr, srk.Handle)
-				kf, err := parseKeyFile(pemBytes)
-				if err != nil {
-					b.Fatal(err)
-				}
-				ld, err := tpm2.Load{ParentHandle: srk, InPrivate: kf.Privkey, InPublic: kf.Pubkey}.Execute(tr)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer flushHandle(tr, ld.ObjectHandle)
-				sess := tpm2.PasswordAuth(nil)
-				if encrypted {
-					s, closeSess, err := tpm2.HMACSession(tr, tpm2.TPMAlgSHA256, 32,
-						tpm2.Salted(srk.Handle, *srkPub), tpm2.AESEncryption(128, tpm2.EncryptOut))
-					if err != nil {
-						b.Fatal(err)
-					}
-					defer closeSess()
-					sess = s
-				}
-				cmd := tpm2.ECDHZGen{
-					KeyHandle: tpm2.AuthHandle{Handle: ld.ObjectHandle, Name: ld.Name, Auth: sess},
-					InPoint: tpm2.New2B(tpm2.TPMSECCPoint{
-						X: tpm2.TPM2BECCParameter{Buffer: x},
-						Y: tpm2.TPM2BECCParameter{Buffer: y},
-					}),
-				}
-				runLatency(b, func() error {
-					_, err := cmd.Execute(tr)
-					return err
-				})
-			}
-			b.Run("bare-password", func(b *testing.B) { bare(b, false) })
-			b.Run("bare-encrypted", func(b *testing.B) { bare(b, true) })
 		})
 	}
 }
@@ -131,29 +62,22 @@ func runLatency(b *testing.B, op func() error) {
 	latency.Report(b, "", lat, time.Microsecond)
 }
 
-func bareSRK(b *testing.B, tr transport.TPM) (tpm2.AuthHandle, *tpm2.TPMTPublic) {
-	rsp, err := tpm2.CreatePrimary{
-		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
-		InPublic:      tpm2.New2B(srkTemplate()),
-	}.Execute(tr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	pub, err := rsp.OutPublic.Contents()
-	if err != nil {
-		b.Fatal(err)
-	}
-	return tpm2.AuthHandle{Handle: rsp.ObjectHandle, Name: rsp.Name, Auth: tpm2.PasswordAuth(nil)}, pub
-}
-
 func flushHandle(tr transport.TPM, h tpm2.TPMHandle) {
 	tpm2.FlushContext{FlushHandle: h}.Execute(tr)
 }
 
-// BenchmarkECDHPaired runs the three variants of BenchmarkECDH interleaved,
-// one operation of each per iteration over the same connection (the bare
-// calls borrow the backend's transport under its lock, with their own
-// loaded copy of the key), so machine load drifts affect all three alike.
+// BenchmarkECDHPaired compares, per curve, TPM2_ECDH_ZGen
+//
+//   - backend:  Key.ECDHContext, as in BenchmarkECDH;
+//   - bare:     go-tpm's ECDHZGen with a plain password session (nothing
+//     encrypted: the floor);
+//   - bare-enc: go-tpm's ECDHZGen with its own salted HMAC session and
+//     response encryption (what the session costs, without this package),
+//
+// interleaved, one operation of each per iteration over the same
+// connection (the bare calls borrow the backend's transport under its
+// lock, with their own loaded copy of the key), so machine load drifts
+// affect all three alike.
 // It reports each variant's p50 and p99 in µs and the ratios of the p50s;
 // ns/op is for the three operations together.
 func BenchmarkECDHPaired(b *testing.B) {

@@ -3,7 +3,6 @@ package tpm2
 import (
 	"context"
 	"crypto/ecdh"
-	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -90,8 +89,14 @@ func (k *Key) ecdh(ctx context.Context, peer []byte) ([]byte, error) {
 		}
 		return copyX(out, s.captured)
 	})
-	if err == nil && subtle.ConstantTimeCompare(out, make([]byte, size)) == 1 {
-		err = fmt.Errorf("%w: all-zero shared secret", kem.ErrInvalidPublicKey)
+	if err == nil {
+		var acc byte // constant time, without allocating a zero buffer
+		for _, b := range out {
+			acc |= b
+		}
+		if acc == 0 {
+			err = fmt.Errorf("%w: all-zero shared secret", kem.ErrInvalidPublicKey)
+		}
 	}
 	if err != nil {
 		clear(out)

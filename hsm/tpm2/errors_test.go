@@ -241,7 +241,8 @@ func TestPersistentHandles(t *testing.T) {
 }
 
 // TestPersistentSRK: with a storage key at 0x81000001, new keys go under it
-// and their files name it as parent.
+// and their files name it as parent; once it is evicted, new keys go under
+// the transient SRK.
 func TestPersistentSRK(t *testing.T) {
 	ctx := testCtx(t)
 	sw, tp := startTPM(t, WithTransientSRK())
@@ -279,6 +280,15 @@ func TestPersistentSRK(t *testing.T) {
 		t.Fatal(err)
 	}
 	closeKey(t, k)
+	checkECDH(t, ctx, k)
+
+	if err := tp3.EvictHandle(ctx, SRKHandle); err != nil {
+		t.Fatal(err)
+	}
+	k = createKey(t, tp3, ecdh.P256())
+	if Handle(k.blob.Parent) != ownerHierarchy {
+		t.Fatalf("after evicting the SRK: key file parent = %#x, want %v", k.blob.Parent, ownerHierarchy)
+	}
 	checkECDH(t, ctx, k)
 }
 

@@ -226,11 +226,15 @@ func (t *TPM) underSRK(ctx context.Context, op func(s *session, p *parent) error
 		if err != nil {
 			return err
 		}
-		p, err := t.c.parentFor(t.c.srk) // chosen by ensureSession
+		// Ask srkID, not the session: EvictHandle of the SRK leaves the
+		// session (salted to it) valid but the parent to be chosen again.
+		if id, err = t.c.srkID(); err != nil {
+			return err
+		}
+		p, err := t.c.parentFor(id)
 		if err != nil {
 			return err
 		}
-		id = p.id
 		return op(s, p)
 	})
 	return id, err

@@ -195,8 +195,11 @@ func escapeRef(s string) string {
 	return b.String()
 }
 
-// authOption turns an auth-source into an Option.
-func (r *KeyRef) authOption() Option {
+// AuthOption returns the Option that reads the key's auth value from the
+// reference's auth-source: [WithAuthEnv] for env:NAME, [WithAuthFile] for
+// a path or file:PATH, and nil (no auth value) when there is none. Open,
+// OpenKey and the key operations ignore a nil Option.
+func (r *KeyRef) AuthOption() Option {
 	switch src := r.AuthSource; {
 	case src == "":
 		return nil
@@ -219,7 +222,7 @@ func OpenKey(ctx context.Context, ref string, opts ...Option) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	all := append([]Option{r.authOption()}, opts...)
+	all := append([]Option{r.AuthOption()}, opts...)
 	t, err := Open(ctx, r.TPM, all...)
 	if err != nil {
 		return nil, err
