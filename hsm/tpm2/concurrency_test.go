@@ -49,7 +49,7 @@ func TestConcurrentECDH(t *testing.T) {
 	const runFor = 2 * time.Second
 	var ops atomic.Int64
 	var wg sync.WaitGroup
-	errs := make(chan error, workers+1)
+	errs := make(chan error, workers+2) // one error at most from each goroutine
 	stop := time.Now().Add(runFor)
 	for w := range workers {
 		wg.Go(func() {
