@@ -9,7 +9,6 @@ package testenv
 
 import (
 	"os"
-	"os/exec"
 	"testing"
 )
 
@@ -27,15 +26,4 @@ func Unavailable(t testing.TB, msg string) {
 		t.Fatalf("%s (%s=1, so this is a failure, not a skip)", msg, RequiredEnv)
 	}
 	t.Skip(msg)
-}
-
-// LookTool returns the path of an executable, or calls Unavailable with an
-// install hint naming the Debian package that provides it.
-func LookTool(t testing.TB, name, debianPackage string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		Unavailable(t, name+" not found in PATH; install it with: apt-get install -y "+debianPackage)
-	}
-	return p
 }

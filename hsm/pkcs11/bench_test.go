@@ -74,25 +74,21 @@ func BenchmarkECDH(b *testing.B) {
 			clear(z)
 			return err
 		}
-		withDeadline := func(int) error {
-			dctx, cancel := context.WithTimeout(ctx, time.Minute)
-			z, err := k.ECDHContext(dctx, peer)
-			cancel()
-			clear(z)
-			return err
+		withDeadline := func(k *pkcs11.Key) func(int) error {
+			return func(int) error {
+				dctx, cancel := context.WithTimeout(ctx, time.Minute)
+				z, err := k.ECDHContext(dctx, peer)
+				cancel()
+				clear(z)
+				return err
+			}
 		}
-		abandon := func(int) error {
-			dctx, cancel := context.WithTimeout(ctx, time.Minute)
-			z, err := ka.ECDHContext(dctx, peer)
-			cancel()
-			clear(z)
-			return err
-		}
+		deadline, abandon := withDeadline(k), withDeadline(ka)
 		b.Run(cv.name+"/paired", func(b *testing.B) {
 			runPaired(b, []string{"bare", "backend", "backend-deadline", "backend-abandon"}, []func() error{
 				func() error { return bare(sessions[0]) },
 				func() error { return backend(0) },
-				func() error { return withDeadline(0) },
+				func() error { return deadline(0) },
 				func() error { return abandon(0) },
 			})
 		})
@@ -104,7 +100,7 @@ func BenchmarkECDH(b *testing.B) {
 		})
 		b.Run(cv.name+"/bare", func(b *testing.B) { runLatency(b, 1, func(g int) error { return bare(sessions[g]) }) })
 		b.Run(cv.name+"/backend", func(b *testing.B) { runLatency(b, 1, backend) })
-		b.Run(cv.name+"/backend-deadline", func(b *testing.B) { runLatency(b, 1, withDeadline) })
+		b.Run(cv.name+"/backend-deadline", func(b *testing.B) { runLatency(b, 1, deadline) })
 		b.Run(cv.name+"/bare-2g", func(b *testing.B) { runLatency(b, 2, func(g int) error { return bare(sessions[g]) }) })
 		b.Run(cv.name+"/backend-2g", func(b *testing.B) { runLatency(b, 2, backend) })
 	}

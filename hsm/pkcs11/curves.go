@@ -37,26 +37,25 @@ type curve struct {
 }
 
 var (
-	curveP256   = newCurve(kem.DHKEMP256HKDFSHA256, "P-256", ecdh.P256(), asn1.ObjectIdentifier{1, 2, 840, 10045, 3, 1, 7}, 32, false)
-	curveP384   = newCurve(kem.DHKEMP384HKDFSHA384, "P-384", ecdh.P384(), asn1.ObjectIdentifier{1, 3, 132, 0, 34}, 48, false)
-	curveP521   = newCurve(kem.DHKEMP521HKDFSHA512, "P-521", ecdh.P521(), asn1.ObjectIdentifier{1, 3, 132, 0, 35}, 66, false)
-	curveX25519 = newCurve(kem.DHKEMX25519HKDFSHA256, "X25519", ecdh.X25519(), asn1.ObjectIdentifier{1, 3, 101, 110}, 32, true)
-	curveX448   = newCurve(kem.DHKEMX448HKDFSHA512, "X448", nil, asn1.ObjectIdentifier{1, 3, 101, 111}, 56, true)
+	curveP256   = newCurve(kem.DHKEMP256HKDFSHA256, "P-256", asn1.ObjectIdentifier{1, 2, 840, 10045, 3, 1, 7}, false)
+	curveP384   = newCurve(kem.DHKEMP384HKDFSHA384, "P-384", asn1.ObjectIdentifier{1, 3, 132, 0, 34}, false)
+	curveP521   = newCurve(kem.DHKEMP521HKDFSHA512, "P-521", asn1.ObjectIdentifier{1, 3, 132, 0, 35}, false)
+	curveX25519 = newCurve(kem.DHKEMX25519HKDFSHA256, "X25519", asn1.ObjectIdentifier{1, 3, 101, 110}, true)
+	curveX448   = newCurve(kem.DHKEMX448HKDFSHA512, "X448", asn1.ObjectIdentifier{1, 3, 101, 111}, true)
 
 	curves = []*curve{curveP256, curveP384, curveP521, curveX25519, curveX448}
 )
 
-func newCurve(id kem.ID, name string, c ecdh.Curve, oid asn1.ObjectIdentifier, size int, mont bool) *curve {
+// newCurve takes the crypto/ecdh curve and the sizes from the kem package.
+func newCurve(id kem.ID, name string, oid asn1.ObjectIdentifier, mont bool) *curve {
 	params, err := asn1.Marshal(oid)
 	if err != nil {
 		panic(err)
 	}
-	cv := &curve{kem: id, name: name, ecdh: c, oid: oid, params: params, size: size, montgomery: mont}
+	cv := &curve{kem: id, name: name, ecdh: id.Curve(), oid: oid, params: params,
+		size: id.DHSize(), pubLen: id.PublicKeySize(), montgomery: mont}
 	if mont {
-		cv.pubLen = size
 		cv.lowOrder = lowOrderPoints(name)
-	} else {
-		cv.pubLen = 2*size + 1
 	}
 	cv.deriveTmpl = deriveTemplate(cv)
 	return cv

@@ -64,7 +64,11 @@ var (
 )
 
 // ckr returns the PKCS#11 return value in err, or 0 when there is none.
+// A nil err costs nothing (the ECDH path classifies every outcome).
 func ckr(err error) uint {
+	if err == nil {
+		return 0
+	}
 	var e p11.Error
 	if errors.As(err, &e) {
 		return uint(e)
@@ -76,13 +80,15 @@ func ckr(err error) uint {
 func isCKR(err error, rv uint) bool { return err != nil && ckr(err) == rv }
 
 // recovery classifies an error from the module: what must be redone before
-// the operation can be tried again ([Token.recover] does it).
+// the operation can be tried again ([Token.do] logs in again,
+// [Token.recover] does the rest).
 type recovery int
 
 const (
 	recoverNone    recovery = iota // not recoverable: report it
 	recoverRetry                   // try again as is: a transient failure
 	recoverHandle                  // try again; the operation finds its object handle again
+	recoverLogin                   // log in again (all sessions share the login), then try again
 	recoverSession                 // reopen sessions and log in again
 	recoverModule                  // C_Initialize again, then reopen sessions
 )
@@ -92,9 +98,10 @@ func classify(err error) recovery {
 	case p11.CKR_CRYPTOKI_NOT_INITIALIZED:
 		return recoverModule
 	case p11.CKR_SESSION_HANDLE_INVALID, p11.CKR_SESSION_CLOSED,
-		p11.CKR_DEVICE_REMOVED, p11.CKR_TOKEN_NOT_PRESENT,
-		p11.CKR_USER_NOT_LOGGED_IN:
+		p11.CKR_DEVICE_REMOVED, p11.CKR_TOKEN_NOT_PRESENT:
 		return recoverSession
+	case p11.CKR_USER_NOT_LOGGED_IN:
+		return recoverLogin
 	case p11.CKR_KEY_HANDLE_INVALID, p11.CKR_OBJECT_HANDLE_INVALID:
 		return recoverHandle
 	case p11.CKR_GENERAL_ERROR, p11.CKR_FUNCTION_FAILED:

@@ -217,7 +217,11 @@ func (t *Token) createKey(ctx context.Context, verb string, cv *curve, ref KeyRe
 	created := false
 	err := t.do(ctx, verb+" key", func(s *session) error {
 		if created { // a retry after the pair was made: pick it up
-			return t.pickUp(s, ref, &k)
+			h, err := t.findPrivateKey(s, ref)
+			if err == nil {
+				k, err = t.newKey(s, h, ref)
+			}
+			return err
 		}
 		if err := t.keyExists(s, ref.ID); err != nil {
 			return err
@@ -234,7 +238,7 @@ func (t *Token) createKey(ctx context.Context, verb string, cv *curve, ref KeyRe
 			pubH, privH, err := create(c, s, r, pubT, privT)
 			if err != nil {
 				switch classify(err) {
-				case recoverSession, recoverModule: // the session is gone, not the route
+				case recoverLogin, recoverSession, recoverModule: // the session or the login is gone, not the route
 					return fmt.Errorf("pkcs11: %s %s key: %w", verb, cv.name, err)
 				case recoverRetry, recoverHandle:
 					if transient == nil {
@@ -248,10 +252,7 @@ func (t *Token) createKey(ctx context.Context, verb string, cv *curve, ref KeyRe
 			if cv.montgomery {
 				t.montRoute.Store(int32(r))
 			}
-			info, kcv, err := t.describeKey(s, privH)
-			if err == nil {
-				k, err = t.newKey(s, privH, info, kcv, ref)
-			}
+			k, err = t.newKey(s, privH, ref)
 			if err != nil && classify(err) == recoverNone {
 				c.DestroyObject(s.h, privH)
 				c.DestroyObject(s.h, pubH)
@@ -268,23 +269,6 @@ func (t *Token) createKey(ctx context.Context, verb string, cv *curve, ref KeyRe
 		return nil, err
 	}
 	return k, nil
-}
-
-// pickUp loads the key ref names into *k.
-func (t *Token) pickUp(s *session, ref KeyRef, k **Key) error {
-	hs, err := findObjects(t.ctx(), s, refTemplate(p11.CKO_PRIVATE_KEY, KeyRef{ID: ref.ID}))
-	if err != nil {
-		return err
-	}
-	if len(hs) != 1 {
-		return fmt.Errorf("%w: %s after creating it", ErrKeyNotFound, ref)
-	}
-	info, cv, err := t.describeKey(s, hs[0])
-	if err != nil {
-		return err
-	}
-	*k, err = t.newKey(s, hs[0], info, cv, ref)
-	return err
 }
 
 // Capability reports whether a token can generate keys for a KEM and do

@@ -1,6 +1,7 @@
 package pkcs11_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdh"
 	"crypto/rand"
@@ -111,6 +112,20 @@ func softwarePeer(t testing.TB, c ecdh.Curve) (pub []byte, agree func(tokenPub [
 			t.Fatal(err)
 		}
 		return z
+	}
+}
+
+// checkECDH runs one exchange with k (on curve c, nil for X448) and checks
+// the secret against software.
+func checkECDH(t testing.TB, k *pkcs11.Key, c ecdh.Curve) {
+	t.Helper()
+	peer, agree := softwarePeer(t, c)
+	z, err := k.ECDHContext(context.Background(), peer)
+	if err != nil {
+		t.Fatalf("%s: %v", k.URI(), err)
+	}
+	if !bytes.Equal(z, agree(k.PublicKeyBytes())) {
+		t.Fatalf("%s: wrong secret", k.URI())
 	}
 }
 

@@ -135,25 +135,33 @@ func (k *Key) handle(s *session) (p11.ObjectHandle, error) {
 	if c := k.cache.Load(); c != nil && c.gen == s.gen {
 		return c.h, nil
 	}
-	hs, err := findObjects(k.tok.ctx(), s, refTemplate(p11.CKO_PRIVATE_KEY, k.findRef))
+	h, err := k.tok.findPrivateKey(s, k.findRef)
+	if err != nil {
+		return 0, err
+	}
+	k.cache.Store(&handleCache{gen: s.gen, h: h})
+	return h, nil
+}
+
+// findPrivateKey returns the handle of the one private key ref names.
+func (t *Token) findPrivateKey(s *session, ref KeyRef) (p11.ObjectHandle, error) {
+	hs, err := findObjects(t.ctx(), s, refTemplate(p11.CKO_PRIVATE_KEY, ref))
 	if err != nil {
 		return 0, err
 	}
 	switch len(hs) {
+	case 1:
+		return hs[0], nil
 	case 0:
-		if k.tok.needLogin && !k.tok.loggedIn(s) {
+		if t.needLogin && !t.loggedIn(s) {
 			// Private objects are invisible when the login was lost (a
 			// C_Logout behind our back): that calls for a new login, not
 			// for "not found".
-			return 0, fmt.Errorf("pkcs11: find key %s: %w", k.findRef, p11.Error(p11.CKR_USER_NOT_LOGGED_IN))
+			return 0, fmt.Errorf("pkcs11: find key %s: %w", ref, p11.Error(p11.CKR_USER_NOT_LOGGED_IN))
 		}
-		return 0, fmt.Errorf("%w: %s is no longer on token %q", ErrKeyNotFound, k.findRef, k.tok.info.Label)
-	case 1:
-	default:
-		return 0, fmt.Errorf("%w: %s now matches %d keys on token %q", ErrKeyAmbiguous, k.findRef, len(hs), k.tok.info.Label)
+		return 0, fmt.Errorf("%w: no private key with %s on token %q", ErrKeyNotFound, ref, t.info.Label)
 	}
-	k.cache.Store(&handleCache{gen: s.gen, h: hs[0]})
-	return hs[0], nil
+	return 0, fmt.Errorf("%w: %d private keys with %s on token %q", ErrKeyAmbiguous, len(hs), ref, t.info.Label)
 }
 
 var privateKeyAttrTypes = []uint{
@@ -337,8 +345,13 @@ func (c *curve) fromSPKI(der []byte) ([]byte, bool) {
 	return raw, true
 }
 
-// newKey turns a described, usable key into a Key.
-func (t *Token) newKey(s *session, h p11.ObjectHandle, info KeyInfo, cv *curve, ref KeyRef) (*Key, error) {
+// newKey describes private key h, which ref names, and makes a Key of it
+// if it is usable.
+func (t *Token) newKey(s *session, h p11.ObjectHandle, ref KeyRef) (*Key, error) {
+	info, cv, err := t.describeKey(s, h)
+	if err != nil {
+		return nil, err
+	}
 	if info.Unusable != nil {
 		return nil, fmt.Errorf("pkcs11: key %s on token %q: %w", ref, t.info.Label, info.Unusable)
 	}
@@ -371,25 +384,11 @@ func (t *Token) FindKey(ctx context.Context, ref KeyRef) (*Key, error) {
 	}
 	var k *Key
 	err := t.do(ctx, "find key", func(s *session) error {
-		hs, err := findObjects(t.ctx(), s, refTemplate(p11.CKO_PRIVATE_KEY, ref))
+		h, err := t.findPrivateKey(s, ref)
 		if err != nil {
 			return err
 		}
-		switch len(hs) {
-		case 0:
-			if t.needLogin && !t.loggedIn(s) {
-				return fmt.Errorf("pkcs11: find key %s: %w", ref, p11.Error(p11.CKR_USER_NOT_LOGGED_IN))
-			}
-			return fmt.Errorf("%w: no private key with %s on token %q", ErrKeyNotFound, ref, t.info.Label)
-		case 1:
-		default:
-			return fmt.Errorf("%w: %d private keys with %s on token %q", ErrKeyAmbiguous, len(hs), ref, t.info.Label)
-		}
-		info, cv, err := t.describeKey(s, hs[0])
-		if err != nil {
-			return err
-		}
-		k, err = t.newKey(s, hs[0], info, cv, ref)
+		k, err = t.newKey(s, h, ref)
 		return err
 	})
 	if err != nil {

@@ -28,8 +28,9 @@ type moduleState struct {
 
 	mu   sync.Mutex // guards refs and C_Initialize/C_Finalize
 	refs int
-	// gen counts initialisations; sessions and object handles from an older
-	// generation are stale.
+	// gen counts the initialisations this package made. Sessions and
+	// object handles from before one are dead, and the module hands their
+	// numbers out again: a Token that sees gen change recovers.
 	gen atomic.Uint64
 }
 
@@ -94,13 +95,15 @@ func OpenModule(path string) (*Module, error) {
 }
 
 // initializeLocked calls C_Initialize, accepting an already initialised
-// module, and starts a new generation. st.mu must be held.
+// module; a new initialisation starts a new generation. st.mu must be held.
 func (st *moduleState) initializeLocked() error {
 	err := st.ctx.Initialize()
-	if err != nil && !isCKR(err, p11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+	switch {
+	case err == nil:
+		st.gen.Add(1)
+	case !isCKR(err, p11.CKR_CRYPTOKI_ALREADY_INITIALIZED):
 		return fmt.Errorf("pkcs11: C_Initialize %s: %w", st.path, err)
 	}
-	st.gen.Add(1)
 	return nil
 }
 
@@ -150,7 +153,6 @@ func (m *Module) Close() error {
 	if st.refs > 0 {
 		return nil
 	}
-	st.gen.Add(1)
 	err := st.ctx.Finalize()
 	if err != nil && !isCKR(err, p11.CKR_CRYPTOKI_NOT_INITIALIZED) {
 		return fmt.Errorf("pkcs11: C_Finalize %s: %w", st.path, err)

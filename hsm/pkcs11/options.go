@@ -11,8 +11,8 @@ const (
 	// WithPoolSize is not given (before clamping to the token's limit).
 	DefaultPoolSize = 4
 	// DefaultMaxRetries is how many times an operation is retried after
-	// recovering the module, the sessions or a key handle, or after a
-	// transient failure.
+	// recovering the module, the sessions, the login or a key handle, or
+	// after a transient failure.
 	DefaultMaxRetries = 3
 	// DefaultTimeout is the timeout of the context [Key.ECDH] uses, since it
 	// takes none.
@@ -86,8 +86,8 @@ func WithPoolSize(n int) Option { return func(o *options) { o.poolSize = n } }
 func WithStrict(strict bool) Option { return func(o *options) { o.strict = strict } }
 
 // WithMaxRetries bounds how many times an operation is retried after a
-// recoverable failure (session closed, token removed, module finalised,
-// stale object handle, CKR_GENERAL_ERROR or CKR_FUNCTION_FAILED).
+// recoverable failure (session closed, login lost, token removed, module
+// finalised, stale object handle, CKR_GENERAL_ERROR or CKR_FUNCTION_FAILED).
 func WithMaxRetries(n int) Option { return func(o *options) { o.maxRetries = n } }
 
 // WithTimeout sets the timeout of the context [Key.ECDH] runs each exchange

@@ -26,12 +26,12 @@ func resolvePIN(o *options, u *URI) (pin string, ok bool, err error) {
 	case o.pinFile != "":
 		pin, err := pinFromSource(o.pinFile)
 		return pin, true, err
-	case u != nil && u.HasPINValue:
+	case u.HasPINValue:
 		if u.pinValue == "" {
 			return "", true, fmt.Errorf("%w: empty pin-value in URI", ErrPINSource)
 		}
 		return u.pinValue, true, nil
-	case u != nil && u.PINSource != "":
+	case u.PINSource != "":
 		pin, err := pinFromSource(u.PINSource)
 		return pin, true, err
 	}

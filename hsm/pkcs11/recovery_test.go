@@ -81,15 +81,7 @@ func TestRecovery(t *testing.T) {
 			check := func() {
 				t.Helper()
 				for _, c := range dhCurves[:4] {
-					k := keys[c.name]
-					peer, agree := softwarePeer(t, c.ecdh)
-					z, err := k.ECDHContext(ctx, peer)
-					if err != nil {
-						t.Fatalf("%s: %v", c.name, err)
-					}
-					if !bytes.Equal(z, agree(k.PublicKeyBytes())) {
-						t.Fatalf("%s: wrong secret", c.name)
-					}
+					checkECDH(t, keys[c.name], c.ecdh)
 				}
 			}
 			check()
@@ -147,4 +139,41 @@ func TestRecoveryGivesUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok2.Close()
+}
+
+// TestRecoveryAcrossTokens has two Tokens on one token (one module) and
+// finalises the module behind their back. The first Token to notice
+// initialises the module again; the other must then recover too, rather
+// than run on session and object handles that the new initialisation hands
+// out again, to other sessions and other keys.
+func TestRecoveryAcrossTokens(t *testing.T) {
+	var logsB logBuffer
+	// B opens its first session first: A's first session after the new
+	// initialisation gets B's old session number.
+	sh, tokB := openToken(t, pkcs11.WithLogger(slog.New(slog.NewTextHandler(&logsB, nil))))
+	ctx := context.Background()
+	tokA, err := pkcs11.OpenToken(ctx, sh.URI())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tokA.Close()
+	kB, err := tokB.GenerateKey(ctx, kem.DHKEMP256HKDFSHA256, pkcs11.KeyRef{ID: []byte{0xb}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kA, err := tokA.GenerateKey(ctx, kem.DHKEMP256HKDFSHA256, pkcs11.KeyRef{ID: []byte{0xa}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkECDH(t, kA, ecdh.P256())
+	checkECDH(t, kB, ecdh.P256())
+	if err := tokA.Module().Ctx().Finalize(); err != nil {
+		t.Fatal(err)
+	}
+	checkECDH(t, kA, ecdh.P256()) // A initialises the module again
+	checkECDH(t, kB, ecdh.P256())
+	checkECDH(t, kA, ecdh.P256())
+	if !strings.Contains(logsB.String(), "token recovered") {
+		t.Fatalf("the second Token did not recover:\n%s", logsB.String())
+	}
 }

@@ -45,13 +45,15 @@ type TokenInfo struct {
 // interrupted); [WithAbandonOnCancel] lets ECDH return on time anyway.
 //
 // When the module reports that sessions are gone (CKR_SESSION_HANDLE_INVALID,
-// CKR_SESSION_CLOSED, CKR_USER_NOT_LOGGED_IN), the token went away
-// (CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT) or the module was finalised
-// (CKR_CRYPTOKI_NOT_INITIALIZED), the Token recovers: it initialises the
+// CKR_SESSION_CLOSED), the token went away (CKR_DEVICE_REMOVED,
+// CKR_TOKEN_NOT_PRESENT) or the module was finalised
+// (CKR_CRYPTOKI_NOT_INITIALIZED), or another Token of the process
+// initialised the module again, the Token recovers: it initialises the
 // module again if needed, finds its token again by label, serial,
 // manufacturer and model (never by slot id), opens new sessions, logs in
-// again, and keys find their objects again by CKA_ID. A stale object handle
-// is found again, and CKR_GENERAL_ERROR and CKR_FUNCTION_FAILED (which
+// again, and keys find their objects again by CKA_ID. A lost login
+// (CKR_USER_NOT_LOGGED_IN) is logged in again, a stale object handle is
+// found again, and CKR_GENERAL_ERROR and CKR_FUNCTION_FAILED (which
 // SoftHSM2 gives now and then under concurrent use) are retried after a
 // pause. It retries at most the configured number of times
 // ([WithMaxRetries]) and then fails with [ErrTokenUnavailable].
@@ -66,6 +68,7 @@ type Token struct {
 	mu        sync.Mutex // serialises recoveries and the mechanism cache
 	slot      atomic.Uint64
 	gen       atomic.Uint64
+	modGen    atomic.Uint64 // the module generation (moduleState.gen) of the sessions
 	mechs     map[uint]bool
 	montRoute atomic.Int32 // Route that made or took a Montgomery key, 0 if none yet
 	// peerWrapped is set once the token refused a raw peer point in
@@ -174,6 +177,7 @@ func openToken(ctx context.Context, u *URI, o options) (*Token, error) {
 	}
 	t.slot.Store(uint64(slot))
 	t.gen.Store(1)
+	t.modGen.Store(mod.st.gen.Load())
 	t.pool = newSessionPool(size)
 
 	// Open the first session and log in now, so that a wrong PIN fails here.
@@ -213,8 +217,11 @@ func (t *Token) Close() error {
 	close(t.done)
 	t.closeMu.Unlock()
 	t.wg.Wait()
+	gen := t.gen.Load()
 	for _, s := range t.pool.drain() {
-		t.closeSession(s)
+		if s.gen == gen { // see putSession
+			t.closeSession(s)
+		}
 	}
 	return t.mod.Close()
 }
@@ -322,8 +329,7 @@ func (s TokenSelector) describe() string {
 	return d
 }
 
-// openSession opens a read-write session on the current slot and logs in
-// (once per token: CKR_USER_ALREADY_LOGGED_IN is fine).
+// openSession opens a read-write session on the current slot and logs in.
 func (t *Token) openSession() (*session, error) {
 	gen := t.gen.Load()
 	c := t.ctx()
@@ -331,13 +337,24 @@ func (t *Token) openSession() (*session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pkcs11: open session on token %q: %w", t.info.Label, err)
 	}
-	if t.needLogin {
-		if err := c.Login(h, p11.CKU_USER, t.pin); err != nil && !isCKR(err, p11.CKR_USER_ALREADY_LOGGED_IN) {
-			c.CloseSession(h)
-			return nil, loginError(t.info.Label, err)
-		}
+	if err := t.login(h); err != nil {
+		c.CloseSession(h)
+		return nil, err
 	}
 	return &session{h: h, gen: gen}, nil
+}
+
+// login logs in as the user on session h, if the token needs a login. All
+// of the process's sessions with the token share one login, so
+// CKR_USER_ALREADY_LOGGED_IN is fine.
+func (t *Token) login(h p11.SessionHandle) error {
+	if !t.needLogin {
+		return nil
+	}
+	if err := t.ctx().Login(h, p11.CKU_USER, t.pin); err != nil && !isCKR(err, p11.CKR_USER_ALREADY_LOGGED_IN) {
+		return loginError(t.info.Label, err)
+	}
+	return nil
 }
 
 func (t *Token) closeSession(s *session) { _ = t.ctx().CloseSession(s.h) }
@@ -357,7 +374,7 @@ func (t *Token) getSession(ctx context.Context) (*session, error) {
 		if s.gen == gen {
 			return s, nil
 		}
-		t.closeSession(s)
+		// From before a recovery: dropped, see putSession.
 	}
 	s, err := t.openSession()
 	if err != nil {
@@ -368,20 +385,13 @@ func (t *Token) getSession(ctx context.Context) (*session, error) {
 }
 
 // putSession returns a session after an operation that ended with err. A
-// session whose handle the module declared dead is dropped without
-// C_CloseSession: after a re-initialisation its number may belong to
-// another session now.
+// session the module declared dead, or one from before a recovery (which
+// happens only when sessions died), is dropped without C_CloseSession: the
+// module hands dead session numbers out again, so closing one could close
+// a live session.
 func (t *Token) putSession(s *session, err error) {
 	defer t.pool.release()
-	switch classify(err) {
-	case recoverSession, recoverModule:
-		if isCKR(err, p11.CKR_USER_NOT_LOGGED_IN) {
-			t.closeSession(s) // alive, just logged out
-		}
-		return
-	}
-	if s.gen != t.gen.Load() {
-		t.closeSession(s)
+	if rec := classify(err); rec == recoverSession || rec == recoverModule || s.gen != t.gen.Load() {
 		return
 	}
 	t.pool.push(s)
@@ -410,8 +420,13 @@ func (t *Token) do(ctx context.Context, op string, fn func(*session) error) erro
 				return err
 			}
 		}
+		if needRecover == recoverNone && t.mod.st.gen.Load() != t.modGen.Load() {
+			// Another Token initialised the module again: our sessions
+			// and object handles are dead, and their numbers reused.
+			needRecover, failGen = recoverSession, t.gen.Load()
+		}
 		if needRecover != recoverNone {
-			if err := t.recover(needRecover, failGen, last); err != nil {
+			if err := t.recover(needRecover, failGen); err != nil {
 				if classify(err) == recoverModule {
 					needRecover = recoverModule
 				}
@@ -424,6 +439,12 @@ func (t *Token) do(ctx context.Context, op string, fn func(*session) error) erro
 		if err == nil {
 			failGen = s.gen
 			err = fn(s)
+			if err != nil && classify(err) == recoverLogin {
+				// Someone logged the process out (C_Logout).
+				if lerr := t.login(s.h); lerr != nil {
+					err = lerr
+				}
+			}
 			t.putSession(s, err)
 			if err == nil {
 				return nil
@@ -443,13 +464,14 @@ func (t *Token) do(ctx context.Context, op string, fn func(*session) error) erro
 	}
 	// Out of attempts: still leave the Token recovered for the next call.
 	if needRecover != recoverNone {
-		_ = t.recover(needRecover, failGen, last)
+		_ = t.recover(needRecover, failGen)
 	}
 	return fmt.Errorf("%w: token %q: %s gave up after %d attempts: %w", ErrTokenUnavailable, t.info.Label, op, attempts, last)
 }
 
-// backoff pauses before a retry when the token itself is missing; other
-// failures are retried at once.
+// backoff pauses before a retry, except after a failure the Token has
+// already dealt with (lost sessions, login or initialisation, a stale
+// handle), which is retried at once.
 func (t *Token) backoff(ctx context.Context, attempt int, cause error) error {
 	switch ckr(cause) {
 	case p11.CKR_SESSION_HANDLE_INVALID, p11.CKR_SESSION_CLOSED, p11.CKR_USER_NOT_LOGGED_IN,
@@ -472,13 +494,14 @@ func (t *Token) backoff(ctx context.Context, attempt int, cause error) error {
 	}
 }
 
-// recover brings the Token back after a failure seen in generation gen:
-// re-initialise the module if needed, drop the idle sessions, find the token
-// again, and start a new generation (new sessions log in again; keys find
-// their handles again). Only one goroutine recovers a generation. A stale
-// handle or a transient failure needs nothing of the Token: the operation
-// finds its handle again or is simply tried again.
-func (t *Token) recover(rec recovery, gen uint64, cause error) error {
+// recover brings the Token back after its sessions died in generation gen:
+// re-initialise the module if needed, drop the idle sessions (see
+// putSession), find the token again, and start a new generation (new
+// sessions log in again; keys find their handles again). Only one
+// goroutine recovers a generation. A stale handle, a lost login or a
+// transient failure needs nothing of the Token: the operation finds its
+// handle again, logs in again or is simply tried again.
+func (t *Token) recover(rec recovery, gen uint64) error {
 	if rec != recoverSession && rec != recoverModule {
 		return nil
 	}
@@ -487,27 +510,26 @@ func (t *Token) recover(rec recovery, gen uint64, cause error) error {
 	if t.gen.Load() != gen {
 		return nil // someone else recovered already
 	}
-	closeOld := isCKR(cause, p11.CKR_USER_NOT_LOGGED_IN)
-	for _, s := range t.pool.drain() {
-		if closeOld {
-			t.closeSession(s)
-		}
-	}
+	t.pool.drain()
+	st := t.mod.st
 	if rec == recoverModule {
-		if err := t.mod.st.ensureInitialized(); err != nil {
+		if err := st.ensureInitialized(); err != nil {
 			return err
 		}
 	}
+	modGen := st.gen.Load()
 	slot, _, err := t.mod.findToken(t.selector())
 	if isCKR(err, p11.CKR_CRYPTOKI_NOT_INITIALIZED) {
-		if err := t.mod.st.ensureInitialized(); err != nil {
+		if err := st.ensureInitialized(); err != nil {
 			return err
 		}
+		modGen = st.gen.Load()
 		slot, _, err = t.mod.findToken(t.selector())
 	}
 	if err != nil {
 		return err
 	}
+	t.modGen.Store(modGen)
 	t.slot.Store(uint64(slot))
 	t.mechs = nil
 	t.gen.Add(1)
