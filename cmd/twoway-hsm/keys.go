@@ -39,8 +39,9 @@ References (the scheme picks the backend):
       a private key in a file: development only
 
 PINs (and TPM auth values) come from --pin-file FILE, --pin-env NAME,
-pin-source=file:PATH or pin-source=env:NAME in the URI, or a prompt on a
-terminal; never from the command line unless --insecure-pin is given.
+pin-source=file:PATH or pin-source=env:NAME in the URI (auth-source= for
+TPM keys), or, for a PKCS#11 PIN, a prompt on a terminal; never from the
+command line unless --insecure-pin is given.
 
 Examples:
   twoway-hsm keys create 'pkcs11:token=dev;id=%01;object=gw' --kem p256 --pin-file dev.pin
@@ -159,21 +160,26 @@ func (c *cmdline) parse(args []string) ([]string, int, bool) {
 	}
 }
 
-// oneRef parses the arguments of a command that takes exactly one REF.
-func (c *cmdline) oneRef(args []string) (string, int, bool) {
+// oneRef parses the arguments of a command that takes exactly one REF and
+// returns it with its scheme.
+func (c *cmdline) oneRef(args []string) (ref, scheme string, code int, ok bool) {
 	pos, code, ok := c.parse(args)
 	if !ok {
-		return "", code, false
+		return "", "", code, false
 	}
 	switch {
 	case len(pos) == 0:
-		return "", c.fail(usagef("missing key reference (REF)")), false
+		return "", "", c.fail(usagef("missing key reference (REF)")), false
 	case len(pos) > 1:
-		return "", c.fail(usagef("unexpected argument %q after the reference", safeRef(pos[1]))), false
+		return "", "", c.fail(usagef("unexpected argument %q after the reference", safeRef(pos[1]))), false
 	case pos[0] == "":
-		return "", c.fail(usagef("empty key reference")), false
+		return "", "", c.fail(usagef("empty key reference")), false
 	}
-	return pos[0], 0, true
+	scheme, err := schemeOf(pos[0])
+	if err != nil {
+		return "", "", c.fail(err), false
+	}
+	return pos[0], scheme, 0, true
 }
 
 // fail reports err and returns the exit status: 2 with the usage for a
@@ -357,7 +363,7 @@ func runKeysMake(ctx context.Context, env *environment, args []string, imp bool)
 		c.fs.StringVar(&from, "from", "", "the private key file to import")
 	}
 	kemName := c.fs.String("kem", "", kemHelp)
-	ref, code, ok := c.oneRef(args)
+	ref, scheme, code, ok := c.oneRef(args)
 	if !ok {
 		return code
 	}
@@ -368,15 +374,11 @@ func runKeysMake(ctx context.Context, env *environment, args []string, imp bool)
 		return c.fail(usagef("missing --kem (e.g. --kem p256)"))
 	}
 	var id kem.ID
+	var err error
 	if *kemName != "" {
-		var err error
 		if id, err = parseKEM(*kemName); err != nil {
 			return c.fail(err)
 		}
-	}
-	scheme, err := schemeOf(ref)
-	if err != nil {
-		return c.fail(err)
 	}
 	var m *keyMaterial // nil: generate the key
 	if imp {
@@ -433,15 +435,12 @@ Examples:
 func runKeysList(ctx context.Context, env *environment, args []string) int {
 	c := newSecretCmd(env, "keys list", keysListUsage)
 	c.addJSON()
-	ref, code, ok := c.oneRef(args)
+	ref, scheme, code, ok := c.oneRef(args)
 	if !ok {
 		return code
 	}
-	scheme, err := schemeOf(ref)
-	if err != nil {
-		return c.fail(err)
-	}
 	var l *listView
+	var err error
 	switch scheme {
 	case schemePKCS11:
 		l, err = c.pkcs11List(ctx, ref)
@@ -472,31 +471,24 @@ Examples:
 func runKeysShow(ctx context.Context, env *environment, args []string) int {
 	c := newSecretCmd(env, "keys show", keysShowUsage)
 	c.addJSON()
-	ref, code, ok := c.oneRef(args)
+	ref, scheme, code, ok := c.oneRef(args)
 	if !ok {
 		return code
 	}
-	v, err := c.showRef(ctx, ref)
+	var v *keyView
+	var err error
+	switch scheme {
+	case schemePKCS11:
+		v, err = c.pkcs11Show(ctx, ref)
+	case schemeTPM2:
+		v, err = c.tpm2Show(ctx, ref)
+	case schemeSoft:
+		v, err = c.softShow(ref)
+	}
 	if err != nil {
 		return c.fail(err)
 	}
 	return c.output(v, func(w io.Writer) { printKey(w, v) })
-}
-
-// showRef describes the key a reference names.
-func (c *secretCmd) showRef(ctx context.Context, ref string) (*keyView, error) {
-	scheme, err := schemeOf(ref)
-	if err != nil {
-		return nil, err
-	}
-	switch scheme {
-	case schemePKCS11:
-		return c.pkcs11Show(ctx, ref)
-	case schemeTPM2:
-		return c.tpm2Show(ctx, ref)
-	default:
-		return c.softShow(ref)
-	}
 }
 
 const keysDeleteUsage = `Usage: twoway-hsm keys delete REF [--yes] [flags]
@@ -520,13 +512,9 @@ func runKeysDelete(ctx context.Context, env *environment, args []string) int {
 	c := newSecretCmd(env, "keys delete", keysDeleteUsage)
 	c.addJSON()
 	yes := c.fs.Bool("yes", false, "delete without asking")
-	ref, code, ok := c.oneRef(args)
+	ref, scheme, code, ok := c.oneRef(args)
 	if !ok {
 		return code
-	}
-	scheme, err := schemeOf(ref)
-	if err != nil {
-		return c.fail(err)
 	}
 	confirm := func(v *keyView) error {
 		if *yes {
@@ -543,6 +531,7 @@ func runKeysDelete(ctx context.Context, env *environment, args []string) int {
 		return nil
 	}
 	var d *deleteView
+	var err error
 	switch scheme {
 	case schemePKCS11:
 		d, err = c.pkcs11Delete(ctx, ref, confirm)

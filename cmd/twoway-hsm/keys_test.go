@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/ecdh"
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
@@ -363,21 +364,21 @@ func TestKeysTPM2(t *testing.T) {
 	if imp.PublicKey != hex.EncodeToString(priv.PublicKey().Bytes()) {
 		t.Fatalf("imported %+v", imp)
 	}
-	ec384, err := ecdh.P384().GenerateKey(rand.Reader)
+	ec384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ecdsaKey, err := x509.ParsePKCS8PrivateKey(mustPKCS8(t, ec384))
+	der, err := x509.MarshalECPrivateKey(ec384)
 	if err != nil {
 		t.Fatal(err)
 	}
-	der, err := x509.MarshalECPrivateKey(ecdsaKey.(*ecdsa.PrivateKey))
+	ecdh384, err := ec384.ECDH()
 	if err != nil {
 		t.Fatal(err)
 	}
 	sec1 := writeRaw(t, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
 	imp = keyJSON(t, nil, "keys", "import", "tpm2:file="+filepath.Join(dir, "imported384.pem")+"?tpm="+tr, "--from", sec1)
-	if imp.PublicKey != hex.EncodeToString(ec384.PublicKey().Bytes()) {
+	if imp.PublicKey != hex.EncodeToString(ecdh384.PublicKey().Bytes()) {
 		t.Fatalf("imported P-384 %+v", imp)
 	}
 
@@ -404,15 +405,6 @@ func TestKeysTPM2(t *testing.T) {
 	if _, err := os.Stat(other); err != nil {
 		t.Fatal("a non-key file was deleted")
 	}
-}
-
-func mustPKCS8(t *testing.T, k *ecdh.PrivateKey) []byte {
-	t.Helper()
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
 }
 
 func TestKeysSoft(t *testing.T) {

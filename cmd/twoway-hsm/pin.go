@@ -24,7 +24,7 @@ type secretFlags struct {
 }
 
 func (s *secretFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&s.file, "pin-file", "", "read the PKCS#11 PIN (or TPM key auth value) from this file")
+	fs.StringVar(&s.file, "pin-file", "", "read the PKCS#11 PIN (or TPM key auth value) from this file (one trailing line break is ignored)")
 	fs.StringVar(&s.env, "pin-env", "", "read the PKCS#11 PIN (or TPM key auth value) from this environment variable")
 	fs.BoolVar(&s.insecure, "insecure-pin", false, "accept a pin-value in a PKCS#11 URI (it is visible in the process list and shell history)")
 }
@@ -73,7 +73,10 @@ func (s *secretFlags) secret(env *environment, ref, what string) (secret string,
 		if err != nil {
 			return "", false, fmt.Errorf("--pin-file: %w", err)
 		}
-		v := strings.TrimRight(string(b), "\r\n")
+		// One trailing line break goes, as when hsm/pkcs11 and hsm/tpm2
+		// read a pin-source or auth-source file: the references printed
+		// with this file as their source then work as this command did.
+		v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
 		clear(b)
 		if v == "" {
 			return "", false, fmt.Errorf("--pin-file %s is empty", s.file)

@@ -50,7 +50,7 @@ func runPlugin(ctx context.Context, env *environment, args []string) int {
 		return flagExit(err)
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(env.stderr, "twoway-hsm plugin: unexpected argument %q\n", fs.Arg(0))
+		fmt.Fprintf(env.stderr, "twoway-hsm plugin: unexpected argument %q\n", safeRef(fs.Arg(0)))
 		return exitUsage
 	}
 	if len(keys) == 0 {

@@ -158,6 +158,9 @@ func runSelftest(ctx context.Context, env *environment, args []string) int {
 		}
 		return c.fail(usagef("key reference: %v", err))
 	}
+	if scheme == schemeSoft {
+		c.warnSoft()
+	}
 	concurrency := *conc
 	if concurrency == 0 {
 		concurrency = *processes
@@ -184,7 +187,7 @@ func runSelftest(ctx context.Context, env *environment, args []string) int {
 	client, key, err := startSelfPlugin(ctx, pluginStart{ref: pref, env: penv, processes: *processes, log: log})
 	if err != nil {
 		fmt.Fprintf(env.stderr, "twoway-hsm selftest: cannot start the plugin with the key %s: %v\n", display, err)
-		fmt.Fprintf(env.stderr, "%s\n", selftestHint(scheme))
+		fmt.Fprintf(env.stderr, "hint: %s\n", selftestHint(scheme))
 		return exitFailure
 	}
 	defer client.Close()
