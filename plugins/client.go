@@ -393,7 +393,7 @@ func (c *Client) restart(s *slot, ch chan struct{}, wait time.Duration) {
 		s.failures++
 		s.lastErr = err
 		s.next = time.Now().Add(c.backoff(s.failures))
-		c.cfg.Logger.Error("plugin start failed", "plugin", c.cfg.Path, "slot", s.idx, "failures", s.failures, "error", err)
+		c.cfg.Logger.Error("plugin start failed", "plugin_bin", c.cfg.Path, "plugin_slot", s.idx, "failures", s.failures, "error", err)
 	} else if c.closed.Load() {
 		p.kill(false)
 		s.lastErr = ErrClosed
@@ -423,7 +423,7 @@ func (c *Client) retire(s *slot, p *proc, why string) {
 		s.failures = 0
 	}
 	s.mu.Unlock()
-	c.cfg.Logger.Warn("plugin process lost; it will be restarted", "plugin", c.cfg.Path, "slot", s.idx, "pid", p.pid, "reason", why)
+	c.cfg.Logger.Warn("plugin process lost; it will be restarted", "plugin_bin", c.cfg.Path, "plugin_slot", s.idx, "pid", p.pid, "reason", why)
 	if !c.spawn(func() { p.kill(false) }) {
 		p.kill(false)
 	}

@@ -3,7 +3,6 @@ package plugins
 import (
 	"context"
 	"crypto/ecdh"
-	"crypto/subtle"
 	"fmt"
 
 	"github.com/twoway-hsm/twoway-hsm/kem"
@@ -80,7 +79,11 @@ func (k *Key) ECDHContext(ctx context.Context, peer []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if subtle.ConstantTimeCompare(dh, make([]byte, len(dh))) == 1 {
+	var acc byte // constant time, and no allocation per call
+	for _, b := range dh {
+		acc |= b
+	}
+	if acc == 0 {
 		return nil, fmt.Errorf("plugins: key %s: %w: all-zero shared secret", k.info.Name, kem.ErrInvalidPublicKey)
 	}
 	return dh, nil

@@ -111,8 +111,9 @@ func (c *Client) startProcess(ctx context.Context, thread *osthread.Thread, slot
 		StartTimeout:     max(time.Until(deadline), time.Millisecond), // 0 would mean go-plugin's default
 		Logger:           &hclogAdapter{l: logger, level: new(atomic.Int32), noNames: true, errs: said},
 		// No idle timeout: an idle connection that went away would look
-		// like a dead plugin (see watch).
-		GRPCDialOptions: []grpc.DialOption{grpc.WithIdleTimeout(0)},
+		// like a dead plugin (see watch). A fixed window (see windowSize).
+		GRPCDialOptions: []grpc.DialOption{grpc.WithIdleTimeout(0),
+			grpc.WithStaticStreamWindowSize(windowSize), grpc.WithStaticConnWindowSize(windowSize)},
 	})
 	defer func() {
 		if err != nil {
