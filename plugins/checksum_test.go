@@ -45,7 +45,7 @@ func TestChecksum(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := roundTrip(ctxT(t, 10*time.Second), 1, k, circlPub(t, k.KEM(), k.PublicKeyBytes()), false, 10); err != nil {
+		if err := roundTrips(ctxT(t, 10*time.Second), k, 10); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -89,7 +89,6 @@ func TestChecksum(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pub := circlPub(t, k.KEM(), k.PublicKeyBytes())
 		// Replace the binary, then make the client restart the plugin.
 		markerScript(t, bin+".new", marker)
 		if err := os.Rename(bin+".new", bin); err != nil {
@@ -99,7 +98,7 @@ func TestChecksum(t *testing.T) {
 		if err := killAndWait(pid); err != nil {
 			t.Fatal(err)
 		}
-		err = roundTrip(ctxT(t, 10*time.Second), 1, k, pub, false, 10)
+		err = roundTrips(ctxT(t, 10*time.Second), k, 10)
 		if !errors.Is(err, plugins.ErrChecksum) || !errors.Is(err, plugins.ErrUnavailable) {
 			t.Fatalf("request after the binary was replaced: %v; want ErrUnavailable and ErrChecksum", err)
 		}

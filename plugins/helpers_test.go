@@ -3,7 +3,6 @@ package plugins_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,6 +15,7 @@ import (
 	"github.com/cloudflare/circl/hpke"
 	circlkem "github.com/cloudflare/circl/kem"
 
+	"github.com/twoway-hsm/twoway-hsm/internal/roundtrip"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/plugins"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
@@ -81,87 +81,24 @@ func newClient(t testing.TB, cfg plugins.Config) *plugins.Client {
 // circlPub returns the circl public key for a key's public key bytes.
 func circlPub(t testing.TB, id kem.ID, pub []byte) circlkem.PublicKey {
 	t.Helper()
-	pk, err := circlPubErr(id, pub)
+	pk, err := hpke.KEM(id).Scheme().UnmarshalBinaryPublicKey(pub)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return pk
 }
 
-func circlPubErr(id kem.ID, pub []byte) (circlkem.PublicKey, error) {
-	return hpke.KEM(id).Scheme().UnmarshalBinaryPublicKey(pub)
-}
-
-// messageOpts returns the options of the test messages: chunks of up to
-// 1024 bytes when chunked.
-func messageOpts(chunked bool) []twoway.Option {
-	if !chunked {
-		return nil
-	}
-	return []twoway.Option{twoway.EnableChunking(), twoway.WithMaxChunkPlaintextLen(1024)}
-}
-
-// roundTrip sends one one-to-one request to key through a twoway sender
-// and answers it on the receiving side, checking both plaintexts.
-func roundTrip(ctx context.Context, keyID byte, key kem.PrivateKey, pub circlkem.PublicKey, chunked bool, size int) error {
-	suite := hpke.NewSuite(hpke.KEM(key.KEM()), hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
-	opts := messageOpts(chunked)
-	req := make([]byte, size)
-	rand.Read(req)
-	sender, err := twoway.NewRequestSender(suite, keyID, pub, nil)
+// roundTrips runs one round trip of each shape (internal/roundtrip:
+// one-to-one and one-to-many, chunked and not) with key, with requests and
+// responses of size bytes, checking both plaintexts.
+func roundTrips(ctx context.Context, key kem.PrivateKey, size int) error {
+	rt, err := roundtrip.New(key, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM, size)
 	if err != nil {
 		return err
 	}
-	sealer, err := sender.NewRequestSealer(bytes.NewReader(req), []byte("app/req"), opts...)
-	if err != nil {
-		return err
-	}
-	body, err := io.ReadAll(sealer)
-	if err != nil {
-		return err
-	}
-	receiver, err := twoway.NewRequestReceiverForKey(keyID, key, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM, nil)
-	if err != nil {
-		return err
-	}
-	opener, err := receiver.NewRequestOpenerContext(ctx, bytes.NewReader(body), []byte("app/req"), opts...)
-	if err != nil {
-		return err
-	}
-	return answer(opener, req, sealer.NewResponseOpener, append([]byte("answer: "), req[:min(len(req), 64)]...), opts)
-}
-
-// multiRoundTrip sends one one-to-many request to several keys and has
-// each answer.
-func multiRoundTrip(ctx context.Context, keys []kem.PrivateKey, pubs []circlkem.PublicKey, chunked bool, size int) error {
-	suite := hpke.NewSuite(hpke.KEM(keys[0].KEM()), hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
-	opts := messageOpts(chunked)
-	req := make([]byte, size)
-	rand.Read(req)
-	sealer, err := twoway.NewMultiRequestSender(suite, nil).NewRequestSealer(bytes.NewReader(req), []byte("app/req"), opts...)
-	if err != nil {
-		return err
-	}
-	body, err := io.ReadAll(sealer)
-	if err != nil {
-		return err
-	}
-	for i, key := range keys {
-		keyID := byte(i + 1)
-		encapKey, openResponse, err := sealer.EncapsulateKey(keyID, pubs[i])
-		if err != nil {
-			return err
-		}
-		receiver, err := twoway.NewMultiRequestReceiverForKey(keyID, key, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM, nil)
-		if err != nil {
-			return err
-		}
-		opener, err := receiver.NewRequestOpenerContext(ctx, encapKey, bytes.NewReader(body), []byte("app/req"), opts...)
-		if err != nil {
-			return fmt.Errorf("receiver %d: %w", i, err)
-		}
-		if err := answer(opener, req, openResponse, []byte(fmt.Sprintf("receiver %d answers", i)), opts); err != nil {
-			return fmt.Errorf("receiver %d: %w", i, err)
+	for s := range roundtrip.NumShapes {
+		if err := rt.Run(ctx, s); err != nil {
+			return fmt.Errorf("%s: %w", s, err)
 		}
 	}
 	return nil

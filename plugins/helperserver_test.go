@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	circlkem "github.com/cloudflare/circl/kem"
+	"github.com/cloudflare/circl/hpke"
 
-	"github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/internal/roundtrip"
 	"github.com/twoway-hsm/twoway-hsm/plugins"
 )
 
@@ -39,9 +39,10 @@ type helperConfig struct {
 
 // runHelper is the "server" helper: a separate process (this test binary,
 // re-executed) that loads the plugin, opens requests and seals responses
-// through it Rounds times, prints "READY pid..." with the plugin process
-// IDs, and then waits for its stdin to close before it shuts down. Tests
-// scan its memory, or kill it, while it waits.
+// through it (Rounds round trips per key, of every shape in turn), prints
+// "READY pid..." with the plugin process IDs, and then waits for its stdin
+// to close before it shuts down. Tests scan its memory, or kill it, while
+// it waits.
 func runHelper(mode string) int {
 	if mode != "server" {
 		fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
@@ -64,31 +65,21 @@ func runHelper(mode string) int {
 	defer plugins.CleanupClients()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var keys []kem.PrivateKey
-	var pubs []circlkem.PublicKey
 	for _, ref := range cfg.Refs {
 		k, err := c.Key(ctx, ref)
 		if err != nil {
 			fmt.Printf("ERROR key: %v\n", err)
 			return 1
 		}
-		keys = append(keys, k)
-		pk, err := circlPubErr(k.KEM(), k.PublicKeyBytes())
+		rt, err := roundtrip.New(k, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM, 3000)
 		if err != nil {
 			fmt.Printf("ERROR key: %v\n", err)
 			return 1
 		}
-		pubs = append(pubs, pk)
-	}
-	for i := range cfg.Rounds {
-		chunked := i%2 == 1
-		if err := roundTrip(ctx, 1, keys[0], pubs[0], chunked, 100+i*37); err != nil {
-			fmt.Printf("ERROR round %d: %v\n", i, err)
-			return 1
-		}
-		if i%10 == 0 {
-			if err := multiRoundTrip(ctx, keys, pubs, chunked, 500); err != nil {
-				fmt.Printf("ERROR multi round %d: %v\n", i, err)
+		for i := range cfg.Rounds {
+			s := roundtrip.Shape(i % int(roundtrip.NumShapes))
+			if err := rt.Run(ctx, s); err != nil {
+				fmt.Printf("ERROR round %d (%s): %v\n", i, s, err)
 				return 1
 			}
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cloudflare/circl/hpke"
 
+	"github.com/twoway-hsm/twoway-hsm/internal/roundtrip"
 	"github.com/twoway-hsm/twoway-hsm/plugins"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
@@ -67,9 +68,9 @@ func TestKillPluginDuringRequest(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			opts := messageOpts(true)
-			if err := roundTrip(ctx, 1, key, pub, true, 2000); err != nil {
-				t.Fatalf("first request: %v", err)
+			opts := []twoway.Option{twoway.EnableChunking(), twoway.WithMaxChunkPlaintextLen(roundtrip.ChunkLen)}
+			if err := roundTrips(ctx, key, 2000); err != nil {
+				t.Fatalf("first requests: %v", err)
 			}
 
 			// 1. The plugin dies while the request's ECDH is in it. SIGSTOP
@@ -129,8 +130,8 @@ func TestKillPluginDuringRequest(t *testing.T) {
 			}
 
 			// 2. The next request succeeds: a new plugin process.
-			if err := roundTrip(ctx, 1, key, pub, true, 3000); err != nil {
-				t.Fatalf("request after the kill: %v", err)
+			if err := roundTrips(ctx, key, 3000); err != nil {
+				t.Fatalf("requests after the kill: %v", err)
 			}
 			pid2 := c.PIDs()[0]
 			if pid2 == pid {
@@ -169,18 +170,15 @@ func TestKillPluginDuringRequest(t *testing.T) {
 			if !bytes.Equal(got, req[:len(got)]) {
 				t.Fatal("request plaintext differs")
 			}
-			if err := syscall.Kill(pid2, syscall.SIGKILL); err != nil {
+			if err := killAndWait(pid2); err != nil {
 				t.Fatal(err)
-			}
-			if gone, state := processGone(pid2, 5*time.Second); !gone {
-				t.Fatalf("killed plugin %d still there (state %s)", pid2, state)
 			}
 			close(resume)
 			if err := answer(o, req[len(got):], sealer.NewResponseOpener, []byte("still answered"), opts); err != nil {
 				t.Fatalf("rest of the request and its response after the plugin died: %v", err)
 			}
-			if err := roundTrip(ctx, 1, key, pub, false, 10); err != nil {
-				t.Fatalf("request after the second kill: %v", err)
+			if err := roundTrips(ctx, key, 10); err != nil {
+				t.Fatalf("requests after the second kill: %v", err)
 			}
 		})
 	}

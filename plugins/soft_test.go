@@ -18,22 +18,6 @@ import (
 	"github.com/twoway-hsm/twoway-hsm/plugins"
 )
 
-func TestSoftRoundTrip(t *testing.T) {
-	ref, _ := softKey(t, kem.DHKEMP256HKDFSHA256)
-	c := newClient(t, plugins.Config{Keys: []string{ref}})
-	ctx := ctxT(t, 30*time.Second)
-	key, err := c.Key(ctx, ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub := circlPub(t, key.KEM(), key.PublicKeyBytes())
-	for _, chunked := range []bool{false, true} {
-		if err := roundTrip(ctx, 1, key, pub, chunked, 5000); err != nil {
-			t.Fatalf("chunked=%v: %v", chunked, err)
-		}
-	}
-}
-
 // TestSoftKEMs runs requests through the plugin for keys of several KEMs:
 // DHKEMs go through the ECDH call (X448 without a crypto/ecdh curve),
 // X-Wing through Decapsulate.
@@ -57,11 +41,8 @@ func TestSoftKEMs(t *testing.T) {
 		if (k.Curve() != nil) != (id.Curve() != nil) {
 			t.Errorf("%v: Curve() = %v", id, k.Curve())
 		}
-		pub := circlPub(t, id, k.PublicKeyBytes())
-		for _, chunked := range []bool{false, true} {
-			if err := roundTrip(ctx, 3, k, pub, chunked, 777); err != nil {
-				t.Errorf("%v chunked=%v: %v", id, chunked, err)
-			}
+		if err := roundTrips(ctx, k, 3000); err != nil {
+			t.Errorf("%v: %v", id, err)
 		}
 		if !id.IsDH() {
 			if _, err := k.ECDHContext(ctx, k.PublicKeyBytes()); !errors.Is(err, kem.ErrUnsupportedKEM) {
