@@ -87,7 +87,7 @@ func (c *secretCmd) tpm2Create(ctx context.Context, ref string, id kem.ID, m *ke
 			return nil, fmt.Errorf("%w: %s holds another object", tpm2.ErrHandleInUse, r.Handle)
 		}
 	}
-	opts := append(r.authOptions(), tpm2.WithDescription("twoway-hsm "+kemShort(id)))
+	opts := []tpm2.Option{(*tpm2.KeyRef)(r).AuthOption(), tpm2.WithDescription("twoway-hsm " + kemShort(id))}
 	var k *tpm2.Key
 	if m == nil {
 		k, err = t.CreateKey(ctx, curve, opts...)

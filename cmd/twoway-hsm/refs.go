@@ -148,19 +148,6 @@ func absSource(src string) string {
 	return prefix + absPath(src)
 }
 
-// authOptions returns the options that give the key its auth value from the
-// reference's auth-source.
-func (r *tpmRef) authOptions() []tpm2.Option {
-	switch src := r.AuthSource; {
-	case src == "":
-		return nil
-	case strings.HasPrefix(src, "env:"):
-		return []tpm2.Option{tpm2.WithAuthEnv(strings.TrimPrefix(src, "env:"))}
-	default:
-		return []tpm2.Option{tpm2.WithAuthFile(strings.TrimPrefix(src, "file:"))}
-	}
-}
-
 // softRef is a soft: reference: a key file, or for listing a directory.
 type softRef struct {
 	File string
@@ -190,22 +177,7 @@ func parseSoftRef(ref string) (*softRef, error) {
 // softFileRef formats the reference of a soft key file, with an absolute
 // path.
 func softFileRef(path string) string {
-	return schemeSoft + ":file=" + escapeRefValue(absPath(path))
-}
-
-// escapeRefValue percent-encodes what would end or split an attribute
-// value: ';', '?', '&', '=', '%', and control characters and spaces.
-func escapeRefValue(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(";?&=%#", c) >= 0 {
-			fmt.Fprintf(&b, "%%%02X", c)
-			continue
-		}
-		b.WriteByte(c)
-	}
-	return b.String()
+	return keyset.SoftRef(absPath(path))
 }
 
 // algName is the name the commands give an HPKE algorithm (a KEM, KDF or

@@ -115,9 +115,3 @@ func TestShellQuote(t *testing.T) {
 		}
 	}
 }
-
-func TestEscapeRefValue(t *testing.T) {
-	if got := escapeRefValue("/tmp/a b;c?d&e=f%g#h/ok-_.~:"); got != "/tmp/a%20b%3Bc%3Fd%26e%3Df%25g%23h/ok-_.~:" {
-		t.Errorf("escapeRefValue = %q", got)
-	}
-}

@@ -30,6 +30,19 @@ func TestParseSoftRef(t *testing.T) {
 	}
 }
 
+// TestSoftRefRoundTrip checks that SoftRef escapes what would split a
+// reference and that ParseSoftRef gives the path back.
+func TestSoftRefRoundTrip(t *testing.T) {
+	const path = "/tmp/a b;c?d&e=f%g#h/ok-_.~:\x01é"
+	ref := SoftRef(path)
+	if want := "soft:file=/tmp/a%20b%3Bc%3Fd%26e%3Df%25g%23h/ok-_.~:%01%C3%A9"; ref != want {
+		t.Errorf("SoftRef = %q, want %q", ref, want)
+	}
+	if got, err := ParseSoftRef(ref); err != nil || got != path {
+		t.Errorf("ParseSoftRef(SoftRef(%q)) = %q, %v", path, got, err)
+	}
+}
+
 func TestPINValueRefused(t *testing.T) {
 	_, err := openPKCS11(context.Background(), "pkcs11:token=a?pin-value=123456", slog.Default())
 	if err == nil || strings.Contains(err.Error(), "123456") {

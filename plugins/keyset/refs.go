@@ -23,6 +23,24 @@ const (
 // maxKeyFile bounds the size of a soft key file.
 const maxKeyFile = 64 << 10
 
+// SoftRef formats the reference of a software key file: "soft:file=PATH",
+// with the characters that would end or split the value (';', '?', '&',
+// '=', '%', '#', spaces and control characters) percent-encoded, so that
+// ParseSoftRef returns path again.
+func SoftRef(path string) string {
+	var b strings.Builder
+	b.WriteString(softScheme + ":file=")
+	for i := 0; i < len(path); i++ {
+		c := path[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(";?&=%#", c) >= 0 {
+			fmt.Fprintf(&b, "%%%02X", c)
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
 // ParseSoftRef returns the key file path of a "soft:file=PATH" reference
 // (PATH percent-encoded where it contains ';', '?', '%' or '=').
 func ParseSoftRef(ref string) (string, error) {
