@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 
@@ -350,8 +351,12 @@ func TestTamperingEverywhere(t *testing.T) {
 				}
 				return io.ReadAll(ro)
 			}
-			tamper(t, "request", ct, pt, openReq)
-			tamper(t, "response", rct, pt, openResp)
+			finalMax := 0 // the final chunk: indicator, at most 32 bytes and a tag
+			if opts != nil {
+				finalMax = 1 + 32 + 16
+			}
+			tamper(t, "request", finalMax, ct, pt, openReq)
+			tamper(t, "response", finalMax, rct, pt, openResp)
 
 			// one-to-many: the body, and the encapsulated key
 			ms, _ := f.msnd.NewRequestSealer(bytes.NewReader(pt), []byte("req"), opts...)
@@ -367,18 +372,31 @@ func TestTamperingEverywhere(t *testing.T) {
 				}
 				return io.ReadAll(o)
 			}
-			tamper(t, "multi body", mct, pt, func(b []byte) ([]byte, error) { return openMulti(ek, b) })
-			tamper(t, "multi key", ek, pt, func(b []byte) ([]byte, error) { return openMulti(b, mct) })
+			tamper(t, "multi body", finalMax, mct, pt, func(b []byte) ([]byte, error) { return openMulti(ek, b) })
+			tamper(t, "multi key", 0, ek, pt, func(b []byte) ([]byte, error) { return openMulti(b, mct) })
 		})
 	}
 }
 
-func tamper(t *testing.T, what string, good, pt []byte, open func([]byte) ([]byte, error)) {
+// typedErrors are the errors a tampered message may fail with: each says
+// what was wrong.
+var typedErrors = []error{
+	twoway.ErrAuthentication, twoway.ErrTruncated, twoway.ErrHeaderMismatch,
+	twoway.ErrUnsupportedSuite, twoway.ErrChunkTooLarge, twoway.ErrEmptyChunk,
+	twoway.ErrMalformed,
+}
+
+// tamper checks that every flipped bit of good, every cut and some appended
+// bytes make open fail with one of typedErrors (never io.EOF) and return no
+// plaintext that was not sealed; for a chunked message, that every cut
+// fails with ErrTruncated, except within its final chunk (at most finalMax
+// bytes; 0 for an unchunked message).
+func tamper(t *testing.T, what string, finalMax int, good, pt []byte, open func([]byte) ([]byte, error)) {
 	t.Helper()
 	if got, err := open(good); err != nil || !bytes.Equal(got, pt) {
 		t.Fatalf("%s: untampered message does not open: %v", what, err)
 	}
-	check := func(desc string, b []byte) {
+	check := func(desc string, b []byte) error {
 		got, err := open(b)
 		if err == nil {
 			t.Fatalf("%s, %s: opened without error", what, desc)
@@ -386,9 +404,13 @@ func tamper(t *testing.T, what string, good, pt []byte, open func([]byte) ([]byt
 		if errors.Is(err, io.EOF) {
 			t.Fatalf("%s, %s: error matches io.EOF: %v", what, desc, err)
 		}
+		if !slices.ContainsFunc(typedErrors, func(e error) bool { return errors.Is(err, e) }) {
+			t.Fatalf("%s, %s: error names none of the package's errors: %v", what, desc, err)
+		}
 		if !bytes.HasPrefix(pt, got) {
 			t.Fatalf("%s, %s: returned %d bytes that were not sealed", what, desc, len(got))
 		}
+		return err
 	}
 	for i := range good {
 		for bit := range 8 {
@@ -397,8 +419,23 @@ func tamper(t *testing.T, what string, good, pt []byte, open func([]byte) ([]byt
 			check(fmt.Sprintf("bit %d of byte %d flipped", bit, i), b)
 		}
 	}
+	// A chunked message cut before its final chunk is truncated; the final
+	// chunk runs to the end of the stream, so a cut inside it fails
+	// authentication.
+	k := len(good) // the first cut that failed authentication
 	for n := range len(good) {
-		check(fmt.Sprintf("cut to %d bytes", n), good[:n])
+		err := check(fmt.Sprintf("cut to %d bytes", n), good[:n])
+		if finalMax == 0 {
+			continue
+		}
+		if errors.Is(err, twoway.ErrAuthentication) {
+			k = min(k, n)
+		} else if n > k || !errors.Is(err, twoway.ErrTruncated) {
+			t.Fatalf("%s, cut to %d bytes: %v, want ErrTruncated before the final chunk and ErrAuthentication within it", what, n, err)
+		}
+	}
+	if finalMax > 0 && len(good)-k > finalMax {
+		t.Fatalf("%s: cuts in the last %d bytes fail authentication; the final chunk is at most %d", what, len(good)-k, finalMax)
 	}
 	for _, extra := range [][]byte{{0}, {1, 2, 3}, make([]byte, 40)} {
 		check(fmt.Sprintf("%d bytes appended", len(extra)), append(bytes.Clone(good), extra...))
