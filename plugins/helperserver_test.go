@@ -42,8 +42,11 @@ type helperConfig struct {
 // through it (Rounds round trips per key, of every shape in turn), prints
 // "READY pid..." with the plugin process IDs, and then waits for its stdin
 // to close before it shuts down. Tests scan its memory, or kill it, while
-// it waits.
+// it waits. Mode "bare" is the bare plugin (see barePlugin).
 func runHelper(mode string) int {
+	if mode == "bare" {
+		return runBareHelper()
+	}
 	if mode != "server" {
 		fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
 		return 2
