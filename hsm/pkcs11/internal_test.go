@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cloudflare/circl/dh/x448"
+	p11 "github.com/miekg/pkcs11"
 
 	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/testenv"
@@ -249,5 +250,31 @@ func testSessionWait(t *testing.T, abandon bool) {
 	}
 	if _, err := k.ECDH(peer.PublicKey()); err != nil {
 		t.Fatalf("after release: %v", err)
+	}
+}
+
+// TestCloseSessionOnlyIfOwner: a session whose number the module has
+// handed out again (it died, and another session now holds the number) is
+// forgotten, never closed. The module context is nil: a C_CloseSession
+// call would panic.
+func TestCloseSessionOnlyIfOwner(t *testing.T) {
+	stale := &session{h: 5}
+	current := &session{h: 5}
+	st := &moduleState{owners: map[p11.SessionHandle]*session{5: current}}
+	if st.closeSession(stale) {
+		t.Fatal("closed a session number that another session owns")
+	}
+	st.forgetSession(stale)
+	if st.owners[5] != current {
+		t.Fatal("a stale session's forget dropped the current owner")
+	}
+	// After a new module initialisation nothing of the old one is closed.
+	st.gen.Store(2)
+	current.modGen = 1
+	if st.closeSession(current) {
+		t.Fatal("closed a session of an earlier module initialisation")
+	}
+	if _, ok := st.owners[5]; ok {
+		t.Fatal("the session is still recorded")
 	}
 }

@@ -32,6 +32,59 @@ type moduleState struct {
 	// object handles from before one are dead, and the module hands their
 	// numbers out again: a Token that sees gen change recovers.
 	gen atomic.Uint64
+
+	// sessMu serialises opening and closing sessions with the record of
+	// who owns them. owners maps each session number this package has
+	// open to the session that holds it. A session that died may have its
+	// number handed out again, to another Token of the process or to a
+	// new session of the same one; a session is closed only while it is
+	// still the owner of its number, so closing a stale session never
+	// closes someone else's.
+	sessMu sync.Mutex
+	owners map[p11.SessionHandle]*session
+}
+
+// openSession opens a session on slot and records s as its owner.
+func (st *moduleState) openSession(slot, flags uint, s *session) error {
+	st.sessMu.Lock()
+	defer st.sessMu.Unlock()
+	s.modGen = st.gen.Load()
+	h, err := st.ctx.OpenSession(slot, flags)
+	if err != nil {
+		return err
+	}
+	s.h = h
+	if st.owners == nil {
+		st.owners = map[p11.SessionHandle]*session{}
+	}
+	st.owners[h] = s
+	return nil
+}
+
+// closeSession closes s if it still owns its number and the module has not
+// been initialised again since s was opened, and forgets it. It reports
+// whether it called C_CloseSession.
+func (st *moduleState) closeSession(s *session) bool {
+	st.sessMu.Lock()
+	defer st.sessMu.Unlock()
+	if st.owners[s.h] != s {
+		return false
+	}
+	delete(st.owners, s.h)
+	if s.modGen != st.gen.Load() {
+		return false
+	}
+	_ = st.ctx.CloseSession(s.h)
+	return true
+}
+
+// forgetSession forgets s without closing it: the module declared it dead.
+func (st *moduleState) forgetSession(s *session) {
+	st.sessMu.Lock()
+	defer st.sessMu.Unlock()
+	if st.owners[s.h] == s {
+		delete(st.owners, s.h)
+	}
 }
 
 // Module is a reference to a loaded and initialised PKCS#11 module. Opening
@@ -100,7 +153,11 @@ func (st *moduleState) initializeLocked() error {
 	err := st.ctx.Initialize()
 	switch {
 	case err == nil:
+		// Every session of the previous initialisation is gone.
+		st.sessMu.Lock()
+		st.owners = nil
 		st.gen.Add(1)
+		st.sessMu.Unlock()
 	case !isCKR(err, p11.CKR_CRYPTOKI_ALREADY_INITIALIZED):
 		return fmt.Errorf("pkcs11: C_Initialize %s: %w", st.path, err)
 	}

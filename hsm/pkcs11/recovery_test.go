@@ -177,3 +177,81 @@ func TestRecoveryAcrossTokens(t *testing.T) {
 		t.Fatalf("the second Token did not recover:\n%s", logsB.String())
 	}
 }
+
+// liveSessions returns the session numbers below limit that the module
+// says are open in this process (C_GetSessionInfo succeeds).
+func liveSessions(c *p11.Ctx, limit p11.SessionHandle) map[p11.SessionHandle]bool {
+	out := map[p11.SessionHandle]bool{}
+	for h := p11.SessionHandle(1); h < limit; h++ {
+		if _, err := c.GetSessionInfo(h); err == nil {
+			out[h] = true
+		}
+	}
+	return out
+}
+
+// TestRecoveryLeavesNoSession closes one of a Token's sessions behind its
+// back, as a network HSM that times one session out does. The Token
+// recovers, and afterwards no more sessions are open than its pool holds:
+// the sessions that were still alive were closed, not abandoned (a module
+// with a session limit would otherwise run out, one recovery at a time).
+// SoftHSM numbers sessions upwards, so a raw session opened last bounds
+// the numbers to look at.
+func TestRecoveryLeavesNoSession(t *testing.T) {
+	const pool = 4
+	var logs logBuffer
+	_, tok := openToken(t, pkcs11.WithPoolSize(pool), pkcs11.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	ctx := context.Background()
+	k, err := tok.GenerateKey(ctx, kem.DHKEMP256HKDFSHA256, pkcs11.KeyRef{ID: []byte{0x70}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := tok.Module().Ctx()
+	load := func() { // enough parallel calls to use every pooled session
+		var wg sync.WaitGroup
+		for range 2 * pool {
+			wg.Go(func() {
+				for range 10 {
+					checkECDH(t, k, ecdh.P256())
+				}
+			})
+		}
+		wg.Wait()
+	}
+	bound := func() p11.SessionHandle {
+		s, err := c.OpenSession(tok.Info().SlotID, p11.CKF_SERIAL_SESSION)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.CloseSession(s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	load()
+	before := liveSessions(c, bound())
+	if len(before) != pool {
+		t.Fatalf("%d sessions open after parallel calls, want the pool's %d", len(before), pool)
+	}
+	var victim p11.SessionHandle
+	for h := range before {
+		victim = max(victim, h)
+	}
+	if err := c.CloseSession(victim); err != nil {
+		t.Fatal(err)
+	}
+	load()
+	load()
+	if !strings.Contains(logs.String(), "recovering") {
+		t.Fatalf("the closed session caused no recovery:\n%s", logs.String())
+	}
+	after := liveSessions(c, bound())
+	if len(after) > pool {
+		t.Fatalf("%d sessions open after the recovery, the pool holds %d: %v (before: %v)", len(after), pool, after, before)
+	}
+	for h := range before {
+		if after[h] {
+			t.Errorf("session %d from before the recovery is still open", h)
+		}
+	}
+}

@@ -217,11 +217,8 @@ func (t *Token) Close() error {
 	close(t.done)
 	t.closeMu.Unlock()
 	t.wg.Wait()
-	gen := t.gen.Load()
 	for _, s := range t.pool.drain() {
-		if s.gen == gen { // see putSession
-			t.closeSession(s)
-		}
+		t.closeSession(s)
 	}
 	return t.mod.Close()
 }
@@ -331,17 +328,15 @@ func (s TokenSelector) describe() string {
 
 // openSession opens a read-write session on the current slot and logs in.
 func (t *Token) openSession() (*session, error) {
-	gen := t.gen.Load()
-	c := t.ctx()
-	h, err := c.OpenSession(uint(t.slot.Load()), p11.CKF_SERIAL_SESSION|p11.CKF_RW_SESSION)
-	if err != nil {
+	s := &session{gen: t.gen.Load()}
+	if err := t.mod.st.openSession(uint(t.slot.Load()), p11.CKF_SERIAL_SESSION|p11.CKF_RW_SESSION, s); err != nil {
 		return nil, fmt.Errorf("pkcs11: open session on token %q: %w", t.info.Label, err)
 	}
-	if err := t.login(h); err != nil {
-		c.CloseSession(h)
+	if err := t.login(s.h); err != nil {
+		t.closeSession(s)
 		return nil, err
 	}
-	return &session{h: h, gen: gen}, nil
+	return s, nil
 }
 
 // login logs in as the user on session h, if the token needs a login. All
@@ -357,7 +352,9 @@ func (t *Token) login(h p11.SessionHandle) error {
 	return nil
 }
 
-func (t *Token) closeSession(s *session) { _ = t.ctx().CloseSession(s.h) }
+// closeSession closes s unless its number is no longer its own (see
+// moduleState.owners): it died and the module handed the number out again.
+func (t *Token) closeSession(s *session) { t.mod.st.closeSession(s) }
 
 // getSession takes a session from the pool, opening one if none is idle;
 // it waits for a free slot while respecting ctx.
@@ -374,7 +371,7 @@ func (t *Token) getSession(ctx context.Context) (*session, error) {
 		if s.gen == gen {
 			return s, nil
 		}
-		// From before a recovery: dropped, see putSession.
+		t.closeSession(s) // from before a recovery, see putSession
 	}
 	s, err := t.openSession()
 	if err != nil {
@@ -385,16 +382,21 @@ func (t *Token) getSession(ctx context.Context) (*session, error) {
 }
 
 // putSession returns a session after an operation that ended with err. A
-// session the module declared dead, or one from before a recovery (which
-// happens only when sessions died), is dropped without C_CloseSession: the
-// module hands dead session numbers out again, so closing one could close
-// a live session.
+// session the module declared dead is forgotten without C_CloseSession (the
+// module may hand its number out again, and closing that would close a
+// live session); one from before a recovery that the operation could use
+// is closed, so that a recovery from one dead session leaves no other
+// session open behind it.
 func (t *Token) putSession(s *session, err error) {
 	defer t.pool.release()
-	if rec := classify(err); rec == recoverSession || rec == recoverModule || s.gen != t.gen.Load() {
-		return
+	switch rec := classify(err); {
+	case rec == recoverSession || rec == recoverModule:
+		t.mod.st.forgetSession(s)
+	case s.gen != t.gen.Load():
+		t.closeSession(s)
+	default:
+		t.pool.push(s)
 	}
-	t.pool.push(s)
 }
 
 // do runs fn on a pooled session, recovering and retrying (a bounded number
@@ -495,7 +497,7 @@ func (t *Token) backoff(ctx context.Context, attempt int, cause error) error {
 }
 
 // recover brings the Token back after its sessions died in generation gen:
-// re-initialise the module if needed, drop the idle sessions (see
+// re-initialise the module if needed, close the idle sessions (see
 // putSession), find the token again, and start a new generation (new
 // sessions log in again; keys find their handles again). Only one
 // goroutine recovers a generation. A stale handle, a lost login or a
@@ -510,7 +512,11 @@ func (t *Token) recover(rec recovery, gen uint64) error {
 	if t.gen.Load() != gen {
 		return nil // someone else recovered already
 	}
-	t.pool.drain()
+	// The idle sessions are closed where they are still alive and still
+	// ours: when one session died, the others usually did not.
+	for _, s := range t.pool.drain() {
+		t.closeSession(s)
+	}
 	st := t.mod.st
 	if rec == recoverModule {
 		if err := st.ensureInitialized(); err != nil {
