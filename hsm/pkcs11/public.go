@@ -30,12 +30,11 @@ func ReadPublicKey(ctx context.Context, uri string, opts ...Option) (kem.ID, []b
 	}
 	defer mod.Close()
 	c := mod.Ctx()
-	sh, err := c.OpenSession(slot, p11.CKF_SERIAL_SESSION)
-	if err != nil {
+	s := &session{}
+	if err := mod.st.openSession(slot, p11.CKF_SERIAL_SESSION, s); err != nil {
 		return 0, nil, fmt.Errorf("pkcs11: C_OpenSession: %w", err)
 	}
-	defer c.CloseSession(sh)
-	s := &session{h: sh}
+	defer mod.st.closeSession(s)
 	hs, err := findObjects(c, s, refTemplate(p11.CKO_PUBLIC_KEY, u.Key))
 	if err != nil {
 		return 0, nil, err
