@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
@@ -21,8 +22,9 @@ import (
 
 // The "bare" plugin is the limit the benchmarks compare this package with:
 // the same transport (go-plugin, gRPC over a unix socket with AutoMTLS, the
-// kemplugin.v1 Session stream and messages, the same fixed HTTP/2 window)
-// and the same backend keys (keyset), with nothing else. Its server answers
+// kemplugin.v1 Session stream and messages, the same fixed HTTP/2 window,
+// one P in the plugin process) and the same backend keys (keyset), with
+// nothing else. Its server answers
 // each Session message inline on the stream's goroutine, and its host side
 // is one goroutine per stream doing Send then Recv: no call ids, no
 // goroutine per call, no deadlines, no cancellation, no restart. Whatever
@@ -81,6 +83,9 @@ func runBareHelper() int {
 		fmt.Fprintf(os.Stderr, "bare plugin: config: %v\n", err)
 		return 1
 	}
+	// One P, as twoway-hsm's plugin runs by default: the best this
+	// transport does here (see cmd/twoway-hsm's plugin command).
+	runtime.GOMAXPROCS(1)
 	set, err := keyset.Open(context.Background(), cfg.Refs)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bare plugin: %v\n", err)

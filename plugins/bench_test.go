@@ -208,7 +208,7 @@ func BenchmarkThroughput(b *testing.B) {
 // scheduled onto a CPU (each wake-up counts once), summed over the threads
 // of process pid ("self" for this one), from /proc/PID/task/TID/schedstat.
 // Threads that exited are not counted.
-func schedStat(b *testing.B, pid string) (time.Duration, int64) {
+func schedStat(b testing.TB, pid string) (time.Duration, int64) {
 	dir := "/proc/" + pid + "/task"
 	tasks, err := os.ReadDir(dir)
 	if err != nil {

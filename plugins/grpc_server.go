@@ -85,10 +85,13 @@ func toStatus(err error) error {
 	return status.Error(code, err.Error())
 }
 
-// Session implements the Session stream: each call runs in its own
-// goroutine, through the unary handler of its kind, with its own context
-// (the stream's, bounded by the call's deadline, cancelled by a Cancel
-// message), and its answer is sent as soon as it is ready.
+// Session implements the Session stream: each call runs on a goroutine of
+// its own while it runs, through the unary handler of its kind, with its own
+// context (the stream's, bounded by the call's deadline, cancelled by a
+// Cancel message), and its answer is sent as soon as it is ready. The
+// goroutines outlive their calls and take the next ones (a goroutine's
+// stack grows to what a call needs once, not at every call); there are as
+// many as calls have been in flight at once, and they end with the stream.
 func (s *GRPCServer) Session(stream kempluginv1.KEMPlugin_SessionServer) error {
 	ctx := stream.Context()
 	var (
@@ -96,6 +99,7 @@ func (s *GRPCServer) Session(stream kempluginv1.KEMPlugin_SessionServer) error {
 		mu      sync.Mutex
 		cancels = make(map[uint64]context.CancelFunc)
 		wg      sync.WaitGroup
+		calls   = make(chan func()) // unbuffered: a send succeeds only to an idle worker
 	)
 	defer func() {
 		mu.Lock()
@@ -103,6 +107,7 @@ func (s *GRPCServer) Session(stream kempluginv1.KEMPlugin_SessionServer) error {
 			c()
 		}
 		mu.Unlock()
+		close(calls)
 		wg.Wait()
 	}()
 	for {
@@ -132,19 +137,17 @@ func (s *GRPCServer) Session(stream kempluginv1.KEMPlugin_SessionServer) error {
 		mu.Lock()
 		cancels[id] = cancel
 		mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		call := func() {
 			var result []byte
 			var err error
-			switch call := req.GetCall().(type) {
+			switch c := req.GetCall().(type) {
 			case *kempluginv1.SessionRequest_Ecdh:
 				var r *kempluginv1.ECDHResponse
-				r, err = s.ECDH(callCtx, call.Ecdh)
+				r, err = s.ECDH(callCtx, c.Ecdh)
 				result = r.GetDh()
 			case *kempluginv1.SessionRequest_Decapsulate:
 				var r *kempluginv1.DecapsulateResponse
-				r, err = s.Decapsulate(callCtx, call.Decapsulate)
+				r, err = s.Decapsulate(callCtx, c.Decapsulate)
 				result = r.GetSharedSecret()
 			default:
 				err = status.Error(codes.InvalidArgument, "plugins: session: empty call")
@@ -162,6 +165,18 @@ func (s *GRPCServer) Session(stream kempluginv1.KEMPlugin_SessionServer) error {
 			_ = stream.Send(resp) // a broken stream ends the Recv loop too
 			sendMu.Unlock()
 			clear(result)
-		}()
+		}
+		select {
+		case calls <- call:
+		default:
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				call()
+				for next := range calls {
+					next()
+				}
+			}()
+		}
 	}
 }

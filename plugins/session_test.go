@@ -22,13 +22,14 @@ import (
 
 // fakeBackend answers ECDH with the peer reversed, blocks on the key
 // "slow" until its context ends, and fails on the key "bad".
-type fakeBackend struct{ cancelled atomic.Int32 }
+type fakeBackend struct{ started, cancelled atomic.Int32 }
 
 func (f *fakeBackend) Describe(context.Context) (*Description, error) { return &Description{}, nil }
 
 func (f *fakeBackend) ECDH(ctx context.Context, key string, peer []byte) ([]byte, error) {
 	switch key {
 	case "slow":
+		f.started.Add(1)
 		<-ctx.Done()
 		f.cancelled.Add(1)
 		return nil, ctx.Err()
@@ -103,6 +104,34 @@ func TestSessionStream(t *testing.T) {
 	if c.sess == nil || c.sess.broken() != nil {
 		t.Fatal("calls did not use the session stream")
 	}
+	// A call in progress holds up no other: while one waits in the
+	// backend, the next ones are answered.
+	slowCtx, slowCancel := context.WithCancel(ctx)
+	slowDone := make(chan error, 1)
+	go func() {
+		_, err := c.ECDH(slowCtx, "slow", []byte{1})
+		slowDone <- err
+	}()
+	for b.started.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	fastCtx, fastCancel := context.WithTimeout(ctx, 5*time.Second)
+	defer fastCancel()
+	for i := range 3 {
+		if out, err := c.ECDH(fastCtx, "k", []byte{byte(i), 7}); err != nil || out[1] != byte(i) {
+			t.Fatalf("a call while another is in progress: %x, %v", out, err)
+		}
+	}
+	select {
+	case err := <-slowDone:
+		t.Fatalf("the slow call ended early: %v", err)
+	default:
+	}
+	slowCancel()
+	if err := <-slowDone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("slow call: %v", err)
+	}
+	b.cancelled.Store(0)
 	// Errors keep their sentinels.
 	if _, err := c.ECDH(ctx, "bad", []byte{1}); !errors.Is(err, kem.ErrInvalidPublicKey) {
 		t.Fatalf("bad key: %v", err)
