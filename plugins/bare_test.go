@@ -83,9 +83,12 @@ func runBareHelper() int {
 		fmt.Fprintf(os.Stderr, "bare plugin: config: %v\n", err)
 		return 1
 	}
-	// One P, as twoway-hsm's plugin runs by default: the best this
-	// transport does here (see cmd/twoway-hsm's plugin command).
-	runtime.GOMAXPROCS(1)
+	// One P, as twoway-hsm's plugin runs by default (the best this
+	// transport does here; see cmd/twoway-hsm's plugin command), unless
+	// GOMAXPROCS is set (TWOWAY_BENCH_PLUGIN_ENV sets it for both).
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 	set, err := keyset.Open(context.Background(), cfg.Refs)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bare plugin: %v\n", err)
@@ -118,7 +121,7 @@ func startBare(t testing.TB, bk backendKeys) *bareClient {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(append(os.Environ(), bk.env...), helperEnv+"=bare", helperConfigEnv+"="+string(js))
+	cmd.Env = append(append(append(os.Environ(), bk.env...), benchEnv()...), helperEnv+"=bare", helperConfigEnv+"="+string(js))
 	pc := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  plugins.Handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{plugins.ProtocolVersion: {plugins.PluginName: &barePlugin{}}},

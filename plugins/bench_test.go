@@ -133,6 +133,9 @@ func BenchmarkThroughput(b *testing.B) {
 			b.Fatal(err)
 		}
 		im := &impl{name: "plugin-" + strconv.Itoa(n), pids: c.PIDs()}
+		if len(im.pids) != n {
+			b.Fatalf("plugin processes: %v, want %d", im.pids, n)
+		}
 		for range callers {
 			im.call = append(im.call, func(p []byte) ([]byte, error) { return k.ECDHContext(ctx, p) })
 		}
@@ -205,7 +208,8 @@ func BenchmarkThroughput(b *testing.B) {
 }
 
 // schedStat returns the on-CPU time and the number of times it was
-// scheduled onto a CPU (each wake-up counts once), summed over the threads
+// scheduled onto a CPU (each wake-up counts once, and so does each return
+// after being preempted), summed over the threads
 // of process pid ("self" for this one), from /proc/PID/task/TID/schedstat.
 // Threads that exited are not counted.
 func schedStat(b testing.TB, pid string) (time.Duration, int64) {
@@ -216,11 +220,13 @@ func schedStat(b testing.TB, pid string) (time.Duration, int64) {
 	}
 	var cpu time.Duration
 	var runs int64
+	read := 0
 	for _, t := range tasks {
 		st, err := os.ReadFile(dir + "/" + t.Name() + "/schedstat")
 		if err != nil {
 			continue // the thread exited
 		}
+		read++
 		f := strings.Fields(string(st))
 		if len(f) != 3 {
 			b.Fatalf("%s/%s/schedstat: %q", dir, t.Name(), st)
@@ -232,6 +238,9 @@ func schedStat(b testing.TB, pid string) (time.Duration, int64) {
 		}
 		cpu += time.Duration(ns)
 		runs += n
+	}
+	if read == 0 {
+		b.Fatalf("%s: no thread's schedstat could be read (a kernel without CONFIG_SCHED_INFO?)", dir)
 	}
 	return cpu, runs
 }
@@ -253,7 +262,8 @@ func cpuTime(b *testing.B, pids []int) time.Duration {
 // rounds of 200 calls. Each reports its mean time per call (µs/call), the
 // CPU time per call of this process (host-cpu-µs) and of the plugin
 // process (plugin-cpu-µs), and how many times per call a thread of each
-// was woken and scheduled onto a CPU (host-wakeups, plugin-wakeups).
+// was put on a CPU (host-runs, plugin-runs): its wake-ups, and the rarer
+// returns after preemption.
 // "pipe" is the floor of any exchange between two processes: one byte
 // sent back and forth between two threads of this process over a pipe
 // (two wake-ups per round trip).
@@ -265,6 +275,10 @@ func BenchmarkRoundTripCost(b *testing.B) {
 	k, err := c.Key(ctx, bk.refs[0])
 	if err != nil {
 		b.Fatal(err)
+	}
+	pids := c.PIDs()
+	if len(pids) != 1 {
+		b.Fatalf("plugin processes: %v", pids)
 	}
 	bc := startBare(b, bk)
 	bs := bc.stream(b, bk.refs[0])
@@ -280,7 +294,7 @@ func BenchmarkRoundTripCost(b *testing.B) {
 		n                      int
 	}
 	impls := []*impl{
-		{name: "plugin", pid: strconv.Itoa(c.PIDs()[0]), call: func(p []byte) error { _, err := k.ECDHContext(ctx, p); return err }},
+		{name: "plugin", pid: strconv.Itoa(pids[0]), call: func(p []byte) error { _, err := k.ECDHContext(ctx, p); return err }},
 		{name: "bare", pid: strconv.Itoa(bc.pc.ReattachConfig().Pid), call: func(p []byte) error { _, err := bs.ECDH(p); return err }},
 		{name: "pipe", call: func([]byte) error { return ping() }},
 	}
@@ -323,10 +337,10 @@ func BenchmarkRoundTripCost(b *testing.B) {
 		n := float64(im.n)
 		b.ReportMetric(float64(im.wall.Nanoseconds())/n/1e3, im.name+"-µs/call")
 		b.ReportMetric(float64(im.hostCPU.Nanoseconds())/n/1e3, im.name+"-host-cpu-µs")
-		b.ReportMetric(float64(im.hostRuns)/n, im.name+"-host-wakeups")
+		b.ReportMetric(float64(im.hostRuns)/n, im.name+"-host-runs")
 		if im.pid != "" {
 			b.ReportMetric(float64(im.plugCPU.Nanoseconds())/n/1e3, im.name+"-plugin-cpu-µs")
-			b.ReportMetric(float64(im.plugRuns)/n, im.name+"-plugin-wakeups")
+			b.ReportMetric(float64(im.plugRuns)/n, im.name+"-plugin-runs")
 		}
 	}
 }

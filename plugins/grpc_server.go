@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -85,13 +86,18 @@ func toStatus(err error) error {
 	return status.Error(code, err.Error())
 }
 
+// maxIdleWorkers bounds the goroutines a Session stream keeps waiting for
+// calls.
+const maxIdleWorkers = 16
+
 // Session implements the Session stream: each call runs on a goroutine of
 // its own while it runs, through the unary handler of its kind, with its own
 // context (the stream's, bounded by the call's deadline, cancelled by a
 // Cancel message), and its answer is sent as soon as it is ready. The
-// goroutines outlive their calls and take the next ones (a goroutine's
-// stack grows to what a call needs once, not at every call); there are as
-// many as calls have been in flight at once, and they end with the stream.
+// goroutines outlive their calls and take the next ones, so that a
+// goroutine's stack grows to what a call needs once rather than at every
+// call (a new goroutine starts small); up to maxIdleWorkers wait between
+// calls, and all end with the stream.
 func (s *GRPCServer) Session(stream kempluginv1.KEMPlugin_SessionServer) error {
 	ctx := stream.Context()
 	var (
@@ -100,6 +106,7 @@ func (s *GRPCServer) Session(stream kempluginv1.KEMPlugin_SessionServer) error {
 		cancels = make(map[uint64]context.CancelFunc)
 		wg      sync.WaitGroup
 		calls   = make(chan func()) // unbuffered: a send succeeds only to an idle worker
+		idle    atomic.Int32
 	)
 	defer func() {
 		mu.Lock()
@@ -172,9 +179,19 @@ func (s *GRPCServer) Session(stream kempluginv1.KEMPlugin_SessionServer) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				call()
-				for next := range calls {
-					next()
+				for {
+					call()
+					// Past maxIdleWorkers idle ones, a worker ends.
+					if idle.Add(1) > maxIdleWorkers {
+						idle.Add(-1)
+						return
+					}
+					next, ok := <-calls
+					idle.Add(-1)
+					if !ok {
+						return
+					}
+					call = next
 				}
 			}()
 		}

@@ -112,8 +112,15 @@ func TestSessionStream(t *testing.T) {
 		_, err := c.ECDH(slowCtx, "slow", []byte{1})
 		slowDone <- err
 	}()
-	for b.started.Load() == 0 {
-		time.Sleep(time.Millisecond)
+	for wait := time.Now().Add(5 * time.Second); b.started.Load() == 0; time.Sleep(time.Millisecond) {
+		select {
+		case err := <-slowDone:
+			t.Fatalf("the slow call ended before it reached the backend: %v", err)
+		default:
+		}
+		if time.Now().After(wait) {
+			t.Fatal("the slow call never reached the backend")
+		}
 	}
 	fastCtx, fastCancel := context.WithTimeout(ctx, 5*time.Second)
 	defer fastCancel()

@@ -278,3 +278,81 @@ func TestCloseSessionOnlyIfOwner(t *testing.T) {
 		t.Fatal("the session is still recorded")
 	}
 }
+
+// TestRecoveryClosesLiveSessions closes one of a Token's sessions behind
+// its back, as a network HSM that times one session out does. The Token
+// recovers, and every session it had before is closed afterwards: the idle
+// ones the recovery drained, and the one an operation held across the
+// recovery, once it is put back. Abandoning them instead (as this package
+// once did) leaks up to the pool's size per recovery, until a module with a
+// session limit refuses new ones.
+func TestRecoveryClosesLiveSessions(t *testing.T) {
+	sh := testenv.SoftHSM(t)
+	ctx := context.Background()
+	tok, err := OpenToken(ctx, sh.URI(), WithPoolSize(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tok.Close()
+	k, err := tok.GenerateKey(ctx, kem.DHKEMP256HKDFSHA256, KeyRef{ID: []byte{0x71}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerKey, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := peerKey.PublicKey().Bytes()
+	if _, err := k.ECDHContext(ctx, peer); err != nil {
+		t.Fatal(err)
+	}
+	// Four sessions: three idle in the pool, one held by an "operation"
+	// across the recovery.
+	var old []*session
+	for range 4 {
+		s, err := tok.getSession(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old = append(old, s)
+	}
+	held := old[3]
+	for _, s := range old[:3] {
+		tok.putSession(s, nil)
+	}
+	// The next operation takes the last session put back (the pool is a
+	// stack): that one dies.
+	c := tok.mod.st.ctx
+	victim := old[2]
+	if err := c.CloseSession(victim.h); err != nil {
+		t.Fatal(err)
+	}
+	gen := tok.gen.Load()
+	if _, err := k.ECDHContext(ctx, peer); err != nil {
+		t.Fatalf("ECDH after a session died: %v", err)
+	}
+	if tok.gen.Load() == gen {
+		t.Fatal("the dead session caused no recovery")
+	}
+	tok.putSession(held, nil)
+	// The sessions are closed in the background.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var open []p11.SessionHandle
+		for _, s := range old {
+			if _, err := c.GetSessionInfo(s.h); err == nil {
+				open = append(open, s.h)
+			}
+		}
+		if len(open) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sessions from before the recovery still open: %v", open)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := k.ECDHContext(ctx, peer); err != nil {
+		t.Fatalf("ECDH after the recovery: %v", err)
+	}
+}

@@ -150,14 +150,16 @@ func OpenModule(path string) (*Module, error) {
 // initializeLocked calls C_Initialize, accepting an already initialised
 // module; a new initialisation starts a new generation. st.mu must be held.
 func (st *moduleState) initializeLocked() error {
+	// No session opens or closes during the initialisation, so that none
+	// is recorded with the wrong generation.
+	st.sessMu.Lock()
+	defer st.sessMu.Unlock()
 	err := st.ctx.Initialize()
 	switch {
 	case err == nil:
 		// Every session of the previous initialisation is gone.
-		st.sessMu.Lock()
 		st.owners = nil
 		st.gen.Add(1)
-		st.sessMu.Unlock()
 	case !isCKR(err, p11.CKR_CRYPTOKI_ALREADY_INITIALIZED):
 		return fmt.Errorf("pkcs11: C_Initialize %s: %w", st.path, err)
 	}
@@ -181,6 +183,10 @@ func (m *Module) Path() string { return m.st.path }
 // Ctx returns the underlying github.com/miekg/pkcs11 context, for callers
 // that need raw PKCS#11 calls (tests, diagnostics). Calling Finalize or
 // Destroy on it breaks every Module and Token of this library in the process.
+// Sessions opened through it are not in the record that keeps a Token from
+// closing a session number the module handed out again: a Token recovering
+// from dead sessions may close such a session if the module gave it the
+// number of one of the Token's dead ones.
 func (m *Module) Ctx() *p11.Ctx { return m.st.ctx }
 
 // Info returns the module's C_GetInfo (library manufacturer, description,
