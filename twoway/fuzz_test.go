@@ -62,6 +62,9 @@ func FuzzParseKeyConfigs(f *testing.F) {
 
 // fuzzWorld is a fixed key pair, request and response, sealed with
 // deterministic randomness so that the same messages come out on every run.
+// Chunked and unchunked messages have different media types and different
+// randomness, as real ones do: a fuzzer that splices the first chunk of a
+// chunked message into an unchunked one must not find them sharing keys.
 type fuzzWorld struct {
 	pk              kem.PublicKey
 	sk              kem.PrivateKey
@@ -86,6 +89,24 @@ func fuzzOpts(chunked bool) []twoway.Option {
 	return []twoway.Option{twoway.WithMaxMessageLen(4096)}
 }
 
+// reqType and respType are the media types of the fuzz world's messages:
+// different for chunked and unchunked ones, as they must be (see
+// EnableChunking: otherwise a chunked message's first chunk opens as a
+// shorter unchunked message).
+func reqType(chunked bool) []byte {
+	if chunked {
+		return []byte("req-chunked")
+	}
+	return []byte("req")
+}
+
+func respType(chunked bool) []byte {
+	if chunked {
+		return []byte("resp-chunked")
+	}
+	return []byte("resp")
+}
+
 func idx(chunked bool) int {
 	if chunked {
 		return 1
@@ -101,20 +122,20 @@ func getWorld(tb testing.TB) *fuzzWorld {
 		w.pk, w.sk = keyPair(tb, hpke.KEM_X25519_HKDF_SHA256, "fuzz")
 		for _, chunked := range []bool{false, true} {
 			i := idx(chunked)
-			snd, _ := twoway.NewRequestSender(testSuite, 5, w.pk, newDetRand("fuzz-sender"))
-			s, err := snd.NewRequestSealer(bytes.NewReader(w.request), []byte("req"), fuzzOpts(chunked)...)
+			snd, _ := twoway.NewRequestSender(testSuite, 5, w.pk, newDetRand("fuzz-sender"+string(reqType(chunked))))
+			s, err := snd.NewRequestSealer(bytes.NewReader(w.request), reqType(chunked), fuzzOpts(chunked)...)
 			if err != nil {
 				panic(err)
 			}
 			w.encReq[i], _ = io.ReadAll(s)
 			rcv, _ := twoway.NewRequestReceiver(testSuite, 5, w.sk, newDetRand("fuzz-receiver"))
-			o, err := rcv.NewRequestOpener(bytes.NewReader(w.encReq[i]), []byte("req"), fuzzOpts(chunked)...)
+			o, err := rcv.NewRequestOpener(bytes.NewReader(w.encReq[i]), reqType(chunked), fuzzOpts(chunked)...)
 			if err != nil {
 				panic(err)
 			}
-			rs, _ := o.NewResponseSealer(bytes.NewReader(w.answer), []byte("resp"), fuzzOpts(chunked)...)
+			rs, _ := o.NewResponseSealer(bytes.NewReader(w.answer), respType(chunked), fuzzOpts(chunked)...)
 			w.encResp[i], _ = io.ReadAll(rs)
-			ms, _ := twoway.NewMultiRequestSender(testSuite, newDetRand("fuzz-multi")).NewRequestSealer(bytes.NewReader(w.request), []byte("req"), fuzzOpts(chunked)...)
+			ms, _ := twoway.NewMultiRequestSender(testSuite, newDetRand("fuzz-multi"+string(reqType(chunked)))).NewRequestSealer(bytes.NewReader(w.request), reqType(chunked), fuzzOpts(chunked)...)
 			w.multiBody[i], _ = io.ReadAll(ms)
 			w.multiKey[i], _, _ = ms.EncapsulateKey(5, w.pk)
 		}
@@ -126,8 +147,8 @@ func getWorld(tb testing.TB) *fuzzWorld {
 // requestSealer returns a fresh sealer of the world's request; with the
 // deterministic sender it has the same HPKE context every time.
 func (w *fuzzWorld) requestSealer(chunked bool) *twoway.RequestSealer {
-	snd, _ := twoway.NewRequestSender(testSuite, 5, w.pk, newDetRand("fuzz-sender"))
-	s, _ := snd.NewRequestSealer(bytes.NewReader(w.request), []byte("req"), fuzzOpts(chunked)...)
+	snd, _ := twoway.NewRequestSender(testSuite, 5, w.pk, newDetRand("fuzz-sender"+string(reqType(chunked))))
+	s, _ := snd.NewRequestSealer(bytes.NewReader(w.request), reqType(chunked), fuzzOpts(chunked)...)
 	io.Copy(io.Discard, s)
 	return s
 }
@@ -155,7 +176,7 @@ func FuzzRequestOpener(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, ct []byte, chunked bool) {
 		rcv, _ := twoway.NewRequestReceiver(testSuite, 5, w.sk, newDetRand("r"))
-		o, err := rcv.NewRequestOpener(bytes.NewReader(ct), []byte("req"), fuzzOpts(chunked)...)
+		o, err := rcv.NewRequestOpener(bytes.NewReader(ct), reqType(chunked), fuzzOpts(chunked)...)
 		if err != nil {
 			checkOpened(t, w.request, nil, err)
 			return
@@ -173,7 +194,7 @@ func FuzzResponseOpener(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, ct []byte, chunked bool) {
 		s := w.requestSealer(chunked)
-		r, err := s.NewResponseOpener(bytes.NewReader(ct), []byte("resp"), fuzzOpts(chunked)...)
+		r, err := s.NewResponseOpener(bytes.NewReader(ct), respType(chunked), fuzzOpts(chunked)...)
 		if err != nil {
 			checkOpened(t, w.answer, nil, err)
 			return
@@ -190,7 +211,7 @@ func FuzzMultiRequestOpener(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, ek, body []byte, chunked bool) {
 		rcv, _ := twoway.NewMultiRequestReceiver(testSuite, 5, w.sk, newDetRand("m"))
-		o, err := rcv.NewRequestOpener(ek, bytes.NewReader(body), []byte("req"), fuzzOpts(chunked)...)
+		o, err := rcv.NewRequestOpener(ek, bytes.NewReader(body), reqType(chunked), fuzzOpts(chunked)...)
 		if err != nil {
 			checkOpened(t, w.request, nil, err)
 			return

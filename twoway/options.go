@@ -56,6 +56,14 @@ type Option func(*opConfig) error
 // can be produced and consumed incrementally, in the Chunked OHTTP format.
 // Both sides of a message must agree on it.
 //
+// Chunked and unchunked messages must have different media types (as
+// RFC 9458's "message/bhttp request" and Chunked OHTTP's "message/bhttp
+// chunked request" differ). Neither format says which one it is, and the
+// first chunk of a chunked message, without its length prefix, is a valid
+// unchunked message under the same key and media type: a receiver that
+// opened both kinds under one media type could be handed a truncated
+// message that authenticates.
+//
 // A chunked sealer fills each chunk up to the maximum chunk length (see
 // [WithMaxChunkPlaintextLen]) before sealing it, whatever sizes its source's
 // Read calls return, so tiny reads do not inflate the message; the last data

@@ -580,3 +580,63 @@ func TestLengthHint(t *testing.T) {
 		t.Fatalf("hinted sealer: %v", err)
 	}
 }
+
+// A chunked message's first chunk, stripped of its length prefix, is a
+// valid unchunked message under the same key and media type: neither format
+// says which one it is, so a receiver that accepted both under one media
+// type could be handed a truncated message. Chunked and unchunked messages
+// therefore need media types of their own (as RFC 9458's and Chunked
+// OHTTP's are), and then the splice fails. FuzzMultiRequestOpener found it,
+// in a fuzz world whose two modes shared a media type.
+func TestChunkedAndUnchunkedNeedTheirOwnMediaTypes(t *testing.T) {
+	f := newFixture(t)
+	msg := pattern(100)
+	seal := func(mediaType string) []byte {
+		s, err := f.snd.NewRequestSealer(bytes.NewReader(msg), []byte(mediaType), f.chunks...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ct, err := io.ReadAll(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ct
+	}
+	// Header 7 + enc 32, then the first chunk: a 1-byte length (48) and
+	// 32 + 16 bytes.
+	splice := func(ct []byte) []byte { return append(bytes.Clone(ct[:39]), ct[40:40+48]...) }
+	pt, _, err := f.openRequest(splice(seal("req")), "req")
+	if err != nil || !bytes.Equal(pt, msg[:32]) {
+		t.Fatalf("one media type for both: got %x, %v; if the formats now tell the modes apart, update EnableChunking's documentation", pt, err)
+	}
+	_, _, err = f.openRequest(splice(seal("req-chunked")), "req")
+	mustFail(t, "a chunk spliced into an unchunked request of another media type", err, twoway.ErrAuthentication)
+
+	// One-to-many: the encapsulated key binds the media type, the body
+	// does not (nonce 12, then chunks as above).
+	multi := func(mediaType string) (ek, body []byte) {
+		s, err := f.msnd.NewRequestSealer(bytes.NewReader(msg), []byte(mediaType), f.chunks...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body, err = io.ReadAll(s); err != nil {
+			t.Fatal(err)
+		}
+		if ek, _, err = s.EncapsulateKey(3, f.pk); err != nil {
+			t.Fatal(err)
+		}
+		return ek, append(bytes.Clone(body[:12]), body[13:13+48]...)
+	}
+	openMulti := func(ek, body []byte) ([]byte, error) {
+		o, err := f.mrcv.NewRequestOpener(ek, bytes.NewReader(body), []byte("req"))
+		if err != nil {
+			return nil, err
+		}
+		return io.ReadAll(o)
+	}
+	if pt, err := openMulti(multi("req")); err != nil || !bytes.Equal(pt, msg[:32]) {
+		t.Fatalf("one-to-many, one media type for both: got %x, %v", pt, err)
+	}
+	_, err = openMulti(multi("req-chunked"))
+	mustFail(t, "one-to-many: a chunk spliced into an unchunked request of another media type", err, twoway.ErrAuthentication)
+}
