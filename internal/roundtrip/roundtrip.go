@@ -52,11 +52,22 @@ const MultiReceivers = 2
 // message of a few KiB spans several chunks.
 const ChunkLen = 1024
 
-// Media types of the round trips' messages.
+// Media types of the round trips' messages: chunked messages have their
+// own, as they must (see twoway.EnableChunking).
 var (
-	reqMediaType  = []byte("application/x-twoway-hsm-selftest-request")
-	respMediaType = []byte("application/x-twoway-hsm-selftest-response")
+	reqMediaType         = []byte("application/x-twoway-hsm-selftest-request")
+	respMediaType        = []byte("application/x-twoway-hsm-selftest-response")
+	chunkedReqMediaType  = []byte("application/x-twoway-hsm-selftest-chunked-request")
+	chunkedRespMediaType = []byte("application/x-twoway-hsm-selftest-chunked-response")
 )
+
+// mediaTypes returns the media types of a shape's request and response.
+func (s Shape) mediaTypes() (req, resp []byte) {
+	if s.Chunked() {
+		return chunkedReqMediaType, chunkedRespMediaType
+	}
+	return reqMediaType, respMediaType
+}
 
 // timedKey is a kem.PrivateKey that records how long each decapsulation
 // takes. The twoway receivers use their key only through kem.PrivateKey.
@@ -138,11 +149,12 @@ func (rt *Tripper) Run(ctx context.Context, s Shape) error {
 		return rt.runMulti(ctx, s, req)
 	}
 	opts := s.options()
+	reqType, respType := s.mediaTypes()
 	sender, err := twoway.NewRequestSender(rt.suite, 1, rt.pub, nil)
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
-	sealer, err := sender.NewRequestSealer(bytes.NewReader(req), reqMediaType, opts...)
+	sealer, err := sender.NewRequestSealer(bytes.NewReader(req), reqType, opts...)
 	if err != nil {
 		return fmt.Errorf("client: sealing the request: %w", err)
 	}
@@ -150,15 +162,15 @@ func (rt *Tripper) Run(ctx context.Context, s Shape) error {
 	if err != nil {
 		return fmt.Errorf("client: sealing the request: %w", err)
 	}
-	opener, err := rt.one.NewRequestOpenerContext(ctx, bytes.NewReader(body), reqMediaType, opts...)
+	opener, err := rt.one.NewRequestOpenerContext(ctx, bytes.NewReader(body), reqType, opts...)
 	if err != nil {
 		return fmt.Errorf("server: opening the request: %w", err)
 	}
-	respBody, resp, err := serve(opener, req, opts)
+	respBody, resp, err := serve(opener, req, respType, opts)
 	if err != nil {
 		return err
 	}
-	respOpener, err := sealer.NewResponseOpener(bytes.NewReader(respBody), respMediaType, opts...)
+	respOpener, err := sealer.NewResponseOpener(bytes.NewReader(respBody), respType, opts...)
 	if err != nil {
 		return fmt.Errorf("client: opening the response: %w", err)
 	}
@@ -169,7 +181,8 @@ func (rt *Tripper) Run(ctx context.Context, s Shape) error {
 // its key wrapped for each receiver, and each receiver answers.
 func (rt *Tripper) runMulti(ctx context.Context, s Shape, req []byte) error {
 	opts := s.options()
-	sealer, err := twoway.NewMultiRequestSender(rt.suite, nil).NewRequestSealer(bytes.NewReader(req), reqMediaType, opts...)
+	reqType, respType := s.mediaTypes()
+	sealer, err := twoway.NewMultiRequestSender(rt.suite, nil).NewRequestSealer(bytes.NewReader(req), reqType, opts...)
 	if err != nil {
 		return fmt.Errorf("client: sealing the request: %w", err)
 	}
@@ -182,15 +195,15 @@ func (rt *Tripper) runMulti(ctx context.Context, s Shape, req []byte) error {
 		if err != nil {
 			return fmt.Errorf("client: wrapping the key for receiver %d: %w", i+1, err)
 		}
-		opener, err := recv.NewRequestOpenerContext(ctx, encapKey, bytes.NewReader(body), reqMediaType, opts...)
+		opener, err := recv.NewRequestOpenerContext(ctx, encapKey, bytes.NewReader(body), reqType, opts...)
 		if err != nil {
 			return fmt.Errorf("server (receiver %d): opening the request: %w", i+1, err)
 		}
-		respBody, resp, err := serve(opener, req, opts)
+		respBody, resp, err := serve(opener, req, respType, opts)
 		if err != nil {
 			return fmt.Errorf("receiver %d: %w", i+1, err)
 		}
-		respOpener, err := openResponse(bytes.NewReader(respBody), respMediaType, opts...)
+		respOpener, err := openResponse(bytes.NewReader(respBody), respType, opts...)
 		if err != nil {
 			return fmt.Errorf("client: opening the response of receiver %d: %w", i+1, err)
 		}
@@ -203,7 +216,7 @@ func (rt *Tripper) runMulti(ctx context.Context, s Shape, req []byte) error {
 
 // serve is the server side: it reads the request, checks it, and seals a
 // fresh random response, returning the sealed response and its plaintext.
-func serve(opener *twoway.RequestOpener, want []byte, opts []twoway.Option) (sealed, resp []byte, err error) {
+func serve(opener *twoway.RequestOpener, want, respType []byte, opts []twoway.Option) (sealed, resp []byte, err error) {
 	got, err := io.ReadAll(opener)
 	if err != nil {
 		return nil, nil, fmt.Errorf("server: reading the request: %w", err)
@@ -213,7 +226,7 @@ func serve(opener *twoway.RequestOpener, want []byte, opts []twoway.Option) (sea
 	}
 	resp = make([]byte, len(want))
 	rand.Read(resp)
-	respSealer, err := opener.NewResponseSealer(bytes.NewReader(resp), respMediaType, opts...)
+	respSealer, err := opener.NewResponseSealer(bytes.NewReader(resp), respType, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("server: sealing the response: %w", err)
 	}
