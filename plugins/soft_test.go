@@ -1,7 +1,6 @@
 package plugins_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdh"
 	"crypto/rand"
@@ -10,10 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/twoway-hsm/twoway-hsm/internal/syncbuf"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/plugins"
 )
@@ -129,7 +128,7 @@ func TestErrors(t *testing.T) {
 // host's slog logger with their level and attributes.
 func TestLogsForwarded(t *testing.T) {
 	ref, _ := softKey(t, kem.DHKEMX25519HKDFSHA256)
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	c := newClient(t, plugins.Config{Keys: []string{ref}, Logger: logger})
 	c.Close()
@@ -143,23 +142,6 @@ func TestLogsForwarded(t *testing.T) {
 	if !found {
 		t.Fatalf("the plugin's \"key opened\" record was not forwarded:\n%s", buf.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestStartHonoursContextDeadline: a plugin that never completes its

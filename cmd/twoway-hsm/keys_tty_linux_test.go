@@ -7,12 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 	"unsafe"
 
+	"github.com/twoway-hsm/twoway-hsm/internal/syncbuf"
 	"github.com/twoway-hsm/twoway-hsm/testenv"
 )
 
@@ -41,24 +41,6 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 	}
 	t.Cleanup(func() { m.Close(); s.Close() })
 	return m, s
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // ttyInput is a line to type once the command is ready for it: when its
@@ -90,12 +72,12 @@ func runTTY(t *testing.T, env []string, inputs []ttyInput, args ...string) (resu
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = slave
 	var out bytes.Buffer
-	var errOut syncBuffer
+	var errOut syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var echo syncBuffer
+	var echo syncbuf.Buffer
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -1,38 +1,19 @@
 package pkcs11_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdh"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	p11 "github.com/miekg/pkcs11"
 
 	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
+	"github.com/twoway-hsm/twoway-hsm/internal/syncbuf"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 )
-
-// logBuffer is a concurrency-safe slog sink.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestRecovery pulls sessions, the login or the whole module from under
 // the backend with raw PKCS#11 calls; the next ECDH must still succeed.
@@ -67,7 +48,7 @@ func TestRecovery(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs logBuffer
+			var logs syncbuf.Buffer
 			sh, tok := openToken(t, pkcs11.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))), pkcs11.WithPoolSize(2))
 			ctx := context.Background()
 			keys := map[string]*pkcs11.Key{}
@@ -147,7 +128,7 @@ func TestRecoveryGivesUp(t *testing.T) {
 // than run on session and object handles that the new initialisation hands
 // out again, to other sessions and other keys.
 func TestRecoveryAcrossTokens(t *testing.T) {
-	var logsB logBuffer
+	var logsB syncbuf.Buffer
 	// B opens its first session first: A's first session after the new
 	// initialisation gets B's old session number.
 	sh, tokB := openToken(t, pkcs11.WithLogger(slog.New(slog.NewTextHandler(&logsB, nil))))
