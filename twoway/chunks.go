@@ -273,10 +273,17 @@ func (o *chunkOpener) readFull(p []byte, what string) error {
 }
 
 // final reads the final chunk, which extends to the end of the stream, and
-// opens it with AAD "final".
+// opens it with AAD "final": in p when p can hold the longest chunk and
+// one more byte (to tell trailing data), in o.buf otherwise.
 func (o *chunkOpener) final(p []byte) (int, error) {
 	overhead := o.ctx.Overhead()
-	buf := o.grow(o.initCap)
+	inPlace := len(p) > o.maxCT
+	var buf []byte
+	if inPlace {
+		buf = p[:o.maxCT+1]
+	} else {
+		buf = o.grow(o.initCap)
+	}
 	n := 0
 	for {
 		if n == len(buf) {
@@ -308,6 +315,9 @@ func (o *chunkOpener) final(p []byte) (int, error) {
 	o.done = true
 	if len(pt) == 0 {
 		return 0, io.EOF
+	}
+	if inPlace {
+		return len(pt), nil
 	}
 	c := copy(p, pt)
 	clear(pt[:c])
