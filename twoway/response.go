@@ -44,13 +44,10 @@ func (r *responseCtx) stream(mediaType, responseNonce []byte) (*keyschedule.Stre
 	salt = append(append(salt, r.enc...), responseNonce...)
 	prk := r.kdf.Extract(salt, secret)
 	defer clear(prk)
-	key, err := r.kdf.Expand(prk, responseKeyLabel, r.aead.KeySize)
-	if err != nil {
-		return nil, err
-	}
+	kn := make([]byte, r.aead.KeySize+r.aead.NonceSize)
+	key, nonce := kn[:r.aead.KeySize], kn[r.aead.KeySize:]
 	defer clear(key)
-	nonce, err := r.kdf.Expand(prk, responseNonceLabel, r.aead.NonceSize)
-	if err != nil {
+	if err := r.kdf.Expand(prk, keyschedule.Expansion{Info: responseKeyLabel, Out: key}, keyschedule.Expansion{Info: responseNonceLabel, Out: nonce}); err != nil {
 		return nil, err
 	}
 	aead, err := r.aead.New(key)

@@ -80,13 +80,21 @@ func (k KDF) Extract(salt, ikm []byte) []byte {
 	return mac.Sum(make([]byte, 0, k.nh))
 }
 
-// Expand is HKDF-Expand(prk, info, l), unlabelled.
-func (k KDF) Expand(prk, info []byte, l int) ([]byte, error) {
-	out := make([]byte, l)
-	if err := k.newExpander(prk).expand(out, info, nil, nil, nil, nil); err != nil {
-		return nil, err
+// An Expansion is one output of HKDF-Expand: Out is filled with
+// HKDF-Expand(prk, Info, len(Out)).
+type Expansion struct{ Info, Out []byte }
+
+// Expand fills the Out of each expansion from prk, unlabelled, with one
+// keyed HMAC for all of them (RFC 9458's response key and nonce come from
+// one PRK).
+func (k KDF) Expand(prk []byte, outs ...Expansion) error {
+	e := k.newExpander(prk)
+	for _, o := range outs {
+		if err := e.expand(o.Out, o.Info, nil, nil, nil, nil); err != nil {
+			return err
+		}
 	}
-	return out, nil
+	return nil
 }
 
 // expander computes HKDF-Expand outputs from one PRK with one keyed HMAC.

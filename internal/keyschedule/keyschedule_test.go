@@ -183,19 +183,25 @@ func TestHKDFMatchesStandardLibrary(t *testing.T) {
 				t.Fatalf("kdf %d: extract(%d) differs from crypto/hkdf", id, n)
 			}
 			for _, l := range []int{1, 12, 16, 32, 48, 64, 65, 100, 255 * k.nh} {
-				got, err := k.Expand(prk, info, l)
-				if err != nil {
+				// Two expansions with one call (one keyed HMAC), as the
+				// response key and nonce are made.
+				got, got2 := make([]byte, l), make([]byte, 16)
+				if err := k.Expand(prk, Expansion{info, got}, Expansion{[]byte("nonce"), got2}); err != nil {
 					t.Fatal(err)
 				}
 				want, err := hkdf.Expand(k.h, prk, string(info), l)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if !bytes.Equal(got, want) {
+				want2, err := hkdf.Expand(k.h, prk, "nonce", 16)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, want) || !bytes.Equal(got2, want2) {
 					t.Fatalf("kdf %d: expand(%d, %d) differs from crypto/hkdf", id, n, l)
 				}
 			}
-			if _, err := k.Expand(prk, info, 255*k.nh+1); err == nil {
+			if err := k.Expand(prk, Expansion{info, make([]byte, 255*k.nh+1)}); err == nil {
 				t.Fatal("expand beyond 255*Nh accepted")
 			}
 		}
