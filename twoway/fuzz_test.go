@@ -3,6 +3,7 @@ package twoway_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"testing"
@@ -118,38 +119,84 @@ func idx(chunked bool) int {
 // opener belongs to one message, so requestSealer rebuilds one per use.
 func getWorld(tb testing.TB) *fuzzWorld {
 	worldOnce.Do(func() {
-		w := &fuzzWorld{request: pattern(40), answer: pattern(37)}
-		w.pk, w.sk = keyPair(tb, hpke.KEM_X25519_HKDF_SHA256, "fuzz")
-		for _, chunked := range []bool{false, true} {
-			i := idx(chunked)
-			snd, _ := twoway.NewRequestSender(testSuite, 5, w.pk, newDetRand("fuzz-sender"+string(reqType(chunked))))
-			s, err := snd.NewRequestSealer(bytes.NewReader(w.request), reqType(chunked), fuzzOpts(chunked)...)
-			if err != nil {
-				panic(err)
-			}
-			w.encReq[i], _ = io.ReadAll(s)
-			rcv, _ := twoway.NewRequestReceiver(testSuite, 5, w.sk, newDetRand("fuzz-receiver"))
-			o, err := rcv.NewRequestOpener(bytes.NewReader(w.encReq[i]), reqType(chunked), fuzzOpts(chunked)...)
-			if err != nil {
-				panic(err)
-			}
-			rs, _ := o.NewResponseSealer(bytes.NewReader(w.answer), respType(chunked), fuzzOpts(chunked)...)
-			w.encResp[i], _ = io.ReadAll(rs)
-			ms, _ := twoway.NewMultiRequestSender(testSuite, newDetRand("fuzz-multi"+string(reqType(chunked)))).NewRequestSealer(bytes.NewReader(w.request), reqType(chunked), fuzzOpts(chunked)...)
-			w.multiBody[i], _ = io.ReadAll(ms)
-			w.multiKey[i], _, _ = ms.EncapsulateKey(5, w.pk)
-		}
-		world = w
+		world = buildWorld()
 	})
+	if world == nil {
+		tb.Fatal("the fuzz world could not be built (see the panic above)")
+	}
 	return world
+}
+
+// buildWorld seals the world's messages and checks that each opens
+// untouched, so that a broken setup fails the fuzz targets instead of
+// leaving them to accept every input as an error.
+func buildWorld() *fuzzWorld {
+	must := func(err error) {
+		if err != nil {
+			panic(err)
+		}
+	}
+	w := &fuzzWorld{request: pattern(40), answer: pattern(37)}
+	scheme := hpke.KEM_X25519_HKDF_SHA256.Scheme()
+	ikm := make([]byte, scheme.SeedSize())
+	newDetRand("fuzz").Read(ikm)
+	w.pk, w.sk = scheme.DeriveKeyPair(ikm)
+	for _, chunked := range []bool{false, true} {
+		i := idx(chunked)
+		opts := fuzzOpts(chunked)
+		snd, err := twoway.NewRequestSender(testSuite, 5, w.pk, newDetRand("fuzz-sender"+string(reqType(chunked))))
+		must(err)
+		s, err := snd.NewRequestSealer(bytes.NewReader(w.request), reqType(chunked), opts...)
+		must(err)
+		w.encReq[i], err = io.ReadAll(s)
+		must(err)
+		rcv, err := twoway.NewRequestReceiver(testSuite, 5, w.sk, newDetRand("fuzz-receiver"))
+		must(err)
+		o, err := rcv.NewRequestOpener(bytes.NewReader(w.encReq[i]), reqType(chunked), opts...)
+		must(err)
+		if got, err := io.ReadAll(o); err != nil || !bytes.Equal(got, w.request) {
+			panic(fmt.Sprintf("fuzz world: the request does not open (chunked %v): %v", chunked, err))
+		}
+		rs, err := o.NewResponseSealer(bytes.NewReader(w.answer), respType(chunked), opts...)
+		must(err)
+		w.encResp[i], err = io.ReadAll(rs)
+		must(err)
+		ro, err := s.NewResponseOpener(bytes.NewReader(w.encResp[i]), respType(chunked), opts...)
+		must(err)
+		if got, err := io.ReadAll(ro); err != nil || !bytes.Equal(got, w.answer) {
+			panic(fmt.Sprintf("fuzz world: the response does not open (chunked %v): %v", chunked, err))
+		}
+		ms, err := twoway.NewMultiRequestSender(testSuite, newDetRand("fuzz-multi"+string(reqType(chunked)))).NewRequestSealer(bytes.NewReader(w.request), reqType(chunked), opts...)
+		must(err)
+		w.multiBody[i], err = io.ReadAll(ms)
+		must(err)
+		w.multiKey[i], _, err = ms.EncapsulateKey(5, w.pk)
+		must(err)
+		mrcv, err := twoway.NewMultiRequestReceiver(testSuite, 5, w.sk, nil)
+		must(err)
+		mo, err := mrcv.NewRequestOpener(w.multiKey[i], bytes.NewReader(w.multiBody[i]), reqType(chunked), opts...)
+		must(err)
+		if got, err := io.ReadAll(mo); err != nil || !bytes.Equal(got, w.request) {
+			panic(fmt.Sprintf("fuzz world: the one-to-many request does not open (chunked %v): %v", chunked, err))
+		}
+	}
+	return w
 }
 
 // requestSealer returns a fresh sealer of the world's request; with the
 // deterministic sender it has the same HPKE context every time.
-func (w *fuzzWorld) requestSealer(chunked bool) *twoway.RequestSealer {
-	snd, _ := twoway.NewRequestSender(testSuite, 5, w.pk, newDetRand("fuzz-sender"+string(reqType(chunked))))
-	s, _ := snd.NewRequestSealer(bytes.NewReader(w.request), reqType(chunked), fuzzOpts(chunked)...)
-	io.Copy(io.Discard, s)
+func (w *fuzzWorld) requestSealer(t *testing.T, chunked bool) *twoway.RequestSealer {
+	snd, err := twoway.NewRequestSender(testSuite, 5, w.pk, newDetRand("fuzz-sender"+string(reqType(chunked))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := snd.NewRequestSealer(bytes.NewReader(w.request), reqType(chunked), fuzzOpts(chunked)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, s); err != nil {
+		t.Fatal(err)
+	}
 	return s
 }
 
@@ -193,7 +240,7 @@ func FuzzResponseOpener(f *testing.F) {
 		f.Add(w.encResp[idx(chunked)][:20], chunked)
 	}
 	f.Fuzz(func(t *testing.T, ct []byte, chunked bool) {
-		s := w.requestSealer(chunked)
+		s := w.requestSealer(t, chunked)
 		r, err := s.NewResponseOpener(bytes.NewReader(ct), respType(chunked), fuzzOpts(chunked)...)
 		if err != nil {
 			checkOpened(t, w.answer, nil, err)
