@@ -34,11 +34,11 @@
 // read-write sessions no larger than the token's MaxRwSessionCount and logs
 // in once. When sessions, the login, the token or the module's
 // initialisation are lost, the Token recovers and retries a bounded number
-// of times (see [Token]). A recovery closes, in the background, the
-// Token's sessions that are still alive (a module that times out one
-// session leaves the others open), so that recoveries do not use up a
-// token's session limit; a session whose number the module may have handed
-// out again, to another Token of the process, is never closed.
+// of times (see [Token]). A recovery closes the Token's sessions that are
+// still alive (a module that times out one session leaves the others open),
+// so that recoveries do not use up a token's session limit; a session whose
+// number the module may have handed out again, to another Token of the
+// process, is never closed.
 //
 // # X25519 and X448
 //

@@ -33,55 +33,58 @@ type moduleState struct {
 	// numbers out again: a Token that sees gen change recovers.
 	gen atomic.Uint64
 
-	// sessMu serialises opening and closing sessions with the record of
-	// who owns them. owners maps each session number this package has
-	// open to the session that holds it. A session that died may have its
-	// number handed out again, to another Token of the process or to a
-	// new session of the same one; a session is closed only while it is
-	// still the owner of its number, so closing a stale session never
-	// closes someone else's.
-	sessMu sync.Mutex
+	// owners maps each session number this package has open to the
+	// session that holds it. A session that died may have its number
+	// handed out again, to another Token of the process or to a new
+	// session of the same one; a session is closed only while it still
+	// owns its number, so closing a stale session never closes someone
+	// else's. Opens hold sessMu shared (they may run together), closes and
+	// C_Initialize hold it exclusively, so that no open is handing out a
+	// number while a close checks who owns it. ownMu guards the map.
+	sessMu sync.RWMutex
+	ownMu  sync.Mutex
 	owners map[p11.SessionHandle]*session
 }
 
 // openSession opens a session on slot and records s as its owner.
 func (st *moduleState) openSession(slot, flags uint, s *session) error {
-	st.sessMu.Lock()
-	defer st.sessMu.Unlock()
-	s.modGen = st.gen.Load()
+	st.sessMu.RLock()
+	defer st.sessMu.RUnlock()
 	h, err := st.ctx.OpenSession(slot, flags)
 	if err != nil {
 		return err
 	}
 	s.h = h
+	st.ownMu.Lock()
 	if st.owners == nil {
 		st.owners = map[p11.SessionHandle]*session{}
 	}
 	st.owners[h] = s
+	st.ownMu.Unlock()
 	return nil
 }
 
-// closeSession closes s if it still owns its number and the module has not
-// been initialised again since s was opened, and forgets it. It reports
-// whether it called C_CloseSession.
+// closeSession closes s if it still owns its number, and forgets it. It
+// reports whether it called C_CloseSession.
 func (st *moduleState) closeSession(s *session) bool {
 	st.sessMu.Lock()
 	defer st.sessMu.Unlock()
-	if st.owners[s.h] != s {
-		return false
+	st.ownMu.Lock()
+	owned := st.owners[s.h] == s
+	if owned {
+		delete(st.owners, s.h)
 	}
-	delete(st.owners, s.h)
-	if s.modGen != st.gen.Load() {
-		return false
+	st.ownMu.Unlock()
+	if owned {
+		_ = st.ctx.CloseSession(s.h)
 	}
-	_ = st.ctx.CloseSession(s.h)
-	return true
+	return owned
 }
 
 // forgetSession forgets s without closing it: the module declared it dead.
 func (st *moduleState) forgetSession(s *session) {
-	st.sessMu.Lock()
-	defer st.sessMu.Unlock()
+	st.ownMu.Lock()
+	defer st.ownMu.Unlock()
 	if st.owners[s.h] == s {
 		delete(st.owners, s.h)
 	}
@@ -158,7 +161,9 @@ func (st *moduleState) initializeLocked() error {
 	switch {
 	case err == nil:
 		// Every session of the previous initialisation is gone.
+		st.ownMu.Lock()
 		st.owners = nil
+		st.ownMu.Unlock()
 		st.gen.Add(1)
 	case !isCKR(err, p11.CKR_CRYPTOKI_ALREADY_INITIALIZED):
 		return fmt.Errorf("pkcs11: C_Initialize %s: %w", st.path, err)

@@ -14,8 +14,6 @@ type session struct {
 	// gen is the Token generation the session was opened in; a recovery
 	// starts a new generation and older sessions are not reused.
 	gen uint64
-	// modGen is the module generation (moduleState.gen) it was opened in.
-	modGen uint64
 }
 
 // sessionPool bounds how many sessions a Token has checked out at once and

@@ -356,24 +356,6 @@ func (t *Token) login(h p11.SessionHandle) error {
 // moduleState.owners): it died and the module handed the number out again.
 func (t *Token) closeSession(s *session) { t.mod.st.closeSession(s) }
 
-// retire closes sessions from before a recovery in the background: a
-// module that has just lost sessions (a network HSM on a bad link) may be
-// slow to answer, and no caller should wait for that. Close waits for it,
-// since C_Finalize must not run during other calls. It is called only
-// while an operation holds t.wg.
-func (t *Token) retire(ss ...*session) {
-	if len(ss) == 0 {
-		return
-	}
-	t.wg.Add(1)
-	go func() {
-		defer t.wg.Done()
-		for _, s := range ss {
-			t.closeSession(s)
-		}
-	}()
-}
-
 // getSession takes a session from the pool, opening one if none is idle;
 // it waits for a free slot while respecting ctx.
 func (t *Token) getSession(ctx context.Context) (*session, error) {
@@ -389,7 +371,7 @@ func (t *Token) getSession(ctx context.Context) (*session, error) {
 		if s.gen == gen {
 			return s, nil
 		}
-		t.retire(s) // from before a recovery, see putSession
+		t.closeSession(s) // from before a recovery, see putSession
 	}
 	s, err := t.openSession()
 	if err != nil {
@@ -411,7 +393,7 @@ func (t *Token) putSession(s *session, err error) {
 	case rec == recoverSession || rec == recoverModule:
 		t.mod.st.forgetSession(s)
 	case s.gen != t.gen.Load():
-		t.retire(s)
+		t.closeSession(s) // before the deferred release: the slot covers it until closed
 	default:
 		t.pool.push(s)
 	}
@@ -532,7 +514,9 @@ func (t *Token) recover(rec recovery, gen uint64) error {
 	}
 	// The idle sessions are closed where they are still alive and still
 	// ours: when one session died, the others usually did not.
-	t.retire(t.pool.drain()...)
+	for _, s := range t.pool.drain() {
+		t.closeSession(s)
+	}
 	st := t.mod.st
 	if rec == recoverModule {
 		if err := st.ensureInitialized(); err != nil {
