@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -74,17 +75,36 @@ func TestErrors(t *testing.T) {
 	if _, err := c.Key(ctx, "soft:file=/nonexistent"); !errors.Is(err, plugins.ErrUnknownKey) {
 		t.Errorf("unknown key: %v; want ErrUnknownKey", err)
 	}
-	cctx, cancel := context.WithCancel(ctx)
-	cancel()
+	// A call that the plugin does not answer (it is stopped) ends at the
+	// caller's deadline, or when the caller cancels it, with the
+	// context's error; the plugin answers again once it runs.
 	peer, _ := ecdh.P256().GenerateKey(rand.Reader)
+	pid := c.PIDs()[0]
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitStopped(pid, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := k.ECDHContext(dctx, peer.PublicKey().Bytes()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("deadline: %v; want context.DeadlineExceeded", err)
+	}
+	cctx, ccancel := context.WithCancel(ctx)
+	time.AfterFunc(100*time.Millisecond, ccancel)
 	if _, err := k.ECDHContext(cctx, peer.PublicKey().Bytes()); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled: %v; want context.Canceled", err)
 	}
-	dctx, cancel := context.WithTimeout(ctx, time.Nanosecond)
-	defer cancel()
-	time.Sleep(time.Millisecond)
-	if _, err := k.ECDHContext(dctx, peer.PublicKey().Bytes()); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("deadline: %v; want context.DeadlineExceeded", err)
+	if d := time.Since(start); d < 300*time.Millisecond || d > 5*time.Second {
+		t.Errorf("the two calls took %v; want their deadline and cancellation (300 ms)", d)
+	}
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.ECDHContext(ctx, peer.PublicKey().Bytes()); err != nil {
+		t.Errorf("after the plugin runs again: %v", err)
 	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
