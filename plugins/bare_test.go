@@ -28,7 +28,9 @@ import (
 // each Session message inline on the stream's goroutine, and its host side
 // is one goroutine per stream doing Send then Recv: no call ids, no
 // goroutine per call, no deadlines, no cancellation, no restart. Whatever
-// this package's plugin costs beyond it is this package's own.
+// this package's plugin costs beyond it is this package's own. It is the
+// test binary re-executed, so benchmarks compare it fairly only when built
+// as the plugin is (no -race, no -cover).
 
 // barePlugin is the go-plugin plugin of the bare server and client.
 type barePlugin struct {
@@ -99,7 +101,7 @@ func runBareHelper() int {
 		HandshakeConfig:  plugins.Handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{plugins.ProtocolVersion: {plugins.PluginName: &barePlugin{set: set}}},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			return grpc.NewServer(append(opts, grpc.StaticStreamWindowSize(1<<20), grpc.StaticConnWindowSize(1<<20))...)
+			return grpc.NewServer(append(opts, grpc.StaticStreamWindowSize(plugins.WindowSize), grpc.StaticConnWindowSize(plugins.WindowSize))...)
 		},
 		Logger: hclog.NewNullLogger(),
 	})
@@ -121,16 +123,20 @@ func startBare(t testing.TB, bk backendKeys) *bareClient {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(append(append(os.Environ(), bk.env...), benchEnv()...), helperEnv+"=bare", helperConfigEnv+"="+string(js))
+	// Like the real plugin: only the environment it is given (not this
+	// process's GOMAXPROCS, GODEBUG or GOGC), with TMPDIR for its socket.
+	cmd.Env = append(append(append([]string{"TMPDIR=" + os.TempDir()}, bk.env...), benchEnv()...),
+		helperEnv+"=bare", helperConfigEnv+"="+string(js))
 	pc := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  plugins.Handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{plugins.ProtocolVersion: {plugins.PluginName: &barePlugin{}}},
 		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
+		SkipHostEnv:      true,
 		Logger:           hclog.NewNullLogger(),
-		GRPCDialOptions: []grpc.DialOption{grpc.WithStaticStreamWindowSize(1 << 20),
-			grpc.WithStaticConnWindowSize(1 << 20)},
+		GRPCDialOptions: []grpc.DialOption{grpc.WithStaticStreamWindowSize(plugins.WindowSize),
+			grpc.WithStaticConnWindowSize(plugins.WindowSize)},
 	})
 	t.Cleanup(pc.Kill)
 	cp, err := pc.Client()
