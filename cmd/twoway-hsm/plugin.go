@@ -72,8 +72,9 @@ func runPlugin(ctx context.Context, env *environment, args []string) int {
 	// One P by default: the backends serialise their work (SoftHSM inside
 	// a process, a TPM on its connection), and with a single P the gRPC
 	// goroutines of a call hand over on one thread instead of waking
-	// others, which measured about 1.3x the throughput of two pooled
-	// processes on a 2-core machine. Scale with more processes
+	// others (plugins' BenchmarkRoundTripCost: the bare plugin's threads
+	// ran 6.5 times per call on two Ps, 3.8 on one, in different runs).
+	// Scale with more processes
 	// (plugins.Config.Processes), or set GOMAXPROCS in the plugin's
 	// environment.
 	if env.getenv("GOMAXPROCS") == "" {
