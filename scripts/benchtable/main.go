@@ -18,23 +18,46 @@ import (
 	"strings"
 )
 
-var line = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+(\d+)\s+(.*)$`)
+var line = regexp.MustCompile(`^(Benchmark\S+)\s+(\d+)\s+(.*)$`)
 
-func main() {
-	metrics := map[string]map[string][]float64{} // benchmark -> unit -> values
-	var order []string
-	sc := bufio.NewScanner(os.Stdin)
-	for sc.Scan() {
-		m := line.FindStringSubmatch(sc.Text())
+// procSuffix matches the "-N" go test appends to every benchmark name when
+// GOMAXPROCS is N > 1.
+var procSuffix = regexp.MustCompile(`-\d+$`)
+
+// parse reads go test -bench output and returns the benchmark names in
+// order of appearance and their metrics (name -> unit -> values). The
+// GOMAXPROCS suffix is dropped only when every line carries the same one,
+// so that names that end in digits of their own (P-256) stay apart when
+// there is none (GOMAXPROCS=1).
+func parse(lines []string) ([]string, map[string]map[string][]float64) {
+	type row struct{ name, rest string }
+	var rows []row
+	suffix, same := "", true
+	for _, l := range lines {
+		m := line.FindStringSubmatch(l)
 		if m == nil {
 			continue
 		}
-		name := m[1]
+		rows = append(rows, row{m[1], m[3]})
+		sfx := procSuffix.FindString(m[1])
+		if len(rows) == 1 {
+			suffix = sfx
+		} else if sfx != suffix {
+			same = false
+		}
+	}
+	metrics := map[string]map[string][]float64{}
+	var order []string
+	for _, r := range rows {
+		name := r.name
+		if same && suffix != "" {
+			name = strings.TrimSuffix(name, suffix)
+		}
 		if metrics[name] == nil {
 			metrics[name] = map[string][]float64{}
 			order = append(order, name)
 		}
-		f := strings.Fields(m[4])
+		f := strings.Fields(r.rest)
 		for i := 0; i+1 < len(f); i += 2 {
 			v, err := strconv.ParseFloat(f[i], 64)
 			if err != nil {
@@ -43,6 +66,17 @@ func main() {
 			metrics[name][f[i+1]] = append(metrics[name][f[i+1]], v)
 		}
 	}
+	return order, metrics
+}
+
+func main() {
+	var lines []string
+	sc := bufio.NewScanner(os.Stdin)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	order, metrics := parse(lines)
 	if len(order) == 0 {
 		fmt.Fprintln(os.Stderr, "benchtable: no benchmark lines on stdin")
 		os.Exit(1)
