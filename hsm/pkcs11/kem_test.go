@@ -12,8 +12,9 @@ import (
 	"github.com/twoway-hsm/twoway-hsm/kem"
 )
 
-// TestKEMAdapter decapsulates with a token key through the kem package
-// (kem.From picks kem.DHKEM for an Exchanger) and compares with the same
+// TestKEMAdapter decapsulates with a token key through the kem package's
+// DHKEM adapter over the key's ECDH (a *pkcs11.Key is a kem.PrivateKey
+// itself, so kem.From would return it unchanged) and compares with the same
 // key in software, for every DHKEM including X448.
 func TestKEMAdapter(t *testing.T) {
 	_, tok := openToken(t)
@@ -40,9 +41,9 @@ func TestKEMAdapter(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			viaKEM, err := kem.From(hw)
+			viaKEM, err := kem.DHKEM(hw)
 			if err != nil {
-				t.Fatalf("kem.From: %v", err)
+				t.Fatalf("kem.DHKEM: %v", err)
 			}
 			if viaKEM.KEM() != c.kem || !bytes.Equal(viaKEM.PublicKeyBytes(), soft.PublicKeyBytes()) {
 				t.Fatalf("KEM %v, public key mismatch", viaKEM.KEM())
