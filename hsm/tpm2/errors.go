@@ -97,15 +97,6 @@ func isTransportError(err error) bool {
 	return errors.As(err, &te)
 }
 
-// rcOf extracts the TPM response code from err, if there is one.
-func rcOf(err error) (tpm2.TPMRC, bool) {
-	var rc tpm2.TPMRC
-	if errors.As(err, &rc) {
-		return rc, true
-	}
-	return 0, false
-}
-
 // isRetryWarning reports whether err is a TPM warning after which the same
 // command should simply be sent again a little later.
 func isRetryWarning(err error) bool {

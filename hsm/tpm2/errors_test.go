@@ -434,3 +434,13 @@ func TestRetryWarnings(t *testing.T) {
 	}
 	t.Logf("gave up after %d calls in %v: %v", calls, time.Since(start).Round(time.Millisecond), err)
 }
+
+// TestConnectionKeepsNoAuth: auth options given to Open (OpenKey passes
+// the reference's) configure keys, not the TPM or its shared connection,
+// which outlive the key and would keep the auth value with them.
+func TestConnectionKeepsNoAuth(t *testing.T) {
+	_, tp := startTPM(t, WithAuth([]byte("secret")), WithDescription("d"))
+	if tp.cfg.authSrc != nil || tp.c.cfg.authSrc != nil || tp.cfg.description != "" {
+		t.Fatal("the TPM or its connection keeps the auth source or description given to Open")
+	}
+}

@@ -53,8 +53,10 @@ func newConfig(opts []Option) *config {
 }
 
 // WithAuth sets the key's auth value (its password) from code. The slice is
-// copied; the caller may zero its own copy afterwards. An empty value means
-// no auth. Auth values are never logged or included in errors.
+// copied; the caller may zero its own copy afterwards, and the Option's copy
+// lives as long as the Option (prefer WithAuthFile or WithAuthEnv, read when
+// needed). An empty value means no auth. Auth values are never logged or
+// included in errors.
 func WithAuth(auth []byte) Option {
 	cp := bytes.Clone(auth)
 	return func(c *config) {

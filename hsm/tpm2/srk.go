@@ -53,7 +53,6 @@ func srkTemplate() tpm2.TPMTPublic { return keyfile.ECCSRK_H2_Template }
 
 // parent is a storage key that keys are created, imported and loaded under.
 type parent struct {
-	id         Handle         // ownerHierarchy or a persistent handle
 	handle     tpm2.TPMHandle // where it is loaded now
 	name       tpm2.TPM2BName
 	pub        tpm2.TPMTPublic
@@ -118,7 +117,7 @@ func (c *conn) createSRK() (*parent, error) {
 		return nil, fmt.Errorf("tpm2: SRK public area: %w", err)
 	}
 	c.log.Debug("tpm2: created transient SRK", "handle", Handle(rsp.ObjectHandle))
-	return &parent{id: ownerHierarchy, handle: rsp.ObjectHandle, name: rsp.Name, pub: *pub}, nil
+	return &parent{handle: rsp.ObjectHandle, name: rsp.Name, pub: *pub}, nil
 }
 
 func (c *conn) readPersistentParent(h Handle) (*parent, error) {
@@ -136,7 +135,7 @@ func (c *conn) readPersistentParent(h Handle) (*parent, error) {
 	if !isStorageKey(pub) {
 		return nil, fmt.Errorf("%w: parent %v is not a storage key", ErrUnsupportedKey, h)
 	}
-	return &parent{id: h, handle: tpm2.TPMHandle(h), name: rsp.Name, pub: *pub, persistent: true}, nil
+	return &parent{handle: tpm2.TPMHandle(h), name: rsp.Name, pub: *pub, persistent: true}, nil
 }
 
 // srkID decides, once per connection, which parent new keys go under: the

@@ -59,6 +59,9 @@ func Open(ctx context.Context, spec string, opts ...Option) (*TPM, error) {
 		return nil, err
 	}
 	cfg := newConfig(opts)
+	// Auth values and descriptions are per key (see mergedConfig): the
+	// connection keeps no reference to them.
+	cfg.authSrc, cfg.description = nil, ""
 	c, err := acquireConn(ctx, ts, cfg)
 	if err != nil {
 		return nil, err
