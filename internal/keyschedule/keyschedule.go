@@ -176,9 +176,7 @@ func (e *expander) labeledExpand(out, suiteID, label, info []byte) error {
 
 // DHKEM describes a Diffie-Hellman based KEM of RFC 9180 section 4.1.
 type DHKEM struct {
-	id      uint16
-	kdf     KDF
-	nsecret int
+	kdf     KDF // Nsecret is its Nh
 	suiteID [5]byte
 }
 
@@ -186,19 +184,18 @@ type DHKEM struct {
 // (P-384), 0x0012 (P-521), 0x0020 (X25519) or 0x0021 (X448).
 func NewDHKEM(id uint16) (DHKEM, error) {
 	var kdfID uint16
-	var nsecret int
 	switch id {
 	case 0x0010, 0x0020:
-		kdfID, nsecret = KDFHKDFSHA256, 32
+		kdfID = KDFHKDFSHA256
 	case 0x0011:
-		kdfID, nsecret = KDFHKDFSHA384, 48
+		kdfID = KDFHKDFSHA384
 	case 0x0012, 0x0021:
-		kdfID, nsecret = KDFHKDFSHA512, 64
+		kdfID = KDFHKDFSHA512
 	default:
 		return DHKEM{}, fmt.Errorf("hpke: KEM 0x%04x is not a DHKEM", id)
 	}
 	kdf, _ := NewKDF(kdfID)
-	d := DHKEM{id: id, kdf: kdf, nsecret: nsecret}
+	d := DHKEM{kdf: kdf}
 	copy(d.suiteID[:], "KEM")
 	binary.BigEndian.PutUint16(d.suiteID[3:], id)
 	return d, nil
@@ -211,7 +208,7 @@ func (d DHKEM) SharedSecret(dh, enc, pkR []byte) ([]byte, error) {
 	defer clear(prk)
 	kemContext := make([]byte, 0, len(enc)+len(pkR))
 	kemContext = append(append(kemContext, enc...), pkR...)
-	ss := make([]byte, d.nsecret)
+	ss := make([]byte, d.kdf.nh)
 	if err := d.kdf.newExpander(prk).labeledExpand(ss, d.suiteID[:], labelSharedSecret, kemContext); err != nil {
 		return nil, err
 	}

@@ -13,7 +13,7 @@ import (
 // ErrSequenceOverflow is returned when a Stream would reuse a nonce.
 var ErrSequenceOverflow = errors.New("hpke: message limit reached (sequence number overflow)")
 
-// ErrOpen is returned (wrapped) when a ciphertext fails authentication.
+// ErrOpen is returned when a ciphertext fails authentication.
 var ErrOpen = errors.New("hpke: message authentication failed")
 
 const maxNonceSize = 12
