@@ -64,23 +64,30 @@ func decapsulateDH(ctx context.Context, x Exchanger, pkR, enc []byte) ([]byte, e
 		return nil, fmt.Errorf("kem: %v: ecdh: %w", id, err)
 	}
 	defer clear(dh)
-	if len(dh) != id.DHSize() {
-		return nil, fmt.Errorf("kem: %v: ecdh returned %d bytes, want %d", id, len(dh), id.DHSize())
-	}
-	if isZero(dh) {
-		return nil, fmt.Errorf("%w: %v: all-zero shared secret (low-order point)", ErrInvalidPublicKey, id)
+	if err := CheckDHOutput(id, dh); err != nil {
+		return nil, fmt.Errorf("kem: %w", err)
 	}
 	return d.SharedSecret(dh, enc, pkR)
 }
 
-// isZero reports, in time independent of the contents, whether b is all
-// zero bytes; it runs on every decapsulation and allocates nothing.
-func isZero(b []byte) bool {
+// CheckDHOutput checks a raw Diffie-Hellman output of the DHKEM id, as an
+// Exchanger returns it: it must be id.DHSize() bytes and not all zero (an
+// all-zero output means a low-order peer point, and the error then wraps
+// ErrInvalidPublicKey). The zero check takes time independent of the
+// contents and allocates nothing; backends and the plugin host run it on
+// every exchange.
+func CheckDHOutput(id ID, dh []byte) error {
+	if len(dh) != id.DHSize() {
+		return fmt.Errorf("%v: Diffie-Hellman output of %d bytes, want %d", id, len(dh), id.DHSize())
+	}
 	var acc byte
-	for _, x := range b {
+	for _, x := range dh {
 		acc |= x
 	}
-	return subtle.ConstantTimeByteEq(acc, 0) == 1
+	if subtle.ConstantTimeByteEq(acc, 0) == 1 {
+		return fmt.Errorf("%w: %v: all-zero Diffie-Hellman output (low-order point)", ErrInvalidPublicKey, id)
+	}
+	return nil
 }
 
 // Curve returns the crypto/ecdh curve of a DHKEM, or nil for X448, which

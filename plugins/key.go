@@ -79,12 +79,9 @@ func (k *Key) ECDHContext(ctx context.Context, peer []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var acc byte // constant time, and no allocation per call
-	for _, b := range dh {
-		acc |= b
-	}
-	if acc == 0 {
-		return nil, fmt.Errorf("plugins: key %s: %w: all-zero shared secret", k.info.Name, kem.ErrInvalidPublicKey)
+	if err := kem.CheckDHOutput(id, dh); err != nil {
+		clear(dh)
+		return nil, fmt.Errorf("plugins: key %s: %w", k.info.Name, err)
 	}
 	return dh, nil
 }

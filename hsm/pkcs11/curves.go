@@ -233,20 +233,17 @@ func (c *curve) normalizeSecret(v []byte) ([]byte, error) {
 		clear(v)
 		return nil, fmt.Errorf("pkcs11: token returned a %d-byte %s shared secret, want %d", n, c.name, c.size)
 	}
-	var acc byte
-	for _, x := range v {
-		acc |= x
+	if len(v) < c.size { // a token that drops leading zero bytes
+		out := make([]byte, c.size)
+		copy(out[c.size-len(v):], v)
+		clear(v)
+		v = out
 	}
-	if acc == 0 {
-		return nil, fmt.Errorf("%w: %s shared secret is all zero (small-order peer point)", kem.ErrInvalidPublicKey, c.name)
+	if err := kem.CheckDHOutput(c.kem, v); err != nil {
+		clear(v)
+		return nil, fmt.Errorf("pkcs11: %w", err)
 	}
-	if len(v) == c.size {
-		return v, nil
-	}
-	out := make([]byte, c.size)
-	copy(out[c.size-len(v):], v)
-	clear(v)
-	return out, nil
+	return v, nil
 }
 
 // lowOrderPoints lists the little-endian encodings of the u-coordinates of

@@ -90,12 +90,8 @@ func (k *Key) ecdh(ctx context.Context, peer []byte) ([]byte, error) {
 		return copyX(out, s.captured)
 	})
 	if err == nil {
-		var acc byte // constant time, without allocating a zero buffer
-		for _, b := range out {
-			acc |= b
-		}
-		if acc == 0 {
-			err = fmt.Errorf("%w: all-zero shared secret", kem.ErrInvalidPublicKey)
+		if cerr := kem.CheckDHOutput(k.kemID, out); cerr != nil {
+			err = fmt.Errorf("tpm2: ecdh: %w", cerr)
 		}
 	}
 	if err != nil {
