@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/plugins/keyset"
 )
 
 // keyMaterial is a private key read for import: its KEM and HPKE's
@@ -158,16 +159,6 @@ func (c *secretCmd) softCreate(ref string, id kem.ID, m *keyMaterial) (*keyView,
 	return softKeyView(r.File, k), nil
 }
 
-// readSoftKey reads and parses a soft key file.
-func readSoftKey(path string) (kem.PrivateKey, error) {
-	b, err := readSmallFile(path)
-	defer clear(b)
-	if err != nil {
-		return nil, fmt.Errorf("soft key: %w", err)
-	}
-	return parseSoftKey(path, b)
-}
-
 // parseSoftKey parses the soft key file at path, read into b.
 func parseSoftKey(path string, b []byte) (kem.PrivateKey, error) {
 	k, err := kem.ParsePrivateKeyPEM(b)
@@ -187,7 +178,7 @@ func softKeyRef(ref, what string) (string, kem.PrivateKey, error) {
 	if r.File == "" {
 		return "", nil, usagef("%s: %s", ref, what)
 	}
-	k, err := readSoftKey(r.File)
+	k, err := keyset.ReadSoftKey(r.File)
 	return r.File, k, err
 }
 

@@ -72,6 +72,12 @@ func openSoft(ref string) (kem.PrivateKey, error) {
 	if err != nil {
 		return nil, err
 	}
+	return ReadSoftKey(path)
+}
+
+// ReadSoftKey reads and parses the soft key file at path (a PEM private key
+// of at most 64 KiB; see kem.ParsePrivateKeyPEM). The bytes read are zeroed.
+func ReadSoftKey(path string) (kem.PrivateKey, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("soft key: %w", err)
