@@ -33,11 +33,14 @@ if [ -f "$conf" ] &&
 fi
 
 mkdir -p "$dir/tokens"
+# The same settings as hsm/softhsm's NewEnv writes.
 cat >"$conf" <<CONF
 directories.tokendir = $dir/tokens
 objectstore.backend = file
 log.level = ERROR
 slots.removable = false
+slots.mechanisms = ALL
+library.reset_on_fork = false
 CONF
 
 randpin() { od -An -tx1 -N16 /dev/urandom | tr -d ' \n'; }
