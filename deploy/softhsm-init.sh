@@ -12,7 +12,7 @@
 # generated; they are written to the PIN files and never printed.
 # softhsm2-util takes PINs only as arguments, so they are briefly visible
 # to root in the process list of this one-shot container: a development
-# token only. (hsm/softhsm and 'twoway-hsm env up' initialise tokens
+# token only. (testenv/softhsm and 'twoway-hsm env up' initialise tokens
 # through PKCS#11 instead, without that exposure.)
 set -eu
 umask 077
@@ -33,7 +33,7 @@ if [ -f "$conf" ] &&
 fi
 
 mkdir -p "$dir/tokens"
-# The same settings as hsm/softhsm's NewEnv writes.
+# The same settings as testenv/softhsm's NewEnv writes.
 cat >"$conf" <<CONF
 directories.tokendir = $dir/tokens
 objectstore.backend = file

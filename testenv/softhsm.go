@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/twoway-hsm/twoway-hsm/hsm/softhsm"
+	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
 )
 
 // SoftHSMToken is a freshly initialised SoftHSM2 token in a test's own

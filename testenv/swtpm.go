@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twoway-hsm/twoway-hsm/hsm/swtpm"
+	"github.com/twoway-hsm/twoway-hsm/testenv/swtpm"
 )
 
-// SWTPM is a swtpm TPM 2.0 simulator started for one test (hsm/swtpm), with
+// SWTPM is a swtpm TPM 2.0 simulator started for one test (testenv/swtpm), with
 // its state in a temporary directory and its data and control channels on
 // free loopback TCP ports (or unix sockets, see SWTPMUnixSocket). It is
 // stopped when the test ends, so no swtpm outlives its test; it also dies

@@ -14,8 +14,8 @@ import (
 
 	"github.com/cloudflare/circl/hpke"
 
-	"github.com/twoway-hsm/twoway-hsm/hsm/softhsm"
-	"github.com/twoway-hsm/twoway-hsm/hsm/swtpm"
+	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
+	"github.com/twoway-hsm/twoway-hsm/testenv/swtpm"
 	"github.com/twoway-hsm/twoway-hsm/internal/latency"
 	"github.com/twoway-hsm/twoway-hsm/internal/memscan"
 	"github.com/twoway-hsm/twoway-hsm/internal/roundtrip"

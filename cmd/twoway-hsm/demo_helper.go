@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
-	"github.com/twoway-hsm/twoway-hsm/hsm/softhsm"
+	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
 	"github.com/twoway-hsm/twoway-hsm/hsm/tpm2"
 	"github.com/twoway-hsm/twoway-hsm/internal/memscan"
 	"github.com/twoway-hsm/twoway-hsm/internal/osthread"

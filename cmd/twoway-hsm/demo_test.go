@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twoway-hsm/twoway-hsm/hsm/softhsm"
-	"github.com/twoway-hsm/twoway-hsm/hsm/swtpm"
+	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
+	"github.com/twoway-hsm/twoway-hsm/testenv/swtpm"
 	"github.com/twoway-hsm/twoway-hsm/testenv"
 )
 

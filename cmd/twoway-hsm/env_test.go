@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/twoway-hsm/twoway-hsm/hsm/softhsm"
+	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
 	"github.com/twoway-hsm/twoway-hsm/testenv"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )

@@ -9,8 +9,8 @@ import (
 	"strings"
 
 	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
-	"github.com/twoway-hsm/twoway-hsm/hsm/softhsm"
-	"github.com/twoway-hsm/twoway-hsm/hsm/swtpm"
+	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
+	"github.com/twoway-hsm/twoway-hsm/testenv/swtpm"
 	"github.com/twoway-hsm/twoway-hsm/hsm/tpm2"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 )

@@ -10,7 +10,7 @@ import (
 	"strings"
 
 	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
-	"github.com/twoway-hsm/twoway-hsm/hsm/softhsm"
+	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 )
 

@@ -11,7 +11,7 @@ import (
 
 	p11 "github.com/miekg/pkcs11"
 
-	"github.com/twoway-hsm/twoway-hsm/hsm/softhsm"
+	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
 )
 
 // TokenInfo describes an open token.

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twoway-hsm/twoway-hsm/hsm/swtpm"
+	"github.com/twoway-hsm/twoway-hsm/testenv/swtpm"
 	"github.com/twoway-hsm/twoway-hsm/testenv"
 )
 

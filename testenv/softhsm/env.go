@@ -78,7 +78,7 @@ func NewEnv(dir string) (*Env, error) {
 	if err := os.MkdirAll(e.TokenDir, 0o700); err != nil {
 		return nil, fmt.Errorf("softhsm: make token directory: %w", err)
 	}
-	conf := "# Written by twoway-hsm (hsm/softhsm): an isolated SoftHSM2 configuration.\n" +
+	conf := "# Written by twoway-hsm (testenv/softhsm): an isolated SoftHSM2 configuration.\n" +
 		"directories.tokendir = " + e.TokenDir + "\n" +
 		"objectstore.backend = file\n" +
 		"log.level = ERROR\n" +
