@@ -23,10 +23,24 @@ type Backend struct {
 	// SecretAttr is the query attribute that names the key's secret
 	// source ("pin-source", "auth-source"), or "" if its keys have none.
 	SecretAttr string
+	// SecretRequired says that using any key of the backend takes a
+	// secret (a token's user PIN), so that a caller may ask for one up
+	// front; otherwise a key needs one only if it says so (a TPM key with
+	// an auth value).
+	SecretRequired bool
+	// Troubleshoot says what to check when a key of this backend cannot
+	// be opened, for messages where the error itself has crossed a
+	// process boundary and lost its type.
+	Troubleshoot string
 	// Store is the store.
 	Store Store
 	// Hint says what to do about an error of this store, or "".
 	Hint func(error) string
+	// AuthFailure reports whether an error of the store or of one of its
+	// opened keys means that the device refused the secret (a wrong or
+	// locked PIN or auth value), which a retry does not cure and may make
+	// worse. Nil: only errors wrapping ErrAuth do.
+	AuthFailure func(error) bool
 }
 
 var (
@@ -133,4 +147,21 @@ func RefuseInlineSecret(ref string) error {
 		return fmt.Errorf("%w: %s has a pin-value, which puts the PIN on command lines and in logs", ErrInlineSecret, r.String())
 	}
 	return nil
+}
+
+// IsAuthFailure reports whether err means that a device refused a PIN or
+// auth value: it wraps [ErrAuth], or a registered store says so.
+func IsAuthFailure(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, ErrAuth) {
+		return true
+	}
+	for _, b := range Backends() {
+		if b.AuthFailure != nil && b.AuthFailure(err) {
+			return true
+		}
+	}
+	return false
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/twoway-hsm/twoway-hsm/internal/memscan"
 	"github.com/twoway-hsm/twoway-hsm/internal/roundtrip"
 	"github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/keystore/softstore"
 	"github.com/twoway-hsm/twoway-hsm/plugins"
 )
 
@@ -262,10 +263,11 @@ func (d *demo) runBackend(ctx context.Context, backend, tpm string) *demoRow {
 	if backend == "soft" && d.env.getenv(demoLeakEnv) == "1" {
 		// Read the key into this process, as a server without a plugin
 		// would.
-		var err error
-		if _, leaked, err = softKeyRef(prov.Ref, "not a soft key file"); err != nil {
+		k, err := softstore.Store{}.Open(ctx, prov.Ref, nil)
+		if err != nil {
 			return fail("%s: %v", demoLeakEnv, err)
 		}
+		leaked = k
 	}
 
 	// 2. A plugin process serves it.

@@ -15,12 +15,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
 	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
-	"github.com/twoway-hsm/twoway-hsm/hsm/tpm2"
 	"github.com/twoway-hsm/twoway-hsm/internal/memscan"
 	"github.com/twoway-hsm/twoway-hsm/internal/osthread"
 	"github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/keystore"
+	"github.com/twoway-hsm/twoway-hsm/keystore/keyref"
+	"github.com/twoway-hsm/twoway-hsm/keystore/softstore"
 )
 
 // The demo's helpers: short-lived child processes (this binary, re-executed
@@ -121,96 +122,54 @@ func provisionDemoKey(ctx context.Context, req provisionRequest) (*provisionResu
 		return nil, err
 	}
 	scalar := priv.Bytes()
+	m := &keystore.Material{KEM: demoKEM, Secret: scalar}
+	defer m.Wipe()
 	pats := memscan.Mask(scalar)
 	res := &provisionResult{Patterns: filepath.Join(req.Dir, "key.masked")}
 	js, err := json.Marshal(pats)
 	if err != nil {
-		clear(scalar)
 		return nil, err
 	}
 	if err := os.WriteFile(res.Patterns, js, 0o600); err != nil {
-		clear(scalar)
 		return nil, err
 	}
+	var ref string
 	switch req.Backend {
 	case "soft":
-		k, err := kem.NewPrivateKey(demoKEM, scalar)
-		clear(scalar)
-		if err != nil {
-			return nil, err
-		}
-		pemBytes, err := kem.MarshalPrivateKeyPEM(k)
-		if err != nil {
-			return nil, err
-		}
-		path := filepath.Join(req.Dir, "key.pem")
-		err = os.WriteFile(path, pemBytes, 0o600)
-		clear(pemBytes)
-		if err != nil {
-			return nil, err
-		}
-		res.Ref = softFileRef(path)
+		ref = softstore.Ref(filepath.Join(req.Dir, "key.pem"))
 	case "pkcs11":
-		clear(scalar)
-		ref, env, err := provisionSoftHSM(ctx, req.Dir, priv)
+		module, err := softhsm.FindModule("")
 		if err != nil {
 			return nil, err
 		}
-		res.Ref, res.Env = ref, env
-	case "tpm2":
-		clear(scalar)
-		path := filepath.Join(req.Dir, "key.tpm.pem")
-		if err := provisionTPM(ctx, req.TPM, path, priv); err != nil {
+		sh, err := newSoftHSMSetup(filepath.Join(req.Dir, "softhsm"), module, demoTokenLabel)
+		if err != nil {
 			return nil, err
 		}
-		res.Ref = (&tpm2.KeyRef{File: path, TPM: req.TPM}).String()
+		ref, res.Env = sh.keyRef(1, "demo"), sh.env.Environ()
+	case "tpm2":
+		// swtpm serves one connection at a time: the plugin connects only
+		// after this process has closed its own, which Import does.
+		ref = tpmFileRef(filepath.Join(req.Dir, "key.tpm.pem"), req.TPM)
 	default:
-		clear(scalar)
 		return nil, fmt.Errorf("unknown backend %q", req.Backend)
 	}
+	st, err := keystore.For(ref)
+	if err != nil {
+		return nil, err
+	}
+	info, err := st.Import(ctx, ref, m, nil)
+	if err != nil {
+		return nil, err
+	}
+	res.Ref = info.Ref
 	return res, nil
 }
 
-// provisionSoftHSM makes a SoftHSM configuration and token in dir, with
-// random PINs (the user PIN in a 0600 file the plugin reads), and imports
-// priv into it. It activates the configuration in this (helper) process.
-func provisionSoftHSM(ctx context.Context, dir string, priv *ecdh.PrivateKey) (ref string, env []string, err error) {
-	module, err := softhsm.FindModule("")
-	if err != nil {
-		return "", nil, err
-	}
-	sh, err := newSoftHSMSetup(filepath.Join(dir, "softhsm"), module, demoTokenLabel)
-	if err != nil {
-		return "", nil, err
-	}
-	tok, err := sh.open(ctx)
-	if err != nil {
-		return "", nil, err
-	}
-	defer tok.Close()
-	k, err := tok.ImportKey(ctx, priv, pkcs11.KeyRef{ID: []byte{1}, Label: "demo"})
-	if err != nil {
-		return "", nil, err
-	}
-	k.Close()
-	return sh.uri(pkcs11.KeyRef{ID: []byte{1}}), sh.env.Environ(), nil
-}
-
-// provisionTPM imports priv into the TPM and writes its key file.
-func provisionTPM(ctx context.Context, transport, path string, priv *ecdh.PrivateKey) error {
-	t, err := tpm2.Open(ctx, transport)
-	if err != nil {
-		return err
-	}
-	// swtpm serves one connection at a time: the plugin connects only
-	// after this process has closed its own.
-	defer t.Close()
-	k, err := t.ImportKey(ctx, priv)
-	if err != nil {
-		return err
-	}
-	defer k.Close()
-	return k.WriteKeyFile(path)
+// tpmFileRef is the reference of a TPM key file reached through transport.
+func tpmFileRef(path, transport string) string {
+	return (&keyref.Ref{Scheme: "tpm2", Path: []keyref.Attr{{Name: "file", Value: path}},
+		Query: []keyref.Attr{{Name: "tpm", Value: transport}}}).String()
 }
 
 // readPatterns reads a file of masked patterns.

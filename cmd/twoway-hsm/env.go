@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/ecdh"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -15,11 +14,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
 	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
 	"github.com/twoway-hsm/twoway-hsm/testenv/swtpm"
-	"github.com/twoway-hsm/twoway-hsm/hsm/tpm2"
 	"github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/keystore"
+	"github.com/twoway-hsm/twoway-hsm/keystore/keyref"
+	"github.com/twoway-hsm/twoway-hsm/keystore/softstore"
 )
 
 const envUsage = `Usage: twoway-hsm env up [--dir DIR] [--json]
@@ -94,7 +94,7 @@ type envMissing struct {
 }
 
 func runEnv(ctx context.Context, env *environment, args []string) int {
-	return runSubcommand(ctx, env, "env", envUsage, subcommands{"up": runEnvUp, "down": runEnvDown}, args)
+	return runSubcommand(ctx, env, "env", envUsage, []command{{name: "up", run: runEnvUp}, {name: "down", run: runEnvDown}}, args)
 }
 
 // envDirFlag parses the flags of env up/down.
@@ -195,26 +195,16 @@ func envUp(ctx context.Context, dir string) (*envView, error) {
 		return nil, fmt.Errorf("swtpm: %w", err)
 	}
 
-	soft, err := kem.GenerateKey(kem.DHKEMX25519HKDFSHA256)
+	soft, err := createEnvKey(ctx, softstore.Ref(filepath.Join(dir, "soft-x25519.pem")), kem.DHKEMX25519HKDFSHA256)
 	if err != nil {
 		return nil, err
 	}
-	pemBytes, err := kem.MarshalPrivateKeyPEM(soft)
-	if err != nil {
-		return nil, err
-	}
-	softPath := filepath.Join(dir, "soft-x25519.pem")
-	err = writeNewFile(softPath, pemBytes)
-	clear(pemBytes)
-	if err != nil {
-		return nil, err
-	}
-	v.Keys = append(v.Keys, envKey{Name: "soft-x25519", Backend: schemeSoft, Ref: softFileRef(softPath),
-		KEM: kemShort(soft.KEM()), PublicKey: hex.EncodeToString(soft.PublicKeyBytes())})
+	v.Keys = append(v.Keys, envKey{Name: "soft-x25519", Backend: soft.Backend, Ref: soft.Ref,
+		KEM: kemShort(soft.KEM), PublicKey: hex.EncodeToString(soft.PublicKey)})
 
 	if conf, ok := v.Environment[softhsm.ConfEnv]; ok {
 		v.EnvFile = filepath.Join(dir, "env.sh")
-		if err := writeNewFile(v.EnvFile, []byte("export "+softhsm.ConfEnv+"="+shellQuote(conf)+"\n")); err != nil {
+		if err := softstore.WriteNewFile(v.EnvFile, []byte("export "+softhsm.ConfEnv+"="+shellQuote(conf)+"\n")); err != nil {
 			return nil, err
 		}
 	}
@@ -231,22 +221,26 @@ func envSoftHSMUp(ctx context.Context, dir, modulePath string, v *envView) error
 	if err != nil {
 		return err
 	}
-	t, err := sh.open(ctx)
+	k, err := createEnvKey(ctx, sh.keyRef(1, "dev-p256"), kem.DHKEMP256HKDFSHA256)
 	if err != nil {
 		return err
 	}
-	defer t.Close()
-	k, err := t.GenerateKey(ctx, kem.DHKEMP256HKDFSHA256, pkcs11.KeyRef{ID: []byte{1}, Label: "dev-p256"})
-	if err != nil {
-		return err
-	}
-	info := k.Info()
 	v.SoftHSM = &envSoftHSM{ModulePath: modulePath, Conf: sh.env.ConfPath, Token: sh.token.Label, Serial: sh.token.Serial,
-		PINFile: sh.pinFile, SOPINFile: sh.soPINFile, TokenURI: sh.uri(pkcs11.KeyRef{})}
+		PINFile: sh.pinFile, SOPINFile: sh.soPINFile, TokenURI: sh.tokenRef()}
 	v.Environment[softhsm.ConfEnv] = sh.env.ConfPath
-	v.Keys = append(v.Keys, envKey{Name: "pkcs11-p256", Backend: schemePKCS11, Ref: sh.uri(pkcs11.KeyRef{ID: info.ID, Label: info.Label}),
-		KEM: kemShort(info.KEM), PublicKey: hex.EncodeToString(info.PublicKey)})
+	v.Keys = append(v.Keys, envKey{Name: "pkcs11-p256", Backend: k.Backend, Ref: k.Ref,
+		KEM: kemShort(k.KEM), PublicKey: hex.EncodeToString(k.PublicKey)})
 	return nil
+}
+
+// createEnvKey makes a key of a development environment through its key
+// store.
+func createEnvKey(ctx context.Context, ref string, id kem.ID) (*keystore.KeyInfo, error) {
+	st, err := keystore.For(ref)
+	if err != nil {
+		return nil, err
+	}
+	return st.Create(ctx, ref, id, nil)
 }
 
 // softHSMSetup is a SoftHSM2 configuration in a directory of its own with
@@ -274,10 +268,10 @@ func newSoftHSMSetup(dir, modulePath, label string) (*softHSMSetup, error) {
 	s := &softHSMSetup{env: senv, modulePath: modulePath,
 		pinFile: filepath.Join(senv.Dir, "user.pin"), soPINFile: filepath.Join(senv.Dir, "so.pin")}
 	userPIN, soPIN := rand.Text(), rand.Text()
-	if err := writeNewFile(s.pinFile, []byte(userPIN+"\n")); err != nil {
+	if err := softstore.WriteNewFile(s.pinFile, []byte(userPIN+"\n")); err != nil {
 		return nil, err
 	}
-	if err := writeNewFile(s.soPINFile, []byte(soPIN+"\n")); err != nil {
+	if err := softstore.WriteNewFile(s.soPINFile, []byte(soPIN+"\n")); err != nil {
 		return nil, err
 	}
 	if s.token, err = senv.InitToken(modulePath, label, soPIN, userPIN); err != nil {
@@ -286,16 +280,22 @@ func newSoftHSMSetup(dir, modulePath, label string) (*softHSMSetup, error) {
 	return s, nil
 }
 
-// uri returns the URI of the token (key zero) or of a key on it, with the
-// module and the user PIN file.
-func (s *softHSMSetup) uri(key pkcs11.KeyRef) string {
-	return (&pkcs11.URI{Token: pkcs11.TokenSelector{Label: s.token.Label, Serial: s.token.Serial}, Key: key,
-		ModulePath: s.modulePath, PINSource: "file:" + s.pinFile}).String()
+// tokenRef returns the URI of the token, with the module and the user
+// PIN file.
+func (s *softHSMSetup) tokenRef() string {
+	return s.ref(nil)
 }
 
-// open opens the token, logged in with the user PIN.
-func (s *softHSMSetup) open(ctx context.Context) (*pkcs11.Token, error) {
-	return pkcs11.OpenToken(ctx, s.uri(pkcs11.KeyRef{}))
+// keyRef returns the URI of a key on the token: id= the one byte id,
+// object= the label.
+func (s *softHSMSetup) keyRef(id byte, label string) string {
+	return s.ref([]keyref.Attr{{Name: "id", Value: string([]byte{id})}, {Name: "object", Value: label}})
+}
+
+func (s *softHSMSetup) ref(key []keyref.Attr) string {
+	return (&keyref.Ref{Scheme: "pkcs11",
+		Path:  append([]keyref.Attr{{Name: "token", Value: s.token.Label}, {Name: "serial", Value: s.token.Serial}}, key...),
+		Query: []keyref.Attr{{Name: "module-path", Value: s.modulePath}, {Name: "pin-source", Value: "file:" + s.pinFile}}}).String()
 }
 
 // envSWTPMUp starts a detached swtpm and makes a P-256 TPM key file.
@@ -310,23 +310,12 @@ func envSWTPMUp(ctx context.Context, dir string, v *envView) error {
 	if err := writeEnvState(dir, v); err != nil {
 		return err
 	}
-	t, err := tpm2.Open(ctx, in.Transport())
+	k, err := createEnvKey(ctx, tpmFileRef(filepath.Join(dir, "tpm-p256.pem"), in.Transport()), kem.DHKEMP256HKDFSHA256)
 	if err != nil {
 		return err
 	}
-	defer t.Close()
-	k, err := t.CreateKey(ctx, ecdh.P256(), tpm2.WithDescription("twoway-hsm env p256"))
-	if err != nil {
-		return err
-	}
-	defer k.Close()
-	file := filepath.Join(dir, "tpm-p256.pem")
-	if err := k.WriteKeyFile(file); err != nil {
-		return err
-	}
-	ref := (&tpm2.KeyRef{File: file, TPM: in.Transport()}).String()
-	v.Keys = append(v.Keys, envKey{Name: "tpm2-p256", Backend: schemeTPM2, Ref: ref,
-		KEM: kemShort(k.KEM()), PublicKey: hex.EncodeToString(k.PublicKeyBytes())})
+	v.Keys = append(v.Keys, envKey{Name: "tpm2-p256", Backend: k.Backend, Ref: k.Ref,
+		KEM: kemShort(k.KEM), PublicKey: hex.EncodeToString(k.PublicKey)})
 	return nil
 }
 
@@ -389,7 +378,7 @@ func printEnv(w io.Writer, v *envView) {
 	}
 	tw.Flush()
 	for _, k := range v.Keys {
-		if k.Backend == schemeSoft {
+		if b, err := keystore.Lookup(k.Ref); err == nil && b.Development {
 			fmt.Fprintf(w, "  (%s is a soft key: development only, the private key is in a file)\n", k.Name)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/cloudflare/circl/hpke"
 
 	"github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/keystore"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
 
@@ -109,7 +110,7 @@ func runKeyConfig(ctx context.Context, env *environment, args []string) int {
 		if prev, dup := seen[byte(n)]; dup {
 			return c.fail(usagef("key id %d is given twice (%s and %s): key ids must be unique", n, safeRef(prev), safeRef(ref)))
 		}
-		if _, err := schemeOf(ref); err != nil {
+		if _, err := keystore.Lookup(ref); err != nil {
 			return c.fail(err)
 		}
 		seen[byte(n)] = ref
@@ -185,19 +186,17 @@ func runKeyConfig(ctx context.Context, env *environment, args []string) int {
 }
 
 // publicKeyOf returns the KEM and public key of the key a reference names,
-// with the least privilege that works.
+// with the least privilege that works (the key store's Public).
 func (c *secretCmd) publicKeyOf(ctx context.Context, ref string) (kem.ID, []byte, error) {
-	scheme, err := schemeOf(ref)
+	b, err := keystore.Lookup(ref)
 	if err != nil {
 		return 0, nil, err
 	}
-	switch scheme {
-	case schemePKCS11:
-		return c.pkcs11Public(ctx, ref)
-	case schemeTPM2:
-		return tpm2Public(ctx, ref)
-	default:
-		c.warnSoft()
-		return softPublic(ref)
+	r, err := c.resolve(ref, b)
+	if err != nil {
+		return 0, nil, err
 	}
+	defer r.wipe()
+	c.warnDevelopment(b)
+	return b.Store.Public(ctx, r.ref, c.options(r))
 }

@@ -24,22 +24,9 @@ import (
 	"io"
 	"os"
 	"slices"
-)
 
-// Exit statuses.
-const (
-	exitOK      = 0 // success
-	exitFailure = 1 // the command failed
-	exitUsage   = 2 // the command line is wrong
+	_ "github.com/twoway-hsm/twoway-hsm/keystore/all" // every key store, chosen by reference scheme
 )
-
-// command is one subcommand: run gets the arguments after the command's
-// name and returns the exit status.
-type command struct {
-	name    string
-	summary string
-	run     func(ctx context.Context, env *environment, args []string) int
-}
 
 // environment is what a command may touch of the outside world, so that
 // commands can be tested without a process of their own.

@@ -15,17 +15,16 @@ import (
 	"golang.org/x/term"
 
 	"github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/keystore"
 )
 
-// softWarning is printed on stderr whenever a soft key is created or used.
-const softWarning = "warning: development only: the private key is in a file, not in hardware; anyone who can read the file has the key"
-
-// keyView describes one key, for text and JSON output. The JSON field
-// names are stable.
+// keyView describes one key, for text and JSON output: a key store's
+// KeyInfo with its KEM named. The backend's details go under a field named
+// for the backend ("pkcs11", "tpm2", "soft").
 type keyView struct {
 	// Ref is the reference to give a plugin or a server (no secrets).
 	Ref     string `json:"ref"`
-	Backend string `json:"backend"` // pkcs11, tpm2 or soft
+	Backend string `json:"backend"`
 	// KEM is the short name (p256, x25519, ...), KEMID the HPKE KEM
 	// identifier and KEMName its registry name; empty or 0 when the key
 	// serves no KEM.
@@ -34,46 +33,49 @@ type keyView struct {
 	KEMName   string `json:"kem_name,omitempty"`
 	PublicKey string `json:"public_key,omitempty"` // hex, HPKE's SerializePublicKey
 	// Usable says whether a plugin can serve the key; Problem says why not.
-	Usable  bool        `json:"usable"`
-	Problem string      `json:"problem,omitempty"`
-	PKCS11  *pkcs11View `json:"pkcs11,omitempty"`
-	TPM2    *tpm2View   `json:"tpm2,omitempty"`
-	Soft    *softView   `json:"soft,omitempty"`
+	Usable     bool     `json:"usable"`
+	Problem    string   `json:"problem,omitempty"`
+	Name       string   `json:"name"`
+	Attributes []string `json:"attributes"`
+
+	fields  []keystore.Field
+	details any
 }
 
-type pkcs11View struct {
-	Token      string       `json:"token"`
-	Serial     string       `json:"serial"`
-	ModulePath string       `json:"module_path"`
-	ID         string       `json:"id"` // CKA_ID, hex
-	Label      string       `json:"label"`
-	KeyType    string       `json:"key_type"`
-	Curve      string       `json:"curve,omitempty"`
-	Attributes pkcs11Attrib `json:"attributes"`
+// MarshalJSON puts the backend's details under the backend's name.
+func (v *keyView) MarshalJSON() ([]byte, error) {
+	type plain keyView
+	return withDetails((*plain)(v), v.Backend, v.details)
 }
 
-type pkcs11Attrib struct {
-	Sensitive        bool `json:"sensitive"`
-	Extractable      bool `json:"extractable"`
-	Derive           bool `json:"derive"`
-	Token            bool `json:"token"`
-	Private          bool `json:"private"`
-	AlwaysSensitive  bool `json:"always_sensitive"`
-	NeverExtractable bool `json:"never_extractable"`
-	Local            bool `json:"local"`
+// withDetails marshals v, an object, with details added under the field
+// name.
+func withDetails(v any, name string, details any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil || details == nil || name == "" {
+		return b, err
+	}
+	d, err := json.Marshal(details)
+	if err != nil {
+		return nil, err
+	}
+	k, _ := json.Marshal(name)
+	out := append(b[:len(b)-1:len(b)-1], ',')
+	out = append(out, k...)
+	out = append(out, ':')
+	out = append(out, d...)
+	return append(out, '}'), nil
 }
 
-type tpm2View struct {
-	Transport string `json:"transport"`
-	File      string `json:"file,omitempty"`
-	Handle    string `json:"handle,omitempty"` // persistent handle, 0x81......
-	// HandleRef is the reference by persistent handle, when the key has
-	// both a file and a handle.
-	HandleRef string `json:"handle_ref,omitempty"`
-}
-
-type softView struct {
-	File string `json:"file"`
+// viewOf describes a key store's key.
+func viewOf(i *keystore.KeyInfo) *keyView {
+	if i == nil {
+		return nil
+	}
+	v := &keyView{Ref: i.Ref, Backend: i.Backend, Usable: i.Usable, Problem: i.Problem, Name: i.Name,
+		Attributes: append([]string{}, i.Attributes...), fields: i.Fields, details: i.Details}
+	v.setKEM(i.KEM, i.PublicKey)
+	return v
 }
 
 // setKEM fills in the KEM fields and the public key.
@@ -84,6 +86,36 @@ func (v *keyView) setKEM(id kem.ID, pub []byte) {
 	if len(pub) > 0 {
 		v.PublicKey = hex.EncodeToString(pub)
 	}
+}
+
+// listView is the output of keys list.
+type listView struct {
+	Backend string     `json:"backend"`
+	Title   string     `json:"title"`
+	Keys    []*keyView `json:"keys"`
+	details any
+}
+
+// MarshalJSON puts the container's details under the backend's name.
+func (l *listView) MarshalJSON() ([]byte, error) {
+	type plain listView
+	return withDetails((*plain)(l), l.Backend, l.details)
+}
+
+func listViewOf(l *keystore.Listing) *listView {
+	v := &listView{Backend: l.Backend, Title: l.Title, Keys: []*keyView{}, details: l.Details}
+	for _, k := range l.Keys {
+		v.Keys = append(v.Keys, viewOf(k))
+	}
+	return v
+}
+
+// deleteView is the output of keys delete.
+type deleteView struct {
+	// Deleted lists what was removed: "pkcs11 key ...", "key file ...",
+	// "persistent handle ...".
+	Deleted []string `json:"deleted"`
+	Key     *keyView `json:"key"`
 }
 
 // writeJSON writes one indented JSON document.
@@ -113,36 +145,46 @@ func printKey(w io.Writer, v *keyView) {
 	} else {
 		line("usable", "no: %s", v.Problem)
 	}
-	if p := v.PKCS11; p != nil {
-		line("token", "%s (serial %s)", p.Token, p.Serial)
-		line("module", "%s", p.ModulePath)
-		line("id", "%s", orNone(p.ID))
-		line("label", "%s", orNone(p.Label))
-		kt := p.KeyType
-		if p.Curve != "" {
-			kt += " (" + p.Curve + ")"
-		}
-		line("key type", "%s", kt)
-		a := p.Attributes
-		line("attributes", "sensitive=%t extractable=%t derive=%t token=%t private=%t", a.Sensitive, a.Extractable, a.Derive, a.Token, a.Private)
-		line("", "always-sensitive=%t never-extractable=%t local=%t", a.AlwaysSensitive, a.NeverExtractable, a.Local)
-	}
-	if t := v.TPM2; t != nil {
-		line("tpm", "%s", t.Transport)
-		if t.File != "" {
-			line("key file", "%s", t.File)
-		}
-		if t.Handle != "" {
-			line("handle", "%s (persistent)", t.Handle)
-		}
-		if t.HandleRef != "" {
-			line("by handle", "%s", t.HandleRef)
-		}
-	}
-	if s := v.Soft; s != nil {
-		line("key file", "%s (development only)", s.File)
+	for _, f := range v.fields {
+		line(f.Name, "%s", f.Value)
 	}
 	tw.Flush()
+}
+
+// printList writes a table of keys, then the references of the usable
+// ones.
+func printList(w io.Writer, l *listView) {
+	fmt.Fprintln(w, l.Title)
+	if len(l.Keys) == 0 {
+		fmt.Fprintln(w, "no keys")
+		return
+	}
+	fmt.Fprintln(w)
+	tw := newTable(w)
+	fmt.Fprintln(tw, "KEY\tKEM\tUSABLE\tATTRIBUTES\tPUBLIC KEY")
+	for _, k := range l.Keys {
+		kemText := k.KEM
+		if kemText == "" {
+			kemText = "-"
+		}
+		usable := "yes"
+		if !k.Usable {
+			usable = "no: " + k.Problem
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", orNone(k.Name), kemText, usable, orNone(strings.Join(k.Attributes, ",")), shortHex(k.PublicKey))
+	}
+	tw.Flush()
+	header := false
+	for _, k := range l.Keys {
+		if !k.Usable {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w, "\nreferences of the usable keys:")
+			header = true
+		}
+		fmt.Fprintf(w, "  %s\n", k.Ref)
+	}
 }
 
 func orNone(s string) string {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -14,10 +13,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
-	"github.com/twoway-hsm/twoway-hsm/hsm/tpm2"
 	"github.com/twoway-hsm/twoway-hsm/internal/latency"
 	"github.com/twoway-hsm/twoway-hsm/internal/roundtrip"
+	"github.com/twoway-hsm/twoway-hsm/keystore"
+	"github.com/twoway-hsm/twoway-hsm/keystore/keyref"
+	"github.com/twoway-hsm/twoway-hsm/keystore/secret"
 	"github.com/twoway-hsm/twoway-hsm/plugins"
 )
 
@@ -117,7 +117,6 @@ func runSelftest(ctx context.Context, env *environment, args []string) int {
 	if !ok {
 		return code
 	}
-	secrets := &c.secrets
 	switch {
 	case len(pos) > 0:
 		return c.fail(usagef("unexpected argument %q", safeRef(pos[0])))
@@ -145,36 +144,26 @@ func runSelftest(ctx context.Context, env *environment, args []string) int {
 	if err != nil {
 		return c.fail(usagef("--aead: %v", err))
 	}
-	scheme, err := schemeOf(*ref)
+	backend, err := keystore.Lookup(*ref)
 	if err != nil {
 		return c.fail(err)
 	}
-	if scheme == schemeSoft && (secrets.file != "" || secrets.env != "") {
-		return c.fail(usagef("--pin-file and --pin-env do not apply to a soft: key, which has no PIN"))
+	res, err := c.resolve(*ref, backend)
+	if err != nil {
+		return c.fail(err)
 	}
-	if err := secrets.checkRef(*ref); err != nil {
-		if errors.Is(err, errPINInArgv) {
-			return c.fail(usagef("%v", err))
-		}
-		return c.fail(usagef("key reference: %v", err))
-	}
-	if scheme == schemeSoft {
-		c.warnSoft()
-	}
+	defer res.wipe()
+	c.warnDevelopment(backend)
 	concurrency := *conc
 	if concurrency == 0 {
 		concurrency = *processes
 	}
 
-	// The reference and environment the plugin gets: the secret, if one is
-	// given here, travels in the environment.
-	pref, penv := *ref, []string(nil)
-	if scheme == schemePKCS11 || secrets.file != "" || secrets.env != "" {
-		pref, penv, err = secrets.forPlugin(env, *ref)
-		if err != nil {
-			fmt.Fprintf(env.stderr, "twoway-hsm selftest: %v\n", err)
-			return exitFailure
-		}
+	// The reference and environment the plugin gets: a secret this
+	// process holds travels in the plugin's environment, never its argv.
+	pref, penv, err := c.forPlugin(res)
+	if err != nil {
+		return c.fail(err)
 	}
 	penv = append(penv, selftestEnviron(env, pref, passEnv)...)
 
@@ -182,12 +171,12 @@ func runSelftest(ctx context.Context, env *environment, args []string) int {
 	defer stop()
 	defer plugins.CleanupClients()
 
-	display := pkcs11.RedactURI(plugins.KeyName(*ref))
+	display := safeRef(plugins.KeyName(*ref))
 	log := newPluginLog(env.stderr, *verbose)
 	client, key, err := startSelfPlugin(ctx, pluginStart{ref: pref, env: penv, processes: *processes, log: log})
 	if err != nil {
 		fmt.Fprintf(env.stderr, "twoway-hsm selftest: cannot start the plugin with the key %s: %v\n", display, err)
-		fmt.Fprintf(env.stderr, "hint: %s\n", selftestHint(scheme))
+		fmt.Fprintf(env.stderr, "hint: %s Add -v to see the plugin's log.\n", backend.Troubleshoot)
 		return exitFailure
 	}
 	defer client.Close()
@@ -278,7 +267,7 @@ func runSelftestRounds(ctx context.Context, env *environment, rt *roundtrip.Trip
 				rep.Shapes[s.String()]++
 				if err != nil {
 					rep.Failures++
-					if why := selftestStopReason(err, rep.Backend); why != "" && rep.Stopped == "" {
+					if why := selftestStopReason(err); why != "" && rep.Stopped == "" {
 						rep.Stopped = why
 						halt.Store(true)
 					}
@@ -315,16 +304,10 @@ func runSelftestRounds(ctx context.Context, env *environment, rt *roundtrip.Trip
 // repeating it shows nothing new, and repeating some (a wrong TPM auth
 // value) does harm. Other failures (a plugin that crashed and is restarted,
 // a plaintext that differs) are counted and the run goes on.
-func selftestStopReason(err error, backend string) string {
+func selftestStopReason(err error) string {
 	switch {
-	// plugins.ErrAuth does not tell a TPM lockout from a wrong auth value:
-	// only the message does.
-	case errors.Is(err, plugins.ErrAuth) && strings.Contains(err.Error(), tpm2.ErrLockout.Error()):
-		return "the TPM is in dictionary-attack lockout after too many wrong auth values; wait for its lockout recovery time, or reset it with the lockout authorization (tpm2_dictionarylockout --clear-lockout)"
-	case errors.Is(err, plugins.ErrAuth) && backend == schemeTPM2:
-		return "the TPM rejected the key's auth value, and every wrong auth value counts towards its dictionary-attack lockout; check --pin-file, --pin-env or auth-source="
 	case errors.Is(err, plugins.ErrAuth):
-		return "the key store refused the plugin's credentials (a wrong or locked PIN or auth value); check --pin-file, --pin-env, pin-source= or auth-source="
+		return "the key store refused the plugin's credentials (a wrong or locked PIN or auth value; a TPM counts every wrong auth value towards its dictionary-attack lockout); check --pin-file, --pin-env, pin-source= or auth-source="
 	case errors.Is(err, plugins.ErrBackend):
 		return "the first error from the key's backend (the token or TPM refused the operation); repeating it would show nothing new"
 	}
@@ -336,12 +319,11 @@ func selftestStopReason(err error, backend string) string {
 // those named by --plugin-env.
 func selftestEnviron(env *environment, ref string, extra []string) []string {
 	names := append([]string(nil), selftestPluginEnv...)
-	if _, q, ok := strings.Cut(ref, "?"); ok {
-		if vals, err := url.ParseQuery(q); err == nil {
-			for _, attr := range []string{"pin-source", "auth-source"} {
-				if name, ok := strings.CutPrefix(vals.Get(attr), "env:"); ok && name != pluginEnvName {
-					names = append(names, name)
-				}
+	if r, err := keyref.Parse(ref); err == nil {
+		for _, a := range r.Query {
+			if src, err := secret.Parse(a.Value); (a.Name == "pin-source" || a.Name == "auth-source") && err == nil &&
+				src.Kind == secret.Env && src.Name != pluginSecretEnv {
+				names = append(names, src.Name)
 			}
 		}
 	}
@@ -358,18 +340,6 @@ func selftestEnviron(env *environment, ref string, extra []string) []string {
 		}
 	}
 	return out
-}
-
-// selftestHint says what to check when the plugin cannot start.
-func selftestHint(scheme string) string {
-	switch scheme {
-	case schemePKCS11:
-		return "Check the token and key in the URI, the module-path, the PIN (--pin-file, --pin-env or pin-source=), and for SoftHSM that SOFTHSM2_CONF names the configuration holding the token. Add -v to see the plugin's log."
-	case schemeTPM2:
-		return "Check the key file, the tpm= transport (the TPM must be reachable and not in use by another client, as swtpm serves one at a time) and the auth value (--pin-file, --pin-env or auth-source=). Add -v to see the plugin's log."
-	default:
-		return "Check that the key file exists and holds a private key (twoway-hsm keys create makes one). Add -v to see the plugin's log."
-	}
 }
 
 // printSelftest prints the report for a person.

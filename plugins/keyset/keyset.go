@@ -2,23 +2,20 @@
 // of keys opened from references, in software (for development), on a
 // PKCS#11 token or in a TPM 2.0.
 //
-// A reference's scheme picks the backend:
+// A reference's scheme picks the key store (package keystore, with every
+// built-in store registered by keystore/all):
 //
 //	soft:file=/etc/twoway/dev-key.pem
 //	pkcs11:token=gw;id=%01?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=env:GW_PIN
 //	tpm2:file=/etc/twoway/gw.tpm.pem?tpm=/dev/tpmrm0&auth-source=env:GW_AUTH
 //
-// soft: names a key file of package kem (kem.MarshalPrivateKeyPEM, or a
-// PKCS#8 / SEC 1 file): the private key is then in the plugin's memory,
-// which is what the other two exist to avoid. pkcs11: is an RFC 7512 URI
-// (see hsm/pkcs11.OpenKey) and tpm2: a TPM key reference (see
-// hsm/tpm2.KeyRef).
+// soft: keys are development only: the private key is then in the
+// plugin's memory, which is what the other two exist to avoid.
 //
 // References carry no secrets, since they are given on the command line.
-// PINs and auth values come from a file (pin-source=PATH or
-// pin-source=file:PATH, auth-source=PATH) or from the plugin's environment
-// (pin-source=env:NAME, auth-source=env:NAME); a pkcs11 pin-value is
-// refused.
+// PINs and auth values come from a file (pin-source=file:PATH,
+// auth-source=file:PATH) or from the plugin's environment
+// (pin-source=env:NAME, auth-source=env:NAME); a pin-value is refused.
 package keyset
 
 import (
@@ -27,12 +24,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 
-	"github.com/twoway-hsm/twoway-hsm/hsm/pkcs11"
-	"github.com/twoway-hsm/twoway-hsm/hsm/tpm2"
 	"github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/keystore"
+	_ "github.com/twoway-hsm/twoway-hsm/keystore/all" // every key store
 	"github.com/twoway-hsm/twoway-hsm/plugins"
 )
 
@@ -107,51 +103,24 @@ func Open(ctx context.Context, refs []string, opts ...Option) (*Set, error) {
 	return s, nil
 }
 
-// openRef opens one reference by its scheme.
+// openRef opens one reference through the key store of its scheme.
 func openRef(ctx context.Context, ref string, o *options) (*entry, error) {
-	scheme, _, ok := strings.Cut(ref, ":")
-	if !ok {
-		return nil, fmt.Errorf("reference has no scheme (want soft:, pkcs11: or tpm2:)")
-	}
-	switch scheme {
-	case softScheme:
-		k, err := openSoft(ref)
-		if err != nil {
-			return nil, err
-		}
-		e := &entry{info: plugins.KeyInfo{Backend: softScheme}, key: k}
-		if x, ok := k.(kem.Exchanger); ok && k.KEM().IsDH() {
-			e.x = x
-		}
-		return e, nil
-	case pkcs11Scheme:
-		k, err := openPKCS11(ctx, ref, o.logger)
-		if err != nil {
-			return nil, err
-		}
-		return storeEntry(pkcs11Scheme, k)
-	case tpm2Scheme:
-		k, err := openTPM2(ctx, ref, o.logger)
-		if err != nil {
-			return nil, err
-		}
-		return storeEntry(tpm2Scheme, k)
-	}
-	return nil, fmt.Errorf("unknown reference scheme %q (want soft:, pkcs11: or tpm2:)", scheme)
-}
-
-// storeEntry serves a DHKEM key held by a token or a TPM; it closes k if
-// it cannot.
-func storeEntry(backend string, k interface {
-	kem.Exchanger
-	io.Closer
-}) (*entry, error) {
-	pk, err := kem.DHKEM(k)
-	if err != nil {
-		k.Close()
+	if err := keystore.RefuseInlineSecret(ref); err != nil {
 		return nil, err
 	}
-	return &entry{info: plugins.KeyInfo{Backend: backend}, key: pk, x: k, closer: k}, nil
+	b, err := keystore.Lookup(ref)
+	if err != nil {
+		return nil, err
+	}
+	k, err := b.Store.Open(ctx, ref, &keystore.Options{Logger: o.logger})
+	if err != nil {
+		return nil, err
+	}
+	e := &entry{info: plugins.KeyInfo{Backend: b.Scheme}, key: k, closer: k}
+	if x, ok := k.(kem.Exchanger); ok && k.KEM().IsDH() {
+		e.x = x
+	}
+	return e, nil
 }
 
 // Describe implements plugins.Backend.
@@ -196,8 +165,7 @@ func (s *Set) ECDH(ctx context.Context, name string, peer []byte) ([]byte, error
 // plugins.ErrAuth, which crosses the plugin boundary, so that a host can
 // tell them from failures that a retry may cure.
 func authError(err error) error {
-	if err != nil && (errors.Is(err, pkcs11.ErrPINIncorrect) || errors.Is(err, pkcs11.ErrPINLocked) ||
-		errors.Is(err, tpm2.ErrAuthFail) || errors.Is(err, tpm2.ErrLockout)) {
+	if keystore.IsAuthFailure(err) {
 		return fmt.Errorf("%w: %w", plugins.ErrAuth, err)
 	}
 	return err

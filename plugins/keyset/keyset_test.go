@@ -3,50 +3,24 @@ package keyset
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/keystore"
 	"github.com/twoway-hsm/twoway-hsm/plugins"
 )
 
-func TestParseSoftRef(t *testing.T) {
-	for ref, want := range map[string]string{
-		"soft:file=/etc/k.pem":      "/etc/k.pem",
-		"soft:file=/a%3Bb/k%3F.pem": "/a;b/k?.pem",
-	} {
-		got, err := ParseSoftRef(ref)
-		if err != nil || got != want {
-			t.Errorf("ParseSoftRef(%q) = %q, %v; want %q", ref, got, err, want)
-		}
-	}
-	for _, ref := range []string{"soft:", "soft:path=/x", "soft:file=", "soft:file=/x;file=/y", "soft:file=/x?a=b", "pkcs11:id=%01"} {
-		if _, err := ParseSoftRef(ref); err == nil {
-			t.Errorf("ParseSoftRef(%q) succeeded", ref)
-		}
-	}
-}
-
-// TestSoftRefRoundTrip checks that SoftRef escapes what would split a
-// reference and that ParseSoftRef gives the path back.
-func TestSoftRefRoundTrip(t *testing.T) {
-	const path = "/tmp/a b;c?d&e=f%g#h/ok-_.~:\x01é"
-	ref := SoftRef(path)
-	if want := "soft:file=/tmp/a%20b%3Bc%3Fd%26e%3Df%25g%23h/ok-_.~:%01%C3%A9"; ref != want {
-		t.Errorf("SoftRef = %q, want %q", ref, want)
-	}
-	if got, err := ParseSoftRef(ref); err != nil || got != path {
-		t.Errorf("ParseSoftRef(SoftRef(%q)) = %q, %v", path, got, err)
-	}
-}
-
+// TestPINValueRefused: a reference with a pin-value is refused before any
+// key is opened, and the error does not repeat the PIN.
 func TestPINValueRefused(t *testing.T) {
-	_, err := openPKCS11(context.Background(), "pkcs11:token=a?pin-value=123456", slog.Default())
-	if err == nil || strings.Contains(err.Error(), "123456") {
-		t.Fatalf("pin-value: %v", err)
+	for _, ref := range []string{"pkcs11:token=a?pin-value=123456", "soft:file=/x?pin-value=123456"} {
+		_, err := Open(context.Background(), []string{ref})
+		if !errors.Is(err, keystore.ErrInlineSecret) || strings.Contains(err.Error(), "123456") {
+			t.Errorf("%s: %v, want keystore.ErrInlineSecret without the PIN", ref, err)
+		}
 	}
 }
 
