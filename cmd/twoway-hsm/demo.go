@@ -14,14 +14,14 @@ import (
 
 	"github.com/cloudflare/circl/hpke"
 
-	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
-	"github.com/twoway-hsm/twoway-hsm/testenv/swtpm"
 	"github.com/twoway-hsm/twoway-hsm/internal/latency"
 	"github.com/twoway-hsm/twoway-hsm/internal/memscan"
 	"github.com/twoway-hsm/twoway-hsm/internal/roundtrip"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/keystore/softstore"
 	"github.com/twoway-hsm/twoway-hsm/plugins"
+	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
+	"github.com/twoway-hsm/twoway-hsm/testenv/swtpm"
 )
 
 const demoUsage = `Usage: twoway-hsm demo [--json] [--keep] [-n N] [-v]
@@ -258,7 +258,9 @@ func (d *demo) runBackend(ctx context.Context, backend, tpm string) *demoRow {
 	if err := callDemoHelper(ctx, "provision", provisionRequest{Backend: backend, Dir: row.Dir, TPM: tpm}, &prov, nil); err != nil {
 		return fail("provisioning the key: %v", err)
 	}
-	row.Key = plugins.KeyName(prov.Ref)
+	// The whole reference, as the plugin got it: it holds no secret (the
+	// PIN is named by its file), and it works as printed.
+	row.Key = prov.Ref
 	var leaked kem.PrivateKey
 	if backend == "soft" && d.env.getenv(demoLeakEnv) == "1" {
 		// Read the key into this process, as a server without a plugin
@@ -288,11 +290,16 @@ func (d *demo) runBackend(ctx context.Context, backend, tpm string) *demoRow {
 	var firstErr error
 	for i := range d.rounds {
 		if ctx.Err() != nil {
-			return fail("interrupted")
+			return fail("interrupted after %d of %d round trips", row.RoundTrips, d.rounds)
 		}
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		err := rt.Run(rctx, roundtrip.Shape(i%int(roundtrip.NumShapes)))
 		cancel()
+		if err != nil && ctx.Err() != nil {
+			// Interrupted in the middle of a round trip: not a failure
+			// of the backend, and not a round trip.
+			return fail("interrupted after %d of %d round trips", row.RoundTrips, d.rounds)
+		}
 		row.RoundTrips++
 		if err == nil {
 			row.OK++
@@ -386,6 +393,15 @@ func demoPluginEnv(env *environment) []string {
 }
 
 // printDemo prints the table and its notes.
+// maxRoundTrips is the most round trips any backend of the report ran.
+func maxRoundTrips(rep *demoReport) int {
+	n := 0
+	for _, r := range rep.Backends {
+		n = max(n, r.RoundTrips)
+	}
+	return n
+}
+
 func printDemo(w io.Writer, rep *demoReport, rounds int) {
 	fmt.Fprintf(w, "twoway-hsm demo: this process (pid %d) was client and server; a plugin process served each key.\n\n", rep.ServerPID)
 	tw := newTable(w)
@@ -421,12 +437,19 @@ func printDemo(w io.Writer, rep *demoReport, rounds int) {
 	for _, r := range rep.Backends {
 		has[r.Backend] = true
 	}
-	note := fmt.Sprintf("Each backend ran %d round trips (one-to-one and one-to-many to %d receivers, "+
+	ran := fmt.Sprintf("Each backend ran %d round trips", rounds)
+	for _, r := range rep.Backends {
+		if strings.HasPrefix(r.Error, "interrupted") {
+			ran = fmt.Sprintf("The backends ran up to %d of the %d round trips asked for", maxRoundTrips(rep), rounds)
+			break
+		}
+	}
+	note := fmt.Sprintf("%s (one-to-one and one-to-many to %d receivers, "+
 		"unchunked and chunked), every plaintext checked. Its key was made by a short-lived helper "+
 		"process that handed this process only a masked copy; after the round trips another helper "+
 		"read this process's whole memory and searched it for the key in both byte orders. "+
 		"The last column searches the plugin process the same way: the soft plugin holds its key, "+
-		"so finding it there shows that the search works.", rounds, roundtrip.MultiReceivers)
+		"so finding it there shows that the search works.", ran, roundtrip.MultiReceivers)
 	if has["pkcs11"] {
 		note += " SoftHSM is software too, but keeps keys encrypted except while it uses them."
 	}

@@ -15,13 +15,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
 	"github.com/twoway-hsm/twoway-hsm/internal/memscan"
 	"github.com/twoway-hsm/twoway-hsm/internal/osthread"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/keystore"
 	"github.com/twoway-hsm/twoway-hsm/keystore/keyref"
 	"github.com/twoway-hsm/twoway-hsm/keystore/softstore"
+	"github.com/twoway-hsm/twoway-hsm/plugins"
+	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
 )
 
 // The demo's helpers: short-lived child processes (this binary, re-executed
@@ -83,6 +84,12 @@ func runDemoHelper(ctx context.Context, env *environment, mode string) int {
 	fail := func(err error) int {
 		fmt.Fprintf(env.stderr, "twoway-hsm demo %s: %v\n", mode, err)
 		return exitFailure
+	}
+	// A process a server started as its plugin never scans memory or
+	// provisions keys, whatever its environment says: the modes exist
+	// for the demo alone.
+	if plugins.StartedByHost() {
+		return fail(errors.New("refused in a process started as a plugin by a server"))
 	}
 	in, err := io.ReadAll(env.stdin)
 	if err != nil {

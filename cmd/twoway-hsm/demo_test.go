@@ -13,9 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twoway-hsm/twoway-hsm/plugins"
+	"github.com/twoway-hsm/twoway-hsm/testenv"
 	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
 	"github.com/twoway-hsm/twoway-hsm/testenv/swtpm"
-	"github.com/twoway-hsm/twoway-hsm/testenv"
 )
 
 // installedBackends returns the backends the demo should run here.
@@ -294,5 +295,13 @@ func TestDemoUsage(t *testing.T) {
 	r := run(t, []string{demoHelperEnv + "=bogus"}, "{}", "demo")
 	if r.code != exitFailure || !strings.Contains(r.stderr, "internal") {
 		t.Errorf("bogus helper mode: exit %d, stderr %q", r.code, r.stderr)
+	}
+	// A process started by a server as its plugin never enters a helper
+	// mode (the scanner reads whole address spaces), even with the
+	// variable set.
+	r = run(t, []string{demoHelperEnv + "=scan", plugins.Handshake.MagicCookieKey + "=" + plugins.Handshake.MagicCookieValue},
+		`{"pid":1,"patterns":"/nonexistent"}`, "demo")
+	if r.code != exitFailure || !strings.Contains(r.stderr, "started as a plugin") {
+		t.Errorf("helper mode in a plugin process: exit %d, stderr %q", r.code, r.stderr)
 	}
 }

@@ -10,16 +10,17 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
-	"github.com/twoway-hsm/twoway-hsm/testenv/swtpm"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/keystore"
 	"github.com/twoway-hsm/twoway-hsm/keystore/keyref"
 	"github.com/twoway-hsm/twoway-hsm/keystore/softstore"
+	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
+	"github.com/twoway-hsm/twoway-hsm/testenv/swtpm"
 )
 
 const envUsage = `Usage: twoway-hsm env up [--dir DIR] [--json]
@@ -342,9 +343,10 @@ func writeEnvState(dir string, v *envView) error {
 
 // envCommands are the example commands env up suggests.
 func envCommands(v *envView) []string {
+	self := selfCommand()
 	var out []string
 	if v.SoftHSM != nil {
-		out = append(out, "twoway-hsm keys list "+shellQuote(v.SoftHSM.TokenURI))
+		out = append(out, self+" keys list "+shellQuote(v.SoftHSM.TokenURI))
 	}
 	var keyArgs, refs []string
 	for i, k := range v.Keys {
@@ -352,15 +354,42 @@ func envCommands(v *envView) []string {
 		refs = append(refs, k.Ref)
 	}
 	if len(refs) > 0 {
-		out = append(out, "twoway-hsm keys show "+shellQuote(refs[0]))
-		out = append(out, "twoway-hsm key-config "+strings.Join(keyArgs, " "))
-		out = append(out, "twoway-hsm selftest --key "+shellQuote(refs[0]))
+		out = append(out, self+" keys show "+shellQuote(refs[0]))
+		out = append(out, self+" key-config "+strings.Join(keyArgs, " "))
+		out = append(out, self+" selftest --key "+shellQuote(refs[0]))
 	}
 	if v.SWTPM != nil {
-		out = append(out, "twoway-hsm keys list "+shellQuote("tpm2:?tpm="+v.SWTPM.Transport))
+		out = append(out, self+" keys list "+shellQuote("tpm2:?tpm="+v.SWTPM.Transport))
 	}
-	out = append(out, "twoway-hsm env down --dir "+shellQuote(v.Dir))
+	out = append(out, self+" env down --dir "+shellQuote(v.Dir))
 	return out
+}
+
+// selfCommand is how the operator runs this binary again, for the
+// commands env up suggests: "twoway-hsm" when that is on PATH and is this
+// binary, "go run ./cmd/twoway-hsm" when this binary was built by go run
+// (in a temporary directory it deletes), and its absolute path otherwise.
+func selfCommand() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "twoway-hsm"
+	}
+	if p, err := exec.LookPath("twoway-hsm"); err == nil {
+		if a, b := evalPath(p), evalPath(exe); a == b {
+			return "twoway-hsm"
+		}
+	}
+	if strings.Contains(exe, string(filepath.Separator)+"go-build") {
+		return "go run ./cmd/twoway-hsm"
+	}
+	return shellQuote(exe)
+}
+
+func evalPath(p string) string {
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
+	}
+	return p
 }
 
 func printEnv(w io.Writer, v *envView) {

@@ -8,8 +8,8 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
 	"github.com/twoway-hsm/twoway-hsm/testenv"
+	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
 

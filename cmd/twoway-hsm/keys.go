@@ -215,7 +215,6 @@ func runKeysMake(ctx context.Context, env *environment, args []string, imp bool)
 			return c.fail(err)
 		}
 	}
-	c.warnDevelopment(c.res.backend)
 	var info *keystore.KeyInfo
 	if imp {
 		m, err := keystore.ReadMaterial(from, id)
@@ -230,6 +229,7 @@ func runKeysMake(ctx context.Context, env *environment, args []string, imp bool)
 	if err != nil {
 		return c.fail(err)
 	}
+	c.warnDevelopment(c.res.backend)
 	v := viewOf(info)
 	return c.output(v, func(w io.Writer) { printKey(w, v) })
 }
@@ -242,11 +242,11 @@ func runKeysList(ctx context.Context, env *environment, args []string) int {
 		return code
 	}
 	defer c.res.wipe()
-	c.warnDevelopment(c.res.backend)
 	l, err := c.store.List(ctx, c.res.ref, c.opts)
 	if err != nil {
 		return c.fail(err)
 	}
+	c.warnDevelopment(c.res.backend)
 	v := listViewOf(l)
 	return c.output(v, func(w io.Writer) { printList(w, v) })
 }
@@ -259,11 +259,11 @@ func runKeysShow(ctx context.Context, env *environment, args []string) int {
 		return code
 	}
 	defer c.res.wipe()
-	c.warnDevelopment(c.res.backend)
 	info, err := c.store.Show(ctx, c.res.ref, c.opts)
 	if err != nil {
 		return c.fail(err)
 	}
+	c.warnDevelopment(c.res.backend)
 	v := viewOf(info)
 	return c.output(v, func(w io.Writer) { printKey(w, v) })
 }
@@ -282,7 +282,7 @@ func runKeysDelete(ctx context.Context, env *environment, args []string) int {
 			return nil
 		}
 		if !stdinIsTerminal(env) {
-			return usagef("not deleting %s without confirmation: stdin is not a terminal; pass --yes to delete it", info.Ref)
+			return fmt.Errorf("not deleting %s without confirmation: stdin is not a terminal; pass --yes to delete it", info.Ref)
 		}
 		printKey(env.stderr, viewOf(info))
 		fmt.Fprintf(env.stderr, "Delete this key? It cannot be undone. Type yes to delete: ")

@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -47,10 +48,10 @@ func runFail(t *testing.T, env []string, code int, want string, args ...string) 
 }
 
 // keyJSON runs a command with --json that prints one key.
-func keyJSON(t *testing.T, env []string, args ...string) keyView {
+func keyJSON(t *testing.T, env []string, args ...string) testKey {
 	t.Helper()
 	r := mustRun(t, env, append(args, "--json")...)
-	var v keyView
+	var v testKey
 	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
 		t.Fatalf("twoway-hsm %s --json: %v\n%s", strings.Join(args, " "), err, r.stdout)
 	}
@@ -58,10 +59,10 @@ func keyJSON(t *testing.T, env []string, args ...string) keyView {
 }
 
 // listJSON runs keys list --json.
-func listJSON(t *testing.T, env []string, ref string, extra ...string) listView {
+func listJSON(t *testing.T, env []string, ref string, extra ...string) testList {
 	t.Helper()
 	r := mustRun(t, env, append([]string{"keys", "list", ref, "--json"}, extra...)...)
-	var l listView
+	var l testList
 	if err := json.Unmarshal([]byte(r.stdout), &l); err != nil {
 		t.Fatalf("keys list --json: %v\n%s", err, r.stdout)
 	}
@@ -86,7 +87,7 @@ func keyConfigOf(t *testing.T, env []string, keys ...string) []twoway.KeyConfig 
 
 // checkConfig checks a parsed key configuration against a key shown by
 // keys show.
-func checkConfig(t *testing.T, c twoway.KeyConfig, keyID byte, v keyView) {
+func checkConfig(t *testing.T, c twoway.KeyConfig, keyID byte, v testKey) {
 	t.Helper()
 	if c.KeyID != keyID || uint16(c.KEM) != v.KEMID || hex.EncodeToString(c.PublicKey) != v.PublicKey {
 		t.Fatalf("key config: id %d KEM 0x%04x public key %x; want id %d KEM 0x%04x public key %s", c.KeyID, uint16(c.KEM), c.PublicKey, keyID, v.KEMID, v.PublicKey)
@@ -156,7 +157,7 @@ func TestKeysPKCS11(t *testing.T) {
 
 	// list and show agree with create
 	l := listJSON(t, env, tok.URI())
-	if l.Backend != "pkcs11" || l.Token.Label != tok.TokenLabel || len(l.Keys) != 5 {
+	if l.Backend != "pkcs11" || l.PKCS11.Label != tok.TokenLabel || len(l.Keys) != 5 {
 		t.Fatalf("list: %+v", l)
 	}
 	if l.Keys[0].PublicKey != created.PublicKey || l.Keys[0].Ref != created.Ref {
@@ -414,7 +415,7 @@ func TestKeysSoft(t *testing.T) {
 	if !strings.Contains(r.stderr, "development only") {
 		t.Fatalf("no warning for a soft key: %q", r.stderr)
 	}
-	var created keyView
+	var created testKey
 	if err := json.Unmarshal([]byte(r.stdout), &created); err != nil || created.KEM != "x25519" || created.Ref != ref {
 		t.Fatalf("created %+v %v", created, err)
 	}
@@ -453,7 +454,7 @@ func TestKeysSoft(t *testing.T) {
 	// delete
 	runFail(t, nil, exitFailure, "--yes", "keys", "delete", ref)
 	mustRun(t, nil, "keys", "delete", ref, "--yes")
-	runFail(t, nil, exitFailure, "no such file", "keys", "show", ref)
+	runFail(t, nil, exitFailure, "does not exist", "keys", "show", ref)
 	runFail(t, nil, exitFailure, "not a soft key", "keys", "delete", "soft:file="+filepath.Join(dir, "notes.txt"), "--yes")
 }
 
@@ -462,7 +463,7 @@ func TestKeysUsage(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"keys"}, "Usage: twoway-hsm keys"},
+		{[]string{"keys"}, "missing subcommand"},
 		{[]string{"keys", "frobnicate"}, `unknown subcommand "frobnicate"`},
 		{[]string{"keys", "create"}, "missing key reference"},
 		{[]string{"keys", "create", "soft:file=/tmp/x"}, "missing --kem"},
@@ -473,7 +474,9 @@ func TestKeysUsage(t *testing.T) {
 		{[]string{"keys", "show", "a", "b"}, "unexpected argument"},
 		{[]string{"keys", "show", "tpm2:file=/x;colour=blue"}, "unknown path attribute"},
 		{[]string{"keys", "show", "tpm2:file=/x?tpm=serial:9"}, "not a transport"},
-		{[]string{"keys", "show", "soft:path=/x"}, "want exactly one file=PATH"},
+		{[]string{"keys", "show", "soft:path=/x"}, `unknown path attribute "path"`},
+		{[]string{"keys", "show", "pkcs11:tokn=nosuchtoken;id=%01"}, `unknown path attribute "tokn"`},
+		{[]string{"keys", "show", "pkcs11:token=t;id=%01?pin-sorce=file:/p"}, `unknown query attribute "pin-sorce"`},
 		{[]string{"keys", "list", "soft:file=/x"}, "soft:dir=DIR"},
 		{[]string{"keys", "import", "soft:file=/x"}, "missing --from"},
 		{[]string{"keys", "delete"}, "missing key reference"},
@@ -482,14 +485,60 @@ func TestKeysUsage(t *testing.T) {
 		{[]string{"key-config", "--key", "1=soft:file=/x", "--key", "1=soft:file=/y"}, "given twice"},
 		{[]string{"key-config", "--key", "1=soft:file=/x", "--suite", "hkdf-sha256"}, "want KDF/AEAD"},
 		{[]string{"key-config", "--key", "1=soft:file=/x", "--format", "xml"}, "unknown --format"},
-		{[]string{"env"}, "Usage: twoway-hsm env up"},
+		{[]string{"env"}, "missing subcommand"},
 		{[]string{"env", "sideways"}, "unknown subcommand"},
 		{[]string{"env", "up", "extra"}, "unexpected argument"},
 		{[]string{"version", "--bogus"}, "flag provided but not defined"},
 	} {
+		// The cause in one line that names the command, then where the
+		// help is: never the whole help.
 		r := run(t, nil, "", tc.args...)
-		if r.code != exitUsage || !strings.Contains(r.stderr, tc.want) || !strings.Contains(r.stderr, "Usage:") || r.stdout != "" {
-			t.Errorf("twoway-hsm %q: exit %d, stderr %q; want exit 2, %q and the usage on stderr", tc.args, r.code, r.stderr, tc.want)
+		lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+		cmd := tc.args[0]
+		if len(tc.args) > 1 && slices.Contains([]string{"create", "show", "list", "import", "delete", "up"}, tc.args[1]) {
+			cmd += " " + tc.args[1]
+		}
+		if r.code != exitUsage || len(lines) != 2 || !strings.HasPrefix(lines[0], "twoway-hsm "+cmd+": ") || !strings.Contains(lines[0], tc.want) ||
+			lines[1] != "see 'twoway-hsm "+cmd+" -h'" || r.stdout != "" {
+			t.Errorf("twoway-hsm %q: exit %d, stderr %q; want exit 2, \"twoway-hsm %s: ...%s...\" and \"see 'twoway-hsm %s -h'\"", tc.args, r.code, r.stderr, cmd, tc.want, cmd)
+		}
+	}
+}
+
+// TestFailuresForScripts: with --json a failure is one JSON object on
+// stdout too, usage errors exit 2 and other failures 1, whatever the
+// backend.
+func TestFailuresForScripts(t *testing.T) {
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.pem")
+	os.WriteFile(garbage, []byte("not a key at all"), 0o600)
+	badPEM := filepath.Join(dir, "bad.pem")
+	os.WriteFile(badPEM, []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"), 0o600)
+	for _, tc := range []struct {
+		args  []string
+		code  int
+		want  string
+		usage bool
+	}{
+		{[]string{"keys", "show", "soft:file=" + garbage, "--json"}, exitFailure, "garbage.pem", false},
+		{[]string{"keys", "show", "soft:file=" + badPEM, "--json"}, exitFailure, "bad.pem", false},
+		{[]string{"keys", "show", "soft:file=" + filepath.Join(dir, "none.pem"), "--json"}, exitFailure, "does not exist", false},
+		{[]string{"keys", "import", "soft:file=" + filepath.Join(dir, "k.pem"), "--from", garbage, "--json"}, exitFailure, "not a PEM key file", false},
+		{[]string{"keys", "show", "soft:fiel=/x", "--json"}, exitUsage, "unknown path attribute", true},
+		{[]string{"keys", "create", "soft:file=/x", "--bogus-flag", "--json"}, exitUsage, "flag provided but not defined: -bogus-flag", true},
+	} {
+		r := run(t, nil, "", tc.args...)
+		var f struct {
+			Error string `json:"error"`
+			Hint  string `json:"hint"`
+			Usage bool   `json:"usage"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &f); err != nil {
+			t.Errorf("twoway-hsm %q: stdout %q is not one JSON object: %v", tc.args, r.stdout, err)
+			continue
+		}
+		if r.code != tc.code || !strings.Contains(f.Error, tc.want) || f.Usage != tc.usage || !strings.Contains(r.stderr, f.Error) {
+			t.Errorf("twoway-hsm %q: exit %d, %+v; want exit %d, an error saying %q (usage %v)", tc.args, r.code, f, tc.code, tc.want, tc.usage)
 		}
 	}
 }

@@ -119,7 +119,7 @@ func TestSelftestSoftKey(t *testing.T) {
 		}
 	}
 	// Without -v, stderr has the soft key's warning and no logs.
-	if r.stderr != softWarning+"\n" {
+	if r.stderr != "warning: "+devWarning+"\n" {
 		t.Errorf("stderr without -v: %q; want only the development-only warning", r.stderr)
 	}
 }
@@ -249,7 +249,7 @@ func TestSelftestUsage(t *testing.T) {
 		{[]string{"--key", "pkcs11:token=gw;id=%01?pin-value=1234"}, exitUsage, "--insecure-pin"},
 		{[]string{"--key", ref, "--plugin-env", "A=B"}, exitUsage, "environment variable"},
 		// A key file that does not exist: the plugin cannot start.
-		{[]string{"--key", "soft:file=/nonexistent/key.pem"}, exitFailure, "no such file"},
+		{[]string{"--key", "soft:file=/nonexistent/key.pem"}, exitFailure, "does not exist"},
 	} {
 		r := run(t, nil, "", append([]string{"selftest"}, tc.args...)...)
 		if r.code != tc.code || !strings.Contains(r.stdout+r.stderr, tc.want) {

@@ -25,8 +25,16 @@ import (
 	"strings"
 )
 
-// ErrInvalid is wrapped by every parse error.
+// ErrInvalid is matched (errors.Is) by every parse error.
 var ErrInvalid = errors.New("invalid key reference")
+
+// parseError is a parse error: its text is the fault alone, so that a
+// caller wrapping it with its own "invalid key reference" does not repeat
+// it; errors.Is matches it to ErrInvalid.
+type parseError struct{ msg string }
+
+func (e *parseError) Error() string        { return e.msg }
+func (e *parseError) Is(target error) bool { return target == ErrInvalid }
 
 // PINValue is the attribute that carries a secret inline (RFC 7512's
 // pin-value). References are command-line arguments and log fields, so
@@ -48,7 +56,7 @@ type Ref struct {
 }
 
 func invalid(format string, a ...any) error {
-	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, a...))
+	return &parseError{fmt.Sprintf(format, a...)}
 }
 
 // Parse parses s in the grammar of the package documentation, without

@@ -30,11 +30,12 @@ const Scheme = "soft"
 
 func init() {
 	keystore.Register(keystore.Backend{
-		Scheme:      Scheme,
-		Summary:     "a private key in a file, development only",
-		Development: true,
-		Store:       Store{},
-		Hint:        hint,
+		Scheme:       Scheme,
+		Summary:      "a private key in a file, development only",
+		Development:  true,
+		Store:        Store{},
+		Troubleshoot: "Check that the key file exists and holds a private key ('twoway-hsm keys create soft:file=PATH --kem x25519' makes one).",
+		Hint:         hint,
 	})
 }
 
