@@ -23,7 +23,7 @@ import (
 func BenchmarkECDH(b *testing.B) {
 	sh, tok := openToken(b, pkcs11.WithPoolSize(2))
 	ctx := context.Background()
-	c := tok.Module().Ctx()
+	c := pkcs11.RawCtx(tok)
 	var sessions [2]p11.SessionHandle
 	for i := range sessions {
 		_, sessions[i] = rawSession(b, sh, tok)

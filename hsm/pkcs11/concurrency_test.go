@@ -79,7 +79,7 @@ func TestConcurrentECDH(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	pause.Lock()
-	if err := tok.Module().Ctx().CloseAllSessions(tok.Info().SlotID); err != nil {
+	if err := pkcs11.RawCtx(tok).CloseAllSessions(tok.Info().SlotID); err != nil {
 		t.Error(err)
 	}
 	pause.Unlock()

@@ -19,18 +19,34 @@
 //	priv, err := hpke.NewDHKEMPrivateKey(key)
 //
 // [OpenToken] opens a token for managing keys ([Token.GenerateKey],
-// [Token.ImportKey], [Token.FindKey], [Token.ListKeys], [Token.DeleteKey],
-// [Token.Probe]). The module path comes from [WithModulePath], the URI's
-// module-path, or else a SoftHSM2 found by hsm/softhsm. The user PIN comes
-// from [WithPIN], [WithPINEnv], [WithPINFile], the URI's pin-value or its
-// pin-source (a file path, a file: URI, or env:NAME for an environment
-// variable), in that order; a source that cannot be read is an
-// error, never an empty PIN.
+// [Token.ImportKey], [Token.FindKey], [Token.ListKeys], [Token.DeleteKey]);
+// [ReadPublicKey] reads a key's public key without logging in.
+//
+// # References
+//
+// Tokens and keys are named by RFC 7512 URIs ([ParseURI]). An attribute
+// RFC 7512 does not define is an error that names it (a typo such as
+// tokn= must not select another token); vendor attributes, x-..., are
+// accepted and ignored; module-name is refused (give module-path).
+//
+// The module path comes from [WithModulePath] or the URI's module-path,
+// and else is p11-kit's proxy module when it is installed
+// ([DefaultModulePath]); without one, opening fails with
+// [ErrModuleNotFound]. SoftHSM2 is never a default: development tools
+// find it themselves (package testenv/softhsm) and name it. The path is
+// reported ([TokenInfo].ModulePath) as it was given, symlinks unresolved.
+//
+// The user PIN comes from [WithPIN], [WithPINEnv], [WithPINFile], the
+// URI's pin-value or its pin-source (a file path, a file: URI, or env:NAME
+// for an environment variable, read by package keystore/secret), in that
+// order, and else from [WithPINFunc] once the token is found and needs a
+// login; a source that cannot be read is an error, never an empty PIN.
 //
 // # Modules, sessions, recovery
 //
-// A module is loaded once per process and shared ([OpenModule]); it is
-// finalised when the last user closes it. Each Token keeps a pool of
+// A module is loaded once per process and shared by every Token on it
+// (under whichever path it was named); it is finalised when the last
+// Token on it closes. Each Token keeps a pool of
 // read-write sessions no larger than the token's MaxRwSessionCount and logs
 // in once. When sessions, the login, the token or the module's
 // initialisation are lost, the Token recovers and retries a bounded number
@@ -45,8 +61,8 @@
 // PKCS#11 3.0 makes Montgomery keys with CKM_EC_MONTGOMERY_KEY_PAIR_GEN
 // (CKK_EC_MONTGOMERY); SoftHSM 2.6 lacks that mechanism and instead makes
 // CKK_EC_EDWARDS keys whose CKA_EC_PARAMS is the X25519 or X448 OID, and
-// derives with them through CKM_ECDH1_DERIVE. The package tries both
-// ([Route]) and uses whichever the token takes; [Token.Probe] reports which.
+// derives with them through CKM_ECDH1_DERIVE. The package tries both and
+// uses whichever the token takes.
 //
 // # Security
 //

@@ -14,7 +14,8 @@ import (
 // PIN, key material or a shared secret.
 var (
 	// ErrModuleNotFound: the PKCS#11 module file does not exist, or no
-	// module path was given and no SoftHSM2 was found.
+	// module path was given and p11-kit's proxy module, the default, is
+	// not installed.
 	ErrModuleNotFound = errors.New("pkcs11: module not found")
 	// ErrModuleLoad: the module file exists but could not be loaded as a
 	// PKCS#11 library (dlopen or C_GetFunctionList failed).
@@ -59,7 +60,7 @@ var (
 	// ErrInvalidURI: the RFC 7512 URI is malformed or names an attribute in a
 	// way this package does not accept.
 	ErrInvalidURI = errors.New("pkcs11: invalid URI")
-	// ErrClosed: the Module, Token or Key was closed.
+	// ErrClosed: the Token or Key was closed.
 	ErrClosed = errors.New("pkcs11: closed")
 )
 

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdh"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -66,6 +67,20 @@ func TestOpenErrors(t *testing.T) {
 		if err := try(uri); err != nil {
 			t.Fatal(err)
 		}
+		tok, err := pkcs11.OpenToken(ctx, sh.URI())
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := pkcs11.RawCtx(tok).GetInfo()
+		tok.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := fmt.Sprintf("library-version=%d.%d", info.LibraryVersion.Major, info.LibraryVersion.Minor)
+		if err := try(sh.URI(v)); err != nil {
+			t.Errorf("%s: %v", v, err)
+		}
+		wantErr(t, try(sh.URI("library-version=255.255")), pkcs11.ErrTokenNotFound, "version")
 	})
 	t.Run("module", func(t *testing.T) {
 		err := try(sh.URI(), pkcs11.WithModulePath("/nonexistent/libnothing.so"))
@@ -97,11 +112,41 @@ func TestOpenErrors(t *testing.T) {
 			"pin-value":        try(sh.URIWithoutPIN() + "&pin-value=" + sh.PIN),
 			"option over URI":  try(sh.URIWithoutPIN()+"&pin-value=bogus", pkcs11.WithPIN(sh.PIN)),
 			"module in option": try("pkcs11:token="+sh.TokenLabel, pkcs11.WithModulePath(sh.ModulePath), pkcs11.WithPIN(sh.PIN)),
-			"default module":   try("pkcs11:token="+sh.TokenLabel, pkcs11.WithPIN(sh.PIN)),
 		} {
 			if err != nil {
 				t.Errorf("%s: %v", name, err)
 			}
+		}
+	})
+	t.Run("PIN function", func(t *testing.T) {
+		calls := 0
+		ask := pkcs11.WithPINFunc(func(ti pkcs11.TokenInfo) ([]byte, error) {
+			calls++
+			if ti.Label != sh.TokenLabel {
+				t.Errorf("asked for the PIN of %q", ti.Label)
+			}
+			return []byte(sh.PIN), nil
+		})
+		// Not asked for a token that is not there, nor when a source is given.
+		err := try(strings.Replace(sh.URIWithoutPIN(), "token="+sh.TokenLabel, "token=no-such-token", 1), ask)
+		wantErr(t, err, pkcs11.ErrTokenNotFound)
+		if err := try(sh.URI(), ask); err != nil || calls != 0 {
+			t.Fatalf("with a pin-source: %v, %d calls", err, calls)
+		}
+		if err := try(sh.URIWithoutPIN(), ask); err != nil || calls != 1 {
+			t.Fatalf("without a source: %v, %d calls", err, calls)
+		}
+		failing := pkcs11.WithPINFunc(func(pkcs11.TokenInfo) ([]byte, error) { return nil, errors.New("no terminal") })
+		wantErr(t, try(sh.URIWithoutPIN(), failing), pkcs11.ErrPINSource, "no terminal")
+		empty := pkcs11.WithPINFunc(func(pkcs11.TokenInfo) ([]byte, error) { return nil, nil })
+		wantErr(t, try(sh.URIWithoutPIN(), empty), pkcs11.ErrPINSource, "empty")
+	})
+	t.Run("unknown attributes", func(t *testing.T) {
+		// With one token present, a typo must not select it.
+		wantErr(t, try(strings.Replace(sh.URI(), "token=", "tokn=", 1)), pkcs11.ErrInvalidURI, `"tokn"`)
+		wantErr(t, try(strings.Replace(sh.URI(), "pin-source=", "pin-sorce=", 1)), pkcs11.ErrInvalidURI, `"pin-sorce"`)
+		if err := try(sh.URI("x-vendor=1")); err != nil {
+			t.Errorf("vendor attribute: %v", err)
 		}
 	})
 	t.Run("malformed URI", func(t *testing.T) {
@@ -131,7 +176,7 @@ func TestAmbiguousToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer t2.Close()
-	if t1.Module().Path() != t2.Module().Path() || t1.Info().Serial == t2.Info().Serial {
+	if t1.Info().ModulePath != t2.Info().ModulePath || t1.Info().Serial == t2.Info().Serial {
 		t.Fatalf("tokens %+v %+v", t1.Info(), t2.Info())
 	}
 }

@@ -3,7 +3,6 @@ package pkcs11
 import (
 	"context"
 	"crypto/ecdh"
-	"crypto/rand"
 	"errors"
 	"fmt"
 
@@ -13,52 +12,52 @@ import (
 	"github.com/twoway-hsm/twoway-hsm/kem"
 )
 
-// Route is a way of making a key of a curve on a token: a key-pair
+// route is a way of making a key of a curve on a token: a key-pair
 // generation mechanism and the key type the objects get.
-type Route int
+type route int
 
 // The routes this package knows.
 const (
-	// RouteEC: CKM_EC_KEY_PAIR_GEN making CKK_EC keys; the NIST curves.
-	RouteEC Route = iota + 1
-	// RouteMontgomery: CKM_EC_MONTGOMERY_KEY_PAIR_GEN making
+	// routeEC: CKM_EC_KEY_PAIR_GEN making CKK_EC keys; the NIST curves.
+	routeEC route = iota + 1
+	// routeMontgomery: CKM_EC_MONTGOMERY_KEY_PAIR_GEN making
 	// CKK_EC_MONTGOMERY keys, the PKCS#11 3.0 way to X25519 and X448.
-	RouteMontgomery
-	// RouteEdwardsOID: CKM_EC_EDWARDS_KEY_PAIR_GEN making CKK_EC_EDWARDS
+	routeMontgomery
+	// routeEdwardsOID: CKM_EC_EDWARDS_KEY_PAIR_GEN making CKK_EC_EDWARDS
 	// keys whose CKA_EC_PARAMS is the X25519 or X448 OID (1.3.101.110,
 	// 1.3.101.111). SoftHSM 2.6 makes Montgomery keys this way and derives
 	// with them through CKM_ECDH1_DERIVE.
-	RouteEdwardsOID
+	routeEdwardsOID
 )
 
 // String names the route by its mechanism and key type.
-func (r Route) String() string {
+func (r route) String() string {
 	switch r {
-	case RouteEC:
+	case routeEC:
 		return "CKM_EC_KEY_PAIR_GEN/CKK_EC"
-	case RouteMontgomery:
+	case routeMontgomery:
 		return "CKM_EC_MONTGOMERY_KEY_PAIR_GEN/CKK_EC_MONTGOMERY"
-	case RouteEdwardsOID:
+	case routeEdwardsOID:
 		return "CKM_EC_EDWARDS_KEY_PAIR_GEN/CKK_EC_EDWARDS+X-curve OID"
 	}
 	return "no route"
 }
 
-func (r Route) mechanism() uint {
+func (r route) mechanism() uint {
 	switch r {
-	case RouteMontgomery:
+	case routeMontgomery:
 		return ckmECMontgomeryKeyPairGen
-	case RouteEdwardsOID:
+	case routeEdwardsOID:
 		return ckmECEdwardsKeyPairGen
 	}
 	return p11.CKM_EC_KEY_PAIR_GEN
 }
 
-func (r Route) keyType() uint {
+func (r route) keyType() uint {
 	switch r {
-	case RouteMontgomery:
+	case routeMontgomery:
 		return ckkECMontgomery
-	case RouteEdwardsOID:
+	case routeEdwardsOID:
 		return ckkECEdwards
 	}
 	return p11.CKK_EC
@@ -68,16 +67,16 @@ func (r Route) keyType() uint {
 // the route that already worked on this token, then those whose mechanism
 // the token lists (PKCS#11 3.0's before SoftHSM's), then the unlisted ones,
 // since some modules' mechanism lists are incomplete.
-func (t *Token) routes(cv *curve) ([]Route, error) {
+func (t *Token) routes(cv *curve) ([]route, error) {
 	if !cv.montgomery {
-		return []Route{RouteEC}, nil
+		return []route{routeEC}, nil
 	}
 	mechs, err := t.mechanisms()
 	if err != nil {
 		return nil, err
 	}
-	var out []Route
-	add := func(r Route) {
+	var out []route
+	add := func(r route) {
 		for _, x := range out {
 			if x == r {
 				return
@@ -85,27 +84,27 @@ func (t *Token) routes(cv *curve) ([]Route, error) {
 		}
 		out = append(out, r)
 	}
-	if r := Route(t.montRoute.Load()); r != 0 {
+	if r := route(t.montRoute.Load()); r != 0 {
 		add(r)
 	}
-	for _, r := range []Route{RouteMontgomery, RouteEdwardsOID} {
+	for _, r := range []route{routeMontgomery, routeEdwardsOID} {
 		if mechs[r.mechanism()] {
 			add(r)
 		}
 	}
-	add(RouteMontgomery)
-	add(RouteEdwardsOID)
+	add(routeMontgomery)
+	add(routeEdwardsOID)
 	return out, nil
 }
 
-// keyTemplates returns the public and private key templates for a key
-// pair on route r. Private keys are sensitive, never extractable, and can
-// only derive.
-func keyTemplates(r Route, cv *curve, ref KeyRef, onToken bool) (pub, priv []*p11.Attribute) {
+// keyTemplates returns the public and private key templates for a token
+// key pair on route r. Private keys are sensitive, never extractable, and
+// can only derive.
+func keyTemplates(r route, cv *curve, ref KeyRef) (pub, priv []*p11.Attribute) {
 	pub = []*p11.Attribute{
 		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PUBLIC_KEY),
 		p11.NewAttribute(p11.CKA_KEY_TYPE, r.keyType()),
-		p11.NewAttribute(p11.CKA_TOKEN, onToken),
+		p11.NewAttribute(p11.CKA_TOKEN, true),
 		p11.NewAttribute(p11.CKA_PRIVATE, false),
 		p11.NewAttribute(p11.CKA_EC_PARAMS, cv.params),
 		p11.NewAttribute(p11.CKA_VERIFY, false),
@@ -113,7 +112,7 @@ func keyTemplates(r Route, cv *curve, ref KeyRef, onToken bool) (pub, priv []*p1
 	priv = []*p11.Attribute{
 		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PRIVATE_KEY),
 		p11.NewAttribute(p11.CKA_KEY_TYPE, r.keyType()),
-		p11.NewAttribute(p11.CKA_TOKEN, onToken),
+		p11.NewAttribute(p11.CKA_TOKEN, true),
 		p11.NewAttribute(p11.CKA_PRIVATE, true),
 		p11.NewAttribute(p11.CKA_SENSITIVE, true),
 		p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
@@ -134,8 +133,8 @@ func keyTemplates(r Route, cv *curve, ref KeyRef, onToken bool) (pub, priv []*p1
 // GenerateKey generates a key pair for a DHKEM on the token: CKA_TOKEN,
 // CKA_PRIVATE, CKA_SENSITIVE, not CKA_EXTRACTABLE, CKA_DERIVE, with ref's
 // CKA_ID (16 random bytes when empty) and CKA_LABEL on both objects. For
-// X25519 and X448 it uses whichever of [RouteMontgomery] and
-// [RouteEdwardsOID] the token takes. An existing private key with the same
+// X25519 and X448 it uses whichever of [routeMontgomery] and
+// [routeEdwardsOID] the token takes. An existing private key with the same
 // CKA_ID is ErrKeyExists; a curve the token cannot make is
 // ErrUnsupportedKeyType.
 func (t *Token) GenerateKey(ctx context.Context, id kem.ID, ref KeyRef) (*Key, error) {
@@ -143,7 +142,7 @@ func (t *Token) GenerateKey(ctx context.Context, id kem.ID, ref KeyRef) (*Key, e
 	if err != nil {
 		return nil, err
 	}
-	return t.createKey(ctx, "generate", cv, ref, func(c *p11.Ctx, s *session, r Route, pubT, privT []*p11.Attribute) (p11.ObjectHandle, p11.ObjectHandle, error) {
+	return t.createKey(ctx, "generate", cv, ref, func(c *p11.Ctx, s *session, r route, pubT, privT []*p11.Attribute) (p11.ObjectHandle, p11.ObjectHandle, error) {
 		return c.GenerateKeyPair(s.h, []*p11.Mechanism{p11.NewMechanism(r.mechanism(), nil)}, pubT, privT)
 	})
 }
@@ -186,7 +185,7 @@ func (t *Token) ImportX448Key(ctx context.Context, priv []byte, ref KeyRef) (*Ke
 }
 
 func (t *Token) importKey(ctx context.Context, cv *curve, value, pub []byte, ref KeyRef) (*Key, error) {
-	return t.createKey(ctx, "import", cv, ref, func(c *p11.Ctx, s *session, _ Route, pubT, privT []*p11.Attribute) (p11.ObjectHandle, p11.ObjectHandle, error) {
+	return t.createKey(ctx, "import", cv, ref, func(c *p11.Ctx, s *session, _ route, pubT, privT []*p11.Attribute) (p11.ObjectHandle, p11.ObjectHandle, error) {
 		privT = append(privT, p11.NewAttribute(p11.CKA_EC_PARAMS, cv.params), p11.NewAttribute(p11.CKA_VALUE, value))
 		pubT = append(pubT, p11.NewAttribute(p11.CKA_EC_POINT, wrapOctetString(pub)))
 		privH, err := c.CreateObject(s.h, privT)
@@ -209,7 +208,7 @@ func (t *Token) importKey(ctx context.Context, cv *curve, value, pub []byte, ref
 // (CKR_GENERAL_ERROR, ...) is retried, every route again, once no route
 // worked. A retry after the pair was made picks it up instead.
 func (t *Token) createKey(ctx context.Context, verb string, cv *curve, ref KeyRef,
-	create func(c *p11.Ctx, s *session, r Route, pubT, privT []*p11.Attribute) (pub, priv p11.ObjectHandle, err error)) (*Key, error) {
+	create func(c *p11.Ctx, s *session, r route, pubT, privT []*p11.Attribute) (pub, priv p11.ObjectHandle, err error)) (*Key, error) {
 	if len(ref.ID) == 0 {
 		ref.ID = randomID()
 	}
@@ -234,7 +233,7 @@ func (t *Token) createKey(ctx context.Context, verb string, cv *curve, ref KeyRe
 		var errs []error
 		var transient error
 		for _, r := range routes {
-			pubT, privT := keyTemplates(r, cv, ref, true)
+			pubT, privT := keyTemplates(r, cv, ref)
 			pubH, privH, err := create(c, s, r, pubT, privT)
 			if err != nil {
 				switch classify(err) {
@@ -269,119 +268,4 @@ func (t *Token) createKey(ctx context.Context, verb string, cv *curve, ref KeyRe
 		return nil, err
 	}
 	return k, nil
-}
-
-// Capability reports whether a token can generate keys for a KEM and do
-// ECDH with them, and how.
-type Capability struct {
-	KEM kem.ID
-	// Route is the route that worked, 0 when none did.
-	Route Route
-	// Attempts lists every route tried, in order, with its outcome (nil
-	// for those that worked).
-	Attempts []Attempt
-	// Err says why no route worked (nil when one did); it wraps
-	// ErrUnsupportedKeyType.
-	Err error
-}
-
-// Attempt is the outcome of trying one route in [Token.Probe].
-type Attempt struct {
-	Route Route
-	Err   error
-}
-
-// Probe finds out which DHKEMs the token supports: for each curve and
-// route it generates a session (not token) key pair, derives a shared
-// secret with it and checks the result against an independent computation
-// (crypto/ecdh for the NIST curves, the base-point identity X(k, base) =
-// public key for X25519/X448), and destroys the objects. It leaves nothing
-// on the token. For X25519 and X448 it tries both [RouteMontgomery] and
-// [RouteEdwardsOID], whatever the mechanism list says, and reports each;
-// Route is the first that worked, preferring the standard one.
-func (t *Token) Probe(ctx context.Context) ([]Capability, error) {
-	var out []Capability
-	for _, cv := range curves {
-		capab := Capability{KEM: cv.kem}
-		routes := []Route{RouteEC}
-		if cv.montgomery {
-			routes = []Route{RouteMontgomery, RouteEdwardsOID}
-		}
-		var errs []error
-		for _, r := range routes {
-			err := t.do(ctx, "probe", func(s *session) error { return t.probeRoute(s, cv, r) })
-			capab.Attempts = append(capab.Attempts, Attempt{Route: r, Err: err})
-			if err == nil {
-				if capab.Route == 0 {
-					capab.Route = r
-				}
-				if cv.montgomery && t.montRoute.Load() == 0 {
-					t.montRoute.Store(int32(r))
-				}
-				continue
-			}
-			if ckr(err) == 0 && !errors.Is(err, errProbeMismatch) {
-				return nil, err
-			}
-			errs = append(errs, fmt.Errorf("%v: %w", r, err))
-		}
-		if capab.Route == 0 {
-			capab.Err = fmt.Errorf("%w: %s: %w", ErrUnsupportedKeyType, cv.name, errors.Join(errs...))
-		}
-		out = append(out, capab)
-	}
-	return out, nil
-}
-
-var errProbeMismatch = errors.New("pkcs11: token derived a wrong shared secret")
-
-func (t *Token) probeRoute(s *session, cv *curve, r Route) error {
-	c := t.ctx()
-	pubT, privT := keyTemplates(r, cv, KeyRef{}, false)
-	pubH, privH, err := c.GenerateKeyPair(s.h, []*p11.Mechanism{p11.NewMechanism(r.mechanism(), nil)}, pubT, privT)
-	if err != nil {
-		return err
-	}
-	defer c.DestroyObject(s.h, pubH)
-	defer c.DestroyObject(s.h, privH)
-	a, err := getAttrs(c, s, pubH, p11.CKA_EC_POINT)
-	if err != nil {
-		return err
-	}
-	pub, ok := cv.rawPoint(a[p11.CKA_EC_POINT])
-	if !ok {
-		return fmt.Errorf("%w: unreadable CKA_EC_POINT", errProbeMismatch)
-	}
-	var peer, want []byte
-	if cv.montgomery {
-		peer = make([]byte, cv.size)
-		peer[0] = 9 // X25519 base point
-		if cv == curveX448 {
-			peer[0] = 5 // X448 base point
-		}
-		want = pub
-	} else {
-		eph, err := cv.ecdh.GenerateKey(rand.Reader)
-		if err != nil {
-			return err
-		}
-		tp, err := cv.ecdh.NewPublicKey(pub)
-		if err != nil {
-			return fmt.Errorf("%w: invalid public key", errProbeMismatch)
-		}
-		if want, err = eph.ECDH(tp); err != nil {
-			return err
-		}
-		peer = eph.PublicKey().Bytes()
-	}
-	k := &Key{tok: t, curve: cv}
-	got, err := k.deriveOnce(s, privH, peer)
-	if err != nil {
-		return err
-	}
-	defer clear(got)
-	if string(got) != string(want) {
-		return errProbeMismatch
-	}
-	return nil
 }

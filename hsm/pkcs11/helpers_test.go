@@ -37,7 +37,7 @@ func openToken(t testing.TB, opts ...pkcs11.Option) (*testenv.SoftHSMToken, *pkc
 // at cleanup.
 func rawSession(t testing.TB, sh *testenv.SoftHSMToken, tok *pkcs11.Token) (*p11.Ctx, p11.SessionHandle) {
 	t.Helper()
-	c := tok.Module().Ctx()
+	c := pkcs11.RawCtx(tok)
 	s, err := c.OpenSession(tok.Info().SlotID, p11.CKF_SERIAL_SESSION|p11.CKF_RW_SESSION)
 	if err != nil {
 		t.Fatalf("raw OpenSession: %v", err)

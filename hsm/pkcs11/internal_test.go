@@ -175,28 +175,100 @@ func TestParseURI(t *testing.T) {
 	}
 }
 
-func TestPINFromSource(t *testing.T) {
+// TestResolvePIN: pin-source and WithPINFile are read by keystore/secret
+// (4 KiB bound, one trailing line break removed, file: URLs, env:), and
+// every failure wraps ErrPINSource without the PIN.
+func TestResolvePIN(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, content string) string {
 		p := filepath.Join(dir, name)
-		os.WriteFile(p, []byte(content), 0o600)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		return p
 	}
+	t.Setenv("TWOWAY_TEST_PIN", "env-pin")
 	crlf := write("crlf", "1234\r\n")
 	plain := write("plain", "5678")
 	twoLines := write("two", "abcd\n\n")
 	for src, want := range map[string]string{
-		crlf: "1234", "file:" + plain: "5678", "file://" + plain: "5678", "file://localhost" + plain: "5678", twoLines: "abcd\n",
+		crlf: "1234", "file:" + plain: "5678", "file://" + plain: "5678", "file://localhost" + plain: "5678",
+		twoLines: "abcd\n", "env:TWOWAY_TEST_PIN": "env-pin",
 	} {
-		got, err := pinFromSource(src)
+		got, ok, err := resolvePIN(&options{}, &URI{PINSource: src})
+		if err != nil || !ok || got != want {
+			t.Errorf("pin-source %q: %q, %v, %v; want %q", src, got, ok, err, want)
+		}
+		got, _, err = resolvePIN(&options{pinFile: src}, &URI{PINSource: "env:TWOWAY_TEST_UNSET_PIN"})
 		if err != nil || got != want {
-			t.Errorf("pinFromSource(%q) = %q, %v; want %q", src, got, err, want)
+			t.Errorf("WithPINFile(%q): %q, %v; want %q (the option wins over the URI)", src, got, err, want)
 		}
 	}
 	big := write("big", strings.Repeat("x", 5000))
-	for _, src := range []string{filepath.Join(dir, "none"), dir, write("empty", ""), big, "file://remote.example/pin", "env:TWOWAY_TEST_UNSET_PIN", "env:", "https://example.invalid/pin", ""} {
-		if _, err := pinFromSource(src); !errors.Is(err, ErrPINSource) {
-			t.Errorf("pinFromSource(%q): %v", src, err)
+	for _, src := range []string{filepath.Join(dir, "none"), dir, write("empty", ""), write("newline", "\n"), big,
+		"file://remote.example/pin", "env:TWOWAY_TEST_UNSET_PIN", "env:", "https://example.invalid/pin"} {
+		_, ok, err := resolvePIN(&options{}, &URI{PINSource: src})
+		if !ok || !errors.Is(err, ErrPINSource) {
+			t.Errorf("pin-source %q: %v, want ErrPINSource", src, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "xxxx") {
+			t.Errorf("pin-source %q: the error quotes the file: %v", src, err)
+		}
+	}
+	if _, ok, err := resolvePIN(&options{}, &URI{}); ok || err != nil {
+		t.Errorf("no source: ok %v, err %v", ok, err)
+	}
+}
+
+// TestParseURIUnknownAttributes: an attribute RFC 7512 does not define is
+// an error naming it, never ignored (a typo must not select another token
+// or key); x- vendor attributes are accepted; module-name is refused with
+// a message that says what to give instead.
+func TestParseURIUnknownAttributes(t *testing.T) {
+	for uri, want := range map[string]string{
+		"pkcs11:tokn=nosuchtoken;id=%01":                   `unknown path attribute "tokn"`,
+		"pkcs11:token=gw;id=%01?pin-sorce=file:/etc/pin":   `unknown query attribute "pin-sorce"`,
+		"pkcs11:token=gw;objet=k1":                         `unknown path attribute "objet"`,
+		"pkcs11:token=gw?modul-path=/usr/lib/x.so":         `unknown query attribute "modul-path"`,
+		"pkcs11:token=gw;module-path=/usr/lib/x.so":        "module-path belongs in the query",
+		"pkcs11:token=gw?id=%01":                           "id belongs in the path",
+		"pkcs11:token=gw?module-name=softhsm2":             "module-name= is not supported",
+		"pkcs11:token=gw;library-version=x":                "library-version",
+		"pkcs11:token=gw;library-version=1.300":            "library-version",
+		"pkcs11:token=gw;Token=x":                          "not a name",
+		"pkcs11:token=gw;id=%01?pin-value=s3cret&pin-sorc": "not name=value",
+	} {
+		_, err := ParseURI(uri)
+		if !errors.Is(err, ErrInvalidURI) || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseURI(%q): %v; want ErrInvalidURI saying %q", uri, err, want)
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("ParseURI(%q): the error shows the pin-value: %v", uri, err)
+		}
+	}
+	u, err := ParseURI("pkcs11:token=gw;x-vendor-slot=7;id=%01;library-version=2.6?x-retries=3&module-path=/usr/lib/x.so")
+	if err != nil {
+		t.Fatalf("vendor attributes: %v", err)
+	}
+	if u.Token.Label != "gw" || u.Token.LibraryVersion != "2.6" || u.ModulePath != "/usr/lib/x.so" {
+		t.Errorf("parsed %+v", u)
+	}
+	if s := u.String(); s != "pkcs11:token=gw;library-version=2.6;id=%01?module-path=/usr/lib/x.so" {
+		t.Errorf("String() = %s", s)
+	}
+	// Every attribute RFC 7512 defines is accepted.
+	all := "pkcs11:token=t;manufacturer=m;serial=s;model=mo;library-manufacturer=lm;library-description=ld;library-version=1;" +
+		"object=o;type=private;id=%01;slot-description=sd;slot-manufacturer=sm;slot-id=1?pin-source=file:/p&module-path=/m.so"
+	if _, err := ParseURI(all); err != nil {
+		t.Errorf("ParseURI(%q): %v", all, err)
+	}
+	if r := RedactURI("pkcs11:tokn=x?pin-value=hunter2"); strings.Contains(r, "hunter2") || r != "pkcs11:tokn=x" {
+		t.Errorf("RedactURI of a URI with an unknown attribute: %q", r)
+	}
+	for v, want := range map[string]string{"1": "1.0", "2.6": "2.6", "0.255": "0.255"} {
+		got, err := parseVersion(v)
+		if err != nil || fmt.Sprintf("%d.%d", got.Major, got.Minor) != want {
+			t.Errorf("parseVersion(%q) = %v, %v; want %s", v, got, err, want)
 		}
 	}
 }
@@ -337,5 +409,81 @@ func TestRecoveryClosesLiveSessions(t *testing.T) {
 	}
 	if _, err := k.ECDHContext(ctx, peer); err != nil {
 		t.Fatalf("ECDH after the recovery: %v", err)
+	}
+}
+
+// TestDefaultModule: without module-path the module is p11-kit's proxy,
+// found in any architecture's directory, and never SoftHSM2; without the
+// proxy the error says to add module-path=. The path is reported as
+// found, not with its symlinks resolved.
+func TestDefaultModule(t *testing.T) {
+	sh := testenv.SoftHSM(t)
+	saved := proxyModules
+	t.Cleanup(func() { proxyModules = saved })
+
+	dir := t.TempDir()
+	proxyModules = []string{filepath.Join(dir, "lib", "*-linux-gnu*", "p11-kit-proxy.so")}
+	_, err := DefaultModulePath()
+	if !errors.Is(err, ErrModuleNotFound) || !strings.Contains(err.Error(), "module-path=") || !strings.Contains(err.Error(), "p11-kit") {
+		t.Fatalf("DefaultModulePath without a proxy: %v", err)
+	}
+	_, err = OpenToken(context.Background(), sh.URIWithoutPIN()[:strings.Index(sh.URIWithoutPIN(), "?")], WithPIN(sh.PIN))
+	if !errors.Is(err, ErrModuleNotFound) || !strings.Contains(err.Error(), "module-path=") {
+		t.Fatalf("OpenToken without module-path or proxy: %v (SoftHSM2 must not be a default)", err)
+	}
+
+	// A stand-in proxy (a symlink to SoftHSM2) in an aarch64 directory.
+	arch := filepath.Join(dir, "lib", "aarch64-linux-gnu")
+	if err := os.MkdirAll(arch, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	proxy := filepath.Join(arch, "p11-kit-proxy.so")
+	if err := os.Symlink(sh.ModulePath, proxy); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := DefaultModulePath(); err != nil || p != proxy {
+		t.Fatalf("DefaultModulePath = %q, %v; want %q", p, err, proxy)
+	}
+	tok, err := OpenToken(context.Background(), "pkcs11:token="+sh.TokenLabel, WithPIN(sh.PIN))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tok.Close()
+	if got := tok.Info().ModulePath; got != proxy {
+		t.Errorf("ModulePath = %q, want the default as found, %q", got, proxy)
+	}
+}
+
+// TestModulePathAsGiven: a module named under two paths (a symlink and
+// its target) is loaded once, and each Token reports the path it was
+// given, so that references print one path, the caller's.
+func TestModulePathAsGiven(t *testing.T) {
+	sh := testenv.SoftHSM(t)
+	link := filepath.Join(t.TempDir(), "libsofthsm2-link.so")
+	if err := os.Symlink(sh.ModulePath, link); err != nil {
+		t.Fatal(err)
+	}
+	real, err := filepath.EvalSymlinks(sh.ModulePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var toks []*Token
+	for _, p := range []string{link, real, sh.ModulePath} {
+		tok, err := OpenToken(context.Background(), sh.URIWithoutPIN(), WithModulePath(p), WithPIN(sh.PIN))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tok.Close()
+		if got := tok.Info().ModulePath; got != p {
+			t.Errorf("opened as %s: ModulePath = %s", p, got)
+		}
+		toks = append(toks, tok)
+	}
+	if toks[0].mod.st != toks[1].mod.st || toks[1].mod.st != toks[2].mod.st {
+		t.Error("one library under three paths was loaded more than once")
+	}
+	_, err = OpenToken(context.Background(), "pkcs11:token=no-such-token", WithModulePath(link), WithPIN(sh.PIN))
+	if !errors.Is(err, ErrTokenNotFound) || !strings.Contains(err.Error(), link) || strings.Contains(err.Error(), real) {
+		t.Errorf("token not found via %s: %v; want the path as given", link, err)
 	}
 }

@@ -16,41 +16,6 @@ import (
 	"github.com/twoway-hsm/twoway-hsm/kem"
 )
 
-func TestProbeSoftHSM(t *testing.T) {
-	_, tok := openToken(t)
-	caps, err := tok.Probe(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range caps {
-		for _, a := range c.Attempts {
-			t.Logf("%v: %v: %v", c.KEM, a.Route, a.Err)
-		}
-	}
-	want := map[kem.ID]pkcs11.Route{
-		kem.DHKEMP256HKDFSHA256:   pkcs11.RouteEC,
-		kem.DHKEMP384HKDFSHA384:   pkcs11.RouteEC,
-		kem.DHKEMP521HKDFSHA512:   pkcs11.RouteEC,
-		kem.DHKEMX25519HKDFSHA256: pkcs11.RouteEdwardsOID, // SoftHSM 2.6 has no CKM_EC_MONTGOMERY_KEY_PAIR_GEN
-		kem.DHKEMX448HKDFSHA512:   pkcs11.RouteEdwardsOID,
-	}
-	for _, c := range caps {
-		if c.Route != want[c.KEM] || c.Err != nil {
-			t.Errorf("%v: route %v, want %v (err %v)", c.KEM, c.Route, want[c.KEM], c.Err)
-		}
-		if c.Route == pkcs11.RouteEdwardsOID {
-			// The standard route was tried first and refused.
-			if len(c.Attempts) != 2 || c.Attempts[0].Route != pkcs11.RouteMontgomery || !errors.Is(c.Attempts[0].Err, p11.Error(p11.CKR_MECHANISM_INVALID)) {
-				t.Errorf("%v: attempts %v", c.KEM, c.Attempts)
-			}
-		}
-	}
-	keys, err := tok.ListKeys(context.Background())
-	if err != nil || len(keys) != 0 {
-		t.Fatalf("Probe left keys behind: %v %v", keys, err)
-	}
-}
-
 func TestGenerateAndECDH(t *testing.T) {
 	_, tok := openToken(t)
 	ctx := context.Background()

@@ -11,7 +11,7 @@ import (
 )
 
 // A process loads each PKCS#11 module once. The registry maps the module's
-// real path (symlinks resolved) to its shared state; Module values are
+// real path (symlinks resolved) to its shared state; module values are
 // references to it.
 var registry = struct {
 	sync.Mutex
@@ -20,7 +20,7 @@ var registry = struct {
 
 // moduleState is one loaded library. The library is never unloaded (dlclose
 // of a module linking OpenSSL and loading it again is unsafe); it is
-// initialised while at least one Module refers to it and finalised when the
+// initialised while at least one module refers to it and finalised when the
 // last one closes.
 type moduleState struct {
 	path string
@@ -90,27 +90,32 @@ func (st *moduleState) forgetSession(s *session) {
 	}
 }
 
-// Module is a reference to a loaded and initialised PKCS#11 module. Opening
-// the same path twice in a process shares one library and one
-// initialisation; the module is finalised (C_Finalize) when the last Module
-// for it is closed. A Module is safe for concurrent use.
+// module is a reference to a loaded and initialised PKCS#11 module. Opening
+// the same library twice in a process (under one path or several: a
+// symlink and its target) shares one library and one initialisation; the
+// module is finalised (C_Finalize) when the last reference is closed. A
+// module is safe for concurrent use.
 //
 // PKCS#11 state is per process: other code in the process that finalises the
 // same library (another PKCS#11 wrapper, a test) pulls it from under every
-// Module; Tokens notice (CKR_CRYPTOKI_NOT_INITIALIZED) and initialise it
+// reference; Tokens notice (CKR_CRYPTOKI_NOT_INITIALIZED) and initialise it
 // again. For SoftHSM2, the configuration (SOFTHSM2_CONF) is the one in the
 // environment at the first open after the module was last finalised.
-type Module struct {
-	st     *moduleState
+type module struct {
+	st *moduleState
+	// path is the module's path as the caller gave it, which messages and
+	// TokenInfo.ModulePath print (st.path, the registry's key, has
+	// symlinks resolved).
+	path   string
 	closed atomic.Bool
 }
 
-// OpenModule loads (once per process) and initialises (once per open
+// openModule loads (once per process) and initialises (once per open
 // period) the PKCS#11 module at path. A missing file gives an error wrapping
 // [ErrModuleNotFound]; a file that is not a PKCS#11 library one wrapping
 // [ErrModuleLoad]. A module another part of the process already initialised
 // (CKR_CRYPTOKI_ALREADY_INITIALIZED) is accepted.
-func OpenModule(path string) (*Module, error) {
+func openModule(path string) (*module, error) {
 	if path == "" {
 		return nil, fmt.Errorf("%w: empty module path", ErrModuleNotFound)
 	}
@@ -132,7 +137,7 @@ func OpenModule(path string) (*Module, error) {
 		c := p11.New(real)
 		if c == nil {
 			registry.Unlock()
-			return nil, fmt.Errorf("%w: %s (dlopen or C_GetFunctionList failed)", ErrModuleLoad, real)
+			return nil, fmt.Errorf("%w: %s (dlopen or C_GetFunctionList failed)", ErrModuleLoad, path)
 		}
 		st = &moduleState{path: real, ctx: c}
 		registry.m[real] = st
@@ -142,17 +147,18 @@ func OpenModule(path string) (*Module, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.refs == 0 {
-		if err := st.initializeLocked(); err != nil {
+		if err := st.initializeLocked(path); err != nil {
 			return nil, err
 		}
 	}
 	st.refs++
-	return &Module{st: st}, nil
+	return &module{st: st, path: path}, nil
 }
 
 // initializeLocked calls C_Initialize, accepting an already initialised
-// module; a new initialisation starts a new generation. st.mu must be held.
-func (st *moduleState) initializeLocked() error {
+// module; a new initialisation starts a new generation. name is the
+// module's path for messages. st.mu must be held.
+func (st *moduleState) initializeLocked(name string) error {
 	// No session opens or closes during the initialisation, so that none
 	// is recorded with the wrong generation.
 	st.sessMu.Lock()
@@ -166,51 +172,30 @@ func (st *moduleState) initializeLocked() error {
 		st.ownMu.Unlock()
 		st.gen.Add(1)
 	case !isCKR(err, p11.CKR_CRYPTOKI_ALREADY_INITIALIZED):
-		return fmt.Errorf("pkcs11: C_Initialize %s: %w", st.path, err)
+		return fmt.Errorf("pkcs11: C_Initialize %s: %w", name, err)
 	}
 	return nil
 }
 
 // ensureInitialized initialises the module again after something
 // finalised it behind our back. An already initialised module is fine.
-func (st *moduleState) ensureInitialized() error {
+func (m *module) ensureInitialized() error {
+	st := m.st
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.refs == 0 {
 		return ErrClosed
 	}
-	return st.initializeLocked()
+	return st.initializeLocked(m.path)
 }
 
-// Path returns the real path of the module (symlinks resolved).
-func (m *Module) Path() string { return m.st.path }
-
-// Ctx returns the underlying github.com/miekg/pkcs11 context, for callers
-// that need raw PKCS#11 calls (tests, diagnostics). Calling Finalize or
-// Destroy on it breaks every Module and Token of this library in the process.
-// Sessions opened through it are not in the record that keeps a Token from
-// closing a session number the module handed out again: a Token recovering
-// from dead sessions may close such a session if the module gave it the
-// number of one of the Token's dead ones.
-func (m *Module) Ctx() *p11.Ctx { return m.st.ctx }
-
-// Info returns the module's C_GetInfo (library manufacturer, description,
-// Cryptoki version).
-func (m *Module) Info() (p11.Info, error) {
-	if m.closed.Load() {
-		return p11.Info{}, ErrClosed
-	}
-	info, err := m.st.ctx.GetInfo()
-	if err != nil {
-		return p11.Info{}, fmt.Errorf("pkcs11: C_GetInfo: %w", err)
-	}
-	return info, nil
-}
+// Path returns the module's path as the caller gave it.
+func (m *module) Path() string { return m.path }
 
 // Close releases the reference. The last Close of a module finalises it
 // (C_Finalize), which closes every session any Token still has on it. Close
 // is idempotent.
-func (m *Module) Close() error {
+func (m *module) Close() error {
 	if !m.closed.CompareAndSwap(false, true) {
 		return nil
 	}
@@ -223,7 +208,38 @@ func (m *Module) Close() error {
 	}
 	err := st.ctx.Finalize()
 	if err != nil && !isCKR(err, p11.CKR_CRYPTOKI_NOT_INITIALIZED) {
-		return fmt.Errorf("pkcs11: C_Finalize %s: %w", st.path, err)
+		return fmt.Errorf("pkcs11: C_Finalize %s: %w", m.path, err)
 	}
 	return nil
+}
+
+// proxyModules are where distributions install p11-kit's proxy module
+// (p11-kit-proxy.so), which loads the modules p11-kit is configured with
+// (/usr/share/p11-kit/modules, /etc/pkcs11/modules) and presents their
+// tokens as one module. Patterns are expanded with filepath.Glob, so that
+// Debian's multiarch directory of any architecture is found.
+var proxyModules = []string{
+	"/usr/lib/*-linux-gnu*/p11-kit-proxy.so", // Debian, Ubuntu (package libp11-kit0 or p11-kit-modules)
+	"/usr/lib64/p11-kit-proxy.so",            // Fedora, RHEL, openSUSE
+	"/usr/lib/p11-kit-proxy.so",              // Arch, Alpine
+	"/usr/local/lib/p11-kit-proxy.so",        // source builds, FreeBSD
+	"/opt/homebrew/lib/p11-kit-proxy.so",     // Homebrew (Apple silicon)
+}
+
+// DefaultModulePath returns the module used when neither [WithModulePath]
+// nor the URI's module-path names one: p11-kit's proxy module
+// (p11-kit-proxy.so, e.g. /usr/lib/x86_64-linux-gnu/p11-kit-proxy.so on
+// Debian), the first of its usual places that holds it. Without it the
+// error wraps [ErrModuleNotFound] and says to add module-path=. No other
+// module (SoftHSM2 in particular) is ever picked by default.
+func DefaultModulePath() (string, error) {
+	for _, g := range proxyModules {
+		matches, _ := filepath.Glob(g)
+		for _, m := range matches {
+			if fi, err := os.Stat(m); err == nil && fi.Mode().IsRegular() {
+				return m, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("%w: the URI has no module-path= and p11-kit's proxy module (p11-kit-proxy.so), the default, is not installed: add module-path=/path/to/the/vendor/module.so to the URI's query", ErrModuleNotFound)
 }

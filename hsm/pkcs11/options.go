@@ -27,6 +27,7 @@ type options struct {
 	pin        *string
 	pinEnv     string
 	pinFile    string
+	pinFunc    func(TokenInfo) ([]byte, error)
 	poolSize   int
 	strict     bool
 	maxRetries int
@@ -56,8 +57,8 @@ func buildOptions(opts []Option) options {
 }
 
 // WithModulePath sets the PKCS#11 module to load, overriding the URI's
-// module-path. Without either, a SoftHSM2 module is located with
-// hsm/softhsm.FindModule.
+// module-path. Without either, p11-kit's proxy module is used when it is
+// installed (see [DefaultModulePath]); there is no other default.
 func WithModulePath(path string) Option { return func(o *options) { o.modulePath = path } }
 
 // WithPIN gives the user PIN in code. It takes precedence over every other
@@ -70,10 +71,22 @@ func WithPIN(pin string) Option { return func(o *options) { o.pin = &pin } }
 // URI.
 func WithPINEnv(name string) Option { return func(o *options) { o.pinEnv = name } }
 
-// WithPINFile reads the user PIN as a URI's pin-source would: from a file (a
-// path or a file: URI; one trailing line break is dropped), or env:NAME. It
-// takes precedence over the URI's pin-value and pin-source.
+// WithPINFile reads the user PIN as a URI's pin-source would (package
+// keystore/secret): from a file (a path or a file: URI; at most 4 KiB, one
+// trailing line break dropped), or env:NAME. It takes precedence over the
+// URI's pin-value and pin-source.
 func WithPINFile(path string) Option { return func(o *options) { o.pinFile = path } }
+
+// WithPINFunc supplies the user PIN when no other source gives one
+// (WithPIN, WithPINEnv, WithPINFile, the URI's pin-value or pin-source):
+// a prompt, say. It is called at most once per OpenToken or OpenKey, and
+// only after the token was found and turned out to require a login
+// without a protected authentication path, so that nobody is asked for
+// the PIN of a token that is not there. The returned bytes are cleared
+// after use; an error is returned wrapped with [ErrPINSource].
+func WithPINFunc(f func(TokenInfo) ([]byte, error)) Option {
+	return func(o *options) { o.pinFunc = f }
+}
 
 // WithPoolSize sets how many sessions the Token opens at most, hence how
 // many operations run on the token at once. It is clamped to the token's

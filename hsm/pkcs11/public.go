@@ -29,7 +29,7 @@ func ReadPublicKey(ctx context.Context, uri string, opts ...Option) (kem.ID, []b
 		return 0, nil, err
 	}
 	defer mod.Close()
-	c := mod.Ctx()
+	c := mod.st.ctx
 	s := &session{}
 	if err := mod.st.openSession(slot, p11.CKF_SERIAL_SESSION, s); err != nil {
 		return 0, nil, fmt.Errorf("pkcs11: C_OpenSession: %w", err)

@@ -66,7 +66,7 @@ func TestRecovery(t *testing.T) {
 				}
 			}
 			check()
-			c := tok.Module().Ctx()
+			c := pkcs11.RawCtx(tok)
 			// A raw session of our own, logged in, as another user of the
 			// module would have.
 			s, err := c.OpenSession(tok.Info().SlotID, p11.CKF_SERIAL_SESSION)
@@ -100,7 +100,7 @@ func TestRecoveryGivesUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := tok.Module().Ctx()
+	c := pkcs11.RawCtx(tok)
 	if err := c.CloseAllSessions(tok.Info().SlotID); err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestRecoveryAcrossTokens(t *testing.T) {
 	}
 	checkECDH(t, kA, ecdh.P256())
 	checkECDH(t, kB, ecdh.P256())
-	if err := tokA.Module().Ctx().Finalize(); err != nil {
+	if err := pkcs11.RawCtx(tokA).Finalize(); err != nil {
 		t.Fatal(err)
 	}
 	checkECDH(t, kA, ecdh.P256()) // A initialises the module again

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	p11 "github.com/miekg/pkcs11"
-
-	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
 )
 
 // TokenInfo describes an open token.
@@ -31,7 +29,9 @@ type TokenInfo struct {
 	PoolSize int
 	// LoginRequired reports whether the Token logs in as the user.
 	LoginRequired bool
-	// ModulePath is the real path of the PKCS#11 module.
+	// ModulePath is the PKCS#11 module as it was given (WithModulePath,
+	// the URI's module-path) or found (DefaultModulePath), symlinks not
+	// resolved: what references naming the token should say.
 	ModulePath string
 }
 
@@ -58,7 +58,7 @@ type TokenInfo struct {
 // pause. It retries at most the configured number of times
 // ([WithMaxRetries]) and then fails with [ErrTokenUnavailable].
 type Token struct {
-	mod *Module
+	mod *module
 	o   options
 
 	pin       string // never printed
@@ -70,7 +70,7 @@ type Token struct {
 	gen       atomic.Uint64
 	modGen    atomic.Uint64 // the module generation (moduleState.gen) of the sessions
 	mechs     map[uint]bool
-	montRoute atomic.Int32 // Route that made or took a Montgomery key, 0 if none yet
+	montRoute atomic.Int32 // route that made or took a Montgomery key, 0 if none yet
 	// peerWrapped is set once the token refused a raw peer point in
 	// CK_ECDH1_DERIVE_PARAMS and accepted a DER-wrapped one.
 	peerWrapped atomic.Bool
@@ -85,11 +85,13 @@ type Token struct {
 
 // OpenToken opens the module and the token an RFC 7512 URI names and logs
 // in. The module comes from [WithModulePath], else the URI's module-path,
-// else a located SoftHSM2; the PIN from [WithPIN], [WithPINEnv],
-// [WithPINFile], the URI's pin-value or pin-source, in that order. A token
-// that requires login with no PIN given fails with [ErrPINSource]; a wrong
-// PIN with [ErrPINIncorrect]; no matching token with [ErrTokenNotFound].
-// Key attributes in the URI (id, object) are ignored here.
+// else p11-kit's proxy module ([DefaultModulePath]); the PIN from
+// [WithPIN], [WithPINEnv], [WithPINFile], the URI's pin-value or
+// pin-source, in that order, else from [WithPINFunc] once the token is
+// found. A token that requires login with no PIN given fails with
+// [ErrPINSource]; a wrong PIN with [ErrPINIncorrect]; no matching token
+// with [ErrTokenNotFound]. Key attributes in the URI (id, object) are
+// ignored here.
 //
 // Close the Token when done; it releases its sessions and its module
 // reference.
@@ -102,26 +104,22 @@ func OpenToken(ctx context.Context, uri string, opts ...Option) (*Token, error) 
 	return openToken(ctx, u, o)
 }
 
-// modulePath returns the module the options or the URI name, or a SoftHSM2
-// found on this machine.
+// modulePath returns the module the options or the URI name, or the
+// default module (p11-kit's proxy), never anything else.
 func modulePath(u *URI, o options) (string, error) {
 	path := o.modulePath
 	if path == "" {
 		path = u.ModulePath
 	}
 	if path == "" {
-		p, err := softhsm.FindModule("")
-		if err != nil {
-			return "", fmt.Errorf("%w: no module-path given and no SoftHSM2 found: %v", ErrModuleNotFound, err)
-		}
-		path = p
+		return DefaultModulePath()
 	}
 	return path, nil
 }
 
 // openSlot opens the module the options or the URI name and finds the token
-// the URI selects in it. The caller closes the Module.
-func openSlot(ctx context.Context, u *URI, o options) (*Module, uint, p11.TokenInfo, error) {
+// the URI selects in it. The caller closes the module.
+func openSlot(ctx context.Context, u *URI, o options) (*module, uint, p11.TokenInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, 0, p11.TokenInfo{}, err
 	}
@@ -129,7 +127,7 @@ func openSlot(ctx context.Context, u *URI, o options) (*Module, uint, p11.TokenI
 	if err != nil {
 		return nil, 0, p11.TokenInfo{}, err
 	}
-	mod, err := OpenModule(path)
+	mod, err := openModule(path)
 	if err != nil {
 		return nil, 0, p11.TokenInfo{}, err
 	}
@@ -158,14 +156,6 @@ func openToken(ctx context.Context, u *URI, o options) (*Token, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case havePIN:
-		t.pin, t.needLogin = pin, true
-	case ti.Flags&p11.CKF_LOGIN_REQUIRED != 0 && ti.Flags&p11.CKF_PROTECTED_AUTHENTICATION_PATH != 0:
-		t.needLogin = true // the PIN is entered on the device
-	case ti.Flags&p11.CKF_LOGIN_REQUIRED != 0:
-		return nil, fmt.Errorf("%w: token %q requires login and no PIN was given (a pin-source or pin-value in the URI, or a PIN option)", ErrPINSource, ti.Label)
-	}
 	size := o.poolSize
 	if m := ti.MaxRwSessionCount; m != p11.CK_EFFECTIVELY_INFINITE && m != p11.CK_UNAVAILABLE_INFORMATION && uint(size) > m {
 		size = int(m)
@@ -173,8 +163,23 @@ func openToken(ctx context.Context, u *URI, o options) (*Token, error) {
 	t.info = TokenInfo{
 		Label: ti.Label, Serial: ti.SerialNumber, Manufacturer: ti.ManufacturerID, Model: ti.Model,
 		SlotID: slot, MaxRwSessionCount: ti.MaxRwSessionCount, PoolSize: size,
-		LoginRequired: t.needLogin, ModulePath: mod.Path(),
+		ModulePath: mod.Path(),
 	}
+	loginRequired := ti.Flags&p11.CKF_LOGIN_REQUIRED != 0
+	switch {
+	case havePIN:
+		t.pin, t.needLogin = pin, true
+	case loginRequired && ti.Flags&p11.CKF_PROTECTED_AUTHENTICATION_PATH != 0:
+		t.needLogin = true // the PIN is entered on the device
+	case loginRequired && o.pinFunc != nil:
+		if t.pin, err = askPIN(&o, t.info); err != nil {
+			return nil, err
+		}
+		t.needLogin = true
+	case loginRequired:
+		return nil, fmt.Errorf("%w: token %q requires login and no PIN was given (a pin-source in the URI, or a PIN option)", ErrPINSource, ti.Label)
+	}
+	t.info.LoginRequired = t.needLogin
 	t.slot.Store(uint64(slot))
 	t.gen.Store(1)
 	t.modGen.Store(mod.st.gen.Load())
@@ -198,9 +203,6 @@ func (t *Token) Info() TokenInfo {
 	i.SlotID = uint(t.slot.Load())
 	return i
 }
-
-// Module returns the module the token is on.
-func (t *Token) Module() *Module { return t.mod }
 
 // Close waits for running operations, closes the Token's sessions (never
 // C_CloseAllSessions, never C_Logout, so other users of the token in the
@@ -235,15 +237,18 @@ func (t *Token) enter() bool {
 }
 
 // findToken returns the slot of the one initialised token matching sel.
-func (m *Module) findToken(sel TokenSelector) (uint, p11.TokenInfo, error) {
+func (m *module) findToken(sel TokenSelector) (uint, p11.TokenInfo, error) {
 	c := m.st.ctx
-	if sel.LibraryManufacturer != "" || sel.LibraryDescription != "" {
+	if sel.LibraryManufacturer != "" || sel.LibraryDescription != "" || sel.LibraryVersion != "" {
 		info, err := c.GetInfo()
 		if err != nil {
 			return 0, p11.TokenInfo{}, fmt.Errorf("pkcs11: C_GetInfo: %w", err)
 		}
-		if !fieldMatch(sel.LibraryManufacturer, info.ManufacturerID) || !fieldMatch(sel.LibraryDescription, info.LibraryDescription) {
-			return 0, p11.TokenInfo{}, fmt.Errorf("%w: module %s is %q/%q, not the library the URI names", ErrTokenNotFound, m.Path(), info.ManufacturerID, info.LibraryDescription)
+		lm, ld := trimField(info.ManufacturerID), trimField(info.LibraryDescription)
+		lv := info.LibraryVersion
+		if !fieldMatch(sel.LibraryManufacturer, lm) || !fieldMatch(sel.LibraryDescription, ld) || !versionMatch(sel.LibraryVersion, lv) {
+			return 0, p11.TokenInfo{}, fmt.Errorf("%w: module %s is %q/%q version %d.%d, not the library the URI names",
+				ErrTokenNotFound, m.Path(), lm, ld, lv.Major, lv.Minor)
 		}
 	}
 	slots, err := c.GetSlotList(true)
@@ -302,6 +307,16 @@ func (m *Module) findToken(sel TokenSelector) (uint, p11.TokenInfo, error) {
 func trimField(s string) string { return strings.TrimRight(s, " \x00") }
 
 func fieldMatch(want, have string) bool { return want == "" || want == have }
+
+// versionMatch reports whether a library-version (checked by ParseURI)
+// names version have, or is empty.
+func versionMatch(want string, have p11.Version) bool {
+	if want == "" {
+		return true
+	}
+	v, err := parseVersion(want)
+	return err == nil && v == have
+}
 
 // matches reports whether a token with these label, serial, manufacturer
 // and model fits the selector's token attributes.
@@ -519,14 +534,14 @@ func (t *Token) recover(rec recovery, gen uint64) error {
 	}
 	st := t.mod.st
 	if rec == recoverModule {
-		if err := st.ensureInitialized(); err != nil {
+		if err := t.mod.ensureInitialized(); err != nil {
 			return err
 		}
 	}
 	modGen := st.gen.Load()
 	slot, _, err := t.mod.findToken(t.selector())
 	if isCKR(err, p11.CKR_CRYPTOKI_NOT_INITIALIZED) {
-		if err := st.ensureInitialized(); err != nil {
+		if err := t.mod.ensureInitialized(); err != nil {
 			return err
 		}
 		modGen = st.gen.Load()

@@ -5,8 +5,24 @@ import (
 	"strconv"
 	"strings"
 
+	p11 "github.com/miekg/pkcs11"
 	pkcs11uri "github.com/stefanberger/go-pkcs11uri"
+
+	"github.com/twoway-hsm/twoway-hsm/keystore/keyref"
 )
+
+// uriSpec lists the attributes RFC 7512 defines, the only ones (besides
+// vendor attributes, "x-...") that ParseURI accepts.
+var uriSpec = keyref.Spec{
+	Scheme: "pkcs11",
+	Path: []string{
+		"token", "manufacturer", "serial", "model",
+		"library-manufacturer", "library-description", "library-version",
+		"object", "type", "id",
+		"slot-description", "slot-manufacturer", "slot-id",
+	},
+	Query: []string{"pin-source", "pin-value", "module-name", "module-path"},
+}
 
 // TokenSelector picks a token by the RFC 7512 token and slot attributes. An
 // empty field matches anything; all set fields must match. Slot ids change
@@ -23,6 +39,10 @@ type TokenSelector struct {
 	SlotManufacturer    string // "slot-manufacturer"
 	LibraryManufacturer string // "library-manufacturer"
 	LibraryDescription  string // "library-description"
+	// LibraryVersion is "library-version": "M.N", or "M", which means M.0
+	// (as p11-kit reads it); it must equal the module's CK_INFO
+	// libraryVersion.
+	LibraryVersion string
 }
 
 // KeyRef names a key on a token by CKA_ID ("id"), CKA_LABEL ("object"), or
@@ -54,10 +74,17 @@ func (r KeyRef) String() string {
 //
 // Path attributes select the token (token, serial, manufacturer, model,
 // slot-id, slot-description, slot-manufacturer, library-manufacturer,
-// library-description) and the key (id, object, type=private|public).
-// Query attributes give the module (module-path) and the PIN (pin-source: a
-// file as a file: URI or a plain path, or env:NAME for an environment
-// variable; or pin-value). Unknown attributes are ignored, as RFC 7512 asks.
+// library-description, library-version) and the key (id, object,
+// type=private|public). Query attributes give the module (module-path) and
+// the PIN (pin-source: a file as a file: URI or a plain path, or env:NAME
+// for an environment variable, read by package keystore/secret; or
+// pin-value).
+//
+// An attribute RFC 7512 does not define is an error naming it, so that a
+// typo (tokn=, pin-sorce=) never selects another token or key; vendor
+// attributes ("x-...", which RFC 7512 reserves for them) are accepted and
+// ignored. module-name (a module looked up by name in directories the
+// process trusts) is refused: name the module's file with module-path.
 type URI struct {
 	Token      TokenSelector
 	Key        KeyRef
@@ -70,9 +97,19 @@ type URI struct {
 	pinValue string
 }
 
-// ParseURI parses s. Errors wrap [ErrInvalidURI] and never repeat a
-// pin-value.
+// ParseURI parses s. Errors wrap [ErrInvalidURI], name the attribute at
+// fault, and never repeat a pin-value.
 func ParseURI(s string) (*URI, error) {
+	// keyref checks the grammar and the attribute names (RFC 7512's and
+	// x- vendor ones); go-pkcs11uri then reads the values as RFC 7512
+	// says (slot-id, library-version, module-path must be absolute, ...).
+	ref, err := uriSpec.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidURI, err)
+	}
+	if ref.Has("module-name") {
+		return nil, fmt.Errorf("%w: module-name= is not supported (it would load a module found by name): give the module's file with module-path=/path/to/module.so", ErrInvalidURI)
+	}
 	raw := pkcs11uri.New()
 	if err := raw.Parse(s); err != nil {
 		if strings.Contains(s, "pin-value") {
@@ -92,6 +129,12 @@ func ParseURI(s string) (*URI, error) {
 		SlotManufacturer:    get("slot-manufacturer"),
 		LibraryManufacturer: get("library-manufacturer"),
 		LibraryDescription:  get("library-description"),
+		LibraryVersion:      get("library-version"),
+	}
+	if v := u.Token.LibraryVersion; v != "" {
+		if _, err := parseVersion(v); err != nil {
+			return nil, fmt.Errorf("%w: library-version %q: %v", ErrInvalidURI, v, err)
+		}
 	}
 	if v, ok := raw.GetPathAttribute("slot-id", false); ok {
 		n, err := strconv.ParseUint(v, 10, 0)
@@ -133,6 +176,7 @@ func (u *URI) String() string {
 	add("slot-manufacturer", u.Token.SlotManufacturer)
 	add("library-manufacturer", u.Token.LibraryManufacturer)
 	add("library-description", u.Token.LibraryDescription)
+	add("library-version", u.Token.LibraryVersion)
 	if k := u.Key.String(); k != "" {
 		path = append(path, k)
 	}
@@ -150,16 +194,31 @@ func (u *URI) String() string {
 	return s
 }
 
+// parseVersion parses a library-version: "M" (meaning M.0) or "M.N", each
+// a number below 256 (CK_VERSION's bytes).
+func parseVersion(v string) (p11.Version, error) {
+	maj, min, hasMinor := strings.Cut(v, ".")
+	m, err := strconv.ParseUint(maj, 10, 8)
+	if err != nil {
+		return p11.Version{}, fmt.Errorf("want MAJOR or MAJOR.MINOR, numbers below 256")
+	}
+	n := uint64(0)
+	if hasMinor {
+		if n, err = strconv.ParseUint(min, 10, 8); err != nil {
+			return p11.Version{}, fmt.Errorf("want MAJOR or MAJOR.MINOR, numbers below 256")
+		}
+	}
+	return p11.Version{Major: byte(m), Minor: byte(n)}, nil
+}
+
 // RedactURI returns s with any pin-value removed, for messages and logs. A
-// string that does not parse is replaced by a placeholder when it mentions
-// pin-value.
+// string that ParseURI refuses is redacted by the reference grammar
+// (keyref.Redact): its pin-value is dropped, or the whole string replaced
+// by a placeholder when it is too malformed to find it.
 func RedactURI(s string) string {
 	u, err := ParseURI(s)
 	if err != nil {
-		if strings.Contains(s, "pin-value") {
-			return "pkcs11:<unparsable, redacted>"
-		}
-		return s
+		return keyref.Redact(s)
 	}
 	return u.String()
 }
