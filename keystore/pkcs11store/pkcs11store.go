@@ -378,12 +378,15 @@ func (st Store) Import(ctx context.Context, ref string, m *keystore.Material, o 
 
 // make generates (m == nil) or imports a key.
 func (st Store) make(ctx context.Context, ref string, id kem.ID, m *keystore.Material, o *keystore.Options) (*keystore.KeyInfo, error) {
-	u, err := parseKey(ref, "add id=%01 (CKA_ID) and/or object=LABEL (CKA_LABEL) for the new key, e.g. pkcs11:token=dev;id=%01;object=gw")
+	u, err := parse(ref)
 	if err != nil {
 		return nil, err
 	}
+	if u.Key.IsZero() {
+		return nil, invalid("the URI must name the new key: add id=%%01 (CKA_ID) and/or object=LABEL (CKA_LABEL), e.g. pkcs11:token=dev;id=%%01;object=gw")
+	}
 	if !id.IsDH() {
-		return nil, &storeError{kind: keystore.ErrUnsupported, err: fmt.Errorf("%w: a PKCS#11 key can be P-256, P-384, P-521, X25519 or X448 (as the token allows), not %v",
+		return nil, &storeError{kind: keystore.ErrUnsupported, err: fmt.Errorf("%w: a PKCS#11 key can be P-256, P-384, P-521, X25519 or X448 (as the token allows), not %v; ML-KEM and X-Wing keys exist here only as soft keys",
 			pkcs11.ErrUnsupportedKeyType, id)}
 	}
 	s, err := st.open(ctx, ref, u, o)
