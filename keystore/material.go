@@ -30,6 +30,10 @@ func (m *Material) Wipe() {
 // content (not about reading it).
 var ErrMaterial = errors.New("keystore: not a private key for import")
 
+// ErrKEMRequired is returned (with ErrMaterial) for a raw key file read
+// without its KEM: the file cannot say which KEM it is for.
+var ErrKEMRequired = errors.New("keystore: the KEM of a raw private key must be given")
+
 // MaxKeyFile bounds the key files the stores and ReadMaterial read.
 const MaxKeyFile = 64 << 10
 
@@ -50,7 +54,7 @@ func ReadMaterial(path string, want kem.ID) (*Material, error) {
 	}
 	if !bytes.Contains(b, []byte("-----BEGIN")) {
 		if want == 0 {
-			return nil, fmt.Errorf("%w: %s is not a PEM key file; for a raw private key (exactly its bytes) give its KEM", ErrMaterial, path)
+			return nil, fmt.Errorf("%w: %w: %s is not a PEM key file; for a raw private key (exactly its bytes) give its KEM", ErrMaterial, ErrKEMRequired, path)
 		}
 		k, err := kem.NewPrivateKey(want, b)
 		if err != nil {

@@ -249,6 +249,8 @@ func hint(err error) string {
 		return h
 	}
 	switch {
+	case errors.Is(err, keystore.ErrKEMRequired):
+		return "a raw private key file does not say its KEM: add --kem (e.g. --kem x25519)"
 	case errors.Is(err, keystore.ErrMaterial):
 		return "keys import reads a PKCS#8, SEC 1 or HPKE PRIVATE KEY PEM file, or a raw private key with --kem"
 	case errors.Is(err, keystore.ErrSecretRequired):

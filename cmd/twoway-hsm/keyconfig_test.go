@@ -118,7 +118,7 @@ func TestKeyConfigFormats(t *testing.T) {
 		t.Fatalf("default suites: %+v %v", cs, err)
 	}
 	// a key that is not there
-	runFail(t, nil, exitFailure, "no such file", "key-config", "--key", "1=soft:file="+filepath.Join(dir, "missing.pem"))
+	runFail(t, nil, exitFailure, "does not exist", "key-config", "--key", "1=soft:file="+filepath.Join(dir, "missing.pem"))
 }
 
 func TestKeyConfigPKCS11Fallback(t *testing.T) {

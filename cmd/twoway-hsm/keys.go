@@ -217,9 +217,9 @@ func runKeysMake(ctx context.Context, env *environment, args []string, imp bool)
 	}
 	var info *keystore.KeyInfo
 	if imp {
-		m, err := keystore.ReadMaterial(from, id)
-		if err != nil {
-			return c.fail(fmt.Errorf("--from: %w", err))
+		m, merr := keystore.ReadMaterial(from, id)
+		if merr != nil {
+			return c.fail(fmt.Errorf("--from: %w", merr))
 		}
 		defer m.Wipe()
 		info, err = c.store.Import(ctx, c.res.ref, m, c.opts)

@@ -153,7 +153,7 @@ func TestKeysPKCS11(t *testing.T) {
 	runFail(t, env, exitFailure, "already exists", "keys", "create", tok.URI("id=%09", "object=gw"), "--kem", "p256")
 	// the URI must name the key; ML-KEM is not a token KEM
 	runFail(t, env, exitUsage, "must name the new key", "keys", "create", tok.URI(), "--kem", "p256")
-	runFail(t, env, exitUsage, "soft keys", "keys", "create", tok.URI("id=%0a"), "--kem", "mlkem768")
+	runFail(t, env, exitFailure, "soft keys", "keys", "create", tok.URI("id=%0a"), "--kem", "mlkem768")
 
 	// list and show agree with create
 	l := listJSON(t, env, tok.URI())
@@ -224,7 +224,7 @@ func TestKeysPKCS11Import(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw := writeRaw(t, xk.Bytes())
-	runFail(t, env, exitUsage, "--kem", "keys", "import", tok.URI("id=%11"), "--from", raw)
+	runFail(t, env, exitFailure, "--kem", "keys", "import", tok.URI("id=%11"), "--from", raw)
 	v = keyJSON(t, env, "keys", "import", tok.URI("id=%11"), "--from", raw, "--kem", "x25519")
 	if v.PublicKey != hex.EncodeToString(xk.PublicKey().Bytes()) {
 		t.Fatalf("imported X25519: %+v", v)
@@ -237,7 +237,7 @@ func TestKeysPKCS11Import(t *testing.T) {
 		t.Fatalf("imported X448: %+v", v)
 	}
 	// a KEM that contradicts the file
-	runFail(t, env, exitUsage, "holds a p256 key", "keys", "import", tok.URI("id=%13"), "--from", writePKCS8(t, p256), "--kem", "p384")
+	runFail(t, env, exitFailure, "holds a DHKEM(P-256, HKDF-SHA256) key", "keys", "import", tok.URI("id=%13"), "--from", writePKCS8(t, p256), "--kem", "p384")
 	// the same id again
 	runFail(t, env, exitFailure, "already exists", "keys", "import", tok.URI("id=%10"), "--from", writePKCS8(t, p256))
 	checkConfig(t, keyConfigOf(t, env, "9="+tok.URI("id=%10"))[0], 9, keyJSON(t, env, "keys", "show", tok.URI("id=%10")))
@@ -284,7 +284,7 @@ func TestKeysPKCS11PIN(t *testing.T) {
 		{"keys", "show", tok.URIWithoutPIN("id=%01") + "&pin-value=" + tok.PIN},
 		{"key-config", "--key", "1=" + tok.URIWithoutPIN("id=%01") + "&pin-value=" + tok.PIN},
 	} {
-		r = runFail(t, env, exitFailure, "--insecure-pin", args...)
+		r = runFail(t, env, exitUsage, "--insecure-pin", args...)
 		secretFree(r)
 	}
 	r = mustRun(t, env, "keys", "list", withValue, "--insecure-pin", "--json")
@@ -296,7 +296,7 @@ func TestKeysPKCS11PIN(t *testing.T) {
 	secretFree(r)
 	// a malformed URI is a usage error, and a bad one with a pin-value is
 	// not echoed
-	r = runFail(t, env, exitUsage, "Usage:", "keys", "show", "pkcs11:token=x;id=%zz?pin-value="+tok.PIN)
+	r = runFail(t, env, exitUsage, "see 'twoway-hsm keys show -h'", "keys", "show", "pkcs11:token=x;id=%zz?pin-value="+tok.PIN)
 	secretFree(r)
 }
 

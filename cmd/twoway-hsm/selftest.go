@@ -176,7 +176,11 @@ func runSelftest(ctx context.Context, env *environment, args []string) int {
 	client, key, err := startSelfPlugin(ctx, pluginStart{ref: pref, env: penv, processes: *processes, log: log})
 	if err != nil {
 		fmt.Fprintf(env.stderr, "twoway-hsm selftest: cannot start the plugin with the key %s: %v\n", display, err)
-		fmt.Fprintf(env.stderr, "hint: %s Add -v to see the plugin's log.\n", backend.Troubleshoot)
+		h := backend.Troubleshoot
+		if backend.SecretAttr != "" {
+			h += fmt.Sprintf(" The PIN or auth value comes from --pin-file, --pin-env or the reference's %s=.", backend.SecretAttr)
+		}
+		fmt.Fprintf(env.stderr, "hint: %s Add -v to see the plugin's log.\n", h)
 		return exitFailure
 	}
 	defer client.Close()

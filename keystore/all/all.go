@@ -5,5 +5,6 @@
 package all
 
 import (
+	_ "github.com/twoway-hsm/twoway-hsm/keystore/pkcs11store"
 	_ "github.com/twoway-hsm/twoway-hsm/keystore/softstore"
 )
