@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-tpm/tpm2"
+	gotpm "github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/twoway-hsm/twoway-hsm/internal/latency"
@@ -62,8 +62,8 @@ func runLatency(b *testing.B, op func() error) {
 	latency.Report(b, "", lat, time.Microsecond)
 }
 
-func flushHandle(tr transport.TPM, h tpm2.TPMHandle) {
-	tpm2.FlushContext{FlushHandle: h}.Execute(tr)
+func flushHandle(tr transport.TPM, h gotpm.TPMHandle) {
+	gotpm.FlushContext{FlushHandle: h}.Execute(tr)
 }
 
 // BenchmarkECDHPaired compares, per curve, TPM2_ECDH_ZGen
@@ -96,13 +96,13 @@ func BenchmarkECDHPaired(b *testing.B) {
 			c := tp.c
 			c.lock(ctx)
 			p := c.parents[k.parentID]
-			ld, err := tpm2.Load{ParentHandle: p.authHandle(tpm2.PasswordAuth(nil)), InPrivate: k.blob.Privkey, InPublic: k.blob.Pubkey}.Execute(c.tr)
+			ld, err := gotpm.Load{ParentHandle: p.authHandle(gotpm.PasswordAuth(nil)), InPrivate: k.blob.Privkey, InPublic: k.blob.Pubkey}.Execute(c.tr)
 			if err != nil {
 				c.unlock()
 				b.Fatal(err)
 			}
-			encSess, closeSess, err := tpm2.HMACSession(c.tr, tpm2.TPMAlgSHA256, 32,
-				tpm2.Salted(p.handle, p.pub), tpm2.AESEncryption(128, tpm2.EncryptOut))
+			encSess, closeSess, err := gotpm.HMACSession(c.tr, gotpm.TPMAlgSHA256, 32,
+				gotpm.Salted(p.handle, p.pub), gotpm.AESEncryption(128, gotpm.EncryptOut))
 			c.unlock()
 			if err != nil {
 				b.Fatal(err)
@@ -113,12 +113,12 @@ func BenchmarkECDHPaired(b *testing.B) {
 				flushHandle(c.tr, ld.ObjectHandle)
 				c.unlock()
 			}()
-			bare := func(s tpm2.Session) func() error {
-				cmd := tpm2.ECDHZGen{
-					KeyHandle: tpm2.AuthHandle{Handle: ld.ObjectHandle, Name: ld.Name, Auth: s},
-					InPoint: tpm2.New2B(tpm2.TPMSECCPoint{
-						X: tpm2.TPM2BECCParameter{Buffer: peer[1 : 1+size]},
-						Y: tpm2.TPM2BECCParameter{Buffer: peer[1+size:]},
+			bare := func(s gotpm.Session) func() error {
+				cmd := gotpm.ECDHZGen{
+					KeyHandle: gotpm.AuthHandle{Handle: ld.ObjectHandle, Name: ld.Name, Auth: s},
+					InPoint: gotpm.New2B(gotpm.TPMSECCPoint{
+						X: gotpm.TPM2BECCParameter{Buffer: peer[1 : 1+size]},
+						Y: gotpm.TPM2BECCParameter{Buffer: peer[1+size:]},
 					}),
 				}
 				return func() error {
@@ -130,7 +130,7 @@ func BenchmarkECDHPaired(b *testing.B) {
 			}
 			ops := []func() error{
 				func() error { z, err := k.ECDHContext(ctx, peer); clear(z); return err },
-				bare(tpm2.PasswordAuth(nil)),
+				bare(gotpm.PasswordAuth(nil)),
 				bare(encSess),
 			}
 			names := []string{"backend", "bare", "bare-enc"}

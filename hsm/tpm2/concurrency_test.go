@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-tpm/tpm2"
+	gotpm "github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/twoway-hsm/twoway-hsm/testenv"
@@ -90,11 +90,11 @@ func TestConcurrentECDH(t *testing.T) {
 	wg.Go(func() {
 		time.Sleep(runFor / 2)
 		err := tp.c.do(ctx, func() error {
-			tr, err := tp.c.handles(tpm2.TPMHTTransient)
+			tr, err := tp.c.handles(gotpm.TPMHTTransient)
 			if err != nil {
 				return err
 			}
-			ss, err := tp.c.handles(tpm2.TPMHTHMACSession)
+			ss, err := tp.c.handles(gotpm.TPMHTHMACSession)
 			if err != nil {
 				return err
 			}

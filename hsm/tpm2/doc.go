@@ -1,23 +1,37 @@
 // Package tpm2 keeps HPKE receiver keys in a TPM 2.0: ECC P-256, P-384 and
 // (where the TPM has it) P-521 decryption keys whose private scalar never
 // leaves the chip, used through TPM2_ECDH_ZGen. It is built on
-// github.com/google/go-tpm (package tpm2) and stores keys in the TSS2
-// PRIVATE KEY file format (github.com/foxboron/go-tpm-keyfiles), which other
-// TPM tools read as well.
+// github.com/google/go-tpm (package tpm2, imported here as gotpm) and
+// stores keys in the TSS2 PRIVATE KEY file format
+// (github.com/foxboron/go-tpm-keyfiles), without the optional fields that
+// Debian's tpm2-openssl refuses, so that openssl's tpm2 provider and
+// tpm2-tools read them as well.
 //
 // # Opening keys
 //
 // A [Key] implements [kem.Exchanger] and crypto/ecdh.KeyExchanger, so it
 // plugs into this module's twoway receivers and into crypto/hpke:
 //
-//	key, err := tpm2.OpenKey(ctx, "tpm2:file=/etc/twoway/gw.pem?auth-source=/run/secrets/gw-auth")
+//	key, err := tpm2.OpenKey(ctx, "tpm2:file=/etc/twoway/gw.pem?auth-source=file:/run/secrets/gw-auth")
 //	...
 //	defer key.Close()
 //	priv, err := hpke.NewDHKEMPrivateKey(key) // crypto/hpke
 //
-// The reference format is described at [KeyRef]. Keys are created with
+// The reference format is described at [KeyRef]; package keystore/tpm2store
+// offers the same keys through the keystore interface. Keys are created with
 // [TPM.CreateKey], brought in from software with [TPM.ImportKey], saved with
 // [Key.WriteKeyFile] and optionally made persistent with [Key.Persist].
+//
+// # Keys that can also sign
+//
+// Keys made here are decrypt-only. EC keys that tpm2-openssl (openssl
+// genpkey -provider tpm2) and tpm2_create make by default can sign as well;
+// they are refused unless the caller asks for them ([WithAllowSign], or
+// allow-sign=true in a reference). One key for both signatures and key
+// agreement breaks key separation: whoever holds the key file and reaches
+// the TPM can make it sign anything, and a protocol that trusts its
+// signatures (a TLS client certificate, a signed token) can then be
+// attacked through the other use.
 //
 // # Transports
 //
@@ -25,8 +39,10 @@
 // "tcp:HOST:PORT" and "unix:PATH" for swtpm (`swtpm socket --server
 // type=tcp|unixio`). swtpm's data channel carries bare TPM command and
 // response buffers (no Microsoft-simulator envelope); its control channel,
-// which this package does not use, speaks swtpm's own protocol. See
-// [OpenTransport].
+// which this package does not use, speaks swtpm's own protocol: a
+// connection to it, or to a swtpm whose only connection another client
+// holds, fails within seconds with [ErrNotTPM] or [ErrNoAnswer] rather
+// than waiting for an I/O timeout. See [OpenTransport].
 //
 // # Storage root key and sessions
 //
@@ -56,7 +72,12 @@
 // # Secrets
 //
 // Auth values come from code ([WithAuth]), a file ([WithAuthFile]) or the
-// environment ([WithAuthEnv]), never from the command line; they appear in
+// environment ([WithAuthEnv]), read by package keystore/secret, or from a
+// prompt asked only when a key file records one ([WithAuthPrompt]); never
+// from the command line. A key file records whether its key has an auth
+// value; one that does and has no source is refused with [ErrAuthRequired]
+// before the TPM is asked, so that no attempt counts towards the TPM's
+// dictionary-attack lockout. Auth values appear in
 // no error or log message and are zeroed when the key is closed. The shared
 // secret is decrypted into a buffer this package owns and zeroes; the
 // copies handed to callers are theirs to zero.

@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/google/go-tpm/tpm2"
+	gotpm "github.com/google/go-tpm/tpm2"
 
 	"github.com/twoway-hsm/twoway-hsm/kem"
 )
@@ -57,6 +57,10 @@ func (k *Key) ecdh(ctx context.Context, peer []byte) ([]byte, error) {
 	if k.closed.Load() {
 		return nil, fmt.Errorf("tpm2: ecdh: %w", ErrClosed)
 	}
+	if k.needsAuth && len(k.auth) == 0 {
+		// Trying would cost a dictionary-attack attempt, in vain.
+		return nil, fmt.Errorf("%w and it was opened without one: its key file records one; not trying, so that no attempt counts towards the TPM's lockout", ErrAuthRequired)
+	}
 	size := k.kemID.DHSize()
 	out := make([]byte, size)
 	c := k.c
@@ -74,15 +78,15 @@ func (k *Key) ecdh(ctx context.Context, peer []byte) ([]byte, error) {
 		}
 		s.use(k.auth, false, true)
 		defer s.clearCaptured()
-		_, err = tpm2.ECDHZGen{
-			KeyHandle: tpm2.AuthHandle{Handle: h, Name: k.name, Auth: s},
-			InPoint: tpm2.New2B(tpm2.TPMSECCPoint{
-				X: tpm2.TPM2BECCParameter{Buffer: peer[1 : 1+size]},
-				Y: tpm2.TPM2BECCParameter{Buffer: peer[1+size:]},
+		_, err = gotpm.ECDHZGen{
+			KeyHandle: gotpm.AuthHandle{Handle: h, Name: k.name, Auth: s},
+			InPoint: gotpm.New2B(gotpm.TPMSECCPoint{
+				X: gotpm.TPM2BECCParameter{Buffer: peer[1 : 1+size]},
+				Y: gotpm.TPM2BECCParameter{Buffer: peer[1+size:]},
 			}),
 		}.Execute(c.tr)
 		if err != nil {
-			if ph, ok := k.Handle(); ok && errors.Is(err, tpm2.TPMRCHandle) {
+			if ph, ok := k.Handle(); ok && errors.Is(err, gotpm.TPMRCHandle) {
 				return fmt.Errorf("%w: %v", ErrKeyNotFound, ph)
 			}
 			return mapRC(err)

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-tpm/tpm2"
+	gotpm "github.com/google/go-tpm/tpm2"
 
 	"github.com/twoway-hsm/twoway-hsm/testenv"
 )
@@ -41,14 +41,15 @@ func TestWrongAuth(t *testing.T) {
 	}
 	t.Logf("wrong auth: %v", err)
 
-	// No auth at all for a key that has one.
+	// No auth at all for a key that has one: refused before the TPM is
+	// asked (see TestNoAuthForKeyThatNeedsOne).
 	noauth, err := tp.LoadKey(ctx, pemBytes)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer noauth.Close()
-	if _, err := noauth.ECDHContext(ctx, softwarePeer(t, ecdh.P256()).PublicKey().Bytes()); !errors.Is(err, ErrAuthFail) {
-		t.Fatalf("no auth: err = %v, want ErrAuthFail", err)
+	if _, err := noauth.ECDHContext(ctx, softwarePeer(t, ecdh.P256()).PublicKey().Bytes()); !errors.Is(err, ErrAuthRequired) {
+		t.Fatalf("no auth: err = %v, want ErrAuthRequired", err)
 	}
 
 	good, err := tp.LoadKey(ctx, pemBytes, WithAuth([]byte(secret)))
@@ -418,9 +419,9 @@ func TestRetryWarnings(t *testing.T) {
 	err := tp.c.do(ctx, func() error {
 		calls++
 		if calls <= 3 {
-			return []error{tpm2.TPMRCRetry, tpm2.TPMRCYielded, tpm2.TPMRCTesting}[calls-1]
+			return []error{gotpm.TPMRCRetry, gotpm.TPMRCYielded, gotpm.TPMRCTesting}[calls-1]
 		}
-		_, err := tp.c.getCap(tpm2.TPMCapHandles, 0x80000000, 1)
+		_, err := tp.c.getCap(gotpm.TPMCapHandles, 0x80000000, 1)
 		return err
 	})
 	if err != nil || calls != 4 {
@@ -428,8 +429,8 @@ func TestRetryWarnings(t *testing.T) {
 	}
 	calls = 0
 	start := time.Now()
-	err = tp.c.do(ctx, func() error { calls++; return tpm2.TPMRCYielded })
-	if !errors.Is(err, tpm2.TPMRCYielded) || calls != maxWarningRetries+1 {
+	err = tp.c.do(ctx, func() error { calls++; return gotpm.TPMRCYielded })
+	if !errors.Is(err, gotpm.TPMRCYielded) || calls != maxWarningRetries+1 {
 		t.Fatalf("err = %v after %d calls", err, calls)
 	}
 	t.Logf("gave up after %d calls in %v: %v", calls, time.Since(start).Round(time.Millisecond), err)
@@ -439,8 +440,10 @@ func TestRetryWarnings(t *testing.T) {
 // the reference's) configure keys, not the TPM or its shared connection,
 // which outlive the key and would keep the auth value with them.
 func TestConnectionKeepsNoAuth(t *testing.T) {
-	_, tp := startTPM(t, WithAuth([]byte("secret")), WithDescription("d"))
-	if tp.cfg.authSrc != nil || tp.c.cfg.authSrc != nil || tp.cfg.description != "" {
-		t.Fatal("the TPM or its connection keeps the auth source or description given to Open")
+	_, tp := startTPM(t, WithAuth([]byte("secret")), WithAuthPrompt(func() ([]byte, error) { return []byte("x"), nil }), WithAllowSign())
+	for _, c := range []*config{tp.cfg, tp.c.cfg} {
+		if c.authSrc != nil || c.authPrompt != nil || c.allowSign {
+			t.Fatal("the TPM or its connection keeps the auth source, prompt or allow-sign given to Open")
+		}
 	}
 }

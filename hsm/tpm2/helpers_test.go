@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-tpm/tpm2"
+	gotpm "github.com/google/go-tpm/tpm2"
 
 	"github.com/twoway-hsm/twoway-hsm/testenv"
 )
@@ -90,7 +90,7 @@ func checkECDH(t testing.TB, ctx context.Context, k *Key) {
 // tpmHandles lists the transient objects and loaded sessions on the TPM
 // through a fresh raw connection (so the backend must be closed, since
 // swtpm serves one connection at a time).
-func tpmHandles(t testing.TB, transport string) (transient, sessions []tpm2.TPMHandle) {
+func tpmHandles(t testing.TB, transport string) (transient, sessions []gotpm.TPMHandle) {
 	t.Helper()
 	tr, err := OpenTransport(testCtx(t), transport)
 	if err != nil {
@@ -98,11 +98,11 @@ func tpmHandles(t testing.TB, transport string) (transient, sessions []tpm2.TPMH
 	}
 	defer tr.Close()
 	c := &conn{tr: tr}
-	transient, err = c.handles(tpm2.TPMHTTransient)
+	transient, err = c.handles(gotpm.TPMHTTransient)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, ht := range []tpm2.TPMHT{tpm2.TPMHTHMACSession, tpm2.TPMHTPolicySession} {
+	for _, ht := range []gotpm.TPMHT{gotpm.TPMHTHMACSession, gotpm.TPMHTPolicySession} {
 		hs, err := c.handles(ht)
 		if err != nil {
 			t.Fatal(err)

@@ -9,7 +9,9 @@ import (
 	"os"
 
 	keyfile "github.com/foxboron/go-tpm-keyfiles"
-	"github.com/google/go-tpm/tpm2"
+	gotpm "github.com/google/go-tpm/tpm2"
+
+	"github.com/twoway-hsm/twoway-hsm/keystore"
 )
 
 // Key files use the "TSS2 PRIVATE KEY" PEM format (the ASN.1 TPMKey
@@ -20,12 +22,18 @@ import (
 // SRK from the standard template, or a persistent handle), and whether the
 // key has an auth value. It holds nothing secret in the clear, but it is
 // written with mode 0600 anyway.
+//
+// The files this package writes have the type, emptyAuth (when the key
+// has no auth value), the parent, the public and the private area, and
+// nothing else: in particular no [4] description, which Debian's
+// tpm2-openssl 1.1.1 refuses ("unsupported"). openssl's tpm2 provider
+// and tpm2-tools read them.
 
-func newKeyFile(pub tpm2.TPM2BPublic, priv tpm2.TPM2BPrivate, parentID Handle, emptyAuth bool, desc string) *keyfile.TPMKey {
+func newKeyFile(pub gotpm.TPM2BPublic, priv gotpm.TPM2BPrivate, parentID Handle, emptyAuth bool) *keyfile.TPMKey {
 	kf := keyfile.NewTPMKey(keyfile.OIDLoadableKey, pub, priv,
-		keyfile.WithParent(tpm2.TPMHandle(parentID)),
-		keyfile.WithDescription(desc))
+		keyfile.WithParent(gotpm.TPMHandle(parentID)))
 	kf.EmptyAuth = emptyAuth
+	kf.Description = ""
 	return kf
 }
 
@@ -67,16 +75,17 @@ func (k *Key) WriteKeyFile(path string) error {
 
 // LoadKeyFile opens the key in the TSS2 PRIVATE KEY file at path and loads
 // it into the TPM under its parent. The options WithAuth, WithAuthFile or
-// WithAuthEnv give its auth value. Errors wrap [ErrKeyFileNotFound] (and
-// fs.ErrNotExist) for a missing file, [ErrInvalidKeyFile] for a malformed
-// one, and [ErrWrongTPM] for a key made by another TPM.
+// WithAuthEnv give its auth value, and WithAuthPrompt one for a key whose
+// file records one. Loading needs no auth value: a key that needs one and
+// was loaded without refuses ECDH with [ErrAuthRequired] (see
+// [Key.NeedsAuth]) instead of trying, so that no attempt counts towards
+// the TPM's dictionary-attack lockout. Errors wrap [ErrKeyFileNotFound]
+// (and fs.ErrNotExist) for a missing file, [ErrInvalidKeyFile] for a
+// malformed one, and [ErrWrongTPM] for a key made by another TPM.
 func (t *TPM) LoadKeyFile(ctx context.Context, path string, opts ...Option) (*Key, error) {
-	b, err := os.ReadFile(path)
+	b, err := readKeyFile(path)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("tpm2: load %s: %w: %w", path, ErrKeyFileNotFound, fs.ErrNotExist)
-		}
-		return nil, fmt.Errorf("tpm2: load %s: %w", path, err)
+		return nil, err
 	}
 	k, err := t.loadKey(ctx, b, opts)
 	if err != nil {
@@ -107,7 +116,7 @@ func (t *TPM) loadKey(ctx context.Context, pemBytes []byte, opts []Option) (*Key
 		return nil, fmt.Errorf("%w: public area: %w", ErrInvalidKeyFile, err)
 	}
 	cfg := t.mergedConfig(opts)
-	auth, err := cfg.resolveAuth()
+	auth, err := cfg.resolveAuth(!kf.EmptyAuth)
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +124,7 @@ func (t *TPM) loadKey(ctx context.Context, pemBytes []byte, opts []Option) (*Key
 	if err != nil {
 		return nil, err
 	}
-	k.blob = kf
+	k.blob, k.needsAuth = kf, !kf.EmptyAuth
 	k.parentID = Handle(kf.Parent)
 	if k.parentID == 0 || k.parentID>>24 == 0x80 {
 		// Some writers record a transient handle; the key was made under
@@ -132,6 +141,21 @@ func (t *TPM) loadKey(ctx context.Context, pemBytes []byte, opts []Option) (*Key
 		return nil, err
 	}
 	return k, nil
+}
+
+// readKeyFile reads a key file of at most keystore.MaxKeyFile bytes.
+func readKeyFile(path string) ([]byte, error) {
+	b, err := keystore.ReadSmallFile(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s: %w", ErrKeyFileNotFound, path, fs.ErrNotExist)
+		}
+		if errors.Is(err, keystore.ErrMaterial) {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidKeyFile, err)
+		}
+		return nil, fmt.Errorf("tpm2: read key file: %w", err)
+	}
+	return b, nil
 }
 
 func parseKeyFile(b []byte) (kf *keyfile.TPMKey, err error) {

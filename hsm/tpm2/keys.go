@@ -12,7 +12,7 @@ import (
 	"time"
 
 	keyfile "github.com/foxboron/go-tpm-keyfiles"
-	"github.com/google/go-tpm/tpm2"
+	gotpm "github.com/google/go-tpm/tpm2"
 
 	"github.com/twoway-hsm/twoway-hsm/kem"
 )
@@ -44,10 +44,46 @@ type Key struct {
 	blob       *keyfile.TPMKey
 	parentID   Handle
 	persistent atomic.Uint32 // Handle, 0 if none
-	name       tpm2.TPM2BName
+	name       gotpm.TPM2BName
 
 	auth    []byte // trimmed auth value, zeroed on Close
 	timeout time.Duration
+	// needsAuth: the key file records that the key has an auth value.
+	needsAuth bool
+	attrs     gotpm.TPMAObject
+}
+
+// NeedsAuth reports whether the key's file records that the key has an
+// auth value (TSS2 emptyAuth absent or false). A key opened by persistent
+// handle does not say: NeedsAuth reports false for it.
+func (k *Key) NeedsAuth() bool { return k.needsAuth }
+
+// HasAuth reports whether the key was opened with an auth value.
+func (k *Key) HasAuth() bool { return len(k.auth) > 0 }
+
+// Attributes are the object attributes of a key that matter to its users
+// (TPMA_OBJECT, TPM 2.0 Part 2, 8.3).
+type Attributes struct {
+	// FixedTPM: the key cannot leave this TPM (it was created in it,
+	// not imported). FixedParent: it cannot be moved to another parent.
+	FixedTPM, FixedParent bool
+	// SensitiveDataOrigin: the TPM made the private key.
+	SensitiveDataOrigin bool
+	// UserWithAuth: its auth value authorizes its use.
+	UserWithAuth bool
+	// NoDA: failed authorizations do not count towards lockout.
+	NoDA bool
+	// Decrypt: it can do key agreement. Sign: it can also sign.
+	Decrypt, Sign bool
+}
+
+// Attributes returns the key's object attributes.
+func (k *Key) Attributes() Attributes {
+	a := k.attrs
+	return Attributes{
+		FixedTPM: a.FixedTPM, FixedParent: a.FixedParent, SensitiveDataOrigin: a.SensitiveDataOrigin,
+		UserWithAuth: a.UserWithAuth, NoDA: a.NoDA, Decrypt: a.Decrypt, Sign: a.SignEncrypt,
+	}
 }
 
 // KEM returns the DHKEM this key serves: DHKEM(P-256, HKDF-SHA256),
@@ -90,68 +126,74 @@ func (k *Key) Close() error {
 // (fixedTPM, fixedParent, sensitiveDataOrigin), usable with its auth value
 // (userWithAuth), with scheme TPM_ALG_NULL so TPM2_ECDH_ZGen accepts it.
 // It is subject to dictionary-attack protection (noDA clear).
-func keyTemplate(curve tpm2.TPMECCCurve) tpm2.TPMTPublic {
-	return tpm2.TPMTPublic{
-		Type:    tpm2.TPMAlgECC,
-		NameAlg: tpm2.TPMAlgSHA256,
-		ObjectAttributes: tpm2.TPMAObject{
+func keyTemplate(curve gotpm.TPMECCCurve) gotpm.TPMTPublic {
+	return gotpm.TPMTPublic{
+		Type:    gotpm.TPMAlgECC,
+		NameAlg: gotpm.TPMAlgSHA256,
+		ObjectAttributes: gotpm.TPMAObject{
 			FixedTPM:            true,
 			FixedParent:         true,
 			SensitiveDataOrigin: true,
 			UserWithAuth:        true,
 			Decrypt:             true,
 		},
-		Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
-			Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull},
-			Scheme:    tpm2.TPMTECCScheme{Scheme: tpm2.TPMAlgNull},
+		Parameters: gotpm.NewTPMUPublicParms(gotpm.TPMAlgECC, &gotpm.TPMSECCParms{
+			Symmetric: gotpm.TPMTSymDefObject{Algorithm: gotpm.TPMAlgNull},
+			Scheme:    gotpm.TPMTECCScheme{Scheme: gotpm.TPMAlgNull},
 			CurveID:   curve,
-			KDF:       tpm2.TPMTKDFScheme{Scheme: tpm2.TPMAlgNull},
+			KDF:       gotpm.TPMTKDFScheme{Scheme: gotpm.TPMAlgNull},
 		}),
-		Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{}),
+		Unique: gotpm.NewTPMUPublicID(gotpm.TPMAlgECC, &gotpm.TPMSECCPoint{}),
 	}
 }
 
 // tpmCurve returns the TPM's identifier of c, or 0 for a curve this
 // package does not support.
-func tpmCurve(c ecdh.Curve) tpm2.TPMECCCurve {
+func tpmCurve(c ecdh.Curve) gotpm.TPMECCCurve {
 	switch c {
 	case ecdh.P256():
-		return tpm2.TPMECCNistP256
+		return gotpm.TPMECCNistP256
 	case ecdh.P384():
-		return tpm2.TPMECCNistP384
+		return gotpm.TPMECCNistP384
 	case ecdh.P521():
-		return tpm2.TPMECCNistP521
+		return gotpm.TPMECCNistP521
 	}
 	return 0
 }
 
-func curveOf(id tpm2.TPMECCCurve) ecdh.Curve {
+func curveOf(id gotpm.TPMECCCurve) ecdh.Curve {
 	switch id {
-	case tpm2.TPMECCNistP256:
+	case gotpm.TPMECCNistP256:
 		return ecdh.P256()
-	case tpm2.TPMECCNistP384:
+	case gotpm.TPMECCNistP384:
 		return ecdh.P384()
-	case tpm2.TPMECCNistP521:
+	case gotpm.TPMECCNistP521:
 		return ecdh.P521()
 	}
 	return nil
 }
 
-// checkPublic checks that pub is an ECC key usable for ECDH_ZGen and
-// returns its public key.
-func checkPublic(pub *tpm2.TPMTPublic) (*ecdh.PublicKey, error) {
-	if pub.Type != tpm2.TPMAlgECC {
+// checkPublic checks that pub is an ECC key usable for ECDH_ZGen (with
+// allowSign, also one that can sign) and returns its public key.
+func checkPublic(pub *gotpm.TPMTPublic, allowSign bool) (*ecdh.PublicKey, error) {
+	if pub.Type != gotpm.TPMAlgECC {
 		return nil, fmt.Errorf("%w: not an ECC key", ErrUnsupportedKey)
 	}
 	a := pub.ObjectAttributes
-	if !a.Decrypt || a.Restricted || a.SignEncrypt {
-		return nil, fmt.Errorf("%w: want an unrestricted decryption key without the sign attribute", ErrUnsupportedKey)
+	switch {
+	case a.Restricted && a.Decrypt:
+		return nil, fmt.Errorf("%w: a storage key (restricted decrypt: a parent such as the SRK), not an ECDH key", ErrUnsupportedKey)
+	case !a.Decrypt || a.Restricted:
+		return nil, fmt.Errorf("%w: want an unrestricted decryption key", ErrUnsupportedKey)
+	case a.SignEncrypt && !allowSign:
+		return nil, fmt.Errorf("%w: the key can sign as well as decrypt (as tpm2-openssl and tpm2_create make EC keys); "+
+			"twoway-hsm wants a decrypt-only key, and accepts this one only when asked: add allow-sign=true to the reference's query", ErrUnsupportedKey)
 	}
 	parms, err := pub.Parameters.ECCDetail()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnsupportedKey, err)
 	}
-	if s := parms.Scheme.Scheme; s != tpm2.TPMAlgNull && s != tpm2.TPMAlgECDH {
+	if s := parms.Scheme.Scheme; s != gotpm.TPMAlgNull && s != gotpm.TPMAlgECDH {
 		return nil, fmt.Errorf("%w: scheme %v does not allow ECDH", ErrUnsupportedKey, s)
 	}
 	curve := curveOf(parms.CurveID)
@@ -180,13 +222,13 @@ func checkPublic(pub *tpm2.TPMTPublic) (*ecdh.PublicKey, error) {
 
 // newKey builds a Key around a public area and takes a connection
 // reference. The Key owns auth, which is zeroed if newKey fails.
-func (t *TPM) newKey(pub *tpm2.TPMTPublic, cfg *config, auth []byte) (*Key, error) {
-	ep, err := checkPublic(pub)
+func (t *TPM) newKey(pub *gotpm.TPMTPublic, cfg *config, auth []byte) (*Key, error) {
+	ep, err := checkPublic(pub, cfg.allowSign)
 	if err != nil {
 		clear(auth)
 		return nil, err
 	}
-	name, err := tpm2.ObjectName(pub)
+	name, err := gotpm.ObjectName(pub)
 	if err != nil {
 		clear(auth)
 		return nil, err
@@ -195,24 +237,24 @@ func (t *TPM) newKey(pub *tpm2.TPMTPublic, cfg *config, auth []byte) (*Key, erro
 	t.c.addRef()
 	return &Key{
 		c: t.c, kemID: id, pub: ep, name: *name,
-		auth: auth, timeout: cfg.timeout,
+		auth: auth, timeout: cfg.timeout, attrs: pub.ObjectAttributes,
 	}, nil
 }
 
 // newBlobKey is newKey for a key just created or imported under the parent
 // parentID: its key file holds pub and the wrapped private area priv.
-func (t *TPM) newBlobKey(pub tpm2.TPM2BPublic, priv tpm2.TPM2BPrivate, parentID Handle, cfg *config, auth []byte) (*Key, error) {
+func (t *TPM) newBlobKey(pub gotpm.TPM2BPublic, priv gotpm.TPM2BPrivate, parentID Handle, cfg *config, auth []byte) (*Key, error) {
 	contents, err := pub.Contents()
 	if err != nil {
 		clear(auth)
 		return nil, err
 	}
-	kf := newKeyFile(pub, priv, parentID, len(auth) == 0, cfg.description)
+	kf := newKeyFile(pub, priv, parentID, len(auth) == 0)
 	k, err := t.newKey(contents, cfg, auth)
 	if err != nil {
 		return nil, err
 	}
-	k.blob, k.parentID = kf, parentID
+	k.blob, k.parentID, k.needsAuth = kf, parentID, !kf.EmptyAuth
 	return k, nil
 }
 
@@ -242,8 +284,8 @@ func (t *TPM) underSRK(ctx context.Context, op func(s *session, p *parent) error
 
 // CreateKey creates a new ECDH key on curve (P-256, P-384, or P-521 where
 // the TPM implements it) under the storage root key. The
-// options WithAuth, WithAuthFile or WithAuthEnv set its auth value and
-// WithDescription the key file's description. Save the key with
+// options WithAuth, WithAuthFile or WithAuthEnv set its auth value. Save
+// the key with
 // [Key.KeyFile] or [Key.WriteKeyFile], or make it persistent with
 // [Key.Persist]; otherwise it is gone when closed.
 func (t *TPM) CreateKey(ctx context.Context, curve ecdh.Curve, opts ...Option) (*Key, error) {
@@ -255,11 +297,11 @@ func (t *TPM) CreateKey(ctx context.Context, curve ecdh.Curve, opts ...Option) (
 	if tc == 0 {
 		return nil, fmt.Errorf("tpm2: create key: %w: %v", ErrUnsupportedCurve, curve)
 	}
-	auth, err := cfg.resolveAuth()
+	auth, err := cfg.resolveAuth(false)
 	if err != nil {
 		return nil, fmt.Errorf("tpm2: create key: %w", err)
 	}
-	var rsp *tpm2.CreateResponse
+	var rsp *gotpm.CreateResponse
 	parentID, err := t.underSRK(ctx, func(s *session, p *parent) error {
 		have, err := t.c.curves()
 		if err != nil {
@@ -274,12 +316,12 @@ func (t *TPM) CreateKey(ctx context.Context, curve ecdh.Curve, opts ...Option) (
 		return t.c.withObjectMemory(nil, func() error {
 			s.use(nil, true, false)
 			var err error
-			rsp, err = tpm2.Create{
+			rsp, err = gotpm.Create{
 				ParentHandle: p.authHandle(s),
-				InSensitive: tpm2.TPM2BSensitiveCreate{Sensitive: &tpm2.TPMSSensitiveCreate{
-					UserAuth: tpm2.TPM2BAuth{Buffer: auth},
+				InSensitive: gotpm.TPM2BSensitiveCreate{Sensitive: &gotpm.TPMSSensitiveCreate{
+					UserAuth: gotpm.TPM2BAuth{Buffer: auth},
 				}},
-				InPublic: tpm2.New2B(keyTemplate(tc)),
+				InPublic: gotpm.New2B(keyTemplate(tc)),
 			}.Execute(t.c.tr)
 			return err
 		})
@@ -314,7 +356,7 @@ func (t *TPM) ImportKey(ctx context.Context, priv *ecdh.PrivateKey, opts ...Opti
 	if tc == 0 {
 		return nil, fmt.Errorf("tpm2: import key: %w: %v", ErrUnsupportedCurve, priv.Curve())
 	}
-	auth, err := cfg.resolveAuth()
+	auth, err := cfg.resolveAuth(false)
 	if err != nil {
 		return nil, fmt.Errorf("tpm2: import key: %w", err)
 	}
@@ -324,43 +366,43 @@ func (t *TPM) ImportKey(ctx context.Context, priv *ecdh.PrivateKey, opts ...Opti
 	pub.ObjectAttributes.SensitiveDataOrigin = false
 	point := priv.PublicKey().Bytes() // 0x04 | X | Y, each padded to the field size
 	n := len(point) / 2
-	pub.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
-		X: tpm2.TPM2BECCParameter{Buffer: point[1 : 1+n]},
-		Y: tpm2.TPM2BECCParameter{Buffer: point[1+n:]},
+	pub.Unique = gotpm.NewTPMUPublicID(gotpm.TPMAlgECC, &gotpm.TPMSECCPoint{
+		X: gotpm.TPM2BECCParameter{Buffer: point[1 : 1+n]},
+		Y: gotpm.TPM2BECCParameter{Buffer: point[1+n:]},
 	})
-	name, err := tpm2.ObjectName(&pub)
+	name, err := gotpm.ObjectName(&pub)
 	if err != nil {
 		clear(auth)
 		return nil, fmt.Errorf("tpm2: import key: %w", err)
 	}
 	scalar := priv.Bytes()
-	sens := tpm2.Marshal(tpm2.TPMTSensitive{
-		SensitiveType: tpm2.TPMAlgECC,
-		AuthValue:     tpm2.TPM2BAuth{Buffer: auth},
-		Sensitive:     tpm2.NewTPMUSensitiveComposite(tpm2.TPMAlgECC, &tpm2.TPM2BECCParameter{Buffer: scalar}),
+	sens := gotpm.Marshal(gotpm.TPMTSensitive{
+		SensitiveType: gotpm.TPMAlgECC,
+		AuthValue:     gotpm.TPM2BAuth{Buffer: auth},
+		Sensitive:     gotpm.NewTPMUSensitiveComposite(gotpm.TPMAlgECC, &gotpm.TPM2BECCParameter{Buffer: scalar}),
 	})
 	clear(scalar)
 	defer clear(sens)
 
-	var out *tpm2.ImportResponse
+	var out *gotpm.ImportResponse
 	parentID, err := t.underSRK(ctx, func(s *session, p *parent) error {
-		ek, err := tpm2.ImportEncapsulationKey(&p.pub)
+		ek, err := gotpm.ImportEncapsulationKey(&p.pub)
 		if err != nil {
 			return fmt.Errorf("%w: SRK cannot wrap: %w", ErrUnsupportedKey, err)
 		}
-		dup, seed, err := tpm2.CreateDuplicate(rand.Reader, ek, name.Buffer, sens)
+		dup, seed, err := gotpm.CreateDuplicate(rand.Reader, ek, name.Buffer, sens)
 		if err != nil {
 			return err
 		}
 		return t.c.withObjectMemory(nil, func() error {
 			s.use(nil, false, false)
 			var err error
-			out, err = tpm2.Import{
+			out, err = gotpm.Import{
 				ParentHandle: p.authHandle(s),
-				ObjectPublic: tpm2.New2B(pub),
-				Duplicate:    tpm2.TPM2BPrivate{Buffer: dup},
-				InSymSeed:    tpm2.TPM2BEncryptedSecret{Buffer: seed},
-				Symmetric:    tpm2.TPMTSymDef{Algorithm: tpm2.TPMAlgNull},
+				ObjectPublic: gotpm.New2B(pub),
+				Duplicate:    gotpm.TPM2BPrivate{Buffer: dup},
+				InSymSeed:    gotpm.TPM2BEncryptedSecret{Buffer: seed},
+				Symmetric:    gotpm.TPMTSymDef{Algorithm: gotpm.TPMAlgNull},
 			}.Execute(t.c.tr)
 			return err
 		})
@@ -369,7 +411,7 @@ func (t *TPM) ImportKey(ctx context.Context, priv *ecdh.PrivateKey, opts ...Opti
 		clear(auth)
 		return nil, fmt.Errorf("tpm2: import key: %w", err)
 	}
-	k, err := t.newBlobKey(tpm2.New2B(pub), out.OutPrivate, parentID, cfg, auth)
+	k, err := t.newBlobKey(gotpm.New2B(pub), out.OutPrivate, parentID, cfg, auth)
 	if err != nil {
 		return nil, fmt.Errorf("tpm2: import key: %w", err)
 	}
@@ -388,11 +430,11 @@ func (t *TPM) OpenHandle(ctx context.Context, h Handle, opts ...Option) (*Key, e
 		return nil, fmt.Errorf("tpm2: open %v: %w: not a persistent handle", h, ErrInvalidKeyRef)
 	}
 	cfg := t.mergedConfig(opts)
-	auth, err := cfg.resolveAuth()
+	auth, err := cfg.resolveAuth(false)
 	if err != nil {
 		return nil, fmt.Errorf("tpm2: open %v: %w", h, err)
 	}
-	var pub *tpm2.TPMTPublic
+	var pub *gotpm.TPMTPublic
 	err = t.c.do(ctx, func() error {
 		var err error
 		pub, _, err = t.c.readPublic(h)
@@ -411,17 +453,17 @@ func (t *TPM) OpenHandle(ctx context.Context, h Handle, opts ...Option) (*Key, e
 }
 
 // readPublic reads the public area at a persistent handle.
-func (c *conn) readPublic(h Handle) (*tpm2.TPMTPublic, tpm2.TPM2BName, error) {
-	rsp, err := tpm2.ReadPublic{ObjectHandle: tpm2.TPMHandle(h)}.Execute(c.tr)
+func (c *conn) readPublic(h Handle) (*gotpm.TPMTPublic, gotpm.TPM2BName, error) {
+	rsp, err := gotpm.ReadPublic{ObjectHandle: gotpm.TPMHandle(h)}.Execute(c.tr)
 	if err != nil {
-		if errors.Is(err, tpm2.TPMRCHandle) {
-			return nil, tpm2.TPM2BName{}, fmt.Errorf("%w: %v", ErrKeyNotFound, h)
+		if errors.Is(err, gotpm.TPMRCHandle) {
+			return nil, gotpm.TPM2BName{}, fmt.Errorf("%w: %v", ErrKeyNotFound, h)
 		}
-		return nil, tpm2.TPM2BName{}, err
+		return nil, gotpm.TPM2BName{}, err
 	}
 	pub, err := rsp.OutPublic.Contents()
 	if err != nil {
-		return nil, tpm2.TPM2BName{}, err
+		return nil, gotpm.TPM2BName{}, err
 	}
 	return pub, rsp.Name, nil
 }
@@ -434,7 +476,7 @@ func (t *TPM) PersistentHandles(ctx context.Context) ([]Handle, error) {
 	}
 	var out []Handle
 	err := t.c.do(ctx, func() error {
-		hs, err := t.c.handles(tpm2.TPMHTPersistent)
+		hs, err := t.c.handles(gotpm.TPMHTPersistent)
 		if err != nil {
 			return err
 		}
@@ -453,8 +495,8 @@ func (t *TPM) PersistentHandles(ctx context.Context) ([]Handle, error) {
 }
 
 // EvictHandle deletes the object at persistent handle h
-// (TPM2_EvictControl). It needs owner authorization (WithOwnerAuth on the
-// connection, if the owner hierarchy has a password). Keys opened by h
+// (TPM2_EvictControl). It needs the owner hierarchy without a password, as it
+// usually is. Keys opened by h
 // stop working. Errors wrap [ErrKeyNotFound] when h is empty.
 func (t *TPM) EvictHandle(ctx context.Context, h Handle) error {
 	if t.closed.Load() {
@@ -468,7 +510,7 @@ func (t *TPM) EvictHandle(ctx context.Context, h Handle) error {
 		if err != nil {
 			return err
 		}
-		if err := evictControl(t.c, tpm2.TPMHandle(h), name, h); err != nil {
+		if err := evictControl(t.c, gotpm.TPMHandle(h), name, h); err != nil {
 			return err
 		}
 		delete(t.c.parents, h)
@@ -485,7 +527,8 @@ func (t *TPM) EvictHandle(ctx context.Context, h Handle) error {
 
 // Persist makes the key persistent at handle h (TPM2_EvictControl), so it
 // can be opened with [TPM.OpenHandle] or a "tpm2:handle=..." reference
-// without its key file. It needs owner authorization (see [EvictHandle]).
+// without its key file. It needs the owner hierarchy without a password (see
+// [EvictHandle]).
 // Errors wrap [ErrHandleInUse] when h is taken. TPMs have room for only a
 // few persistent objects (often 7); prefer key files.
 func (k *Key) Persist(ctx context.Context, h Handle) error {
@@ -523,16 +566,16 @@ func (k *Key) Persist(ctx context.Context, h Handle) error {
 
 // evictControl runs TPM2_EvictControl with owner authorization: it makes
 // the loaded object obj persistent at h, or, when obj is h, evicts it.
-func evictControl(c *conn, obj tpm2.TPMHandle, name tpm2.TPM2BName, h Handle) error {
-	_, err := tpm2.EvictControl{
-		Auth:             tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(c.cfg.ownerAuth)},
-		ObjectHandle:     tpm2.NamedHandle{Handle: obj, Name: name},
-		PersistentHandle: tpm2.TPMHandle(h),
+func evictControl(c *conn, obj gotpm.TPMHandle, name gotpm.TPM2BName, h Handle) error {
+	_, err := gotpm.EvictControl{
+		Auth:             gotpm.AuthHandle{Handle: gotpm.TPMRHOwner, Auth: gotpm.PasswordAuth(nil)},
+		ObjectHandle:     gotpm.NamedHandle{Handle: obj, Name: name},
+		PersistentHandle: gotpm.TPMHandle(h),
 	}.Execute(c.tr)
 	switch {
-	case errors.Is(err, tpm2.TPMRCNVDefined):
+	case errors.Is(err, gotpm.TPMRCNVDefined):
 		return fmt.Errorf("%w: %v", ErrHandleInUse, h)
-	case errors.Is(err, tpm2.TPMRCAuthFail), errors.Is(err, tpm2.TPMRCBadAuth):
+	case errors.Is(err, gotpm.TPMRCAuthFail), errors.Is(err, gotpm.TPMRCBadAuth):
 		return fmt.Errorf("owner %w: %w", ErrAuthFail, err)
 	}
 	return err
@@ -541,9 +584,9 @@ func evictControl(c *conn, obj tpm2.TPMHandle, name tpm2.TPM2BName, h Handle) er
 // ensureLoaded returns the handle where the key is in the TPM, loading it
 // from its blob under its parent if needed. The caller holds the
 // connection lock.
-func (c *conn) ensureLoaded(k *Key) (tpm2.TPMHandle, error) {
+func (c *conn) ensureLoaded(k *Key) (gotpm.TPMHandle, error) {
 	if h, ok := k.Handle(); ok {
-		return tpm2.TPMHandle(h), nil
+		return gotpm.TPMHandle(h), nil
 	}
 	c.tick++
 	if lk := c.loaded[k]; lk != nil {
@@ -563,11 +606,11 @@ func (c *conn) ensureLoaded(k *Key) (tpm2.TPMHandle, error) {
 	// per open file and fails the syscall (ENOMEM) beyond that.
 	for c.transientObjects() >= maxTransientObjects && c.evictLRU(k) {
 	}
-	var rsp *tpm2.LoadResponse
+	var rsp *gotpm.LoadResponse
 	err = c.withObjectMemory(k, func() error {
 		s.use(nil, false, false)
 		var err error
-		rsp, err = tpm2.Load{
+		rsp, err = gotpm.Load{
 			ParentHandle: p.authHandle(s),
 			InPrivate:    k.blob.Privkey,
 			InPublic:     k.blob.Pubkey,
@@ -575,7 +618,7 @@ func (c *conn) ensureLoaded(k *Key) (tpm2.TPMHandle, error) {
 		return err
 	})
 	if err != nil {
-		if errors.Is(err, tpm2.TPMRCIntegrity) {
+		if errors.Is(err, gotpm.TPMRCIntegrity) {
 			return 0, fmt.Errorf("%w: the TPM cannot unwrap the key (TPM2_Load): %w", ErrWrongTPM, err)
 		}
 		return 0, fmt.Errorf("loading key: %w", err)
@@ -591,7 +634,7 @@ func (c *conn) ensureLoaded(k *Key) (tpm2.TPMHandle, error) {
 // mergedConfig applies per-call options on top of the TPM's own.
 func (t *TPM) mergedConfig(opts []Option) *config {
 	cfg := *t.cfg
-	cfg.authSrc, cfg.description = nil, "" // per key, never inherited
+	cfg.perKey() // per key, never inherited
 	for _, o := range opts {
 		if o != nil {
 			o(&cfg)

@@ -133,7 +133,7 @@ func TestKeyFileRoundTrip(t *testing.T) {
 	ctx := testCtx(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "key.pem")
-	k, err := tp.CreateKey(ctx, ecdh.P256(), WithAuth([]byte("pw")), WithDescription("test key"))
+	k, err := tp.CreateKey(ctx, ecdh.P256(), WithAuth([]byte("pw")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,12 +2,11 @@ package tpm2
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"os"
 	"time"
+
+	"github.com/twoway-hsm/twoway-hsm/keystore/secret"
 )
 
 // Option configures [Open], [OpenKey] and the key operations of a [TPM].
@@ -19,28 +18,34 @@ const (
 	// DefaultTimeout bounds the calls that take no context, such as
 	// [Key.ECDH] (crypto/ecdh.KeyExchanger).
 	DefaultTimeout = 30 * time.Second
-	// DefaultIOTimeout bounds a single TPM command on a socket transport,
-	// so a hung simulator cannot block the caller forever.
-	DefaultIOTimeout = 60 * time.Second
+	// ioTimeout bounds a single TPM command on a socket transport, so a
+	// hung simulator cannot block the caller forever.
+	ioTimeout = 60 * time.Second
+	// probeTimeout bounds the first command on a new socket connection:
+	// a TPM answers it in milliseconds, so silence means that something
+	// else holds swtpm's only connection, or that the socket is not a
+	// TPM's.
+	probeTimeout = 5 * time.Second
 	// maxAuthSize is the largest auth value for keys with a SHA-256 name
 	// algorithm (the digest size).
 	maxAuthSize = 32
 )
 
 type config struct {
-	authSrc   func() ([]byte, error) // nil: empty auth
-	ownerAuth []byte
+	authSrc func() ([]byte, error) // nil: empty auth
+	// authPrompt is asked for the auth value of a key file that records
+	// one when authSrc is nil.
+	authPrompt func() ([]byte, error)
+	allowSign  bool
 	// srkHandle is the parent for new keys: 0 probes SRKHandle, then falls
 	// back to the transient SRK; ownerHierarchy is the transient SRK.
-	srkHandle   Handle
-	timeout     time.Duration
-	ioTimeout   time.Duration
-	logger      *slog.Logger
-	description string
+	srkHandle Handle
+	timeout   time.Duration
+	logger    *slog.Logger
 }
 
 func newConfig(opts []Option) *config {
-	c := &config{timeout: DefaultTimeout, ioTimeout: DefaultIOTimeout}
+	c := &config{timeout: DefaultTimeout}
 	for _, o := range opts {
 		if o != nil {
 			o(c)
@@ -50,6 +55,12 @@ func newConfig(opts []Option) *config {
 		c.logger = slog.New(slog.DiscardHandler)
 	}
 	return c
+}
+
+// perKey clears what a connection must not keep: the options that belong
+// to one key.
+func (c *config) perKey() {
+	c.authSrc, c.authPrompt, c.allowSign = nil, nil, false
 }
 
 // WithAuth sets the key's auth value (its password) from code. The slice is
@@ -65,51 +76,55 @@ func WithAuth(auth []byte) Option {
 }
 
 // WithAuthFile reads the key's auth value from a file when the key is
-// created or opened. One trailing newline ("\n" or "\r\n") is removed, so
-// `echo secret > file` works.
+// created or opened, with package keystore/secret: at most 4 KiB, one
+// trailing newline ("\n" or "\r\n") removed, so `echo secret > file`
+// works; an empty file is an error.
 func WithAuthFile(path string) Option {
-	return func(c *config) {
-		c.authSrc = func() ([]byte, error) { return readAuthFile(path) }
-	}
+	return withAuthSource(secret.Source{Kind: secret.File, Path: path})
 }
 
 // WithAuthEnv reads the key's auth value from the environment variable name
-// when the key is created or opened. An unset variable is an error; an empty
-// one means no auth.
+// when the key is created or opened. An unset or empty variable is an
+// error.
 func WithAuthEnv(name string) Option {
+	return withAuthSource(secret.Source{Kind: secret.Env, Name: name})
+}
+
+func withAuthSource(src secret.Source) Option {
 	return func(c *config) {
 		c.authSrc = func() ([]byte, error) {
-			v, ok := os.LookupEnv(name)
-			if !ok {
-				return nil, fmt.Errorf("%w: environment variable %s is not set", ErrInvalidAuth, name)
+			b, err := src.Read()
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrInvalidAuth, err)
 			}
-			return []byte(v), nil
+			return b, nil
 		}
 	}
 }
 
-// WithOwnerAuth sets the owner hierarchy's auth value, needed to create the
-// storage root key and to make keys persistent when the owner hierarchy has
-// a password (it usually has none). It is sent as a password session.
-// It applies to the connection and is taken from the first [Open] of a
-// transport in the process.
-func WithOwnerAuth(auth []byte) Option {
-	cp := bytes.Clone(auth)
-	return func(c *config) { c.ownerAuth = cp }
+// WithAuthPrompt gives the auth value of last resort: f is called, once
+// per key, only when a key file records that its key has an auth value
+// and no other source (WithAuth, WithAuthFile, WithAuthEnv, a reference's
+// auth-source) gives one. CreateKey, ImportKey and OpenHandle ignore it:
+// a persistent handle does not say whether its key has an auth value.
+// The bytes f returns are the key's, zeroed when the key is closed.
+func WithAuthPrompt(f func() ([]byte, error)) Option {
+	return func(c *config) { c.authPrompt = f }
 }
 
-// WithSRKHandle makes new keys use the storage root key at persistent
-// handle h, which must exist. By default the package uses the key at
-// [SRKHandle] (0x81000001) when one is there and otherwise creates the
-// standard ECC P-256 SRK in the owner hierarchy on demand. It applies to
-// the connection (see [WithOwnerAuth]).
-func WithSRKHandle(h Handle) Option {
-	return func(c *config) { c.srkHandle = h }
+// WithAllowSign accepts a decryption key that can also sign (the sign
+// attribute set), as tpm2-openssl and tpm2_create make EC keys by default.
+// Without it such keys are refused with [ErrUnsupportedKey]: a key used
+// for key agreement should not make signatures too (see the package
+// documentation). The reference attribute allow-sign=true sets it.
+func WithAllowSign() Option {
+	return func(c *config) { c.allowSign = true }
 }
 
 // WithTransientSRK makes new keys use the transient ECC P-256 SRK created
 // from the standard template even when a persistent SRK exists at
-// [SRKHandle]. It applies to the connection (see [WithOwnerAuth]).
+// [SRKHandle]. It applies to the connection and is taken from the first
+// [Open] of a transport in the process.
 func WithTransientSRK() Option {
 	return func(c *config) { c.srkHandle = ownerHierarchy }
 }
@@ -124,36 +139,26 @@ func WithTimeout(d time.Duration) Option {
 	}
 }
 
-// WithIOTimeout bounds each TPM command on a socket transport (default
-// [DefaultIOTimeout]). It applies to the connection (see [WithOwnerAuth]).
-func WithIOTimeout(d time.Duration) Option {
-	return func(c *config) {
-		if d > 0 {
-			c.ioTimeout = d
-		}
-	}
-}
-
 // WithLogger sets a structured logger for connection events (reconnects,
 // flushed stale handles). Nothing secret is logged. It applies to the
-// connection (see [WithOwnerAuth]).
+// connection (see [WithTransientSRK]).
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) { c.logger = l }
 }
 
-// WithDescription sets the description stored in a key file created by
-// [TPM.CreateKey] or [TPM.ImportKey].
-func WithDescription(s string) Option {
-	return func(c *config) { c.description = s }
-}
-
 // resolveAuth fetches the auth value from its source and trims trailing
-// zero bytes, as the TPM does (TPM 2.0 Part 1, 19.6.5 note 2).
-func (c *config) resolveAuth() ([]byte, error) {
-	if c.authSrc == nil {
+// zero bytes, as the TPM does (TPM 2.0 Part 1, 19.6.5 note 2). With
+// needed set (a key file that records an auth value) and no source, it
+// asks the prompt (WithAuthPrompt), if there is one.
+func (c *config) resolveAuth(needed bool) ([]byte, error) {
+	src := c.authSrc
+	if src == nil && needed {
+		src = c.authPrompt
+	}
+	if src == nil {
 		return nil, nil
 	}
-	a, err := c.authSrc()
+	a, err := src()
 	if err != nil {
 		return nil, err
 	}
@@ -168,24 +173,4 @@ func (c *config) resolveAuth() ([]byte, error) {
 		return nil, nil
 	}
 	return a, nil
-}
-
-func readAuthFile(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w: auth file %s does not exist", ErrInvalidAuth, path)
-		}
-		return nil, fmt.Errorf("%w: reading auth file: %w", ErrInvalidAuth, err)
-	}
-	n := len(b)
-	if n > 0 && b[n-1] == '\n' {
-		n--
-		if n > 0 && b[n-1] == '\r' {
-			n--
-		}
-	}
-	out := bytes.Clone(b[:n])
-	clear(b)
-	return out, nil
 }

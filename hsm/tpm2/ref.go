@@ -3,19 +3,40 @@ package tpm2
 import (
 	"context"
 	"fmt"
-	"net/url"
-	"strings"
+
+	"github.com/twoway-hsm/twoway-hsm/keystore/keyref"
+	"github.com/twoway-hsm/twoway-hsm/keystore/secret"
 )
 
 // RefScheme is the scheme of a TPM key reference.
 const RefScheme = "tpm2"
 
-// KeyRef is a parsed TPM key reference: one string that says where a key
-// is and how to reach it, so a plugin process can open a key from a single
-// configuration value. The form follows RFC 7512 (PKCS#11 URIs):
+// The attributes of a TPM reference.
+const (
+	AttrFile       = "file"
+	AttrHandle     = "handle"
+	AttrDir        = "dir"
+	AttrTPM        = "tpm"
+	AttrAuthSource = "auth-source"
+	AttrAllowSign  = "allow-sign"
+)
+
+// RefSpec is the grammar of TPM references (package keystore/keyref):
+// the path and query attributes [KeyRef] describes, and vendor
+// attributes (x-...), which are ignored.
+var RefSpec = keyref.Spec{
+	Scheme: RefScheme,
+	Path:   []string{AttrFile, AttrHandle, AttrDir},
+	Query:  []string{AttrTPM, AttrAuthSource, AttrAllowSign},
+}
+
+// KeyRef is a parsed TPM reference: one string that says where a key is
+// and how to reach it, so a plugin process can open a key from a single
+// configuration value. It follows the grammar every twoway-hsm reference
+// follows (package keystore/keyref, after RFC 7512's PKCS#11 URIs):
 //
 //	tpm2:file=/etc/twoway/gw.pem
-//	tpm2:file=/etc/twoway/gw.pem?tpm=tcp:127.0.0.1:2321&auth-source=/run/secrets/gw-auth
+//	tpm2:file=/etc/twoway/gw.pem?tpm=tcp:127.0.0.1:2321&auth-source=file:/run/secrets/gw-auth
 //	tpm2:handle=0x81000010?tpm=/dev/tpmrm0&auth-source=env:GW_KEY_AUTH
 //
 // Path attributes, separated by ';', name the key:
@@ -24,213 +45,210 @@ const RefScheme = "tpm2"
 //	handle=HANDLE  a persistent handle, hex or decimal (see TPM.OpenHandle)
 //	dir=PATH       a directory of key files, for tools that list keys
 //
-// A key reference ([ParseKeyRef], [OpenKey]) has exactly one of file= and
-// handle=. [ParseRef] also reads the other forms operator tools take: file=
-// and handle= together (the same key in both places), dir= alone, or no
-// path attribute (the TPM itself).
+// [OpenKey] takes exactly one of file= and handle=. Operator tools also
+// take file= and handle= together (the same key in both places), dir=
+// alone, or no path attribute (the TPM itself); [KeyRef.Key] tells these
+// apart.
 //
 // Query attributes, after '?' and separated by '&':
 //
 //	tpm=TRANSPORT       /dev/tpmrm0 (the default), /dev/tpm0,
-//	                    tcp:HOST:PORT or unix:PATH (swtpm)
-//	auth-source=SOURCE  where the key's auth value is: a file path
-//	                    (also file:PATH), or env:NAME for an environment
-//	                    variable. Absent: the key has no auth value.
+//	                    tcp:HOST:PORT or unix:PATH (swtpm's data channel)
+//	auth-source=SOURCE  where the key's auth value is: file:PATH (or a
+//	                    bare path) or env:NAME, read by package
+//	                    keystore/secret. Absent: the key has no auth value
+//	                    (a key file that records one is then refused).
+//	allow-sign=true     accept a decryption key that can also sign
+//	                    (see WithAllowSign)
 //
 // Values are percent-encoded where they contain ';', '?', '&', '=', '%'
 // or non-printable bytes. The auth value itself never appears in a
-// reference. Unknown attributes are an error, so typos do not go unnoticed.
+// reference. An unknown attribute is an error that names it; vendor
+// attributes (x-...) are accepted and ignored.
 type KeyRef struct {
-	File       string // key file path, or ""
-	Handle     Handle // persistent handle, or 0
-	Dir        string // directory of key files (ParseRef only), or ""
-	TPM        string // transport; "" means DefaultTransport
-	AuthSource string // "", a path, "file:PATH" or "env:NAME"
-}
-
-// ParseKeyRef parses a "tpm2:" key reference that names one key: exactly
-// one of file= and handle=. Errors wrap [ErrInvalidKeyRef].
-func ParseKeyRef(s string) (*KeyRef, error) {
-	r, err := ParseRef(s)
-	if err != nil {
-		return nil, err
-	}
-	if (r.File == "") == (r.Handle == 0) { // dir= alone has neither
-		return nil, refError("want exactly one of file= and handle=")
-	}
-	return r, nil
+	File   string // key file path, or ""
+	Handle Handle // persistent handle, or 0
+	Dir    string // directory of key files, or ""
+	TPM    string // transport; "" means DefaultTransport
+	// AuthSource is where the auth value is, in canonical form
+	// ("file:/abs/path" or "env:NAME"; see secret.Canonical), or "".
+	AuthSource string
+	AllowSign  bool // allow-sign=true
 }
 
 // refError returns an error wrapping ErrInvalidKeyRef.
 func refError(format string, a ...any) error {
-	return fmt.Errorf("tpm2: key reference: %w: %s", ErrInvalidKeyRef, fmt.Sprintf(format, a...))
+	return fmt.Errorf("%w: %s", ErrInvalidKeyRef, fmt.Sprintf(format, a...))
 }
 
-// ParseRef parses a "tpm2:" reference in any of the forms operator tools
-// use (see [KeyRef]): a key file and/or a persistent handle, a directory of
-// key files, or no path attribute at all. Errors wrap [ErrInvalidKeyRef].
+// ParseRef parses a "tpm2:" reference in any of the forms [KeyRef]
+// describes. The auth-source is checked and made canonical (file:/abs or
+// env:NAME); nothing is read. Errors wrap [ErrInvalidKeyRef] and
+// keyref.ErrInvalid, and name the attribute at fault.
 func ParseRef(s string) (*KeyRef, error) {
-	rest, ok := strings.CutPrefix(s, RefScheme+":")
-	if !ok {
-		return nil, refError("must start with %q", RefScheme+":")
+	r, err := RefSpec.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidKeyRef, err)
 	}
-	path, query, _ := strings.Cut(rest, "?")
-	var r KeyRef
-	seen := map[string]bool{}
-	parse := func(part, sep string, set func(k, v string) error) error {
-		if part == "" {
-			return nil
-		}
-		for _, attr := range strings.Split(part, sep) {
-			k, v, ok := strings.Cut(attr, "=")
-			if !ok || k == "" {
-				return refError("attribute %q is not name=value", attr)
-			}
-			dv, err := url.PathUnescape(v)
-			if err != nil {
-				return refError("attribute %s: bad percent-encoding", k)
-			}
-			if seen[k] {
-				return refError("attribute %s given twice", k)
-			}
-			seen[k] = true
-			if err := set(k, dv); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	err := parse(path, ";", func(k, v string) error {
-		switch k {
-		case "file":
+	var k KeyRef
+	for _, a := range append(append([]keyref.Attr{}, r.Path...), r.Query...) {
+		v := a.Value
+		switch a.Name {
+		case AttrFile:
 			if v == "" {
-				return refError("empty file")
+				return nil, refError("empty file=")
 			}
-			r.File = v
-		case "handle":
+			k.File = v
+		case AttrHandle:
 			h, err := ParseHandle(v)
 			if err != nil || !h.IsPersistent() {
-				return refError("handle %q is not a persistent handle (0x81000000-0x817fffff)", v)
+				return nil, refError("handle=%s is not a persistent handle (0x81000000-0x817fffff)", v)
 			}
-			r.Handle = h
-		case "dir":
+			k.Handle = h
+		case AttrDir:
 			if v == "" {
-				return refError("empty dir")
+				return nil, refError("empty dir=")
 			}
-			r.Dir = v
-		default:
-			return refError("unknown path attribute %q (want file=, handle= or dir=)", k)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	err = parse(query, "&", func(k, v string) error {
-		switch k {
-		case "tpm":
+			k.Dir = v
+		case AttrTPM:
 			if _, err := parseTransport(v); err != nil {
-				return refError("tpm=%q is not a transport: want /dev/tpmrm0, /dev/tpm0, tcp:HOST:PORT or unix:/path", v)
+				return nil, refError("tpm=%s is not a transport: want /dev/tpmrm0, /dev/tpm0, tcp:HOST:PORT or unix:/path (swtpm's data channel)", v)
 			}
-			r.TPM = v
-		case "auth-source":
-			if v == "" {
-				return refError("empty auth-source")
+			k.TPM = v
+		case AttrAuthSource:
+			src, err := secret.Canonical(v)
+			if err != nil {
+				return nil, refError("auth-source: %v", err)
 			}
-			r.AuthSource = v
-		default:
-			return refError("unknown query attribute %q", k)
+			k.AuthSource = src
+		case AttrAllowSign:
+			switch v {
+			case "true":
+				k.AllowSign = true
+			case "false":
+			default:
+				return nil, refError("allow-sign=%s: want true or false", v)
+			}
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
 	}
-	if r.Dir != "" && (r.File != "" || r.Handle != 0) {
+	if k.Dir != "" && (k.File != "" || k.Handle != 0) {
 		return nil, refError("dir= names a directory of key files; it does not go with file= or handle=")
 	}
-	return &r, nil
+	return &k, nil
 }
 
-// String formats the reference in its canonical form.
+// Key reports whether the reference names a key: a file, a persistent
+// handle or both (not a directory or the TPM alone).
+func (r *KeyRef) Key() bool { return r.File != "" || r.Handle != 0 }
+
+// Transport returns the reference's transport, [DefaultTransport] when it
+// names none.
+func (r *KeyRef) Transport() string {
+	if r.TPM == "" {
+		return DefaultTransport
+	}
+	return r.TPM
+}
+
+// String formats the reference in its canonical form: the auth-source as
+// file:/abs/path or env:NAME.
 func (r *KeyRef) String() string {
-	var b strings.Builder
-	b.WriteString(RefScheme + ":")
-	var path []string
+	k := keyref.Ref{Scheme: RefScheme}
 	if r.File != "" {
-		path = append(path, "file="+escapeRef(r.File))
+		k.SetPath(AttrFile, r.File)
 	}
 	if r.Handle != 0 {
-		path = append(path, "handle="+r.Handle.String())
+		k.SetPath(AttrHandle, r.Handle.String())
 	}
 	if r.Dir != "" {
-		path = append(path, "dir="+escapeRef(r.Dir))
+		k.SetPath(AttrDir, r.Dir)
 	}
-	b.WriteString(strings.Join(path, ";"))
-	sep := "?"
 	if r.TPM != "" {
-		b.WriteString(sep + "tpm=" + escapeRef(r.TPM))
-		sep = "&"
+		k.SetQuery(AttrTPM, r.TPM)
 	}
 	if r.AuthSource != "" {
-		b.WriteString(sep + "auth-source=" + escapeRef(r.AuthSource))
+		src, err := secret.Canonical(r.AuthSource)
+		if err != nil {
+			src = r.AuthSource // not a valid source: printed as it is, and refused when parsed
+		}
+		k.SetQuery(AttrAuthSource, src)
 	}
-	return b.String()
+	if r.AllowSign {
+		k.SetQuery(AttrAllowSign, "true")
+	}
+	return k.String()
 }
 
-// escapeRef percent-encodes everything except unreserved characters and
-// the few that are harmless in a value ('/', ':', '@', ',', '+').
-func escapeRef(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
-			strings.IndexByte("-._~/:@,+", c) >= 0:
-			b.WriteByte(c)
-		default:
-			fmt.Fprintf(&b, "%%%02X", c)
+// Options returns the Options the reference asks for: the auth value from
+// its auth-source ([WithAuthFile] or [WithAuthEnv]; none without one) and
+// [WithAllowSign] with allow-sign=true. Open, OpenKey and the key
+// operations ignore nil Options.
+func (r *KeyRef) Options() []Option {
+	var out []Option
+	if r.AuthSource != "" {
+		if s, err := secret.Parse(r.AuthSource); err != nil {
+			out = append(out, func(c *config) {
+				c.authSrc = func() ([]byte, error) { return nil, fmt.Errorf("%w: %w", ErrInvalidAuth, err) }
+			})
+		} else {
+			out = append(out, withAuthSource(s.Abs()))
 		}
 	}
-	return b.String()
-}
-
-// AuthOption returns the Option that reads the key's auth value from the
-// reference's auth-source: [WithAuthEnv] for env:NAME, [WithAuthFile] for
-// a path or file:PATH, and nil (no auth value) when there is none. Open,
-// OpenKey and the key operations ignore a nil Option.
-func (r *KeyRef) AuthOption() Option {
-	switch src := r.AuthSource; {
-	case src == "":
-		return nil
-	case strings.HasPrefix(src, "env:"):
-		return WithAuthEnv(strings.TrimPrefix(src, "env:"))
-	default:
-		return WithAuthFile(strings.TrimPrefix(src, "file:"))
+	if r.AllowSign {
+		out = append(out, WithAllowSign())
 	}
+	return out
 }
 
-// OpenKey opens the key that ref names (see [KeyRef]): it connects to the
-// TPM the reference names (sharing the connection with other keys on the
-// same transport in this process), reads the auth value from its source,
-// and loads the key file or opens the persistent handle. Options given here
-// override the reference's auth-source (WithAuth, WithAuthFile,
-// WithAuthEnv) and configure the connection if it is the first one (see
-// [Open]). Key.Close releases everything OpenKey acquired.
+// OpenKey opens the key that ref names (see [KeyRef]; exactly one of file=
+// and handle=): it connects to the TPM the reference names (sharing the
+// connection with other keys on the same transport in this process),
+// reads the auth value from its source, and loads the key file or opens
+// the persistent handle. A key file that records an auth value, opened
+// with no source for one (auth-source=, WithAuth, WithAuthFile,
+// WithAuthEnv, WithAuthPrompt), is refused with [ErrAuthRequired] before
+// the TPM is reached. Options given here override the reference's and
+// configure the connection if it is the first one (see [Open]).
+// Key.Close releases everything OpenKey acquired.
 func OpenKey(ctx context.Context, ref string, opts ...Option) (*Key, error) {
-	r, err := ParseKeyRef(ref)
+	r, err := ParseRef(ref)
 	if err != nil {
 		return nil, err
 	}
-	all := append([]Option{r.AuthOption()}, opts...)
+	switch {
+	case !r.Key():
+		return nil, refError("%s names no key: want file=PATH or handle=0x81......", r)
+	case r.File != "" && r.Handle != 0:
+		return nil, refError("%s names the key twice (file= and handle=): open it by one of them", r)
+	}
+	all := append(r.Options(), opts...)
+	var file []byte
+	if r.File != "" {
+		// The file first: a missing one, or one whose key needs an auth
+		// value that nothing gives, is refused before the TPM is reached.
+		if file, err = readKeyFile(r.File); err != nil {
+			return nil, err
+		}
+		kf, err := parseKeyFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("tpm2: load %s: %w", r.File, err)
+		}
+		if cfg := newConfig(all); !kf.EmptyAuth && cfg.authSrc == nil && cfg.authPrompt == nil {
+			return nil, fmt.Errorf("tpm2: open %s: %w (its key file records one) and the reference names no source: add auth-source=file:PATH or auth-source=env:NAME", r.File, ErrAuthRequired)
+		}
+	}
 	t, err := Open(ctx, r.TPM, all...)
 	if err != nil {
 		return nil, err
 	}
 	// The key holds its own reference on the connection.
 	defer t.Close()
-	if r.File != "" {
-		return t.LoadKeyFile(ctx, r.File, all...)
+	if file != nil {
+		k, err := t.loadKey(ctx, file, all)
+		if err != nil {
+			return nil, fmt.Errorf("tpm2: load %s: %w", r.File, err)
+		}
+		return k, nil
 	}
 	return t.OpenHandle(ctx, r.Handle, all...)
 }

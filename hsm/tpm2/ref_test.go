@@ -5,11 +5,16 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/twoway-hsm/twoway-hsm/keystore/keyref"
 )
 
-func TestParseKeyRef(t *testing.T) {
+func TestParseRef(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
 		want KeyRef
@@ -18,57 +23,103 @@ func TestParseKeyRef(t *testing.T) {
 		{"tpm2:handle=0x81000010", KeyRef{Handle: 0x81000010}},
 		{"tpm2:handle=2164260880", KeyRef{Handle: 0x81000010}},
 		{"tpm2:file=/k.pem?tpm=tcp:127.0.0.1:2321&auth-source=/run/secrets/a",
-			KeyRef{File: "/k.pem", TPM: "tcp:127.0.0.1:2321", AuthSource: "/run/secrets/a"}},
+			KeyRef{File: "/k.pem", TPM: "tcp:127.0.0.1:2321", AuthSource: "file:/run/secrets/a"}},
+		{"tpm2:file=/k.pem?auth-source=file:///run/secrets/a", KeyRef{File: "/k.pem", AuthSource: "file:/run/secrets/a"}},
 		{"tpm2:handle=0x81000010?auth-source=env:GW_AUTH&tpm=/dev/tpmrm0",
 			KeyRef{Handle: 0x81000010, TPM: "/dev/tpmrm0", AuthSource: "env:GW_AUTH"}},
 		{"tpm2:file=/a%3Bb%3Fc%26d%3De%25f%20g.pem?tpm=unix:/run/swtpm%20x/sock",
 			KeyRef{File: "/a;b?c&d=e%f g.pem", TPM: "unix:/run/swtpm x/sock"}},
 		{"tpm2:file=relative/key.pem?tpm=tcp://localhost:2321", KeyRef{File: "relative/key.pem", TPM: "tcp://localhost:2321"}},
+		{"tpm2:file=/k.pem?allow-sign=true", KeyRef{File: "/k.pem", AllowSign: true}},
+		{"tpm2:file=/k.pem?allow-sign=false&x-vendor=1", KeyRef{File: "/k.pem"}},
+		{"tpm2:file=/k.pem;handle=0x81000011", KeyRef{File: "/k.pem", Handle: 0x81000011}},
+		{"tpm2:dir=/keys?tpm=/dev/tpm0", KeyRef{Dir: "/keys", TPM: "/dev/tpm0"}},
+		{"tpm2:?tpm=/dev/tpm0", KeyRef{TPM: "/dev/tpm0"}},
 	} {
-		got, err := ParseKeyRef(tc.in)
+		got, err := ParseRef(tc.in)
 		if err != nil {
-			t.Errorf("ParseKeyRef(%q): %v", tc.in, err)
+			t.Errorf("ParseRef(%q): %v", tc.in, err)
 			continue
 		}
 		if *got != tc.want {
-			t.Errorf("ParseKeyRef(%q) = %+v, want %+v", tc.in, *got, tc.want)
+			t.Errorf("ParseRef(%q) = %+v, want %+v", tc.in, *got, tc.want)
 		}
 		// String round-trips.
-		again, err := ParseKeyRef(got.String())
+		again, err := ParseRef(got.String())
 		if err != nil || *again != *got {
 			t.Errorf("round trip of %q via %q: %+v, %v", tc.in, got.String(), again, err)
 		}
 	}
 }
 
-func TestParseKeyRefErrors(t *testing.T) {
-	for _, in := range []string{
-		"",
-		"pkcs11:token=x",
-		"tpm2:",
-		"tpm2:file=",
-		"tpm2:file=/a;handle=0x81000010",
-		"tpm2:file=/a;file=/b",
-		"tpm2:handle=0x80000001",
-		"tpm2:handle=0x40000001",
-		"tpm2:handle=zz",
-		"tpm2:file=/a?tpm=ftp:host",
-		"tpm2:file=/a?tpm=tcp:nohostport",
-		"tpm2:file=/a?pin=1234",
-		"tpm2:file=/a?auth-source=",
-		"tpm2:file=/a?tpm",
-		"tpm2:id=1",
-		"tpm2:file=/a%zz",
-		"tpm2:dir=/keys", // ParseRef forms that name no single key
-		"tpm2:?tpm=/dev/tpm0",
-		"tpm2:dir=/keys;file=/a",
+// TestRefPrintsCanonicalAuthSource: a reference prints its auth-source as
+// file:/abs/path (issue 11, bug 7: it printed a bare, possibly relative
+// path), whether parsed or built.
+func TestRefPrintsCanonicalAuthSource(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for in, want := range map[string]string{
+		"tpm2:file=/k.pem?auth-source=/run/a":      "tpm2:file=/k.pem?auth-source=file:/run/a",
+		"tpm2:file=/k.pem?auth-source=rel/a":       "tpm2:file=/k.pem?auth-source=file:" + filepath.Join(wd, "rel/a"),
+		"tpm2:file=/k.pem?auth-source=env:GW_AUTH": "tpm2:file=/k.pem?auth-source=env:GW_AUTH",
+		"tpm2:file=/k.pem?auth-source=file:///r/a": "tpm2:file=/k.pem?auth-source=file:/r/a",
 	} {
-		if _, err := ParseKeyRef(in); !errors.Is(err, ErrInvalidKeyRef) {
-			t.Errorf("ParseKeyRef(%q) err = %v, want ErrInvalidKeyRef", in, err)
+		r, err := ParseRef(in)
+		if err != nil {
+			t.Fatalf("ParseRef(%q): %v", in, err)
+		}
+		if got := r.String(); got != want {
+			t.Errorf("%q printed as %q, want %q", in, got, want)
 		}
 	}
-	if _, err := OpenKey(context.Background(), "tpm2:nope=1"); !errors.Is(err, ErrInvalidKeyRef) {
-		t.Errorf("OpenKey(bad ref) = %v", err)
+	if got := (&KeyRef{File: "/k.pem", AuthSource: "/run/a"}).String(); got != "tpm2:file=/k.pem?auth-source=file:/run/a" {
+		t.Errorf("built reference printed as %q", got)
+	}
+}
+
+func TestParseRefErrors(t *testing.T) {
+	for in, names := range map[string]string{
+		"":                                "scheme",
+		"pkcs11:token=x":                  "pkcs11",
+		"tpm2:file=":                      "file",
+		"tpm2:file=/a;file=/b":            "file",
+		"tpm2:handle=0x80000001":          "handle",
+		"tpm2:handle=0x40000001":          "handle",
+		"tpm2:handle=zz":                  "handle",
+		"tpm2:file=/a?tpm=ftp:host":       "tpm",
+		"tpm2:file=/a?tpm=tcp:nohostport": "tpm",
+		"tpm2:file=/a?pin=1234":           "pin",
+		"tpm2:file=/a?auth-source=":       "auth-source",
+		"tpm2:file=/a?auth-source=http:x": "auth-source",
+		"tpm2:file=/a?auth-sorce=/p":      "auth-sorce",
+		"tpm2:file=/a?allow-sign=yes":     "allow-sign",
+		"tpm2:file=/a?tpm":                "tpm",
+		"tpm2:id=1":                       "id",
+		"tpm2:file=/a%zz":                 "file",
+		"tpm2:dir=/keys;file=/a":          "dir",
+		"tpm2:file=/a;tpm=/dev/tpm0":      "tpm",
+		"tpm2:file=/a?handle=0x81000010":  "handle",
+	} {
+		_, err := ParseRef(in)
+		if !errors.Is(err, ErrInvalidKeyRef) {
+			t.Errorf("ParseRef(%q) err = %v, want ErrInvalidKeyRef", in, err)
+			continue
+		}
+		if !strings.Contains(err.Error(), names) {
+			t.Errorf("ParseRef(%q) = %v: does not name %q", in, err, names)
+		}
+	}
+	// Grammar errors come from the one reference grammar.
+	if _, err := ParseRef("tpm2:file=/a?auth-sorce=/p"); !errors.Is(err, keyref.ErrInvalid) {
+		t.Errorf("unknown attribute: %v, want keyref.ErrInvalid", err)
+	}
+	// OpenKey takes exactly one of file= and handle=.
+	for _, in := range []string{"tpm2:nope=1", "tpm2:dir=/keys", "tpm2:?tpm=/dev/tpm0", "tpm2:file=/a;handle=0x81000010"} {
+		if _, err := OpenKey(context.Background(), in); !errors.Is(err, ErrInvalidKeyRef) {
+			t.Errorf("OpenKey(%q) = %v, want ErrInvalidKeyRef", in, err)
+		}
 	}
 }
 

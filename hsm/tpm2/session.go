@@ -11,7 +11,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/google/go-tpm/tpm2"
+	gotpm "github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 )
 
@@ -21,7 +21,7 @@ import (
 var errSessionDesync = errors.New("tpm2: response HMAC check failed")
 
 const (
-	sessionHash      = tpm2.TPMAlgSHA256
+	sessionHash      = gotpm.TPMAlgSHA256
 	sessionNonceSize = sha256.Size
 	sessionAESBits   = 128
 )
@@ -29,7 +29,7 @@ const (
 // session is one salted, unbound HMAC session (TPM 2.0 Part 1, 19.6) that
 // lives as long as the connection and serves every command that needs
 // authorization or parameter encryption. It implements go-tpm's
-// tpm2.Session.
+// gotpm.Session.
 //
 // go-tpm's own HMAC session fixes the authorized entity's auth value when it
 // is started, so it would take one TPM session per key; TPMs keep as few as
@@ -42,25 +42,25 @@ const (
 // (KDFa(SHA-256, salt, "ATH", nonceTPM, nonceCaller)), so an observer of
 // the TPM bus cannot compute the HMAC or parameter-encryption keys.
 type session struct {
-	handle      tpm2.TPMHandle
+	handle      gotpm.TPMHandle
 	sessionKey  []byte
 	nonceCaller []byte
 	nonceTPM    []byte
 
 	// Per command, set by use.
-	auth     []byte           // auth value of the entity this session authorizes
-	attrs    tpm2.TPMASession // continueSession plus the encrypt/decrypt bits
-	captured []byte           // the decrypted response parameter, see Decrypt
+	auth     []byte            // auth value of the entity this session authorizes
+	attrs    gotpm.TPMASession // continueSession plus the encrypt/decrypt bits
+	captured []byte            // the decrypted response parameter, see Decrypt
 }
 
 // startSession starts a salted HMAC session with AES-128-CFB parameter
 // encryption, salted to the public key of the loaded object saltKey.
-func startSession(t transport.TPM, saltKey tpm2.TPMHandle, saltPub *tpm2.TPMTPublic) (*session, error) {
-	ek, err := tpm2.ImportEncapsulationKey(saltPub)
+func startSession(t transport.TPM, saltKey gotpm.TPMHandle, saltPub *gotpm.TPMTPublic) (*session, error) {
+	ek, err := gotpm.ImportEncapsulationKey(saltPub)
 	if err != nil {
 		return nil, fmt.Errorf("tpm2: session salt key: %w", err)
 	}
-	salt, encSalt, err := tpm2.CreateEncryptedSalt(rand.Reader, ek)
+	salt, encSalt, err := gotpm.CreateEncryptedSalt(rand.Reader, ek)
 	if err != nil {
 		return nil, fmt.Errorf("tpm2: session salt: %w", err)
 	}
@@ -69,25 +69,25 @@ func startSession(t transport.TPM, saltKey tpm2.TPMHandle, saltPub *tpm2.TPMTPub
 	if _, err := rand.Read(s.nonceCaller); err != nil {
 		return nil, err
 	}
-	rsp, err := tpm2.StartAuthSession{
+	rsp, err := gotpm.StartAuthSession{
 		TPMKey:        saltKey,
-		Bind:          tpm2.TPMRHNull,
-		NonceCaller:   tpm2.TPM2BNonce{Buffer: s.nonceCaller},
-		EncryptedSalt: tpm2.TPM2BEncryptedSecret{Buffer: encSalt},
-		SessionType:   tpm2.TPMSEHMAC,
-		Symmetric: tpm2.TPMTSymDef{
-			Algorithm: tpm2.TPMAlgAES,
-			KeyBits:   tpm2.NewTPMUSymKeyBits(tpm2.TPMAlgAES, tpm2.TPMKeyBits(sessionAESBits)),
-			Mode:      tpm2.NewTPMUSymMode(tpm2.TPMAlgAES, tpm2.TPMAlgCFB),
+		Bind:          gotpm.TPMRHNull,
+		NonceCaller:   gotpm.TPM2BNonce{Buffer: s.nonceCaller},
+		EncryptedSalt: gotpm.TPM2BEncryptedSecret{Buffer: encSalt},
+		SessionType:   gotpm.TPMSEHMAC,
+		Symmetric: gotpm.TPMTSymDef{
+			Algorithm: gotpm.TPMAlgAES,
+			KeyBits:   gotpm.NewTPMUSymKeyBits(gotpm.TPMAlgAES, gotpm.TPMKeyBits(sessionAESBits)),
+			Mode:      gotpm.NewTPMUSymMode(gotpm.TPMAlgAES, gotpm.TPMAlgCFB),
 		},
 		AuthHash: sessionHash,
 	}.Execute(t)
 	if err != nil {
 		return nil, err
 	}
-	s.handle = tpm2.TPMHandle(rsp.SessionHandle.HandleValue())
+	s.handle = gotpm.TPMHandle(rsp.SessionHandle.HandleValue())
 	s.nonceTPM = rsp.NonceTPM.Buffer
-	s.sessionKey = tpm2.KDFa(crypto.SHA256, salt, "ATH", s.nonceTPM, s.nonceCaller, sha256.Size*8)
+	s.sessionKey = gotpm.KDFa(crypto.SHA256, salt, "ATH", s.nonceTPM, s.nonceCaller, sha256.Size*8)
 	return s, nil
 }
 
@@ -97,7 +97,7 @@ func startSession(t transport.TPM, saltKey tpm2.TPMHandle, saltPub *tpm2.TPMTPub
 // plaintext is then captured, see Decrypt).
 func (s *session) use(auth []byte, in, out bool) {
 	s.auth = auth
-	s.attrs = tpm2.TPMASession{ContinueSession: true, Decrypt: in, Encrypt: out}
+	s.attrs = gotpm.TPMASession{ContinueSession: true, Decrypt: in, Encrypt: out}
 	s.clearCaptured()
 }
 
@@ -114,18 +114,18 @@ func (s *session) destroy() {
 	s.auth = nil
 }
 
-// Init implements tpm2.Session; the session is started by startSession.
+// Init implements gotpm.Session; the session is started by startSession.
 func (s *session) Init(transport.TPM) error { return nil }
 
-// CleanupFailure implements tpm2.Session. A failed command leaves a
+// CleanupFailure implements gotpm.Session. A failed command leaves a
 // continued session loaded with its nonceTPM unchanged, so there is
 // nothing to do.
 func (s *session) CleanupFailure(transport.TPM) error { return nil }
 
-// NonceTPM implements tpm2.Session.
-func (s *session) NonceTPM() tpm2.TPM2BNonce { return tpm2.TPM2BNonce{Buffer: s.nonceTPM} }
+// NonceTPM implements gotpm.Session.
+func (s *session) NonceTPM() gotpm.TPM2BNonce { return gotpm.TPM2BNonce{Buffer: s.nonceTPM} }
 
-// NewNonceCaller implements tpm2.Session.
+// NewNonceCaller implements gotpm.Session.
 func (s *session) NewNonceCaller() error {
 	_, err := rand.Read(s.nonceCaller)
 	return err
@@ -140,7 +140,7 @@ func (s *session) hmacKey() []byte {
 // hmac returns the session HMAC of Part 1, 19.6.5 and 19.6.17:
 // HMAC(sessionKey || authValue, pHash || nonceNewer || nonceOlder ||
 // sessionAttributes), where pHash is the SHA-256 of the given parts.
-func (s *session) hmac(nonceNewer, nonceOlder []byte, attrs tpm2.TPMASession, pHashParts ...[]byte) []byte {
+func (s *session) hmac(nonceNewer, nonceOlder []byte, attrs gotpm.TPMASession, pHashParts ...[]byte) []byte {
 	h := sha256.New()
 	for _, p := range pHashParts {
 		h.Write(p)
@@ -155,10 +155,10 @@ func (s *session) hmac(nonceNewer, nonceOlder []byte, attrs tpm2.TPMASession, pH
 	return m.Sum(nil)
 }
 
-// sessionAttrByte marshals TPMA_SESSION (Part 2, 8.4). tpm2.Marshal gives
+// sessionAttrByte marshals TPMA_SESSION (Part 2, 8.4). gotpm.Marshal gives
 // the same byte, but by reflection: some 25 µs and 68 allocations, twice
 // per command.
-func sessionAttrByte(a tpm2.TPMASession) byte {
+func sessionAttrByte(a gotpm.TPMASession) byte {
 	var b byte
 	for bit, set := range [8]bool{a.ContinueSession, a.AuditExclusive, a.AuditReset, false, false, a.Decrypt, a.Encrypt, a.Audit} {
 		if set {
@@ -168,9 +168,9 @@ func sessionAttrByte(a tpm2.TPMASession) byte {
 	return b
 }
 
-// Authorize implements tpm2.Session: the command HMAC of Part 1, 19.6.5,
+// Authorize implements gotpm.Session: the command HMAC of Part 1, 19.6.5,
 // over cpHash = SHA-256(commandCode || names || parameters).
-func (s *session) Authorize(cc tpm2.TPMCC, parms, addNonces []byte, names []tpm2.TPM2BName, _ int) (*tpm2.TPMSAuthCommand, error) {
+func (s *session) Authorize(cc gotpm.TPMCC, parms, addNonces []byte, names []gotpm.TPM2BName, _ int) (*gotpm.TPMSAuthCommand, error) {
 	if len(addNonces) != 0 {
 		return nil, errors.New("tpm2: session: extra sessions are not supported")
 	}
@@ -179,18 +179,18 @@ func (s *session) Authorize(cc tpm2.TPMCC, parms, addNonces []byte, names []tpm2
 		parts = append(parts, n.Buffer)
 	}
 	parts = append(parts, parms)
-	return &tpm2.TPMSAuthCommand{
+	return &gotpm.TPMSAuthCommand{
 		Handle:        s.handle,
-		Nonce:         tpm2.TPM2BNonce{Buffer: s.nonceCaller},
+		Nonce:         gotpm.TPM2BNonce{Buffer: s.nonceCaller},
 		Attributes:    s.attrs,
-		Authorization: tpm2.TPM2BData{Buffer: s.hmac(s.nonceCaller, s.nonceTPM, s.attrs, parts...)},
+		Authorization: gotpm.TPM2BData{Buffer: s.hmac(s.nonceCaller, s.nonceTPM, s.attrs, parts...)},
 	}, nil
 }
 
-// Validate implements tpm2.Session: it records the new nonceTPM and checks
+// Validate implements gotpm.Session: it records the new nonceTPM and checks
 // the response HMAC over rpHash = SHA-256(responseCode || commandCode ||
 // parameters), the parameters as sent (still encrypted).
-func (s *session) Validate(rc tpm2.TPMRC, cc tpm2.TPMCC, parms []byte, _ []tpm2.TPM2BName, _ int, auth *tpm2.TPMSAuthResponse) error {
+func (s *session) Validate(rc gotpm.TPMRC, cc gotpm.TPMCC, parms []byte, _ []gotpm.TPM2BName, _ int, auth *gotpm.TPMSAuthResponse) error {
 	s.nonceTPM = auth.Nonce.Buffer
 	var codes [8]byte
 	binary.BigEndian.PutUint32(codes[:4], uint32(rc))
@@ -205,11 +205,11 @@ func (s *session) Validate(rc tpm2.TPMRC, cc tpm2.TPMCC, parms []byte, _ []tpm2.
 	return nil
 }
 
-// IsEncryption implements tpm2.Session: the TPM encrypts the first response
+// IsEncryption implements gotpm.Session: the TPM encrypts the first response
 // parameter.
 func (s *session) IsEncryption() bool { return s.attrs.Encrypt }
 
-// IsDecryption implements tpm2.Session: the TPM decrypts the first command
+// IsDecryption implements gotpm.Session: the TPM decrypts the first command
 // parameter.
 func (s *session) IsDecryption() bool { return s.attrs.Decrypt }
 
@@ -220,7 +220,7 @@ func (s *session) cfb(decrypt bool, nonceNewer, nonceOlder, p []byte) error {
 	key := s.hmacKey()
 	defer clear(key)
 	const keyLen = sessionAESBits / 8
-	kiv := tpm2.KDFa(crypto.SHA256, key, "CFB", nonceNewer, nonceOlder, (keyLen+aes.BlockSize)*8)
+	kiv := gotpm.KDFa(crypto.SHA256, key, "CFB", nonceNewer, nonceOlder, (keyLen+aes.BlockSize)*8)
 	defer clear(kiv)
 	blk, err := aes.NewCipher(kiv[:keyLen])
 	if err != nil {
@@ -235,7 +235,7 @@ func (s *session) cfb(decrypt bool, nonceNewer, nonceOlder, p []byte) error {
 	return nil
 }
 
-// Encrypt implements tpm2.Session: it encrypts the first command parameter
+// Encrypt implements gotpm.Session: it encrypts the first command parameter
 // (the buffer of a TPM2B) in place when the session decrypts commands.
 func (s *session) Encrypt(parameter []byte) error {
 	if !s.attrs.Decrypt {
@@ -244,7 +244,7 @@ func (s *session) Encrypt(parameter []byte) error {
 	return s.cfb(false, s.nonceCaller, s.nonceTPM, parameter)
 }
 
-// Decrypt implements tpm2.Session: it decrypts the first response parameter
+// Decrypt implements gotpm.Session: it decrypts the first response parameter
 // in place when the session encrypts responses.
 //
 // Only TPM2_ECDH_ZGen has its response encrypted. The plaintext - a
@@ -278,7 +278,7 @@ func (s *session) Decrypt(parameter []byte) error {
 	return nil
 }
 
-// Handle implements tpm2.Session.
-func (s *session) Handle() tpm2.TPMHandle { return s.handle }
+// Handle implements gotpm.Session.
+func (s *session) Handle() gotpm.TPMHandle { return s.handle }
 
-var _ tpm2.Session = (*session)(nil)
+var _ gotpm.Session = (*session)(nil)

@@ -3,11 +3,12 @@ package tpm2
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 
 	keyfile "github.com/foxboron/go-tpm-keyfiles"
-	"github.com/google/go-tpm/tpm2"
+	gotpm "github.com/google/go-tpm/tpm2"
 )
 
 // Handle is a TPM 2.0 handle, such as the persistent handle 0x81000010.
@@ -26,10 +27,15 @@ const (
 // ownerHierarchy is the parent handle a TSS2 key file records for a key
 // whose parent is the owner hierarchy's SRK created from the standard
 // template (TPM_RH_OWNER).
-const ownerHierarchy = Handle(tpm2.TPMRHOwner)
+const ownerHierarchy = Handle(gotpm.TPMRHOwner)
 
 // String formats h as 0x%08x.
 func (h Handle) String() string { return fmt.Sprintf("0x%08x", uint32(h)) }
+
+// LogValue implements slog.LogValuer: a handle is logged as 0x%08x, not
+// as a number (which JSON logs, and go-plugin relaying them, turn into
+// 2.147483648e+09).
+func (h Handle) LogValue() slog.Value { return slog.StringValue(h.String()) }
 
 // IsPersistent reports whether h is in the owner's persistent range.
 func (h Handle) IsPersistent() bool { return h >= PersistentFirst && h <= PersistentLast }
@@ -49,23 +55,23 @@ func ParseHandle(s string) (Handle, error) {
 // primary key is derived deterministically from the hierarchy seed and the
 // template, every tool using it (tpm2-openssl, tpm2-tss-engine, the
 // openssl_tpm2_engine, go-tpm-keyfiles) gets the same SRK.
-func srkTemplate() tpm2.TPMTPublic { return keyfile.ECCSRK_H2_Template }
+func srkTemplate() gotpm.TPMTPublic { return keyfile.ECCSRK_H2_Template }
 
 // parent is a storage key that keys are created, imported and loaded under.
 type parent struct {
-	handle     tpm2.TPMHandle // where it is loaded now
-	name       tpm2.TPM2BName
-	pub        tpm2.TPMTPublic
+	handle     gotpm.TPMHandle // where it is loaded now
+	name       gotpm.TPM2BName
+	pub        gotpm.TPMTPublic
 	persistent bool
 }
 
-func (p *parent) authHandle(s tpm2.Session) tpm2.AuthHandle {
-	return tpm2.AuthHandle{Handle: p.handle, Name: p.name, Auth: s}
+func (p *parent) authHandle(s gotpm.Session) gotpm.AuthHandle {
+	return gotpm.AuthHandle{Handle: p.handle, Name: p.name, Auth: s}
 }
 
 // isStorageKey reports whether pub can be a parent: a restricted
 // decryption key.
-func isStorageKey(pub *tpm2.TPMTPublic) bool {
+func isStorageKey(pub *gotpm.TPMTPublic) bool {
 	a := pub.ObjectAttributes
 	return a.Restricted && a.Decrypt && !a.SignEncrypt
 }
@@ -96,17 +102,17 @@ func (c *conn) parentFor(id Handle) (*parent, error) {
 
 func (c *conn) createSRK() (*parent, error) {
 	tmpl := srkTemplate()
-	var rsp *tpm2.CreatePrimaryResponse
+	var rsp *gotpm.CreatePrimaryResponse
 	err := c.withObjectMemory(nil, func() error {
 		var err error
-		rsp, err = tpm2.CreatePrimary{
-			PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(c.cfg.ownerAuth)},
-			InPublic:      tpm2.New2B(tmpl),
+		rsp, err = gotpm.CreatePrimary{
+			PrimaryHandle: gotpm.AuthHandle{Handle: gotpm.TPMRHOwner, Auth: gotpm.PasswordAuth(nil)},
+			InPublic:      gotpm.New2B(tmpl),
 		}.Execute(c.tr)
 		return err
 	})
 	if err != nil {
-		if errors.Is(err, tpm2.TPMRCAuthFail) || errors.Is(err, tpm2.TPMRCBadAuth) {
+		if errors.Is(err, gotpm.TPMRCAuthFail) || errors.Is(err, gotpm.TPMRCBadAuth) {
 			return nil, fmt.Errorf("tpm2: creating SRK: owner %w: %w", ErrAuthFail, err)
 		}
 		return nil, fmt.Errorf("tpm2: creating SRK: %w", err)
@@ -121,9 +127,9 @@ func (c *conn) createSRK() (*parent, error) {
 }
 
 func (c *conn) readPersistentParent(h Handle) (*parent, error) {
-	rsp, err := tpm2.ReadPublic{ObjectHandle: tpm2.TPMHandle(h)}.Execute(c.tr)
+	rsp, err := gotpm.ReadPublic{ObjectHandle: gotpm.TPMHandle(h)}.Execute(c.tr)
 	if err != nil {
-		if errors.Is(err, tpm2.TPMRCHandle) {
+		if errors.Is(err, gotpm.TPMRCHandle) {
 			return nil, fmt.Errorf("%w: parent key %v is not present on this TPM", ErrWrongTPM, h)
 		}
 		return nil, fmt.Errorf("tpm2: reading parent %v: %w", h, err)
@@ -135,11 +141,11 @@ func (c *conn) readPersistentParent(h Handle) (*parent, error) {
 	if !isStorageKey(pub) {
 		return nil, fmt.Errorf("%w: parent %v is not a storage key", ErrUnsupportedKey, h)
 	}
-	return &parent{handle: tpm2.TPMHandle(h), name: rsp.Name, pub: *pub, persistent: true}, nil
+	return &parent{handle: gotpm.TPMHandle(h), name: rsp.Name, pub: *pub, persistent: true}, nil
 }
 
 // srkID decides, once per connection, which parent new keys go under: the
-// one chosen with WithSRKHandle or WithTransientSRK; else the persistent
+// one chosen with WithTransientSRK; else the persistent
 // SRK at 0x81000001 when it is a storage key; else the transient SRK from
 // the standard template.
 func (c *conn) srkID() (Handle, error) {

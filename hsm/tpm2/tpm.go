@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/go-tpm/tpm2"
+	gotpm "github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/twoway-hsm/twoway-hsm/kem"
@@ -49,8 +49,8 @@ type TPM struct {
 //	unix:/run/swtpm.sock                  swtpm --server type=unixio
 //
 // The first Open of a transport in the process connects and checks that
-// the TPM answers; connection-level options (WithOwnerAuth, WithSRKHandle,
-// WithTransientSRK, WithIOTimeout, WithLogger) take effect for it, and
+// the TPM answers; connection-level options (WithTransientSRK,
+// WithLogger) take effect for it, and
 // later Opens share that connection. Errors wrap [ErrTPMUnavailable] when
 // the TPM cannot be reached.
 func Open(ctx context.Context, spec string, opts ...Option) (*TPM, error) {
@@ -59,9 +59,9 @@ func Open(ctx context.Context, spec string, opts ...Option) (*TPM, error) {
 		return nil, err
 	}
 	cfg := newConfig(opts)
-	// Auth values and descriptions are per key (see mergedConfig): the
+	// Auth values and allow-sign are per key (see mergedConfig): the
 	// connection keeps no reference to them.
-	cfg.authSrc, cfg.description = nil, ""
+	cfg.perKey()
 	c, err := acquireConn(ctx, ts, cfg)
 	if err != nil {
 		return nil, err
@@ -132,7 +132,7 @@ type conn struct {
 // loadedKey is a key loaded at a transient handle. Its name is the Key's:
 // ensureLoaded checks that.
 type loadedKey struct {
-	handle  tpm2.TPMHandle
+	handle  gotpm.TPMHandle
 	lastUse uint64
 }
 
@@ -283,7 +283,7 @@ func (c *conn) do(ctx context.Context, op func() error) error {
 			if reconnects > maxReconnects {
 				return fmt.Errorf("TPM state lost repeatedly: %w", err)
 			}
-			if errors.Is(err, tpm2.TPMRCInitialize) {
+			if errors.Is(err, gotpm.TPMRCInitialize) {
 				if err := c.startup(); err != nil {
 					return err
 				}
@@ -301,7 +301,7 @@ func (c *conn) do(ctx context.Context, op func() error) error {
 // isFinal reports whether err is already one of this package's verdicts,
 // which no retry changes.
 func isFinal(err error) bool {
-	for _, s := range []error{ErrKeyNotFound, ErrWrongTPM, ErrAuthFail, ErrLockout, ErrInvalidKeyFile,
+	for _, s := range []error{ErrKeyNotFound, ErrWrongTPM, ErrAuthFail, ErrLockout, ErrInvalidKeyFile, ErrAuthRequired,
 		ErrUnsupportedKey, ErrUnsupportedCurve, ErrHandleInUse, ErrClosed, ErrTPMUnavailable,
 		kem.ErrInvalidPublicKey, context.Canceled, context.DeadlineExceeded} {
 		if errors.Is(err, s) {
@@ -335,7 +335,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 func (c *conn) connect(ctx context.Context) (err error) {
 	cctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	tr, err := openRaw(cctx, c.spec, c.cfg.ioTimeout)
+	tr, err := openRaw(cctx, c.spec, ioTimeout)
 	if err != nil {
 		return err
 	}
@@ -349,11 +349,11 @@ func (c *conn) connect(ctx context.Context) (err error) {
 	// The first command is the probe; a TPM that was never started answers
 	// TPM_RC_INITIALIZE.
 	if c.spec.hasResourceManager() {
-		_, err = c.getCap(tpm2.TPMCapHandles, uint32(tpm2.TPMHTTransient)<<24, 1)
+		_, err = c.getCap(gotpm.TPMCapHandles, uint32(gotpm.TPMHTTransient)<<24, 1)
 	} else {
 		err = c.flushStale()
 	}
-	if errors.Is(err, tpm2.TPMRCInitialize) {
+	if errors.Is(err, gotpm.TPMRCInitialize) {
 		// TPM2_Startup(CLEAR) leaves no objects or sessions to flush.
 		return c.startup()
 	}
@@ -373,8 +373,8 @@ func (c *conn) disconnect() {
 // startup sends TPM2_Startup(CLEAR) to a TPM that needs it.
 func (c *conn) startup() error {
 	c.log.Warn("tpm2: TPM not started, sending TPM2_Startup(CLEAR)", "transport", c.spec.String())
-	_, err := tpm2.Startup{StartupType: tpm2.TPMSUClear}.Execute(c.tr)
-	if err != nil && !errors.Is(err, tpm2.TPMRCInitialize) { // already started: fine
+	_, err := gotpm.Startup{StartupType: gotpm.TPMSUClear}.Execute(c.tr)
+	if err != nil && !errors.Is(err, gotpm.TPMRCInitialize) { // already started: fine
 		return fmt.Errorf("tpm2: TPM2_Startup: %w", err)
 	}
 	return nil
@@ -406,11 +406,11 @@ func (c *conn) resetState(flush bool) {
 }
 
 // flush flushes a transient object or session, ignoring errors.
-func (c *conn) flush(h tpm2.TPMHandle) {
+func (c *conn) flush(h gotpm.TPMHandle) {
 	if c.tr == nil || h == 0 {
 		return
 	}
-	_, _ = tpm2.FlushContext{FlushHandle: h}.Execute(c.tr)
+	_, _ = gotpm.FlushContext{FlushHandle: h}.Execute(c.tr)
 }
 
 // flushStale flushes every transient object and loaded session. Without a
@@ -418,13 +418,13 @@ func (c *conn) flush(h tpm2.TPMHandle) {
 // client that died, and they would use up the TPM's few slots.
 func (c *conn) flushStale() error {
 	n := 0
-	for _, ht := range []tpm2.TPMHT{tpm2.TPMHTTransient, tpm2.TPMHTHMACSession, tpm2.TPMHTPolicySession} {
+	for _, ht := range []gotpm.TPMHT{gotpm.TPMHTTransient, gotpm.TPMHTHMACSession, gotpm.TPMHTPolicySession} {
 		hs, err := c.handles(ht)
 		if err != nil {
 			return err
 		}
 		for _, h := range hs {
-			if _, err := (tpm2.FlushContext{FlushHandle: h}).Execute(c.tr); err != nil && !errors.Is(err, tpm2.TPMRCHandle) {
+			if _, err := (gotpm.FlushContext{FlushHandle: h}).Execute(c.tr); err != nil && !errors.Is(err, gotpm.TPMRCHandle) {
 				return fmt.Errorf("tpm2: flushing stale handle %v: %w", Handle(h), err)
 			}
 			n++
@@ -436,16 +436,16 @@ func (c *conn) flushStale() error {
 	return nil
 }
 
-func (c *conn) getCap(cp tpm2.TPMCap, prop, count uint32) (*tpm2.GetCapabilityResponse, error) {
-	return tpm2.GetCapability{Capability: cp, Property: prop, PropertyCount: count}.Execute(c.tr)
+func (c *conn) getCap(cp gotpm.TPMCap, prop, count uint32) (*gotpm.GetCapabilityResponse, error) {
+	return gotpm.GetCapability{Capability: cp, Property: prop, PropertyCount: count}.Execute(c.tr)
 }
 
 // handles lists the handles of one type (TPM_CAP_HANDLES).
-func (c *conn) handles(ht tpm2.TPMHT) ([]tpm2.TPMHandle, error) {
-	var out []tpm2.TPMHandle
+func (c *conn) handles(ht gotpm.TPMHT) ([]gotpm.TPMHandle, error) {
+	var out []gotpm.TPMHandle
 	next := uint32(ht) << 24
 	for {
-		rsp, err := c.getCap(tpm2.TPMCapHandles, next, 64)
+		rsp, err := c.getCap(gotpm.TPMCapHandles, next, 64)
 		if err != nil {
 			return nil, err
 		}
@@ -470,7 +470,7 @@ func (c *conn) curves() ([]ecdh.Curve, error) {
 	if c.curveSet != nil {
 		return c.curveSet, nil
 	}
-	rsp, err := c.getCap(tpm2.TPMCapECCCurves, 0, 64)
+	rsp, err := c.getCap(gotpm.TPMCapECCCurves, 0, 64)
 	if err != nil {
 		return nil, err
 	}
@@ -516,7 +516,7 @@ func (c *conn) ensureSession() (*session, error) {
 func (c *conn) withObjectMemory(keep *Key, fn func() error) error {
 	for {
 		err := fn()
-		if err == nil || !(errors.Is(err, tpm2.TPMRCObjectMemory) || errors.Is(err, tpm2.TPMRCObjectHandles)) {
+		if err == nil || !(errors.Is(err, gotpm.TPMRCObjectMemory) || errors.Is(err, gotpm.TPMRCObjectHandles)) {
 			return err
 		}
 		if !c.evictLRU(keep) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -114,7 +115,9 @@ func OpenTransport(ctx context.Context, spec string) (transport.TPMCloser, error
 }
 
 // openRaw opens the transport s. On a socket, ioTimeout bounds each
-// command (0: no bound); the kernel driver bounds commands to a device.
+// command (0: no bound) but the first, which probeTimeout bounds (when
+// ioTimeout is set) and whose answer is checked to come from a TPM; the
+// kernel driver bounds commands to a device.
 func openRaw(ctx context.Context, s transportSpec, ioTimeout time.Duration) (transport.TPMCloser, error) {
 	switch s.kind {
 	case kindDevice:
@@ -133,7 +136,7 @@ func openRaw(ctx context.Context, s transportSpec, ioTimeout time.Duration) (tra
 		if err != nil {
 			return nil, openError(s.String(), err)
 		}
-		return &streamTransport{c: c, timeout: ioTimeout}, nil
+		return &streamTransport{c: c, spec: s.String(), timeout: ioTimeout, probe: ioTimeout > 0}, nil
 	}
 }
 
@@ -141,32 +144,102 @@ func openRaw(ctx context.Context, s transportSpec, ioTimeout time.Duration) (tra
 // unix socket): it writes a command buffer and reads exactly one response.
 type streamTransport struct {
 	c       net.Conn
+	spec    string
 	timeout time.Duration
+	// probe: the next command is the first, answered within probeTimeout
+	// by a TPM.
+	probe bool
 }
 
 // Send implements transport.TPM.
 func (t *streamTransport) Send(cmd []byte) ([]byte, error) {
-	if t.timeout > 0 {
-		if err := t.c.SetDeadline(time.Now().Add(t.timeout)); err != nil {
+	probe := t.probe
+	t.probe = false
+	timeout := t.timeout
+	if probe {
+		timeout = probeTimeout
+	}
+	if timeout > 0 {
+		if err := t.c.SetDeadline(time.Now().Add(timeout)); err != nil {
 			return nil, &transportError{"set deadline", err}
 		}
 	}
 	if _, err := t.c.Write(cmd); err != nil {
 		return nil, &transportError{"write", err}
 	}
-	return readResponse(t.c)
+	if !probe {
+		return readResponse(t.c)
+	}
+	resp, err := readResponse(t.c)
+	if err != nil {
+		return nil, t.diagnose(err)
+	}
+	return resp, nil
+}
+
+// diagnose explains what went wrong with the first command on a socket:
+// no answer at all (another client holds swtpm's only connection), or an
+// answer that no TPM gives (swtpm's control channel answers any command
+// it does not know with a 4-byte result code).
+func (t *streamTransport) diagnose(err error) error {
+	var re *responseError
+	if errors.As(err, &re) {
+		if len(re.got) == 4 {
+			// What follows? Nothing, from swtpm's control channel.
+			_ = t.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			var more [1]byte
+			if n, _ := t.c.Read(more[:]); n == 0 {
+				return fmt.Errorf("%w: %w: the server at %s answered a TPM command with the 4-byte result code 0x%08x, as swtpm's control channel (--ctrl) does, not with a TPM response: "+
+					"tpm= must name swtpm's data channel (--server; with TCP ports, usually the control port minus one)",
+					ErrTPMUnavailable, ErrNotTPM, t.spec, binary.BigEndian.Uint32(re.got))
+			}
+		}
+		return fmt.Errorf("%w: %w: the server at %s does not answer like a TPM (a TPM response starts with tag 0x8001 or 0x8002; it sent %x): is tpm= the TPM's data channel?",
+			ErrTPMUnavailable, ErrNotTPM, t.spec, re.got)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("%w: %w: the TPM at %s accepted the connection but does not answer (within %v): another client may hold swtpm's only connection (swtpm serves one at a time), or %s is not a TPM",
+			ErrTPMUnavailable, ErrNoAnswer, t.spec, probeTimeout, t.spec)
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: the server at %s closed the connection without answering a TPM command: is tpm= the TPM's data channel? (%w)", ErrTPMUnavailable, t.spec, err)
+	}
+	return err
 }
 
 // Close implements io.Closer.
 func (t *streamTransport) Close() error { return t.c.Close() }
 
+// responseError is a response that does not start with a TPM response
+// header: got holds what arrived of the header.
+type responseError struct{ got []byte }
+
+func (e *responseError) Error() string {
+	return fmt.Sprintf("not a TPM response (tag %x, want 8001 or 8002)", e.got)
+}
+
 // readResponse reads one TPM response from a stream: the header, then the
 // remainder announced by its size field. It never trusts a single Read.
 func readResponse(r io.Reader) ([]byte, error) {
 	var hdr [headerSize]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+	// The tag first: what is not a TPM is told by its first bytes, while
+	// it may never send ten.
+	if _, err := io.ReadFull(r, hdr[:2]); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF // the TPM closed the connection
+		}
+		return nil, &transportError{"read header", err}
+	}
+	if tag := binary.BigEndian.Uint16(hdr[:2]); tag != 0x8001 && tag != 0x8002 {
+		// Up to two more bytes, if they come at once: swtpm's control
+		// channel answers with four.
+		n, _ := io.ReadAtLeast(r, hdr[2:4], 2)
+		return nil, &transportError{"read header", &responseError{got: bytes.Clone(hdr[:2+n])}}
+	}
+	if _, err := io.ReadFull(r, hdr[2:]); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
 		}
 		return nil, &transportError{"read header", err}
 	}
