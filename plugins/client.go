@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/twoway-hsm/twoway-hsm/internal/osthread"
+	"github.com/twoway-hsm/twoway-hsm/keystore/keyref"
 )
 
 // Client runs a plugin binary in one or more processes and hands out its
@@ -172,7 +173,8 @@ func (c *Client) Key(ctx context.Context, name string) (*Key, error) {
 		for _, info := range c.desc.Keys {
 			names = append(names, info.Name)
 		}
-		return nil, fmt.Errorf("%w: %q; the plugin serves %q", ErrUnknownKey, KeyName(name), names)
+		// A name may carry a pin-value in its path part; never repeat it.
+		return nil, fmt.Errorf("%w: %q; the plugin serves %q", ErrUnknownKey, keyref.Redact(KeyName(name)), names)
 	}
 	return k, nil
 }

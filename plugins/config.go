@@ -2,12 +2,17 @@ package plugins
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"time"
+
+	"github.com/twoway-hsm/twoway-hsm/keystore"
+	"github.com/twoway-hsm/twoway-hsm/keystore/keyref"
 )
 
 // Defaults of Config.
@@ -33,11 +38,16 @@ type Config struct {
 	// Path is the plugin binary, usually the twoway-hsm command.
 	Path string
 	// Keys are the references of the keys the plugin is to serve (see
-	// package plugins/keyset). They are command-line arguments: they must
-	// not contain secrets. With Args empty, the plugin runs as
+	// package plugins/keyset). They are command-line arguments, visible
+	// to every user in ps: they must not contain secrets. A reference with
+	// a pin-value is refused before anything starts (the error wraps
+	// keystore.ErrInlineSecret and does not repeat the PIN); name a
+	// source instead (pin-source=env:NAME with the PIN in Env, or
+	// pin-source=file:PATH). With Args empty, the plugin runs as
 	// `Path plugin --key K1 --key K2 ...`.
 	Keys []string
-	// Args, if set, replaces the arguments derived from Keys.
+	// Args, if set, replaces the arguments derived from Keys. An argument
+	// that holds a pin-value is refused as in Keys.
 	Args []string
 	// Env is the plugin's entire environment: nothing of the host's
 	// environment is passed on. PINs and auth values that references name
@@ -73,6 +83,18 @@ func (c *Config) withDefaults() (Config, error) {
 	cfg := *c
 	if cfg.Path == "" {
 		return cfg, fmt.Errorf("plugins: Config.Path is empty")
+	}
+	// Refused before anything starts: go-plugin logs the whole command
+	// line ("starting plugin", at debug level), and ps shows it to all.
+	for i, k := range cfg.Keys {
+		if err := keystore.RefuseInlineSecret(k); err != nil {
+			return cfg, fmt.Errorf("plugins: Config.Keys[%d]: %w", i, err)
+		}
+	}
+	for i, a := range cfg.Args {
+		if err := refuseInlineSecretArg(a); err != nil {
+			return cfg, fmt.Errorf("plugins: Config.Args[%d]: %w", i, err)
+		}
 	}
 	if len(cfg.Args) == 0 {
 		if len(cfg.Keys) == 0 {
@@ -115,6 +137,21 @@ func (c *Config) withDefaults() (Config, error) {
 	cfg.Env = slices.Clone(cfg.Env)
 	cfg.Checksum = slices.Clone(cfg.Checksum)
 	return cfg, nil
+}
+
+// refuseInlineSecretArg refuses a command-line argument that holds a
+// pin-value: a reference with one, or anything else that does not parse
+// as a reference and has "pin-value=" in it (such as --key=REF). The error
+// does not repeat the argument's secret.
+func refuseInlineSecretArg(arg string) error {
+	err := keystore.RefuseInlineSecret(arg)
+	if err == nil || errors.Is(err, keystore.ErrInlineSecret) {
+		return err
+	}
+	if strings.Contains(arg, keyref.PINValue+"=") {
+		return fmt.Errorf("%w: the argument has a pin-value, which puts the PIN on command lines and in logs", keystore.ErrInlineSecret)
+	}
+	return nil
 }
 
 // FileChecksum returns the SHA-256 of a file, such as a plugin binary, for
