@@ -99,101 +99,155 @@ const maxIdleWorkers = 16
 // call (a new goroutine starts small); up to maxIdleWorkers wait between
 // calls, and all end with the stream.
 func (s *GRPCServer) Session(stream kempluginv1.KEMPlugin_SessionServer) error {
-	ctx := stream.Context()
-	var (
-		sendMu  sync.Mutex
-		mu      sync.Mutex
-		cancels = make(map[uint64]context.CancelFunc)
-		wg      sync.WaitGroup
-		calls   = make(chan func()) // unbuffered: a send succeeds only to an idle worker
-		idle    atomic.Int32
-	)
-	defer func() {
-		mu.Lock()
-		for _, c := range cancels {
-			c()
-		}
-		mu.Unlock()
-		close(calls)
-		wg.Wait()
-	}()
+	return newServerSession(s, stream).serve()
+}
+
+// serverSession is the plugin side of one Session stream (see
+// GRPCServer.Session; the host side is session).
+type serverSession struct {
+	srv    *GRPCServer
+	stream kempluginv1.KEMPlugin_SessionServer
+	sendMu sync.Mutex // one Send at a time
+
+	mu      sync.Mutex
+	cancels map[uint64]context.CancelFunc // of the calls running, by id
+
+	workers sync.WaitGroup
+	calls   chan sessionCall // unbuffered: a send succeeds only to an idle worker
+	idle    atomic.Int32     // workers waiting on calls
+}
+
+func newServerSession(srv *GRPCServer, stream kempluginv1.KEMPlugin_SessionServer) *serverSession {
+	return &serverSession{
+		srv:     srv,
+		stream:  stream,
+		cancels: make(map[uint64]context.CancelFunc),
+		calls:   make(chan sessionCall),
+	}
+}
+
+// sessionCall is one call of a Session stream with its own context.
+type sessionCall struct {
+	req    *kempluginv1.SessionRequest
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// serve receives calls and cancellations until the stream ends, then
+// cancels the calls still running and waits for the workers to end.
+func (ss *serverSession) serve() error {
+	defer ss.end()
+	ctx := ss.stream.Context()
 	for {
-		req, err := stream.Recv()
+		req, err := ss.stream.Recv()
 		if err != nil {
 			if errors.Is(err, io.EOF) || ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
-		id := req.GetId()
 		if req.GetCancel() != nil {
-			mu.Lock()
-			if c, ok := cancels[id]; ok {
-				c()
-			}
-			mu.Unlock()
+			ss.cancelCall(req.GetId())
 			continue
 		}
-		var callCtx context.Context
-		var cancel context.CancelFunc
-		if d := req.GetDeadlineUnixNano(); d != 0 {
-			callCtx, cancel = context.WithDeadline(ctx, time.Unix(0, d))
-		} else {
-			callCtx, cancel = context.WithCancel(ctx)
-		}
-		mu.Lock()
-		cancels[id] = cancel
-		mu.Unlock()
-		call := func() {
-			var result []byte
-			var err error
-			switch c := req.GetCall().(type) {
-			case *kempluginv1.SessionRequest_Ecdh:
-				var r *kempluginv1.ECDHResponse
-				r, err = s.ECDH(callCtx, c.Ecdh)
-				result = r.GetDh()
-			case *kempluginv1.SessionRequest_Decapsulate:
-				var r *kempluginv1.DecapsulateResponse
-				r, err = s.Decapsulate(callCtx, c.Decapsulate)
-				result = r.GetSharedSecret()
-			default:
-				err = status.Error(codes.InvalidArgument, "plugins: session: empty call")
-			}
-			mu.Lock()
-			delete(cancels, id)
-			mu.Unlock()
-			cancel()
-			resp := &kempluginv1.SessionResponse{Id: id, Result: result}
-			if err != nil {
-				st := status.Convert(err)
-				resp.Code, resp.Message = uint32(st.Code()), st.Message()
-			}
-			sendMu.Lock()
-			_ = stream.Send(resp) // a broken stream ends the Recv loop too
-			sendMu.Unlock()
-			clear(result)
-		}
-		select {
-		case calls <- call:
-		default:
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					call()
-					// Past maxIdleWorkers idle ones, a worker ends.
-					if idle.Add(1) > maxIdleWorkers {
-						idle.Add(-1)
-						return
-					}
-					next, ok := <-calls
-					idle.Add(-1)
-					if !ok {
-						return
-					}
-					call = next
-				}
-			}()
-		}
+		ss.dispatch(ss.begin(ctx, req))
 	}
+}
+
+// cancelCall cancels the running call id, if there is one.
+func (ss *serverSession) cancelCall(id uint64) {
+	ss.mu.Lock()
+	if c, ok := ss.cancels[id]; ok {
+		c()
+	}
+	ss.mu.Unlock()
+}
+
+// begin gives req its context, derived from the stream's ctx and bounded
+// by the call's deadline, and registers it for cancellation.
+func (ss *serverSession) begin(ctx context.Context, req *kempluginv1.SessionRequest) sessionCall {
+	c := sessionCall{req: req}
+	if d := req.GetDeadlineUnixNano(); d != 0 {
+		c.ctx, c.cancel = context.WithDeadline(ctx, time.Unix(0, d))
+	} else {
+		c.ctx, c.cancel = context.WithCancel(ctx)
+	}
+	ss.mu.Lock()
+	ss.cancels[req.GetId()] = c.cancel
+	ss.mu.Unlock()
+	return c
+}
+
+// dispatch hands c to an idle worker, or to a new one if none is idle.
+func (ss *serverSession) dispatch(c sessionCall) {
+	select {
+	case ss.calls <- c:
+	default:
+		ss.workers.Add(1)
+		go ss.work(c)
+	}
+}
+
+// work runs c and then the calls it is handed, until more than
+// maxIdleWorkers are idle or the stream ends.
+func (ss *serverSession) work(c sessionCall) {
+	defer ss.workers.Done()
+	for {
+		ss.run(c)
+		// Past maxIdleWorkers idle ones, a worker ends.
+		if ss.idle.Add(1) > maxIdleWorkers {
+			ss.idle.Add(-1)
+			return
+		}
+		next, ok := <-ss.calls
+		ss.idle.Add(-1)
+		if !ok {
+			return
+		}
+		c = next
+	}
+}
+
+// run runs one call through the unary handler of its kind, releases its
+// context, and sends its answer.
+func (ss *serverSession) run(c sessionCall) {
+	id := c.req.GetId()
+	var result []byte
+	var err error
+	switch call := c.req.GetCall().(type) {
+	case *kempluginv1.SessionRequest_Ecdh:
+		var r *kempluginv1.ECDHResponse
+		r, err = ss.srv.ECDH(c.ctx, call.Ecdh)
+		result = r.GetDh()
+	case *kempluginv1.SessionRequest_Decapsulate:
+		var r *kempluginv1.DecapsulateResponse
+		r, err = ss.srv.Decapsulate(c.ctx, call.Decapsulate)
+		result = r.GetSharedSecret()
+	default:
+		err = status.Error(codes.InvalidArgument, "plugins: session: empty call")
+	}
+	ss.mu.Lock()
+	delete(ss.cancels, id)
+	ss.mu.Unlock()
+	c.cancel()
+	resp := &kempluginv1.SessionResponse{Id: id, Result: result}
+	if err != nil {
+		st := status.Convert(err)
+		resp.Code, resp.Message = uint32(st.Code()), st.Message()
+	}
+	ss.sendMu.Lock()
+	_ = ss.stream.Send(resp) // a broken stream ends the Recv loop too
+	ss.sendMu.Unlock()
+	clear(result)
+}
+
+// end cancels the calls still running and waits for the workers to end.
+func (ss *serverSession) end() {
+	ss.mu.Lock()
+	for _, c := range ss.cancels {
+		c()
+	}
+	ss.mu.Unlock()
+	close(ss.calls)
+	ss.workers.Wait()
 }

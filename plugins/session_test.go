@@ -273,3 +273,68 @@ func (f *fakeSessionStream) Send(r *kempluginv1.SessionResponse) error {
 	f.resps <- r
 	return nil
 }
+
+// TestSessionWorkers: calls that run at the same time each get a worker
+// of their own; once they end, maxIdleWorkers of the workers wait for the
+// next calls and the others end; when the stream ends, every call still
+// running is cancelled and every worker ends.
+func TestSessionWorkers(t *testing.T) {
+	b := &fakeBackend{}
+	st := &fakeSessionStream{ctx: context.Background(), reqs: make(chan *kempluginv1.SessionRequest), resps: make(chan *kempluginv1.SessionResponse, 100)}
+	ss := newServerSession(&GRPCServer{Impl: b}, st)
+	served := make(chan error, 1)
+	go func() { served <- ss.serve() }()
+	slow := func(id uint64) *kempluginv1.SessionRequest {
+		return &kempluginv1.SessionRequest{Id: id, Call: &kempluginv1.SessionRequest_Ecdh{Ecdh: &kempluginv1.ECDHRequest{Key: "slow", PeerPublicKey: []byte{1}}}}
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting until %s", what)
+			}
+		}
+	}
+	const n = 2*maxIdleWorkers + 3
+	for id := range uint64(n) {
+		st.reqs <- slow(id + 1)
+	}
+	waitFor("every call runs in the backend at once", func() bool { return b.started.Load() == n })
+	for id := range uint64(n) {
+		st.reqs <- &kempluginv1.SessionRequest{Id: id + 1, Call: &kempluginv1.SessionRequest_Cancel{Cancel: &kempluginv1.Cancel{}}}
+	}
+	for range n {
+		if r := <-st.resps; codes.Code(r.GetCode()) != codes.Canceled {
+			t.Fatalf("cancelled call %d: code %v", r.GetId(), codes.Code(r.GetCode()))
+		}
+	}
+	waitFor("the workers are idle", func() bool { return ss.idle.Load() == maxIdleWorkers })
+	time.Sleep(20 * time.Millisecond)
+	if idle := ss.idle.Load(); idle != maxIdleWorkers {
+		t.Fatalf("%d idle workers, want %d", idle, maxIdleWorkers)
+	}
+	// A call after them is answered. (Its result is zeroed once
+	// sent, so only its id and code are checked.)
+	st.reqs <- &kempluginv1.SessionRequest{Id: 100, Call: &kempluginv1.SessionRequest_Ecdh{Ecdh: &kempluginv1.ECDHRequest{Key: "k", PeerPublicKey: []byte{1, 2}}}}
+	if r := <-st.resps; r.GetId() != 100 || r.GetCode() != 0 {
+		t.Fatalf("answer %v", r)
+	}
+	// The end of the stream cancels a call still running.
+	st.reqs <- slow(101)
+	waitFor("the last call runs in the backend", func() bool { return b.started.Load() == n+1 })
+	close(st.reqs)
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session did not end with its stream")
+	}
+	if got := b.cancelled.Load(); got != n+1 {
+		t.Fatalf("%d calls cancelled in the backend, want %d", got, n+1)
+	}
+	if r := <-st.resps; r.GetId() != 101 || codes.Code(r.GetCode()) != codes.Canceled {
+		t.Fatalf("the call running when the stream ended: %v", r)
+	}
+}
