@@ -146,16 +146,6 @@ func NewClientContext(ctx context.Context, cfg Config) (*Client, error) {
 // Plugin returns the name and version the plugin reports.
 func (c *Client) Plugin() string { return c.desc.Plugin }
 
-// Keys describes the keys the plugin serves, in its order.
-func (c *Client) Keys() []KeyInfo {
-	out := make([]KeyInfo, len(c.desc.Keys))
-	for i, k := range c.desc.Keys {
-		k.PublicKey = append([]byte(nil), k.PublicKey...)
-		out[i] = k
-	}
-	return out
-}
-
 // Key returns the key the plugin serves under name: its reference without
 // the query part (see [KeyName]); the full reference is accepted too. The
 // same *Key is returned for every call. ctx is not used today (the keys
