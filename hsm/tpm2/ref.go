@@ -116,7 +116,7 @@ func ParseRef(s string) (*KeyRef, error) {
 			}
 			k.TPM = v
 		case AttrAuthSource:
-			src, err := secret.Canonical(v)
+			src, err := canonicalSource(v)
 			if err != nil {
 				return nil, refError("auth-source: %v", err)
 			}
@@ -135,6 +135,22 @@ func ParseRef(s string) (*KeyRef, error) {
 		return nil, refError("dir= names a directory of key files; it does not go with file= or handle=")
 	}
 	return &k, nil
+}
+
+// canonicalSource returns the canonical form of a secret source, which
+// must name the same source when parsed again: a file whose path holds
+// '#', '?' or '%' cannot be written as a file: URL.
+func canonicalSource(v string) (string, error) {
+	src, err := secret.Canonical(v)
+	if err != nil {
+		return "", err
+	}
+	a, _ := secret.Parse(v)
+	b, err := secret.Parse(src)
+	if err != nil || b != a.Abs() {
+		return "", fmt.Errorf("%s cannot be written as a file: URL (a path with '#', '?' or '%%'): rename the file", v)
+	}
+	return src, nil
 }
 
 // Key reports whether the reference names a key: a file, a persistent
