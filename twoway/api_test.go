@@ -11,7 +11,9 @@ import (
 
 // The signatures of github.com/openpcc/twoway v0.0.37, which this package
 // keeps so that its users change only the import path. This file does not
-// compile if one of them changes.
+// compile if one of them changes. It imports circl's kem package as kem,
+// as code written for the reference does (the package itself names it
+// circlkem, beside this module's kem).
 var (
 	_ func(hpke.Suite, byte, kem.PublicKey, io.Reader) (*twoway.RequestSender, error)               = twoway.NewRequestSender
 	_ func(twoway.HPKESuite, byte, kem.PublicKey, io.Reader) (*twoway.RequestSender, error)         = twoway.NewRequestSenderWithCustomSuite

@@ -23,8 +23,11 @@
 // # Keys that stay in hardware
 //
 // A receiver needs only decapsulation from its private key. The seed
-// constructors take a circl private key; the receivers of this module also
-// accept any [github.com/twoway-hsm/twoway-hsm/kem.PrivateKey], which a
-// PKCS#11 token, a TPM or a plugin process implements without the private
-// key ever entering this process.
+// constructors take a circl private key,
+// [github.com/cloudflare/circl/kem.PrivateKey] (circlkem in this package's
+// signatures); the receivers of this module also accept any
+// [github.com/twoway-hsm/twoway-hsm/kem.PrivateKey] (kem in the
+// signatures: NewRequestReceiverForKey, NewMultiRequestReceiverForKey,
+// Gateway.AddKey), which a PKCS#11 token, a TPM or a plugin process
+// implements without the private key ever entering this process.
 package twoway

@@ -8,9 +8,9 @@ import (
 	"strings"
 
 	"github.com/cloudflare/circl/hpke"
-	"github.com/cloudflare/circl/kem"
+	circlkem "github.com/cloudflare/circl/kem"
 
-	twkem "github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
 
@@ -94,8 +94,8 @@ func ExampleMultiRequestSender() {
 
 	for _, r := range []struct {
 		keyID byte
-		pub   kem.PublicKey
-		priv  kem.PrivateKey
+		pub   circlkem.PublicKey
+		priv  circlkem.PrivateKey
 	}{{1, pubA, privA}, {2, pubB, privB}} {
 		encapKey, openResponse, err := sealer.EncapsulateKey(r.keyID, r.pub)
 		if err != nil {
@@ -131,8 +131,8 @@ func ExampleMultiRequestSender() {
 func ExampleGateway() {
 	g := twoway.NewGateway(nil)
 	suites := []twoway.SymmetricSuite{{KDF: hpke.KDF_HKDF_SHA256, AEAD: hpke.AEAD_AES128GCM}}
-	oldKey, _ := twkem.GenerateKey(twkem.DHKEMX25519HKDFSHA256)
-	newKey, _ := twkem.GenerateKey(twkem.DHKEMP256HKDFSHA256)
+	oldKey, _ := kem.GenerateKey(kem.DHKEMX25519HKDFSHA256)
+	newKey, _ := kem.GenerateKey(kem.DHKEMP256HKDFSHA256)
 	g.AddKey(1, oldKey, suites...)
 	g.AddKey(2, newKey, suites...) // publish both while clients move over
 	configs, _ := twoway.ParseKeyConfigs(must(g.MarshalKeyConfigs()))

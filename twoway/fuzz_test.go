@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/cloudflare/circl/hpke"
-	"github.com/cloudflare/circl/kem"
+	circlkem "github.com/cloudflare/circl/kem"
 
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
@@ -67,8 +67,8 @@ func FuzzParseKeyConfigs(f *testing.F) {
 // randomness, as real ones do: a fuzzer that splices the first chunk of a
 // chunked message into an unchunked one must not find them sharing keys.
 type fuzzWorld struct {
-	pk              kem.PublicKey
-	sk              kem.PrivateKey
+	pk              circlkem.PublicKey
+	sk              circlkem.PrivateKey
 	request, answer []byte
 	// one-to-one, unchunked and chunked
 	encReq  [2][]byte

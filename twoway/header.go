@@ -7,7 +7,7 @@ import (
 	"github.com/cloudflare/circl/hpke"
 
 	"github.com/twoway-hsm/twoway-hsm/internal/keyschedule"
-	twkem "github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/kem"
 )
 
 // RequestHeader is the header that starts every request (RFC 9458 section
@@ -73,7 +73,7 @@ func (h *RequestHeader) UnmarshalBinary(b []byte) error {
 
 // String describes the header for error messages and logs.
 func (h RequestHeader) String() string {
-	return fmt.Sprintf("key id %d, %v, %s, %s", h.KeyID, twkem.ID(h.KemID), kdfName(h.KDFID), aeadName(h.AEADID))
+	return fmt.Sprintf("key id %d, %v, %s, %s", h.KeyID, kem.ID(h.KemID), kdfName(h.KDFID), aeadName(h.AEADID))
 }
 
 // checkSuiteIDs reports whether this package implements the three algorithms.
@@ -93,7 +93,7 @@ func checkSuiteIDs(kemID hpke.KEM, kdfID hpke.KDF, aeadID hpke.AEAD) error {
 // kemSupported reports whether a KEM is usable by senders (circl) or by
 // receivers (this module's kem package).
 func kemSupported(id hpke.KEM) bool {
-	return id.IsValid() || twkem.ID(id).Supported()
+	return id.IsValid() || kem.ID(id).Supported()
 }
 
 func kdfName(id hpke.KDF) string {

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/cloudflare/circl/hpke"
-	"github.com/cloudflare/circl/kem"
+	circlkem "github.com/cloudflare/circl/kem"
 
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
@@ -51,7 +51,7 @@ func (r *detRand) Read(p []byte) (int, error) {
 }
 
 // keyPair derives a deterministic key pair for a KEM.
-func keyPair(t testing.TB, k hpke.KEM, seed string) (kem.PublicKey, kem.PrivateKey) {
+func keyPair(t testing.TB, k hpke.KEM, seed string) (circlkem.PublicKey, circlkem.PrivateKey) {
 	t.Helper()
 	s := k.Scheme()
 	ikm := make([]byte, s.SeedSize())
@@ -101,7 +101,7 @@ func (t *trickle) Read(p []byte) (int, error) {
 // roundTrip seals pt as a one-to-one request and a response with a new
 // sender and receiver for suite, opens both, and returns the encapsulated
 // request and response; see roundTripWith.
-func roundTrip(t testing.TB, suite hpke.Suite, pk kem.PublicKey, sk kem.PrivateKey, pt []byte, src func([]byte) io.Reader, bufLen int, opts ...twoway.Option) (encReq, encResp []byte) {
+func roundTrip(t testing.TB, suite hpke.Suite, pk circlkem.PublicKey, sk circlkem.PrivateKey, pt []byte, src func([]byte) io.Reader, bufLen int, opts ...twoway.Option) (encReq, encResp []byte) {
 	t.Helper()
 	snd, err := twoway.NewRequestSender(suite, 7, pk, nil)
 	if err != nil {
@@ -169,13 +169,13 @@ func wholeReads(b []byte) io.Reader { return bytes.NewReader(b) }
 // multiReceiver is one receiver of a one-to-many request.
 type multiReceiver struct {
 	keyID byte
-	pk    kem.PublicKey
+	pk    circlkem.PublicKey
 	rcv   *twoway.MultiRequestReceiver
 }
 
 // multiRoundTrip seals one request for receivers whose key ids are their
 // indices in pks and sks; see multiRoundTripWith.
-func multiRoundTrip(t *testing.T, suite hpke.Suite, pks []kem.PublicKey, sks []kem.PrivateKey, pt []byte, opts ...twoway.Option) {
+func multiRoundTrip(t *testing.T, suite hpke.Suite, pks []circlkem.PublicKey, sks []circlkem.PrivateKey, pt []byte, opts ...twoway.Option) {
 	t.Helper()
 	var rcvs []multiReceiver
 	for i := range pks {
@@ -282,6 +282,6 @@ type (
 	}
 	multiRequestSealer[O any, F ~func(io.Reader, []byte, ...O) (io.Reader, error)] interface {
 		io.Reader
-		EncapsulateKey(keyID byte, pubKey kem.PublicKey) ([]byte, F, error)
+		EncapsulateKey(keyID byte, pubKey circlkem.PublicKey) ([]byte, F, error)
 	}
 )

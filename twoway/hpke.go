@@ -4,7 +4,7 @@ import (
 	"io"
 
 	"github.com/cloudflare/circl/hpke"
-	"github.com/cloudflare/circl/kem"
+	circlkem "github.com/cloudflare/circl/kem"
 )
 
 // HPKESuite is an HPKE ciphersuite. It lets callers plug in an HPKE
@@ -13,8 +13,8 @@ import (
 // schedule instead of the interface; custom suites go through the interface
 // and so allocate on every chunk.
 type HPKESuite interface {
-	NewSender(pubKey kem.PublicKey, info []byte) (HPKESender, error)
-	NewReceiver(privKey kem.PrivateKey, info []byte) (HPKEReceiver, error)
+	NewSender(pubKey circlkem.PublicKey, info []byte) (HPKESender, error)
+	NewReceiver(privKey circlkem.PrivateKey, info []byte) (HPKEReceiver, error)
 	Params() (hpke.KEM, hpke.KDF, hpke.AEAD)
 }
 
@@ -56,7 +56,7 @@ func AdaptCirclHPKESuite(suite hpke.Suite) HPKESuite {
 // takes the fast path; its methods serve callers that use it directly.
 type circlSuite struct{ suite hpke.Suite }
 
-func (s circlSuite) NewSender(pubKey kem.PublicKey, info []byte) (HPKESender, error) {
+func (s circlSuite) NewSender(pubKey circlkem.PublicKey, info []byte) (HPKESender, error) {
 	snd, err := s.suite.NewSender(pubKey, info)
 	if err != nil {
 		return nil, err
@@ -64,7 +64,7 @@ func (s circlSuite) NewSender(pubKey kem.PublicKey, info []byte) (HPKESender, er
 	return circlSender{snd}, nil
 }
 
-func (s circlSuite) NewReceiver(privKey kem.PrivateKey, info []byte) (HPKEReceiver, error) {
+func (s circlSuite) NewReceiver(privKey circlkem.PrivateKey, info []byte) (HPKEReceiver, error) {
 	rcv, err := s.suite.NewReceiver(privKey, info)
 	if err != nil {
 		return nil, err

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/cloudflare/circl/hpke"
-	"github.com/cloudflare/circl/kem"
+	circlkem "github.com/cloudflare/circl/kem"
 	ref "github.com/openpcc/twoway"
 
 	"github.com/twoway-hsm/twoway-hsm/twoway"
@@ -36,7 +36,7 @@ type respond func(in []byte) ([]byte, error)
 // and the sealer and opener constructors of its senders and receivers; the
 // one-to-many sealer encapsulates to keyID and pk.
 func newSide[O any, S requestSealer[O], Op requestOpener[O, RS], RS io.Reader, MS multiRequestSealer[O, F], F ~func(io.Reader, []byte, ...O) (io.Reader, error)](
-	name string, enableChunking func() O, keyID byte, pk kem.PublicKey,
+	name string, enableChunking func() O, keyID byte, pk circlkem.PublicKey,
 	newSealer func(io.Reader, []byte, ...O) (S, error),
 	newOpener func(io.Reader, []byte, ...O) (Op, error),
 	newMultiSealer func(io.Reader, []byte, ...O) (MS, error),

@@ -6,7 +6,7 @@ import (
 
 	"github.com/cloudflare/circl/hpke"
 
-	twkem "github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/kem"
 )
 
 // KeyConfigMediaType is the media type of a list of key configurations
@@ -32,7 +32,7 @@ type KeyConfig struct {
 // Validate reports whether the configuration can be encoded: a supported
 // KEM, a public key of that KEM's length, and 1 to 16383 supported suites.
 func (c KeyConfig) Validate() error {
-	id := twkem.ID(c.KEM)
+	id := kem.ID(c.KEM)
 	if !id.Supported() {
 		return fmt.Errorf("twoway: key config %d: %w: KEM 0x%04x", c.KeyID, ErrUnsupportedSuite, uint16(c.KEM))
 	}
@@ -94,7 +94,7 @@ func parseKeyConfig(b []byte) (KeyConfig, []byte, error) {
 	}
 	c.KeyID = b[0]
 	c.KEM = hpke.KEM(binary.BigEndian.Uint16(b[1:3]))
-	id := twkem.ID(c.KEM)
+	id := kem.ID(c.KEM)
 	if !id.Supported() {
 		return c, nil, fmt.Errorf("twoway: key config %d: %w: KEM 0x%04x", c.KeyID, ErrUnsupportedSuite, uint16(c.KEM))
 	}

@@ -10,16 +10,16 @@ import (
 
 	"github.com/cloudflare/circl/hpke"
 
-	twkem "github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/kem"
 )
 
 // NewRequestReceiverForKey returns a receiver for requests sealed to key
 // with the given KDF and AEAD. The key is used only through its interface:
 // its public key, and decapsulation. A key in a PKCS#11 token, a TPM or a
 // plugin process stays there; wrap an ecdh.KeyExchanger, a
-// crypto.Decapsulator or a circl key with kem.From. A nil randReader means
-// crypto/rand.
-func NewRequestReceiverForKey(keyID byte, key twkem.PrivateKey, kdf hpke.KDF, aead hpke.AEAD, randReader io.Reader) (*RequestReceiver, error) {
+// crypto.Decapsulator or a circl key with [kem.From] (this module's kem
+// package). A nil randReader means crypto/rand.
+func NewRequestReceiverForKey(keyID byte, key kem.PrivateKey, kdf hpke.KDF, aead hpke.AEAD, randReader io.Reader) (*RequestReceiver, error) {
 	s, err := keySuite(key, kdf, aead)
 	if err != nil {
 		return nil, err
@@ -29,7 +29,7 @@ func NewRequestReceiverForKey(keyID byte, key twkem.PrivateKey, kdf hpke.KDF, ae
 
 // NewMultiRequestReceiverForKey is NewRequestReceiverForKey for one-to-many
 // requests.
-func NewMultiRequestReceiverForKey(keyID byte, key twkem.PrivateKey, kdf hpke.KDF, aead hpke.AEAD, randReader io.Reader) (*MultiRequestReceiver, error) {
+func NewMultiRequestReceiverForKey(keyID byte, key kem.PrivateKey, kdf hpke.KDF, aead hpke.AEAD, randReader io.Reader) (*MultiRequestReceiver, error) {
 	s, err := keySuite(key, kdf, aead)
 	if err != nil {
 		return nil, err
@@ -37,7 +37,7 @@ func NewMultiRequestReceiverForKey(keyID byte, key twkem.PrivateKey, kdf hpke.KD
 	return newMultiRequestReceiver(s, keyID, receiverKey{key: key}, randReader), nil
 }
 
-func keySuite(key twkem.PrivateKey, kdf hpke.KDF, aead hpke.AEAD) (*suite, error) {
+func keySuite(key kem.PrivateKey, kdf hpke.KDF, aead hpke.AEAD) (*suite, error) {
 	if key == nil {
 		return nil, fmt.Errorf("twoway: nil key")
 	}
@@ -46,7 +46,7 @@ func keySuite(key twkem.PrivateKey, kdf hpke.KDF, aead hpke.AEAD) (*suite, error
 		return nil, err
 	}
 	if key.KEM().IsDH() {
-		if err := twkem.CheckPublicKey(key.KEM(), key.PublicKeyBytes()); err != nil {
+		if err := kem.CheckPublicKey(key.KEM(), key.PublicKeyBytes()); err != nil {
 			return nil, fmt.Errorf("twoway: key: %w", err)
 		}
 	}
@@ -72,7 +72,7 @@ type Gateway struct {
 // gatewayKey is one key of a Gateway and its receiver for each suite it
 // accepts, which serves one-to-one and one-to-many requests alike.
 type gatewayKey struct {
-	key       twkem.PrivateKey
+	key       kem.PrivateKey
 	suites    []SymmetricSuite
 	receivers map[SymmetricSuite]*receiverBase
 }
@@ -85,7 +85,7 @@ func NewGateway(randReader io.Reader) *Gateway {
 
 // AddKey adds key under keyID, accepting requests sealed with any of
 // suites. A key id already in use is an error: remove the old key first.
-func (g *Gateway) AddKey(keyID byte, key twkem.PrivateKey, suites ...SymmetricSuite) error {
+func (g *Gateway) AddKey(keyID byte, key kem.PrivateKey, suites ...SymmetricSuite) error {
 	if len(suites) == 0 {
 		return fmt.Errorf("twoway: key %d: no symmetric suites", keyID)
 	}
@@ -161,7 +161,7 @@ func (g *Gateway) lookup(h RequestHeader) (*receiverBase, error) {
 		return nil, fmt.Errorf("%w: the request is for key id %d; this gateway holds key ids %v", ErrUnknownKey, h.KeyID, ids)
 	}
 	if hpke.KEM(k.key.KEM()) != h.KemID {
-		return nil, fmt.Errorf("%w: the request uses %v with key id %d, which is a %v key", ErrHeaderMismatch, twkem.ID(h.KemID), h.KeyID, k.key.KEM())
+		return nil, fmt.Errorf("%w: the request uses %v with key id %d, which is a %v key", ErrHeaderMismatch, kem.ID(h.KemID), h.KeyID, k.key.KEM())
 	}
 	r, ok := k.receivers[SymmetricSuite{KDF: h.KDFID, AEAD: h.AEADID}]
 	if !ok {

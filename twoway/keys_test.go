@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/cloudflare/circl/hpke"
-	"github.com/cloudflare/circl/kem"
+	circlkem "github.com/cloudflare/circl/kem"
 
-	twkem "github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
 
@@ -37,7 +37,7 @@ func TestExamplesThroughECDHOnlyKey(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			key, err := twkem.FromKeyExchanger(ecdhOnlyKey{sk})
+			key, err := kem.FromKeyExchanger(ecdhOnlyKey{sk})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -54,11 +54,11 @@ func TestExamplesThroughECDHOnlyKey(t *testing.T) {
 // its public key or the Diffie-Hellman step is asked of it.
 type strictKey struct {
 	t     *testing.T
-	x     twkem.Exchanger
+	x     kem.Exchanger
 	calls atomic.Int32
 }
 
-func (s *strictKey) KEM() twkem.ID          { return s.x.KEM() }
+func (s *strictKey) KEM() kem.ID            { return s.x.KEM() }
 func (s *strictKey) PublicKeyBytes() []byte { return s.x.PublicKeyBytes() }
 func (s *strictKey) ECDHContext(ctx context.Context, peer []byte) ([]byte, error) {
 	s.calls.Add(1)
@@ -75,9 +75,9 @@ func (s *strictKey) MarshalBinary() ([]byte, error) {
 func (s *strictKey) Seed() []byte { s.t.Fatal("seed requested"); return nil }
 
 func TestReceiverNeverAsksForPrivateKey(t *testing.T) {
-	soft, _ := twkem.GenerateKey(twkem.DHKEMP256HKDFSHA256)
-	sk := &strictKey{t: t, x: soft.(twkem.Exchanger)}
-	key, err := twkem.DHKEM(sk)
+	soft, _ := kem.GenerateKey(kem.DHKEMP256HKDFSHA256)
+	sk := &strictKey{t: t, x: soft.(kem.Exchanger)}
+	key, err := kem.DHKEM(sk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,20 +111,20 @@ func TestKeyTypesOpenIdentically(t *testing.T) {
 		name string
 		rcv  func(kdf hpke.KDF, aead hpke.AEAD, rnd io.Reader) (*twoway.RequestReceiver, error)
 	}
-	for _, kemID := range []twkem.ID{
-		twkem.DHKEMP256HKDFSHA256, twkem.DHKEMP384HKDFSHA384, twkem.DHKEMP521HKDFSHA512,
-		twkem.DHKEMX25519HKDFSHA256, twkem.DHKEMX448HKDFSHA512, twkem.XWing,
-		twkem.MLKEM768, twkem.MLKEM1024,
+	for _, kemID := range []kem.ID{
+		kem.DHKEMP256HKDFSHA256, kem.DHKEMP384HKDFSHA384, kem.DHKEMP521HKDFSHA512,
+		kem.DHKEMX25519HKDFSHA256, kem.DHKEMX448HKDFSHA512, kem.XWing,
+		kem.MLKEM768, kem.MLKEM1024,
 	} {
 		t.Run(kemID.String(), func(t *testing.T) {
 			const kdf, aead = hpke.KDF_HKDF_SHA256, hpke.AEAD_ChaCha20Poly1305
-			soft, err := twkem.GenerateKey(kemID)
+			soft, err := kem.GenerateKey(kemID)
 			if err != nil {
 				t.Fatal(err)
 			}
-			skb, _ := twkem.MarshalPrivateKey(soft)
+			skb, _ := kem.MarshalPrivateKey(soft)
 			var cases []keyCase
-			forKey := func(k twkem.PrivateKey) func(hpke.KDF, hpke.AEAD, io.Reader) (*twoway.RequestReceiver, error) {
+			forKey := func(k kem.PrivateKey) func(hpke.KDF, hpke.AEAD, io.Reader) (*twoway.RequestReceiver, error) {
 				return func(f hpke.KDF, a hpke.AEAD, r io.Reader) (*twoway.RequestReceiver, error) {
 					return twoway.NewRequestReceiverForKey(4, k, f, a, r)
 				}
@@ -141,22 +141,22 @@ func TestKeyTypesOpenIdentically(t *testing.T) {
 			}
 			if c := kemID.Curve(); c != nil {
 				ek, _ := c.NewPrivateKey(skb)
-				k1, _ := twkem.FromKeyExchanger(ek)
-				k2, _ := twkem.FromKeyExchanger(ecdhOnlyKey{ek})
+				k1, _ := kem.FromKeyExchanger(ek)
+				k2, _ := kem.FromKeyExchanger(ecdhOnlyKey{ek})
 				cases = append(cases, keyCase{"crypto/ecdh", forKey(k1)}, keyCase{"ECDH-only", forKey(k2)})
 			}
-			if x, ok := soft.(twkem.Exchanger); ok {
-				k, _ := twkem.DHKEM(&strictKey{t: t, x: x})
+			if x, ok := soft.(kem.Exchanger); ok {
+				k, _ := kem.DHKEM(&strictKey{t: t, x: x})
 				cases = append(cases, keyCase{"Exchanger-only", forKey(k)})
 			}
 			switch kemID {
-			case twkem.MLKEM768:
+			case kem.MLKEM768:
 				dk, _ := mlkem.NewDecapsulationKey768(skb)
-				k, _ := twkem.FromDecapsulator(dk)
+				k, _ := kem.FromDecapsulator(dk)
 				cases = append(cases, keyCase{"crypto/mlkem", forKey(k)})
-			case twkem.MLKEM1024:
+			case kem.MLKEM1024:
 				dk, _ := mlkem.NewDecapsulationKey1024(skb)
-				k, _ := twkem.FromDecapsulator(dk)
+				k, _ := kem.FromDecapsulator(dk)
 				cases = append(cases, keyCase{"crypto/mlkem", forKey(k)})
 			}
 
@@ -247,7 +247,7 @@ func checkStdResponse(t *testing.T, export func(string, int) []byte, enc []byte,
 }
 
 // slowKey blocks in decapsulation until its context ends.
-type slowKey struct{ twkem.PrivateKey }
+type slowKey struct{ kem.PrivateKey }
 
 func (s slowKey) DecapsulateContext(ctx context.Context, enc []byte) ([]byte, error) {
 	select {
@@ -270,9 +270,9 @@ func TestGatewayRotation(t *testing.T) {
 		{3, hpke.KEM_P384_HKDF_SHA384, twoway.SymmetricSuite{KDF: hpke.KDF_HKDF_SHA384, AEAD: hpke.AEAD_AES256GCM}},
 	}
 	g := twoway.NewGateway(nil)
-	pubs := map[byte]kem.PublicKey{}
+	pubs := map[byte]circlkem.PublicKey{}
 	for _, k := range keys {
-		sk, err := twkem.GenerateKey(twkem.ID(k.kem))
+		sk, err := kem.GenerateKey(kem.ID(k.kem))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -390,8 +390,8 @@ func TestGatewayRotation(t *testing.T) {
 	}
 }
 
-func mustKey(t *testing.T) twkem.PrivateKey {
-	k, err := twkem.GenerateKey(twkem.DHKEMX25519HKDFSHA256)
+func mustKey(t *testing.T) kem.PrivateKey {
+	k, err := kem.GenerateKey(kem.DHKEMX25519HKDFSHA256)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,14 +415,14 @@ func receiverSetups() []receiverSetup {
 		kem  hpke.KEM
 		name string
 	}{{hpke.KEM_X25519_HKDF_SHA256, "X25519"}, {hpke.KEM_P256_HKDF_SHA256, "P-256"}} {
-		id := twkem.ID(c.kem)
+		id := kem.ID(c.kem)
 		suite := hpke.NewSuite(c.kem, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
 		ek, _ := id.Curve().GenerateKey(nil)
 		csk, _ := c.kem.Scheme().UnmarshalBinaryPrivateKey(ek.Bytes())
 		snd, _ := twoway.NewRequestSender(suite, 1, csk.Public(), nil)
 		ct, _ := io.ReadAll(must(snd.NewRequestSealer(bytes.NewReader(nil), []byte("q"))))
 		peer, _ := id.Curve().NewPublicKey(ct[7 : 7+id.EncapsulatedKeySize()])
-		key, _ := twkem.FromKeyExchanger(ecdhOnlyKey{ek})
+		key, _ := kem.FromKeyExchanger(ecdhOnlyKey{ek})
 		out = append(out, receiverSetup{
 			name:  c.name,
 			ct:    ct,

@@ -7,7 +7,7 @@ import (
 	"io"
 
 	"github.com/cloudflare/circl/hpke"
-	"github.com/cloudflare/circl/kem"
+	circlkem "github.com/cloudflare/circl/kem"
 
 	"github.com/twoway-hsm/twoway-hsm/internal/keyschedule"
 )
@@ -118,7 +118,7 @@ type ResponseOpenerFunc func(ct io.Reader, mediaType []byte, opts ...Option) (io
 // keyID and public key pubKey. It returns the encapsulated key to send that
 // receiver (header, HPKE encapsulated key, sealed message key) and the
 // function that opens that receiver's response.
-func (s *MultiRequestSealer) EncapsulateKey(keyID byte, pubKey kem.PublicKey) ([]byte, ResponseOpenerFunc, error) {
+func (s *MultiRequestSealer) EncapsulateKey(keyID byte, pubKey circlkem.PublicKey) ([]byte, ResponseOpenerFunc, error) {
 	st := s.sender.suite
 	pubKey, err := st.checkPublicKey(pubKey)
 	if err != nil {
@@ -148,13 +148,13 @@ type MultiRequestReceiver struct{ receiverBase }
 // NewMultiRequestReceiver returns a one-to-many receiver for requests
 // sealed with suite to the key keyID whose private key is privKey. A nil
 // randReader means crypto/rand.
-func NewMultiRequestReceiver(suite hpke.Suite, keyID byte, privKey kem.PrivateKey, randReader io.Reader) (*MultiRequestReceiver, error) {
+func NewMultiRequestReceiver(suite hpke.Suite, keyID byte, privKey circlkem.PrivateKey, randReader io.Reader) (*MultiRequestReceiver, error) {
 	return NewMultiRequestReceiverWithCustomSuite(AdaptCirclHPKESuite(suite), keyID, privKey, randReader)
 }
 
 // NewMultiRequestReceiverWithCustomSuite is NewMultiRequestReceiver for an
 // HPKESuite.
-func NewMultiRequestReceiverWithCustomSuite(suite HPKESuite, keyID byte, privKey kem.PrivateKey, randReader io.Reader) (*MultiRequestReceiver, error) {
+func NewMultiRequestReceiverWithCustomSuite(suite HPKESuite, keyID byte, privKey circlkem.PrivateKey, randReader io.Reader) (*MultiRequestReceiver, error) {
 	s, k, err := newCirclReceiver(suite, privKey)
 	if err != nil {
 		return nil, err

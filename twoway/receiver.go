@@ -6,9 +6,9 @@ import (
 	"io"
 
 	"github.com/cloudflare/circl/hpke"
-	"github.com/cloudflare/circl/kem"
+	circlkem "github.com/cloudflare/circl/kem"
 
-	twkem "github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/kem"
 )
 
 // RequestReceiver opens requests sealed to one key by a RequestSender, and
@@ -37,13 +37,13 @@ func newReceiverBase(s *suite, keyID byte, k receiverKey, rnd io.Reader) receive
 // NewRequestReceiver returns a receiver for requests sealed with suite to
 // the key keyID whose private key is privKey. A nil randReader means
 // crypto/rand; it supplies response nonces.
-func NewRequestReceiver(suite hpke.Suite, keyID byte, privKey kem.PrivateKey, randReader io.Reader) (*RequestReceiver, error) {
+func NewRequestReceiver(suite hpke.Suite, keyID byte, privKey circlkem.PrivateKey, randReader io.Reader) (*RequestReceiver, error) {
 	return NewRequestReceiverWithCustomSuite(AdaptCirclHPKESuite(suite), keyID, privKey, randReader)
 }
 
 // NewRequestReceiverWithCustomSuite is NewRequestReceiver for an
 // HPKESuite, such as one that is not circl's.
-func NewRequestReceiverWithCustomSuite(suite HPKESuite, keyID byte, privKey kem.PrivateKey, randReader io.Reader) (*RequestReceiver, error) {
+func NewRequestReceiverWithCustomSuite(suite HPKESuite, keyID byte, privKey circlkem.PrivateKey, randReader io.Reader) (*RequestReceiver, error) {
 	s, k, err := newCirclReceiver(suite, privKey)
 	if err != nil {
 		return nil, err
@@ -51,7 +51,7 @@ func NewRequestReceiverWithCustomSuite(suite HPKESuite, keyID byte, privKey kem.
 	return newRequestReceiver(s, keyID, k, randReader), nil
 }
 
-func newCirclReceiver(suite HPKESuite, privKey kem.PrivateKey) (*suite, receiverKey, error) {
+func newCirclReceiver(suite HPKESuite, privKey circlkem.PrivateKey) (*suite, receiverKey, error) {
 	s, err := newSuite(suite)
 	if err != nil {
 		return nil, receiverKey{}, err
@@ -62,12 +62,12 @@ func newCirclReceiver(suite HPKESuite, privKey kem.PrivateKey) (*suite, receiver
 	if s.custom != nil {
 		return s, receiverKey{circl: privKey}, nil
 	}
-	key, err := twkem.FromCircl(privKey)
+	key, err := kem.FromCircl(privKey)
 	if err != nil {
 		return nil, receiverKey{}, fmt.Errorf("twoway: %w", err)
 	}
-	if key.KEM() != twkem.ID(s.kemID) {
-		return nil, receiverKey{}, fmt.Errorf("twoway: private key is a %v key, the suite's KEM is %v", key.KEM(), twkem.ID(s.kemID))
+	if key.KEM() != kem.ID(s.kemID) {
+		return nil, receiverKey{}, fmt.Errorf("twoway: private key is a %v key, the suite's KEM is %v", key.KEM(), kem.ID(s.kemID))
 	}
 	return s, receiverKey{key: key}, nil
 }

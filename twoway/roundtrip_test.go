@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/cloudflare/circl/hpke"
-	"github.com/cloudflare/circl/kem"
+	circlkem "github.com/cloudflare/circl/kem"
 
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
@@ -24,7 +24,7 @@ func TestSuiteMatrix(t *testing.T) {
 					pt := pattern(300)
 					for _, opts := range [][]twoway.Option{nil, {twoway.EnableChunking(), twoway.WithMaxChunkPlaintextLen(64)}} {
 						roundTrip(t, suite, pk, sk, pt, wholeReads, 4096, opts...)
-						multiRoundTrip(t, suite, []kem.PublicKey{pk}, []kem.PrivateKey{sk}, pt, opts...)
+						multiRoundTrip(t, suite, []circlkem.PublicKey{pk}, []circlkem.PrivateKey{sk}, pt, opts...)
 					}
 				})
 			}
@@ -129,8 +129,8 @@ type opaqueSuite struct{ twoway.HPKESuite }
 
 func TestMultiSeveralReceivers(t *testing.T) {
 	suite := hpke.NewSuite(hpke.KEM_P256_HKDF_SHA256, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
-	var pks []kem.PublicKey
-	var sks []kem.PrivateKey
+	var pks []circlkem.PublicKey
+	var sks []circlkem.PrivateKey
 	for i := range 3 {
 		pk, sk := keyPair(t, hpke.KEM_P256_HKDF_SHA256, fmt.Sprint("r", i))
 		pks, sks = append(pks, pk), append(sks, sk)

@@ -4,7 +4,7 @@ import (
 	"io"
 
 	"github.com/cloudflare/circl/hpke"
-	"github.com/cloudflare/circl/kem"
+	circlkem "github.com/cloudflare/circl/kem"
 )
 
 // RequestSender seals requests to one receiver's public key, as RFC 9458
@@ -12,7 +12,7 @@ import (
 // concurrent use when its random source is.
 type RequestSender struct {
 	suite  *suite
-	pub    kem.PublicKey
+	pub    circlkem.PublicKey
 	rand   io.Reader
 	header []byte
 }
@@ -20,13 +20,13 @@ type RequestSender struct {
 // NewRequestSender returns a sender that seals requests with suite to the
 // receiver whose public key is pubKey and whose key identifier is keyID. A
 // nil randReader means crypto/rand.
-func NewRequestSender(suite hpke.Suite, keyID byte, pubKey kem.PublicKey, randReader io.Reader) (*RequestSender, error) {
+func NewRequestSender(suite hpke.Suite, keyID byte, pubKey circlkem.PublicKey, randReader io.Reader) (*RequestSender, error) {
 	return NewRequestSenderWithCustomSuite(AdaptCirclHPKESuite(suite), keyID, pubKey, randReader)
 }
 
 // NewRequestSenderWithCustomSuite is NewRequestSender for an HPKESuite,
 // such as one that is not circl's.
-func NewRequestSenderWithCustomSuite(suite HPKESuite, keyID byte, pubKey kem.PublicKey, randReader io.Reader) (*RequestSender, error) {
+func NewRequestSenderWithCustomSuite(suite HPKESuite, keyID byte, pubKey circlkem.PublicKey, randReader io.Reader) (*RequestSender, error) {
 	s, err := newSuite(suite)
 	if err != nil {
 		return nil, err

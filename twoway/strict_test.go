@@ -12,15 +12,15 @@ import (
 	"testing"
 
 	"github.com/cloudflare/circl/hpke"
-	"github.com/cloudflare/circl/kem"
+	circlkem "github.com/cloudflare/circl/kem"
 	"github.com/quic-go/quic-go/quicvarint"
 
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
 
 type fixture struct {
-	pk     kem.PublicKey
-	sk     kem.PrivateKey
+	pk     circlkem.PublicKey
+	sk     circlkem.PrivateKey
 	snd    *twoway.RequestSender
 	rcv    *twoway.RequestReceiver
 	msnd   *twoway.MultiRequestSender

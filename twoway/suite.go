@@ -9,10 +9,10 @@ import (
 	"sync/atomic"
 
 	"github.com/cloudflare/circl/hpke"
-	"github.com/cloudflare/circl/kem"
+	circlkem "github.com/cloudflare/circl/kem"
 
 	"github.com/twoway-hsm/twoway-hsm/internal/keyschedule"
-	twkem "github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/kem"
 )
 
 // suite is an HPKESuite resolved for this package: the algorithm
@@ -71,7 +71,7 @@ func newSuite(hs HPKESuite) (*suite, error) {
 
 // newKeySuite resolves the suite of a receiver built from a kem.PrivateKey,
 // which always takes the fast path.
-func newKeySuite(kemID twkem.ID, kdfID hpke.KDF, aeadID hpke.AEAD) (*suite, error) {
+func newKeySuite(kemID kem.ID, kdfID hpke.KDF, aeadID hpke.AEAD) (*suite, error) {
 	s, err := resolveSuite(hpke.KEM(kemID), kdfID, aeadID)
 	if err != nil {
 		return nil, err
@@ -94,7 +94,7 @@ func resolveSuite(kemID hpke.KEM, kdfID hpke.KDF, aeadID hpke.AEAD) (*suite, err
 		kemID: kemID, kdfID: kdfID, aeadID: aeadID,
 		kdf:  kdf,
 		aead: aead,
-		nenc: twkem.ID(kemID).EncapsulatedKeySize(),
+		nenc: kem.ID(kemID).EncapsulatedKeySize(),
 	}
 	if kemID.IsValid() {
 		s.nenc = kemID.Scheme().CiphertextSize()
@@ -140,7 +140,7 @@ type hpkeRecvCtx interface {
 // checkPublicKey validates a circl public key for the suite's KEM and
 // returns it re-parsed by the KEM's own scheme. A custom suite gets the key
 // as it is: only its implementation knows what it accepts.
-func (s *suite) checkPublicKey(pub kem.PublicKey) (kem.PublicKey, error) {
+func (s *suite) checkPublicKey(pub circlkem.PublicKey) (circlkem.PublicKey, error) {
 	if pub == nil {
 		return nil, fmt.Errorf("twoway: nil public key")
 	}
@@ -148,7 +148,7 @@ func (s *suite) checkPublicKey(pub kem.PublicKey) (kem.PublicKey, error) {
 		return pub, nil
 	}
 	if !s.kemID.IsValid() {
-		return nil, fmt.Errorf("twoway: %w: circl cannot encapsulate to %v", ErrUnsupportedSuite, twkem.ID(s.kemID))
+		return nil, fmt.Errorf("twoway: %w: circl cannot encapsulate to %v", ErrUnsupportedSuite, kem.ID(s.kemID))
 	}
 	b, err := pub.MarshalBinary()
 	if err != nil {
@@ -156,17 +156,17 @@ func (s *suite) checkPublicKey(pub kem.PublicKey) (kem.PublicKey, error) {
 	}
 	scheme := s.kemID.Scheme()
 	if len(b) != scheme.PublicKeySize() {
-		return nil, fmt.Errorf("twoway: public key of %d bytes is not a %v key", len(b), twkem.ID(s.kemID))
+		return nil, fmt.Errorf("twoway: public key of %d bytes is not a %v key", len(b), kem.ID(s.kemID))
 	}
 	p, err := scheme.UnmarshalBinaryPublicKey(b)
 	if err != nil {
-		return nil, fmt.Errorf("twoway: public key is not a valid %v key: %w", twkem.ID(s.kemID), err)
+		return nil, fmt.Errorf("twoway: public key is not a valid %v key: %w", kem.ID(s.kemID), err)
 	}
 	return p, nil
 }
 
 // setupSender encapsulates to pub and returns enc and the sending context.
-func (s *suite) setupSender(pub kem.PublicKey, rnd io.Reader, info []byte) ([]byte, hpkeSendCtx, error) {
+func (s *suite) setupSender(pub circlkem.PublicKey, rnd io.Reader, info []byte) ([]byte, hpkeSendCtx, error) {
 	if s.custom != nil {
 		snd, err := s.custom.NewSender(pub, info)
 		if err != nil {
@@ -209,14 +209,14 @@ func (s *suite) newContext(ss, info []byte) (*keyschedule.Context, error) {
 // receiverKey is how a receiver reaches its private key: a kem.PrivateKey on
 // the fast path, a circl key for a custom suite.
 type receiverKey struct {
-	key   twkem.PrivateKey
-	circl kem.PrivateKey
+	key   kem.PrivateKey
+	circl circlkem.PrivateKey
 }
 
 // setupReceiver decapsulates enc and returns the receiving context.
 func (s *suite) setupReceiver(ctx context.Context, k *receiverKey, enc, info []byte) (hpkeRecvCtx, error) {
 	if len(enc) != s.nenc {
-		return nil, fmt.Errorf("twoway: encapsulated key of %d bytes, %v needs %d: %w", len(enc), twkem.ID(s.kemID), s.nenc, ErrMalformed)
+		return nil, fmt.Errorf("twoway: encapsulated key of %d bytes, %v needs %d: %w", len(enc), kem.ID(s.kemID), s.nenc, ErrMalformed)
 	}
 	if s.custom != nil {
 		rcv, err := s.custom.NewReceiver(k.circl, info)

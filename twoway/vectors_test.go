@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/cloudflare/circl/hpke"
-	"github.com/cloudflare/circl/kem"
+	circlkem "github.com/cloudflare/circl/kem"
 
 	"github.com/twoway-hsm/twoway-hsm/internal/keyschedule"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
@@ -99,7 +99,7 @@ func (e ohttpExample) config(t testing.TB) twoway.KeyConfig {
 }
 
 // pub returns the public key of the example's key configuration.
-func (e ohttpExample) pub(t testing.TB) kem.PublicKey {
+func (e ohttpExample) pub(t testing.TB) circlkem.PublicKey {
 	t.Helper()
 	pk, err := hpke.KEM_X25519_HKDF_SHA256.Scheme().UnmarshalBinaryPublicKey(e.config(t).PublicKey)
 	if err != nil {
@@ -229,17 +229,17 @@ func (s fixedEphemeralSuite) Params() (hpke.KEM, hpke.KDF, hpke.AEAD) {
 	return hpke.KEM_X25519_HKDF_SHA256, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM
 }
 
-func (s fixedEphemeralSuite) NewSender(pub kem.PublicKey, info []byte) (twoway.HPKESender, error) {
+func (s fixedEphemeralSuite) NewSender(pub circlkem.PublicKey, info []byte) (twoway.HPKESender, error) {
 	return fixedSender{s, pub, info}, nil
 }
 
-func (s fixedEphemeralSuite) NewReceiver(kem.PrivateKey, []byte) (twoway.HPKEReceiver, error) {
+func (s fixedEphemeralSuite) NewReceiver(circlkem.PrivateKey, []byte) (twoway.HPKEReceiver, error) {
 	return nil, fmt.Errorf("fixedEphemeralSuite: sender only")
 }
 
 type fixedSender struct {
 	s    fixedEphemeralSuite
-	pub  kem.PublicKey
+	pub  circlkem.PublicKey
 	info []byte
 }
 
