@@ -81,26 +81,28 @@ func TestRefPrintsCanonicalAuthSource(t *testing.T) {
 
 func TestParseRefErrors(t *testing.T) {
 	for in, names := range map[string]string{
-		"":                                "scheme",
-		"pkcs11:token=x":                  "pkcs11",
-		"tpm2:file=":                      "file",
-		"tpm2:file=/a;file=/b":            "file",
-		"tpm2:handle=0x80000001":          "handle",
-		"tpm2:handle=0x40000001":          "handle",
-		"tpm2:handle=zz":                  "handle",
-		"tpm2:file=/a?tpm=ftp:host":       "tpm",
-		"tpm2:file=/a?tpm=tcp:nohostport": "tpm",
-		"tpm2:file=/a?pin=1234":           "pin",
-		"tpm2:file=/a?auth-source=":       "auth-source",
-		"tpm2:file=/a?auth-source=http:x": "auth-source",
-		"tpm2:file=/a?auth-sorce=/p":      "auth-sorce",
-		"tpm2:file=/a?allow-sign=yes":     "allow-sign",
-		"tpm2:file=/a?tpm":                "tpm",
-		"tpm2:id=1":                       "id",
-		"tpm2:file=/a%zz":                 "file",
-		"tpm2:dir=/keys;file=/a":          "dir",
-		"tpm2:file=/a;tpm=/dev/tpm0":      "tpm",
-		"tpm2:file=/a?handle=0x81000010":  "handle",
+		"":                                 "scheme",
+		"pkcs11:token=x":                   "pkcs11",
+		"tpm2:file=":                       "file",
+		"tpm2:file=/a;file=/b":             "file",
+		"tpm2:handle=0x80000001":           "handle",
+		"tpm2:handle=0x40000001":           "handle",
+		"tpm2:handle=zz":                   "handle",
+		"tpm2:file=/a?tpm=ftp:host":        "tpm",
+		"tpm2:file=/a?tpm=tcp:nohostport":  "tpm",
+		"tpm2:file=/a?pin=1234":            "pin",
+		"tpm2:file=/a?auth-source=":        "auth-source",
+		"tpm2:file=/a?auth-source=http:x":  "auth-source",
+		"tpm2:file=/a?auth-source=a%23b":   "auth-source", // no file: URL says a#b
+		"tpm2:file=/a?auth-source=/a%2541": "auth-source", // nor /a%41
+		"tpm2:file=/a?auth-sorce=/p":       "auth-sorce",
+		"tpm2:file=/a?allow-sign=yes":      "allow-sign",
+		"tpm2:file=/a?tpm":                 "tpm",
+		"tpm2:id=1":                        "id",
+		"tpm2:file=/a%zz":                  "file",
+		"tpm2:dir=/keys;file=/a":           "dir",
+		"tpm2:file=/a;tpm=/dev/tpm0":       "tpm",
+		"tpm2:file=/a?handle=0x81000010":   "handle",
 	} {
 		_, err := ParseRef(in)
 		if !errors.Is(err, ErrInvalidKeyRef) {
