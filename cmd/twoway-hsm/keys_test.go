@@ -322,7 +322,7 @@ func TestKeysTPM2(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "x.pem")); err == nil {
 		t.Fatal("a key file was left behind by a failed create")
 	}
-	runFail(t, nil, exitUsage, "p256, p384 or p521", "keys", "create", "tpm2:file="+filepath.Join(dir, "x.pem")+"?tpm="+tr, "--kem", "x25519")
+	runFail(t, nil, exitFailure, "P-256, P-384 or P-521", "keys", "create", "tpm2:file="+filepath.Join(dir, "x.pem")+"?tpm="+tr, "--kem", "x25519")
 	p384 := keyJSON(t, nil, "keys", "create", "tpm2:file="+filepath.Join(dir, "p384.pem")+"?tpm="+tr, "--kem", "p384")
 	if p384.KEMID != uint16(kem.DHKEMP384HKDFSHA384) {
 		t.Fatalf("p384: %+v", p384)
@@ -576,7 +576,7 @@ func TestKeysFailures(t *testing.T) {
 	}{
 		{[]string{"keys", "list", "tpm2:?tpm=unix:" + filepath.Join(dir, "none.sock")}, []string{"TPM unavailable", "hint:", "env up"}},
 		{[]string{"keys", "show", "pkcs11:token=t;id=%01?module-path=" + filepath.Join(dir, "none.so")}, []string{"module not found", "hint:", "module-path"}},
-		{[]string{"keys", "show", "soft:file=" + filepath.Join(dir, "none.pem")}, []string{"no such file"}},
+		{[]string{"keys", "show", "soft:file=" + filepath.Join(dir, "none.pem")}, []string{"does not exist"}},
 		{[]string{"keys", "create", "soft:file=" + filepath.Join(dir, "no", "such", "dir.pem"), "--kem", "p256"}, []string{"does not exist"}},
 		{[]string{"keys", "import", "soft:file=" + filepath.Join(dir, "x.pem"), "--from", filepath.Join(dir, "none.raw"), "--kem", "p256"}, []string{"--from"}},
 	} {

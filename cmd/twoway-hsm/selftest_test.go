@@ -152,6 +152,20 @@ func TestSelftestSoftHSM(t *testing.T) {
 	r = run(t, nil, "", "selftest", "--key", ref, "--pin-file", tok.PINFile, "-n", "4", "--json")
 	checkSelftest(t, r, 4, "pkcs11")
 
+	// --insecure-pin with a pin-value (issue 11, bug 1): the PIN reaches
+	// the plugin through its environment, so the run works, and it is in
+	// neither the plugin's argv nor any log record (-v prints the plugin
+	// client's records, go-plugin's "starting plugin ... args=" among
+	// them, which the check below requires to be there).
+	r = run(t, nil, "", "selftest", "--key", ref+"&pin-value="+tok.PIN, "--insecure-pin", "-n", "4", "-v", "--json")
+	checkSelftest(t, r, 4, "pkcs11")
+	if strings.Contains(r.stdout+r.stderr, tok.PIN) {
+		t.Errorf("--insecure-pin: the PIN is in the output:\n%s%s", r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "starting plugin") || !strings.Contains(r.stderr, "pin-source=env:"+pluginSecretEnv) {
+		t.Errorf("--insecure-pin: -v did not log the plugin's start with its reference:\n%s", r.stderr)
+	}
+
 	// A wrong PIN: exit 1, a message that says so and what to check, and
 	// no PIN anywhere.
 	const wrong = "wrong-pin-4711"

@@ -7,4 +7,5 @@ package all
 import (
 	_ "github.com/twoway-hsm/twoway-hsm/keystore/pkcs11store"
 	_ "github.com/twoway-hsm/twoway-hsm/keystore/softstore"
+	_ "github.com/twoway-hsm/twoway-hsm/keystore/tpm2store"
 )

@@ -80,12 +80,28 @@ func Parse(src string) (Source, error) {
 	return Source{Kind: File, Path: src}, nil
 }
 
-// String formats the source canonically: "file:PATH" or "env:NAME".
+// String formats the source canonically: "file:PATH" or "env:NAME". In
+// PATH, '%', '?', '#' and bytes that are not printable ASCII are
+// percent-encoded, as a file: URL needs, so that Parse reads the same
+// file back.
 func (s Source) String() string {
 	if s.Kind == Env {
 		return "env:" + s.Name
 	}
-	return "file:" + s.Path
+	const hexd = "0123456789ABCDEF"
+	var b strings.Builder
+	b.WriteString("file:")
+	for i := 0; i < len(s.Path); i++ {
+		c := s.Path[i]
+		if c <= ' ' || c >= 0x7f || c == '%' || c == '?' || c == '#' {
+			b.WriteByte('%')
+			b.WriteByte(hexd[c>>4])
+			b.WriteByte(hexd[c&15])
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
 }
 
 // Abs returns the source with a relative file path made absolute, so that
