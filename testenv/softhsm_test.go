@@ -7,8 +7,8 @@ import (
 
 	p11 "github.com/miekg/pkcs11"
 
-	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
 	"github.com/twoway-hsm/twoway-hsm/testenv"
+	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
 )
 
 func TestSoftHSM(t *testing.T) {

@@ -9,8 +9,8 @@ import (
 
 	p11 "github.com/miekg/pkcs11"
 
-	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
 	"github.com/twoway-hsm/twoway-hsm/testenv"
+	"github.com/twoway-hsm/twoway-hsm/testenv/softhsm"
 )
 
 func findModule(t *testing.T) string {

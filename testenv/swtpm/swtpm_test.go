@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twoway-hsm/twoway-hsm/testenv/swtpm"
 	"github.com/twoway-hsm/twoway-hsm/testenv"
+	"github.com/twoway-hsm/twoway-hsm/testenv/swtpm"
 )
 
 // TestDetachedStopDir starts a detached instance, as "twoway-hsm env up"
