@@ -72,6 +72,8 @@ type Gateway struct {
 // gatewayKey is one key of a Gateway and its receiver for each suite it
 // accepts, which serves one-to-one and one-to-many requests alike.
 type gatewayKey struct {
+	// hidden keys are accepted but not published (SetPublished).
+	hidden    bool
 	key       kem.PrivateKey
 	suites    []SymmetricSuite
 	receivers map[SymmetricSuite]*receiverBase
@@ -121,13 +123,31 @@ func (g *Gateway) RemoveKey(keyID byte) bool {
 	return ok
 }
 
-// KeyConfigs returns the key configurations of the Gateway's keys, ordered
-// by key id.
+// SetPublished sets whether the key with keyID is published by
+// KeyConfigs and MarshalKeyConfigs (keys are published when added), and
+// reports whether there is such a key. An unpublished key still opens
+// requests: at the end of a rotation, clients that have not refetched the
+// configuration keep working until the key is removed.
+func (g *Gateway) SetPublished(keyID byte, published bool) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	k, ok := g.keys[keyID]
+	if ok {
+		k.hidden = !published
+	}
+	return ok
+}
+
+// KeyConfigs returns the key configurations of the Gateway's published
+// keys, ordered by key id.
 func (g *Gateway) KeyConfigs() []KeyConfig {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
 	out := make([]KeyConfig, 0, len(g.keys))
 	for id, k := range g.keys {
+		if k.hidden {
+			continue
+		}
 		out = append(out, KeyConfig{
 			KeyID:     id,
 			KEM:       hpke.KEM(k.key.KEM()),

@@ -353,6 +353,24 @@ func TestGatewayRotation(t *testing.T) {
 	if _, err := g.NewRequestOpener(bytes.NewReader(ct), []byte("m")); !errors.Is(err, twoway.ErrUnsupportedSuite) {
 		t.Fatalf("unaccepted suite: %v", err)
 	}
+	// An unpublished key still opens requests, and is left out of the
+	// published configurations.
+	hidden, _ := send(configs[0])
+	if !g.SetPublished(1, false) || g.SetPublished(77, false) {
+		t.Fatal("SetPublished found the wrong keys")
+	}
+	if configs, _ := twoway.ParseKeyConfigs(must(g.MarshalKeyConfigs())); len(configs) != 2 || configs[0].KeyID != 2 {
+		t.Fatalf("with key 1 unpublished the gateway publishes %+v", configs)
+	}
+	if o, err := g.NewRequestOpener(bytes.NewReader(hidden), []byte("m")); err != nil {
+		t.Fatalf("unpublished key: %v", err)
+	} else if got, _ := io.ReadAll(o); string(got) != "for key 1" {
+		t.Fatalf("unpublished key: %q", got)
+	}
+	g.SetPublished(1, true)
+	if configs, _ := twoway.ParseKeyConfigs(must(g.MarshalKeyConfigs())); len(configs) != 3 {
+		t.Fatalf("published again: %+v", configs)
+	}
 	old, _ := send(configs[0])
 	if !g.RemoveKey(1) {
 		t.Fatal("RemoveKey(1) found no key")
