@@ -51,6 +51,11 @@ type Store interface {
 	// least privilege that works (without a PIN or auth value where the
 	// backend allows it), for publishing key configurations.
 	Public(ctx context.Context, ref string, o *Options) (kem.ID, []byte, error)
+	// Check reports, without touching any device or file, whether ref is
+	// a well-formed reference to one key, as Open takes: callers that
+	// hand references on (a gateway starting its plugin) refuse a typo
+	// before anything starts.
+	Check(ref string) error
 	// Open opens the key for use. The key stays in its backend: Open
 	// never reads private key material into this process, except for the
 	// development-only software store.

@@ -165,3 +165,13 @@ func IsAuthFailure(err error) bool {
 	}
 	return false
 }
+
+// Check checks a reference to one key with the store of its scheme (see
+// Store.Check), without touching any device.
+func Check(ref string) error {
+	b, err := Lookup(ref)
+	if err != nil {
+		return err
+	}
+	return b.Store.Check(ref)
+}

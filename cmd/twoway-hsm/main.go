@@ -10,6 +10,7 @@
 //	demo        run the whole flow through a plugin with each backend installed here
 //	keys        create, import, list, show and delete keys
 //	key-config  print the OHTTP key configuration of keys
+//	gateway     serve Oblivious HTTP with keys in hardware, behind a relay
 //	selftest    round trips through a real plugin process with a key
 //	env         start or stop a local SoftHSM token and swtpm
 //	plugin      serve keys to a server over the plugin protocol (started by the server, not by hand)
@@ -43,6 +44,7 @@ var commands = []command{
 	{name: "keys", summary: "create, import, list, show and delete keys on a token, a TPM or in a file", run: runKeys},
 	{name: "key-config", summary: "print the OHTTP key configuration (application/ohttp-keys) of keys", run: runKeyConfig},
 	{name: "request", summary: "send one request through an OHTTP gateway and print the response", run: runRequest},
+	{name: "gateway", summary: "serve Oblivious HTTP with keys in hardware, behind a relay", run: runGateway},
 	{name: "selftest", summary: "round trips through a real plugin process with a key, with latencies", run: runSelftest},
 	{name: "env", summary: "start or stop a local SoftHSM token and swtpm for trying the commands", run: runEnv},
 	{name: "plugin", summary: "serve keys to a server over the plugin protocol (started by the server)", run: runPlugin},

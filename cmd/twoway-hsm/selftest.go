@@ -165,7 +165,7 @@ func runSelftest(ctx context.Context, env *environment, args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
-	penv = append(penv, selftestEnviron(env, pref, passEnv)...)
+	penv = append(penv, pluginEnviron(env, []string{pref}, passEnv)...)
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -318,15 +318,22 @@ func selftestStopReason(err error) string {
 	return ""
 }
 
-// selftestEnviron returns the entries of this environment the plugin gets:
-// selftestPluginEnv, the variables ref names as env:NAME sources, and
-// those named by --plugin-env.
-func selftestEnviron(env *environment, ref string, extra []string) []string {
+// pluginEnviron returns the entries of this environment a plugin gets:
+// selftestPluginEnv, the variables the references name as env:NAME
+// sources, and those named by --plugin-env.
+func pluginEnviron(env *environment, refs []string, extra []string) []string {
 	names := append([]string(nil), selftestPluginEnv...)
-	if r, err := keyref.Parse(ref); err == nil {
-		for _, a := range r.Query {
-			if src, err := secret.Parse(a.Value); (a.Name == "pin-source" || a.Name == "auth-source") && err == nil &&
-				src.Kind == secret.Env && src.Name != pluginSecretEnv {
+	for _, ref := range refs {
+		r, err := keyref.Parse(ref)
+		if err != nil {
+			continue
+		}
+		b, err := keystore.Lookup(ref)
+		if err != nil || b.SecretAttr == "" {
+			continue
+		}
+		if v, ok := r.Get(b.SecretAttr); ok {
+			if src, err := secret.Parse(v); err == nil && src.Kind == secret.Env && src.Name != pluginSecretEnv {
 				names = append(names, src.Name)
 			}
 		}

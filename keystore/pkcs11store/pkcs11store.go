@@ -597,3 +597,10 @@ func Hint(err error) string {
 	}
 	return ""
 }
+
+// Check implements keystore.Store: the URI parses, names one key, and
+// carries no pin-value.
+func (st Store) Check(ref string) error {
+	_, err := parseKey(ref, "name the key with id= (CKA_ID) and/or object= (CKA_LABEL)")
+	return err
+}

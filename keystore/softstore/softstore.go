@@ -351,3 +351,9 @@ func hint(err error) string {
 }
 
 var _ keystore.Store = Store{}
+
+// Check implements keystore.Store: the reference names one key file.
+func (Store) Check(s string) error {
+	_, err := parseFile(s, "name the key with soft:file=PATH")
+	return err
+}

@@ -732,3 +732,16 @@ func Hint(err error) string {
 	}
 	return ""
 }
+
+// Check implements keystore.Store: the reference parses and names one
+// key by file= or handle=.
+func (st Store) Check(ref string) error {
+	r, err := parseKey(ref, "name the key with file=PATH or handle=0x81......")
+	if err != nil {
+		return err
+	}
+	if r.File != "" && r.Handle != 0 {
+		return invalid("%s: a key is opened by file= or by handle=, not both", r)
+	}
+	return nil
+}
