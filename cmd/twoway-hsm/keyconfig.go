@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -16,7 +20,7 @@ import (
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
 
-const keyConfigUsage = `Usage: twoway-hsm key-config --key ID=REF [--key ID=REF ...] [--suite KDF/AEAD ...] [flags]
+const keyConfigUsage = `Usage: twoway-hsm key-config --key ID=REF [--key ID=REF ...] [--merge SRC ...] [--suite KDF/AEAD ...] [flags]
 
 Prints the OHTTP key configurations (RFC 9458 section 3) of one or more
 keys as an application/ohttp-keys body, the document a gateway publishes
@@ -30,6 +34,19 @@ KDF hkdf-sha256, hkdf-sha384, hkdf-sha512 and AEAD aes-128-gcm,
 aes-256-gcm, chacha20-poly1305 (or ids: 0x0001/0x0003). Default: the HKDF
 of the KEM's hash with aes-128-gcm and chacha20-poly1305.
 
+--merge SRC (repeatable) adds the configurations another gateway publishes,
+so that one list carries every machine's key: SRC is a file holding an
+application/ohttp-keys body (--format binary output), or the http or https
+URL of a gateway, whose key configuration is fetched (GET with Accept:
+application/ohttp-keys; a URL without a path means its
+/.well-known/ohttp-gateway; --ca-cert and --client-cert/--client-key as for
+request). The list is the --key configurations, then each source's in the
+order given. A key id that appears twice with the same configuration is
+listed once; with different configurations it is an error naming the id
+and both sources: each machine's key needs a key id of its own, by which
+the load balancer or relay routes requests to the machine that holds it.
+--suite applies to --key keys only: merged configurations keep their own.
+
 Formats: hex (default), base64, binary (the body itself: only to a file
 given with --out or to a pipe, never to a terminal), json (each
 configuration described, and the body in hex).
@@ -38,6 +55,8 @@ Examples:
   twoway-hsm key-config --key 1='pkcs11:token=dev;id=%01?module-path=/usr/lib/softhsm/libsofthsm2.so'
   twoway-hsm key-config --key 1=tpm2:file=/etc/twoway/gw.pem --key 2=soft:file=dev.pem --format binary --out ohttp-keys
   twoway-hsm key-config --key 7=tpm2:handle=0x81000010 --suite hkdf-sha256/aes-256-gcm --format json
+  twoway-hsm key-config --merge https://gw1.internal:8443 --merge https://gw2.internal:8443 --ca-cert ca.pem --format binary --out ohttp-keys
+  twoway-hsm key-config --key 3=tpm2:file=/etc/twoway/gw.pem --merge gw1.keys --merge gw2.keys --format binary --out ohttp-keys
 `
 
 // keyConfigView is the --format json output.
@@ -49,8 +68,11 @@ type keyConfigView struct {
 }
 
 type keyConfigDetail struct {
-	KeyID     int           `json:"key_id"`
-	Ref       string        `json:"ref"`
+	KeyID int `json:"key_id"`
+	// Ref is the reference of a --key key; Source is where a merged
+	// configuration came from (the file or URL of --merge).
+	Ref       string        `json:"ref,omitempty"`
+	Source    string        `json:"source,omitempty"`
 	KEM       string        `json:"kem"`
 	KEMID     uint16        `json:"kem_id"`
 	KEMName   string        `json:"kem_name"`
@@ -75,8 +97,11 @@ type keyArg struct {
 
 func runKeyConfig(ctx context.Context, env *environment, args []string) int {
 	c := newSecretCmd(env, "key-config", keyConfigUsage)
-	var keys, suites stringList
+	var keys, suites, merges stringList
+	var tlsf tlsFlags
 	c.fs.Var(&keys, "key", "`ID=REF`: a key id (0-255) and the key's reference (repeatable)")
+	c.fs.Var(&merges, "merge", "add the configurations of `SRC`: an application/ohttp-keys file or a gateway's URL (repeatable)")
+	tlsf.register(c.fs)
 	c.fs.Var(&suites, "suite", "a symmetric suite `KDF/AEAD` offered with every key (repeatable)")
 	format := c.fs.String("format", "hex", "output format: hex, base64, binary or json")
 	out := c.fs.String("out", "", "write the output to this `FILE` instead of stdout")
@@ -96,8 +121,19 @@ func runKeyConfig(ctx context.Context, env *environment, args []string) int {
 	default:
 		return c.fail(usagef("unknown --format %q: want hex, base64, binary or json", *format))
 	}
-	if len(keys) == 0 {
-		return c.fail(usagef("no --key given (e.g. --key 1=tpm2:file=/etc/twoway/gw.pem)"))
+	if len(keys) == 0 && len(merges) == 0 {
+		return c.fail(usagef("no --key given and no --merge (e.g. --key 1=tpm2:file=/etc/twoway/gw.pem, or --merge https://gw1.example)"))
+	}
+	if err := tlsf.check(); err != nil {
+		return c.fail(err)
+	}
+	var srcs []mergeSource
+	for _, m := range merges {
+		src, err := parseMergeSource(m)
+		if err != nil {
+			return c.fail(err)
+		}
+		srcs = append(srcs, src)
 	}
 	var ks []keyArg
 	seen := map[byte]string{}
@@ -128,8 +164,7 @@ func runKeyConfig(ctx context.Context, env *environment, args []string) int {
 		return c.fail(usagef("--format binary writes bytes that garble a terminal: add --out FILE or redirect stdout"))
 	}
 
-	var configs []twoway.KeyConfig
-	view := keyConfigView{MediaType: twoway.KeyConfigMediaType}
+	list := &mergedList{}
 	for _, k := range ks {
 		id, pub, err := c.publicKeyOf(ctx, k.ref)
 		if err != nil {
@@ -143,14 +178,37 @@ func runKeyConfig(ctx context.Context, env *environment, args []string) int {
 		if err != nil {
 			return c.fail(fmt.Errorf("key %d (%s): %w", k.id, safeRef(k.ref), err))
 		}
-		configs = append(configs, kc)
-		d := keyConfigDetail{KeyID: int(k.id), Ref: safeRef(k.ref), KEM: kemShort(id), KEMID: uint16(id), KEMName: id.String(),
-			PublicKey: hex.EncodeToString(pub), Config: hex.EncodeToString(one)}
-		for _, s := range kc.Suites {
-			d.Suites = append(d.Suites, suiteDetail{KDF: kdfName(s.KDF), KDFID: uint16(s.KDF), AEAD: aeadName(s.AEAD), AEADID: uint16(s.AEAD)})
+		if _, err := list.add(kc, one, "--key "+strconv.Itoa(int(k.id))+"="+safeRef(k.ref), keyConfigDetail{Ref: safeRef(k.ref)}); err != nil {
+			return c.fail(err)
 		}
-		view.Configs = append(view.Configs, d)
 	}
+	if len(srcs) > 0 {
+		hc, err := tlsf.httpClient()
+		if err != nil {
+			return c.failHinted(err)
+		}
+		defer hc.CloseIdleConnections()
+		for _, src := range srcs {
+			cfgs, err := src.read(ctx, hc)
+			if err != nil {
+				return c.failHinted(err)
+			}
+			for _, kc := range cfgs {
+				one, err := kc.MarshalBinary()
+				if err != nil {
+					return c.fail(fmt.Errorf("--merge %s: %w", src, err))
+				}
+				dup, err := list.add(kc, one, src.String(), keyConfigDetail{Source: src.String()})
+				if err != nil {
+					return c.fail(err)
+				}
+				if dup != "" {
+					fmt.Fprintf(env.stderr, "key id %d from %s is the one from %s: listed once\n", kc.KeyID, src, dup)
+				}
+			}
+		}
+	}
+	configs, view := list.configs, list.view
 	body, err := twoway.MarshalKeyConfigs(configs)
 	if err != nil {
 		return c.fail(err)
@@ -183,6 +241,97 @@ func runKeyConfig(ctx context.Context, env *environment, args []string) int {
 		return c.fail(err)
 	}
 	return exitOK
+}
+
+// mergedList is the key configurations key-config prints: each key id
+// once, with where it came from.
+type mergedList struct {
+	configs []twoway.KeyConfig
+	encoded [][]byte
+	sources []string
+	view    keyConfigView
+}
+
+// errKeyIDConflict is a key id with two different configurations.
+var errKeyIDConflict = errors.New("key ids must be unique")
+
+// add appends a configuration (one is its encoding) from source, unless
+// its key id is listed: then the same configuration is dropped (dup names
+// the source that listed it first) and another one is an error.
+func (l *mergedList) add(kc twoway.KeyConfig, one []byte, source string, d keyConfigDetail) (dup string, err error) {
+	for i, c := range l.configs {
+		if c.KeyID != kc.KeyID {
+			continue
+		}
+		if bytes.Equal(l.encoded[i], one) {
+			return l.sources[i], nil
+		}
+		return "", fmt.Errorf("key id %d has one configuration in %s and another in %s: %w; give each machine's key a key id of its own", kc.KeyID, l.sources[i], source, errKeyIDConflict)
+	}
+	l.configs = append(l.configs, kc)
+	l.encoded = append(l.encoded, one)
+	l.sources = append(l.sources, source)
+	id := kem.ID(kc.KEM)
+	d.KeyID, d.KEM, d.KEMID, d.KEMName = int(kc.KeyID), kemShort(id), uint16(id), id.String()
+	d.PublicKey, d.Config = hex.EncodeToString(kc.PublicKey), hex.EncodeToString(one)
+	for _, s := range kc.Suites {
+		d.Suites = append(d.Suites, suiteDetail{KDF: kdfName(s.KDF), KDFID: uint16(s.KDF), AEAD: aeadName(s.AEAD), AEADID: uint16(s.AEAD)})
+	}
+	l.view.MediaType = twoway.KeyConfigMediaType
+	l.view.Configs = append(l.view.Configs, d)
+	return "", nil
+}
+
+// mergeSource is one --merge: a file or a gateway's URL.
+type mergeSource struct {
+	file string
+	url  *url.URL
+}
+
+func (s mergeSource) String() string {
+	if s.url != nil {
+		return s.url.Redacted()
+	}
+	return s.file
+}
+
+// parseMergeSource reads a --merge value: an http or https URL, or a file.
+func parseMergeSource(v string) (mergeSource, error) {
+	switch {
+	case v == "":
+		return mergeSource{}, usagef("--merge with an empty source")
+	case strings.HasPrefix(v, "http://"), strings.HasPrefix(v, "https://"):
+		u, err := gatewayURL("--merge", v)
+		if err != nil {
+			return mergeSource{}, err
+		}
+		return mergeSource{url: u}, nil
+	case strings.Contains(v, "://"):
+		return mergeSource{}, usagef("--merge %q: want a file or an http or https URL", redactURL(v))
+	}
+	return mergeSource{file: v}, nil
+}
+
+// read returns the source's key configurations.
+func (s mergeSource) read(ctx context.Context, hc *http.Client) ([]twoway.KeyConfig, error) {
+	var b []byte
+	var err error
+	if s.url != nil {
+		if b, err = fetchKeyConfigs(ctx, hc, s.url); err != nil {
+			return nil, fmt.Errorf("--merge: %w", err)
+		}
+	} else if b, err = readKeyConfigFile(s.file); err != nil {
+		return nil, fmt.Errorf("--merge: %w", err)
+	}
+	cfgs, err := twoway.ParseKeyConfigs(b)
+	if err != nil {
+		err = fmt.Errorf("--merge %s: %w", s, err)
+		if s.url == nil {
+			err = withHint(err, keyConfigFileHint(b))
+		}
+		return nil, err
+	}
+	return cfgs, nil
 }
 
 // publicKeyOf returns the KEM and public key of the key a reference names,

@@ -4,6 +4,9 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +14,7 @@ import (
 
 	"github.com/cloudflare/circl/hpke"
 
+	"github.com/twoway-hsm/twoway-hsm/gateway"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/testenv"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
@@ -129,4 +133,115 @@ func TestKeyConfigPKCS11Fallback(t *testing.T) {
 	runFail(t, env, exitFailure, "PIN", "key-config", "--key", "1="+tok.URIWithoutPIN("id=%77"))
 	runFail(t, env, exitFailure, "no private key", "key-config", "--key", "1="+tok.URI("id=%77"))
 	runFail(t, env, exitFailure, "token not found", "key-config", "--key", "1="+strings.Replace(tok.URI("id=%01"), "token="+tok.TokenLabel, "token=nosuchtoken", 1))
+}
+
+// TestKeyConfigMerge merges the key configurations of several gateways,
+// from files and from a gateway on loopback, with --key keys.
+func TestKeyConfigMerge(t *testing.T) {
+	dir := t.TempDir()
+	refA, refB, refC := "soft:file="+filepath.Join(dir, "a.pem"), "soft:file="+filepath.Join(dir, "b.pem"), "soft:file="+filepath.Join(dir, "c.pem")
+	mustRun(t, nil, "keys", "create", refA, "--kem", "p256")
+	mustRun(t, nil, "keys", "create", refB, "--kem", "x25519")
+	mustRun(t, nil, "keys", "create", refC, "--kem", "p384")
+	file := func(name string, key ...string) (string, []byte) {
+		p := filepath.Join(dir, name)
+		args := []string{"key-config", "--format", "binary", "--out", p}
+		for _, k := range key {
+			args = append(args, "--key", k)
+		}
+		mustRun(t, nil, args...)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p, b
+	}
+	fileA, bodyA := file("gw-a.keys", "1="+refA)
+	fileB, bodyB := file("gw-b.keys", "2="+refB)
+	ids := func(body string) []byte {
+		t.Helper()
+		cs, err := twoway.ParseKeyConfigs([]byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []byte
+		for _, c := range cs {
+			out = append(out, c.KeyID)
+		}
+		return out
+	}
+
+	// two files: both lists, in order
+	r := mustRun(t, nil, "key-config", "--merge", fileA, "--merge", fileB, "--format", "binary")
+	if r.stdout != string(bodyA)+string(bodyB) {
+		t.Fatalf("merge of two files: %x, want %x%x", r.stdout, bodyA, bodyB)
+	}
+	// --key first, then the sources
+	r = mustRun(t, nil, "key-config", "--merge", fileA, "--key", "3="+refC, "--format", "binary")
+	if got := ids(r.stdout); string(got) != "\x03\x01" {
+		t.Fatalf("--key with --merge: ids %v", got)
+	}
+	// the same configuration twice is listed once, from wherever it comes
+	for _, args := range [][]string{{"--merge", fileA, "--merge", fileA}, {"--key", "1=" + refA, "--merge", fileA}} {
+		r = mustRun(t, nil, append([]string{"key-config", "--format", "binary"}, args...)...)
+		if r.stdout != string(bodyA) || !strings.Contains(r.stderr, "key id 1 from "+fileA+" is the one from") {
+			t.Fatalf("%q: %x, stderr %q", args, r.stdout, r.stderr)
+		}
+	}
+	// another configuration under a listed key id is an error naming both
+	fileA2, _ := file("gw-a2.keys", "1="+refB)
+	r = runFail(t, nil, exitFailure, "key id 1 has one configuration in "+fileA+" and another in "+fileA2, "key-config", "--merge", fileA, "--merge", fileA2)
+	if !strings.Contains(r.stderr, "a key id of its own") || r.stdout != "" {
+		t.Fatalf("conflict: %+v", r)
+	}
+	runFail(t, nil, exitFailure, "key id 1 has one configuration in --key 1="+refB+" and another in "+fileA, "key-config", "--key", "1="+refB, "--merge", fileA)
+	// the same key with other suites is another configuration
+	runFail(t, nil, exitFailure, "key id 1 has one configuration", "key-config", "--key", "1="+refA, "--suite", "hkdf-sha256/aes-256-gcm", "--merge", fileA)
+
+	// a gateway on loopback, by its URL without a path
+	k, err := kem.GenerateKey(kem.DHKEMX25519HKDFSHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := twoway.NewGateway(nil)
+	if err := keys.AddKey(5, k, twoway.SymmetricSuite{KDF: hpke.KDF_HKDF_SHA256, AEAD: hpke.AEAD_ChaCha20Poly1305}); err != nil {
+		t.Fatal(err)
+	}
+	h, err := gateway.New(keys, http.NotFoundHandler(), gateway.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	published, _ := keys.MarshalKeyConfigs()
+	r = mustRun(t, nil, "key-config", "--merge", srv.URL, "--merge", fileB, "--format", "binary")
+	if r.stdout != string(published)+string(bodyB) {
+		t.Fatalf("merge of a URL and a file: %x", r.stdout)
+	}
+	var v keyConfigView
+	r = mustRun(t, nil, "key-config", "--key", "1="+refA, "--merge", srv.URL+gateway.DefaultPath, "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Configs) != 2 || v.Configs[0].Ref != refA || v.Configs[0].Source != "" || v.Configs[1].Source != srv.URL+gateway.DefaultPath ||
+		v.Configs[1].Ref != "" || v.Configs[1].KeyID != 5 || v.Configs[1].KEM != "x25519" || v.Configs[1].Suites[0].AEAD != "chacha20-poly1305" ||
+		v.Configs[1].PublicKey != hex.EncodeToString(k.PublicKeyBytes()) {
+		t.Fatalf("json: %+v", v)
+	}
+	if body, _ := hex.DecodeString(v.Body); len(ids(string(body))) != 2 {
+		t.Fatalf("json body %s", v.Body)
+	}
+
+	// sources that fail
+	runFail(t, nil, exitFailure, "answered 404 Not Found", "key-config", "--merge", srv.URL+"/nope")
+	hexFile := filepath.Join(dir, "gw.hex")
+	os.WriteFile(hexFile, []byte(hex.EncodeToString(bodyA)+"\n"), 0o644)
+	runFail(t, nil, exitFailure, "looks like hex or base64", "key-config", "--merge", hexFile)
+	runFail(t, nil, exitFailure, "no such file", "key-config", "--merge", filepath.Join(dir, "absent"))
+	cut := filepath.Join(dir, "cut")
+	os.WriteFile(cut, bodyA[:len(bodyA)-3], 0o644)
+	runFail(t, nil, exitFailure, "--merge "+cut+": twoway: key configs: config 0 claims", "key-config", "--merge", fileA, "--merge", cut)
+	runFail(t, nil, exitUsage, "want a file or an http or https URL", "key-config", "--merge", "ftp://gw.example/keys")
+	runFail(t, nil, exitUsage, "empty source", "key-config", "--merge", "")
+	runFail(t, nil, exitUsage, "no --key given and no --merge", "key-config")
 }
