@@ -12,11 +12,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cloudflare/circl/hpke"
 
 	"github.com/twoway-hsm/twoway-hsm/internal/latency"
 	"github.com/twoway-hsm/twoway-hsm/internal/memscan"
-	"github.com/twoway-hsm/twoway-hsm/internal/roundtrip"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/keystore/softstore"
 	"github.com/twoway-hsm/twoway-hsm/plugins"
@@ -57,9 +55,9 @@ noted, with how to install them), 1 when a round trip failed or a key was
 found in the server's memory, 2 on a usage error.
 `
 
-// demoRoundTrips is the default number of round trips per backend: each
-// shape twice.
-const demoRoundTrips = 2 * int(roundtrip.NumShapes)
+// demoRoundTrips is the default number of round trips per backend, half
+// of them chunked.
+const demoRoundTrips = 8
 
 // demoMessageSize is the size of the demo's requests and responses: a few
 // chunks when chunked.
@@ -282,18 +280,22 @@ func (d *demo) runBackend(ctx context.Context, backend, tpm string) *demoRow {
 	row.PluginPIDs = client.PIDs()
 	row.KEM = key.KEM().String()
 
-	// 3. The round trips, this process being the server (and the client).
-	rt, err := roundtrip.New(key, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM, demoMessageSize)
+	// 3. The round trips: requests through the OHTTP gateway over
+	// loopback HTTP, this process being the gateway (the server) and the
+	// client.
+	gw, err := startDemoGateway(ctx, key, demoMessageSize)
 	if err != nil {
-		return fail("%v", err)
+		return fail("starting the gateway: %v", err)
 	}
+	defer gw.Close()
 	var firstErr error
 	for i := range d.rounds {
 		if ctx.Err() != nil {
 			return fail("interrupted after %d of %d round trips", row.RoundTrips, d.rounds)
 		}
+		chunked := i%2 == 1
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := rt.Run(rctx, roundtrip.Shape(i%int(roundtrip.NumShapes)))
+		err := gw.Run(rctx, chunked)
 		cancel()
 		if err != nil && ctx.Err() != nil {
 			// Interrupted in the middle of a round trip: not a failure
@@ -304,9 +306,10 @@ func (d *demo) runBackend(ctx context.Context, backend, tpm string) *demoRow {
 		if err == nil {
 			row.OK++
 		} else if firstErr == nil {
-			firstErr = fmt.Errorf("round trip %d (%s): %w", i+1, roundtrip.Shape(i%int(roundtrip.NumShapes)), err)
+			firstErr = fmt.Errorf("round trip %d (%s): %w", i+1, map[bool]string{false: "unchunked", true: "chunked"}[chunked], err)
 		}
 	}
+	rt := gw
 	row.DecapP50MS = millis(latency.Percentile(rt.Decapsulations(), 50))
 	if firstErr != nil {
 		row.Error = firstErr.Error()
@@ -403,7 +406,7 @@ func maxRoundTrips(rep *demoReport) int {
 }
 
 func printDemo(w io.Writer, rep *demoReport, rounds int) {
-	fmt.Fprintf(w, "twoway-hsm demo: this process (pid %d) was client and server; a plugin process served each key.\n\n", rep.ServerPID)
+	fmt.Fprintf(w, "twoway-hsm demo: this process (pid %d) was the OHTTP gateway and its client; a plugin process served each key.\n\n", rep.ServerPID)
 	tw := newTable(w)
 	fmt.Fprintln(tw, "BACKEND\tKEM\tROUND TRIPS\tDECAP p50\tKEY OUT OF SERVER PROCESS\tKEY IN PLUGIN PROCESS (control)")
 	var problems []string
@@ -444,12 +447,13 @@ func printDemo(w io.Writer, rep *demoReport, rounds int) {
 			break
 		}
 	}
-	note := fmt.Sprintf("%s (one-to-one and one-to-many to %d receivers, "+
-		"unchunked and chunked), every plaintext checked. Its key was made by a short-lived helper "+
+	note := fmt.Sprintf("%s: Oblivious HTTP requests, unchunked and chunked, through the gateway "+
+		"(the handler twoway-hsm gateway serves) over loopback HTTP to an origin that echoes them, "+
+		"every response checked. Its key was made by a short-lived helper "+
 		"process that handed this process only a masked copy; after the round trips another helper "+
 		"read this process's whole memory and searched it for the key in both byte orders. "+
 		"The last column searches the plugin process the same way: the soft plugin holds its key, "+
-		"so finding it there shows that the search works.", ran, roundtrip.MultiReceivers)
+		"so finding it there shows that the search works.", ran)
 	if has["pkcs11"] {
 		note += " SoftHSM is software too, but keeps keys encrypted except while it uses them."
 	}

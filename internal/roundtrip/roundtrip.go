@@ -69,15 +69,15 @@ func (s Shape) mediaTypes() (req, resp []byte) {
 	return reqMediaType, respMediaType
 }
 
-// timedKey is a kem.PrivateKey that records how long each decapsulation
+// TimedKey is a kem.PrivateKey that records how long each decapsulation
 // takes. The twoway receivers use their key only through kem.PrivateKey.
-type timedKey struct {
+type TimedKey struct {
 	kem.PrivateKey
 	mu      sync.Mutex
 	samples []time.Duration
 }
 
-func (k *timedKey) DecapsulateContext(ctx context.Context, enc []byte) ([]byte, error) {
+func (k *TimedKey) DecapsulateContext(ctx context.Context, enc []byte) ([]byte, error) {
 	start := time.Now()
 	ss, err := k.PrivateKey.DecapsulateContext(ctx, enc)
 	d := time.Since(start)
@@ -89,8 +89,11 @@ func (k *timedKey) DecapsulateContext(ctx context.Context, enc []byte) ([]byte, 
 	return ss, err
 }
 
-// durations returns a copy of the recorded decapsulation times.
-func (k *timedKey) durations() []time.Duration {
+// NewTimedKey returns key with its decapsulations timed.
+func NewTimedKey(key kem.PrivateKey) *TimedKey { return &TimedKey{PrivateKey: key} }
+
+// Durations returns a copy of the recorded decapsulation times.
+func (k *TimedKey) Durations() []time.Duration {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return slices.Clone(k.samples)
@@ -100,7 +103,7 @@ func (k *timedKey) durations() []time.Duration {
 // use: twoway senders and receivers are, and each round trip has sealers
 // and openers of its own.
 type Tripper struct {
-	key   *timedKey
+	key   *TimedKey
 	suite hpke.Suite
 	pub   circlkem.PublicKey
 	one   *twoway.RequestReceiver
@@ -119,7 +122,7 @@ func New(key kem.PrivateKey, kdf hpke.KDF, aead hpke.AEAD, size int) (*Tripper, 
 	if err != nil {
 		return nil, fmt.Errorf("the key's public key: %w", err)
 	}
-	rt := &Tripper{key: &timedKey{PrivateKey: key}, suite: hpke.NewSuite(hk, kdf, aead), pub: pub, size: size}
+	rt := &Tripper{key: NewTimedKey(key), suite: hpke.NewSuite(hk, kdf, aead), pub: pub, size: size}
 	rt.one, err = twoway.NewRequestReceiverForKey(1, rt.key, kdf, aead, nil)
 	if err != nil {
 		return nil, err
@@ -250,4 +253,4 @@ func checkResponse(r io.Reader, want []byte) error {
 
 // Decapsulations returns how long each successful decapsulation of the
 // key took, in the order they happened.
-func (rt *Tripper) Decapsulations() []time.Duration { return rt.key.durations() }
+func (rt *Tripper) Decapsulations() []time.Duration { return rt.key.Durations() }
