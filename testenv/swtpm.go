@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -20,7 +21,20 @@ import (
 type SWTPM struct {
 	tb testing.TB
 	*swtpm.Instance
-	dir string
+	dir   string
+	caDir string
+}
+
+// EKRoot returns the PEM file of the root CA that signed the EK
+// certificates (SWTPMEKCert), and the issuer (intermediate) certificate
+// between them; the TPM's NV holds no intermediate. It fails the test
+// for an instance started without SWTPMEKCert.
+func (s *SWTPM) EKRoot() (root, issuer string) {
+	s.tb.Helper()
+	if s.caDir == "" {
+		s.tb.Fatal("swtpm: EKRoot: started without SWTPMEKCert")
+	}
+	return filepath.Join(s.caDir, swtpm.CARootCertFile), filepath.Join(s.caDir, swtpm.CAIssuerCertFile)
 }
 
 // SWTPMOption configures StartSWTPM.
@@ -29,6 +43,22 @@ type SWTPMOption func(*swtpm.Config)
 // SWTPMUnixSocket makes swtpm listen on unix sockets in its temporary
 // directory instead of loopback TCP ports.
 func SWTPMUnixSocket() SWTPMOption { return func(c *swtpm.Config) { c.Unix = true } }
+
+// SWTPMEKCert manufactures the TPM before it starts, as a TPM vendor
+// would (swtpm.Provision: swtpm_setup --create-ek-cert
+// --create-platform-cert): EKs with certificates in NV, signed by a
+// swtpm-localca CA in caDir; "" means a CA of its own in the instance's
+// directory. Give two instances the same caDir for two TPMs from one
+// "manufacturer". The CA's root is SWTPM.EKRoot. Without swtpm_setup the
+// test is skipped (or fails with TWOWAY_HSM_REQUIRED=1).
+func SWTPMEKCert(caDir string) SWTPMOption {
+	return func(c *swtpm.Config) {
+		c.EKCertCA = caDir
+		if caDir == "" {
+			c.EKCertCA = "-"
+		}
+	}
+}
 
 // StartSWTPM starts a fresh swtpm (an unprovisioned TPM 2.0 with new seeds,
 // started with TPM2_Startup(CLEAR)) and waits until it answers
@@ -44,6 +74,11 @@ func StartSWTPM(tb testing.TB, opts ...SWTPMOption) *SWTPM {
 	for _, o := range opts {
 		o(&cfg)
 	}
+	if cfg.EKCertCA != "" {
+		if _, _, err := swtpm.FindSetupBinaries(); err != nil {
+			Unavailable(tb, err.Error())
+		}
+	}
 	// A short directory name: unix socket paths are limited to 108 bytes,
 	// and test names can be long.
 	dir, err := os.MkdirTemp("", "swtpm-")
@@ -51,7 +86,10 @@ func StartSWTPM(tb testing.TB, opts ...SWTPMOption) *SWTPM {
 		tb.Fatalf("swtpm: %v", err)
 	}
 	cfg.Dir = dir
-	s := &SWTPM{tb: tb, dir: dir}
+	if cfg.EKCertCA == "-" {
+		cfg.EKCertCA = filepath.Join(dir, "ca")
+	}
+	s := &SWTPM{tb: tb, dir: dir, caDir: cfg.EKCertCA}
 	tb.Cleanup(s.cleanup)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -51,6 +51,7 @@ type Key struct {
 	// needsAuth: the key file records that the key has an auth value.
 	needsAuth bool
 	attrs     gotpm.TPMAObject
+	pubArea   []byte // the marshalled TPMT_PUBLIC
 }
 
 // NeedsAuth reports whether the key's file records that the key has an
@@ -238,6 +239,7 @@ func (t *TPM) newKey(pub *gotpm.TPMTPublic, cfg *config, auth []byte) (*Key, err
 	return &Key{
 		c: t.c, kemID: id, pub: ep, name: *name,
 		auth: auth, timeout: cfg.timeout, attrs: pub.ObjectAttributes,
+		pubArea: gotpm.Marshal(*pub),
 	}, nil
 }
 

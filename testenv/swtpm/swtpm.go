@@ -66,6 +66,12 @@ type Config struct {
 	Detached bool
 	// Swtpm and Ioctl are the binaries; empty means FindBinaries.
 	Swtpm, Ioctl string
+	// EKCertCA, when set, manufactures a fresh TPM before its first start
+	// with swtpm_setup --create-ek-cert --create-platform-cert, signed by
+	// the swtpm-localca CA in this directory (created there, root and
+	// issuer, if it does not exist yet; see Provision). Instances given
+	// the same directory share one CA.
+	EKCertCA string
 }
 
 // Instance is a running swtpm. Its methods are safe for concurrent use.
@@ -109,6 +115,11 @@ func Start(ctx context.Context, cfg Config) (*Instance, error) {
 	}
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "state"), 0o700); err != nil {
 		return nil, fmt.Errorf("swtpm: %w", err)
+	}
+	if cfg.EKCertCA != "" {
+		if err := Provision(ctx, filepath.Join(cfg.Dir, "state"), cfg.EKCertCA); err != nil {
+			return nil, err
+		}
 	}
 	in := &Instance{cfg: cfg}
 	if cfg.Unix {
