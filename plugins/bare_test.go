@@ -16,21 +16,30 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/twoway-hsm/twoway-hsm/plugins"
+	kempluginv1 "github.com/twoway-hsm/twoway-hsm/plugins/internal/barepb/kemplugin/v1"
 	"github.com/twoway-hsm/twoway-hsm/plugins/keyset"
-	kempluginv1 "github.com/twoway-hsm/twoway-hsm/plugins/proto/kemplugin/v1"
 )
 
-// The "bare" plugin is the limit the benchmarks compare this package with:
-// the same transport (go-plugin, gRPC over a unix socket with AutoMTLS, the
-// kemplugin.v1 Session stream and messages, the same fixed HTTP/2 window,
-// one P in the plugin process) and the same backend keys (keyset), with
-// nothing else. Its server answers
+// The "bare" plugin is the reference row of the benchmarks: the transport
+// this package used before the data channel (go-plugin, gRPC over a unix
+// socket with AutoMTLS, the kemplugin.v1 Session stream and messages, a
+// fixed HTTP/2 window, one P in the plugin process) serving the same
+// backend keys (keyset), with nothing else. Its server answers
 // each Session message inline on the stream's goroutine, and its host side
 // is one goroutine per stream doing Send then Recv: no call ids, no
 // goroutine per call, no deadlines, no cancellation, no restart. Whatever
 // this package's plugin costs beyond it is this package's own. It is the
 // test binary re-executed, so benchmarks compare it fairly only when built
 // as the plugin is (no -race, no -cover).
+
+// bareProtocolVersion is the go-plugin protocol version of the bare
+// plugin: kemplugin.v1's.
+const bareProtocolVersion = 1
+
+// bareWindowSize is the fixed HTTP/2 window of the bare plugin's
+// connection: a fixed window turns off grpc-go's bandwidth estimation,
+// which otherwise sends a PING (and gets an ack) for nearly every message.
+const bareWindowSize = 1 << 20
 
 // barePlugin is the go-plugin plugin of the bare server and client.
 type barePlugin struct {
@@ -97,11 +106,13 @@ func runBareHelper() int {
 		return 1
 	}
 	defer set.Close()
+	hs := plugins.Handshake
+	hs.ProtocolVersion = bareProtocolVersion
 	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig:  plugins.Handshake,
-		VersionedPlugins: map[int]plugin.PluginSet{plugins.ProtocolVersion: {plugins.PluginName: &barePlugin{set: set}}},
+		HandshakeConfig:  hs,
+		VersionedPlugins: map[int]plugin.PluginSet{bareProtocolVersion: {plugins.PluginName: &barePlugin{set: set}}},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			return grpc.NewServer(append(opts, grpc.StaticStreamWindowSize(plugins.WindowSize), grpc.StaticConnWindowSize(plugins.WindowSize))...)
+			return grpc.NewServer(append(opts, grpc.StaticStreamWindowSize(bareWindowSize), grpc.StaticConnWindowSize(bareWindowSize))...)
 		},
 		Logger: hclog.NewNullLogger(),
 	})
@@ -127,16 +138,18 @@ func startBare(t testing.TB, bk backendKeys) *bareClient {
 	// process's GOMAXPROCS, GODEBUG or GOGC), with TMPDIR for its socket.
 	cmd.Env = append(append(append([]string{"TMPDIR=" + os.TempDir()}, bk.env...), benchEnv()...),
 		helperEnv+"=bare", helperConfigEnv+"="+string(js))
+	hs := plugins.Handshake
+	hs.ProtocolVersion = bareProtocolVersion
 	pc := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  plugins.Handshake,
-		VersionedPlugins: map[int]plugin.PluginSet{plugins.ProtocolVersion: {plugins.PluginName: &barePlugin{}}},
+		HandshakeConfig:  hs,
+		VersionedPlugins: map[int]plugin.PluginSet{bareProtocolVersion: {plugins.PluginName: &barePlugin{}}},
 		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		SkipHostEnv:      true,
 		Logger:           hclog.NewNullLogger(),
-		GRPCDialOptions: []grpc.DialOption{grpc.WithStaticStreamWindowSize(plugins.WindowSize),
-			grpc.WithStaticConnWindowSize(plugins.WindowSize)},
+		GRPCDialOptions: []grpc.DialOption{grpc.WithStaticStreamWindowSize(bareWindowSize),
+			grpc.WithStaticConnWindowSize(bareWindowSize)},
 	})
 	t.Cleanup(pc.Kill)
 	cp, err := pc.Client()

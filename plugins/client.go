@@ -226,10 +226,11 @@ func (c *Client) spawn(f func()) bool {
 	return true
 }
 
-// call runs fn against a live plugin process, starting one if needed. An
-// error that means the process is gone wraps ErrUnavailable and makes the
-// next call start a new process.
-func (c *Client) call(ctx context.Context, fn func(b Backend) ([]byte, error)) ([]byte, error) {
+// call sends a request of kind for the key named name with payload to a
+// live plugin process, starting one if needed. An error that means the
+// process is gone wraps ErrUnavailable and makes the next call start a new
+// process.
+func (c *Client) call(ctx context.Context, op string, kind byte, name string, payload []byte) ([]byte, error) {
 	if c.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -240,7 +241,11 @@ func (c *Client) call(ctx context.Context, fn func(b Backend) ([]byte, error)) (
 	if err != nil {
 		return nil, err
 	}
-	out, err := fn(p.backend)
+	idx, ok := p.index[name]
+	if !ok { // the processes serve the same keys (sameKeys)
+		return nil, fmt.Errorf("plugins: %s: %w: %q", op, ErrUnknownKey, name)
+	}
+	out, err := p.data.call(ctx, op, kind, idx, payload)
 	if err != nil && errors.Is(err, ErrUnavailable) {
 		c.retire(s, p, "call failed")
 		if c.closed.Load() {

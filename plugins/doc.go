@@ -2,14 +2,17 @@
 // that a server can open requests and seal responses while the private key
 // never enters its memory.
 //
-// The plugin protocol is github.com/hashicorp/go-plugin over gRPC (see
-// proto/kemplugin/v1/kemplugin.proto), version [ProtocolVersion]. It has
-// three calls: Describe (the keys a plugin serves and their public keys),
-// ECDH (the Diffie-Hellman step of a DHKEM key) and Decapsulate (for KEMs
-// that are not Diffie-Hellman based); the host sends ECDH and Decapsulate
-// over one long-lived Session stream per process. Nothing else crosses the
-// boundary: no call takes or returns private key material, and none
-// creates or deletes keys.
+// The plugin protocol, version [ProtocolVersion], has three calls:
+// Describe (the keys a plugin serves and their public keys), ECDH (the
+// Diffie-Hellman step of a DHKEM key) and Decapsulate (for KEMs that are
+// not Diffie-Hellman based). github.com/hashicorp/go-plugin starts the
+// plugin, carries Describe over gRPC (proto/kemplugin/v2/kemplugin.proto)
+// and its logs, and watches its life. ECDH and Decapsulate, one per
+// request, travel on the data channel: a unix socket pair that the host
+// creates and the plugin inherits at exec (descriptor 3, see [DataFDEnv]),
+// with no path and no listener, carrying fixed binary frames (frame.go).
+// Nothing else crosses the boundary: no call takes or returns private key
+// material, and none creates or deletes keys.
 //
 // # Host side
 //
@@ -31,7 +34,8 @@
 //
 // The client verifies the binary's SHA-256 before every start when a
 // checksum is given, talks to the plugin over a unix socket in a private
-// directory with mutual TLS (go-plugin's AutoMTLS), gives it only the
+// directory with mutual TLS (go-plugin's AutoMTLS) and over the data
+// channel, whose descriptor only the two processes hold, gives it only the
 // environment in [Config.Env], ties its life to the host's (the plugin gets
 // SIGKILL when the host dies, on Linux), and restarts it after a crash with
 // a bounded exponential backoff. Calls that a crash interrupts fail at once

@@ -59,9 +59,7 @@ func (k *Key) DecapsulateContext(ctx context.Context, enc []byte) ([]byte, error
 	if k.info.KEM.IsDH() {
 		return kem.DecapsulateDH(ctx, k, enc)
 	}
-	return k.remote(ctx, "shared secret", k.info.KEM.SharedSecretSize(), func(b Backend) ([]byte, error) {
-		return b.Decapsulate(ctx, k.info.Name, enc)
-	})
+	return k.remote(ctx, "decapsulate", frameDecapsulate, enc, "shared secret", k.info.KEM.SharedSecretSize())
 }
 
 // ECDHContext returns the raw Diffie-Hellman output with the peer's public
@@ -73,9 +71,7 @@ func (k *Key) ECDHContext(ctx context.Context, peer []byte) ([]byte, error) {
 	if !id.IsDH() {
 		return nil, fmt.Errorf("plugins: key %s: %w: %v has no Diffie-Hellman step", k.info.Name, kem.ErrUnsupportedKEM, id)
 	}
-	dh, err := k.remote(ctx, "DH output", id.DHSize(), func(b Backend) ([]byte, error) {
-		return b.ECDH(ctx, k.info.Name, peer)
-	})
+	dh, err := k.remote(ctx, "ecdh", frameECDH, peer, "DH output", id.DHSize())
 	if err != nil {
 		return nil, err
 	}
@@ -86,13 +82,13 @@ func (k *Key) ECDHContext(ctx context.Context, peer []byte) ([]byte, error) {
 	return dh, nil
 }
 
-// remote runs op against a plugin process and checks that its result has
-// size bytes.
-func (k *Key) remote(ctx context.Context, what string, size int, op func(Backend) ([]byte, error)) ([]byte, error) {
+// remote makes a call of kind with payload to a plugin process and checks
+// that its result has size bytes.
+func (k *Key) remote(ctx context.Context, op string, kind byte, payload []byte, what string, size int) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("plugins: key %s: %w", k.info.Name, err)
 	}
-	out, err := k.c.call(ctx, op)
+	out, err := k.c.call(ctx, op, kind, k.info.Name, payload)
 	if err != nil {
 		return nil, fmt.Errorf("plugins: key %s: %w", k.info.Name, err)
 	}

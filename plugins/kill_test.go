@@ -91,7 +91,8 @@ func TestKillPluginDuringRequest(t *testing.T) {
 				t.Fatal(err)
 			}
 			pr, pw := io.Pipe()
-			go func() { _, err := io.Copy(pw, sealer); pw.CloseWithError(err) }()
+			// Passed, not captured: the variables are reused below.
+			go func(pw *io.PipeWriter, sealer io.Reader) { _, err := io.Copy(pw, sealer); pw.CloseWithError(err) }(pw, sealer)
 			const deadline = 10 * time.Second
 			reqCtx, cancel := context.WithTimeout(ctx, deadline)
 			defer cancel()

@@ -34,6 +34,8 @@ type proc struct {
 	pc      *plugin.Client
 	cmd     *exec.Cmd
 	backend *GRPCClient
+	data    *dataConn
+	index   map[string]uint16 // key name to its index on the data channel
 	desc    *Description
 	pid     int
 	started time.Time
@@ -80,22 +82,53 @@ func (c *Client) startProcess(ctx context.Context, thread *osthread.Thread, slot
 			return nil, fmt.Errorf("plugins: open plugin binary: %w", err)
 		}
 		defer bin.Close()
-		if fp, ok := fdPath(bin.Fd()); ok {
+		// Well above the child's descriptors 0-3 (3 is the data channel)
+		// and the few that os/exec's child moves out of their way above
+		// them, so that its number still names the binary when the child
+		// execs it.
+		hi, err := fdAbove(bin, 16)
+		if err != nil {
+			return nil, fmt.Errorf("plugins: plugin binary descriptor: %w", err)
+		}
+		defer hi.Close()
+		if fp, ok := fdPath(hi.Fd()); ok {
 			execPath = fp
 		}
 		// A hash.Hash keeps state: each start needs a fresh one.
 		secure = &plugin.SecureConfig{Checksum: cfg.Checksum, Hash: sha256.New()}
 	}
 
+	// The data channel: a socket pair, one end for this process, the
+	// other inherited by the plugin as descriptor 3 (both are
+	// close-on-exec here, so no other child gets them).
+	pair, err := socketPair()
+	if err != nil {
+		return nil, fmt.Errorf("plugins: data channel: %w", err)
+	}
+	plugEnd := os.NewFile(uintptr(pair[1]), "twoway-hsm data channel (plugin end)")
+	defer plugEnd.Close() // the plugin has its own copy once started
+	data, err := newDataConn(pair[0])
+	if err != nil {
+		sysClose(pair[0])
+		return nil, fmt.Errorf("plugins: data channel: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			data.close()
+		}
+	}()
+
 	cmd := exec.Command(execPath, cfg.Args...)
 	cmd.Args[0] = cfg.Path
+	cmd.ExtraFiles = []*os.File{plugEnd}
 	level := "info"
 	if cfg.Logger.Enabled(context.Background(), slog.LevelDebug) {
 		level = "debug"
 	}
 	cmd.Env = append(append([]string(nil), cfg.Env...),
 		plugin.EnvUnixSocketDir+"="+dir,
-		LogLevelEnv+"="+level)
+		LogLevelEnv+"="+level,
+		DataFDEnv+"=3")
 	cmd.SysProcAttr = sysProcAttr()
 
 	said := newFirstError(filepath.Base(cmd.Path)) // go-plugin's name for the plugin's records
@@ -111,9 +144,8 @@ func (c *Client) startProcess(ctx context.Context, thread *osthread.Thread, slot
 		StartTimeout:     max(time.Until(deadline), time.Millisecond), // 0 would mean go-plugin's default
 		Logger:           &hclogAdapter{l: logger, level: new(atomic.Int32), noNames: true, errs: said},
 		// No idle timeout: an idle connection that went away would look
-		// like a dead plugin (see watch). A fixed window (see windowSize).
-		GRPCDialOptions: []grpc.DialOption{grpc.WithIdleTimeout(0),
-			grpc.WithStaticStreamWindowSize(windowSize), grpc.WithStaticConnWindowSize(windowSize)},
+		// like a dead plugin (see watch).
+		GRPCDialOptions: []grpc.DialOption{grpc.WithIdleTimeout(0)},
 	})
 	defer func() {
 		if err != nil {
@@ -126,6 +158,9 @@ func (c *Client) startProcess(ctx context.Context, thread *osthread.Thread, slot
 
 	var cp plugin.ClientProtocol
 	thread.Run(func() { cp, err = pc.Client() })
+	// Started or not, the plugin end is no longer this process's: closed
+	// here, the channel ends as soon as the plugin's copy does.
+	plugEnd.Close()
 	if err != nil {
 		if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
 			return nil, fmt.Errorf("%w: %s", ErrChecksum, cfg.Path)
@@ -155,10 +190,16 @@ func (c *Client) startProcess(ctx context.Context, thread *osthread.Thread, slot
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, fmt.Errorf("plugins: remove socket directory: %w", err)
 	}
+	index := make(map[string]uint16, len(desc.Keys))
+	for i, k := range desc.Keys {
+		index[k.Name] = uint16(i)
+	}
 	p = &proc{
 		pc:      pc,
 		cmd:     cmd,
 		backend: backend,
+		data:    data,
+		index:   index,
 		desc:    desc,
 		pid:     cmd.Process.Pid,
 		started: time.Now(),
@@ -172,9 +213,10 @@ func (c *Client) startProcess(ctx context.Context, thread *osthread.Thread, slot
 	return p, nil
 }
 
-// watch marks the process dead as soon as its connection leaves the READY
-// state (the plugin exited or closed it), so that the next call starts a
-// new one instead of failing.
+// watch marks the process dead as soon as its gRPC connection leaves the
+// READY state (the plugin exited or closed it), so that the next call
+// starts a new one instead of failing. (Calls in flight learn it from the
+// data channel.)
 func (p *proc) watch(ctx context.Context, conn *grpc.ClientConn) {
 	for {
 		st := conn.GetState()
@@ -195,7 +237,7 @@ func (p *proc) kill(graceful bool) {
 	p.killOnce.Do(func() {
 		p.dead.Store(true)
 		p.stopWatch()
-		p.backend.Close()
+		p.data.close()
 		if !graceful {
 			_ = p.cmd.Process.Kill()
 		}
@@ -216,6 +258,9 @@ func (p *proc) kill(graceful bool) {
 func checkDescription(d *Description) error {
 	if len(d.Keys) == 0 {
 		return fmt.Errorf("the plugin serves no keys")
+	}
+	if len(d.Keys) > 1<<16 {
+		return fmt.Errorf("the plugin serves %d keys, more than a key index can name", len(d.Keys))
 	}
 	seen := make(map[string]bool)
 	for _, k := range d.Keys {

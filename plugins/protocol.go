@@ -7,13 +7,16 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
-	kempluginv1 "github.com/twoway-hsm/twoway-hsm/plugins/proto/kemplugin/v1"
+	kempluginv2 "github.com/twoway-hsm/twoway-hsm/plugins/proto/kemplugin/v2"
 )
 
 // ProtocolVersion is the version of the plugin protocol this package
-// speaks (go-plugin's application protocol version). Version 1 is
-// kemplugin.v1.
-const ProtocolVersion = 1
+// speaks (go-plugin's application protocol version). Version 2 is
+// kemplugin.v2's Describe on gRPC and the data channel (frame.go) for the
+// per-request calls, which the host creates and passes to the plugin at
+// exec (DataFDEnv). Version 1 carried those calls on gRPC; hosts and
+// plugins of different versions refuse each other at the handshake.
+const ProtocolVersion = 2
 
 // PluginName is the name under which a plugin process serves its Backend
 // (go-plugin's plugin set key).
@@ -37,9 +40,9 @@ func VersionedPlugins(impl Backend) map[int]plugin.PluginSet {
 	}
 }
 
-// GRPCPlugin is the go-plugin plugin of the protocol: on the plugin side it
-// registers a [GRPCServer] for Impl, on the host side it returns a
-// [GRPCClient]. It supports only gRPC (not net/rpc).
+// GRPCPlugin is the go-plugin plugin of the protocol's control part: on
+// the plugin side it registers a [GRPCServer] for Impl, on the host side it
+// returns a [GRPCClient]. It supports only gRPC (not net/rpc).
 type GRPCPlugin struct {
 	plugin.NetRPCUnsupportedPlugin
 	// Impl is the Backend served; nil on the host side.
@@ -51,14 +54,14 @@ func (p *GRPCPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
 	if p.Impl == nil {
 		return fmt.Errorf("plugins: no backend to serve")
 	}
-	kempluginv1.RegisterKEMPluginServer(s, &GRPCServer{Impl: p.Impl})
+	kempluginv2.RegisterKEMPluginServer(s, &GRPCServer{Impl: p.Impl})
 	return nil
 }
 
 // GRPCClient returns the Backend the plugin at the other end of conn
 // serves.
 func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
-	return &GRPCClient{client: kempluginv1.NewKEMPluginClient(conn)}, nil
+	return &GRPCClient{client: kempluginv2.NewKEMPluginClient(conn)}, nil
 }
 
 var _ plugin.GRPCPlugin = (*GRPCPlugin)(nil)

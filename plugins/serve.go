@@ -1,6 +1,7 @@
 package plugins
 
 import (
+	"context"
 	"log/slog"
 	"os"
 	"strings"
@@ -10,18 +11,9 @@ import (
 	"google.golang.org/grpc"
 )
 
-// maxMessageSize bounds what a plugin accepts in one request. The largest
-// legitimate request is a Decapsulate with an ML-KEM-1024 ciphertext
-// (1568 bytes) plus a key name.
+// maxMessageSize bounds what a plugin accepts in one gRPC request (only
+// Describe, which has no fields).
 const maxMessageSize = 64 << 10
-
-// windowSize is the fixed HTTP/2 flow-control window of the connection
-// between host and plugin, set on both sides. A fixed window turns off
-// grpc-go's bandwidth estimation, which otherwise sends a PING (and gets an
-// ack) for nearly every message received: four extra frames, writes and
-// wake-ups per call, on a connection whose messages are a few hundred
-// bytes. At 1 MiB a window update is due only every few thousand calls.
-const windowSize = 1 << 20
 
 // StartedByHost reports whether this process was started by a plugin host
 // (its environment carries the handshake's magic cookie). A plugin program
@@ -32,11 +24,16 @@ func StartedByHost() bool {
 
 // Serve serves b to the host that started this process and returns when
 // the host shuts the plugin down (or exits the process when the handshake
-// fails). It writes nothing to stdout but go-plugin's handshake line; logger
-// (built on [NewPluginLogHandler] over the original stderr, so the host
-// can parse the records) receives go-plugin's records. Each call's context
-// carries the host's deadline and is cancelled when the host gives up;
-// b must honour it.
+// fails or the host passed no data channel). It writes nothing to stdout
+// but go-plugin's handshake line; logger (built on [NewPluginLogHandler]
+// over the original stderr, so the host can parse the records) receives
+// go-plugin's records. Each call's context carries the host's deadline and
+// is cancelled when the host gives up; b must honour it. When Serve
+// returns, no call of b is running.
+//
+// b's Describe is called once, before the handshake: the keys it lists,
+// in that order, are the ones served (the data channel names keys by
+// their index in it).
 //
 // If the host process goes away without stopping the plugin (it was
 // killed, and no parent-death signal was set up), Serve notices within a
@@ -46,15 +43,56 @@ func Serve(b Backend, logger *slog.Logger) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	go watchParent(logger, os.Getppid())
+	conn, err := dataChannelFromEnv()
+	if err != nil {
+		logger.Error("plugins: no data channel", "error", err.Error())
+		os.Exit(1)
+	}
+	desc, err := b.Describe(context.Background())
+	if err != nil {
+		logger.Error("plugins: describe", "error", err.Error())
+		os.Exit(1)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ds := newDataServer(ctx, b, desc, conn)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		if err := ds.serve(); err != nil {
+			logger.Error("plugins: data channel ended", "error", err.Error())
+		}
+	}()
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig:  Handshake,
-		VersionedPlugins: VersionedPlugins(b),
+		VersionedPlugins: VersionedPlugins(snapshot{b, desc}),
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			return grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(maxMessageSize),
-				grpc.StaticStreamWindowSize(windowSize), grpc.StaticConnWindowSize(windowSize))...)
+			return grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(maxMessageSize))...)
 		},
 		Logger: NewHCLogger(logger),
 	})
+	ds.stop()
+	<-served
+}
+
+// snapshot is a Backend whose Describe returns what the plugin's Describe
+// returned when it started, so that the host's key indexes and the data
+// channel's agree.
+type snapshot struct {
+	Backend
+	desc *Description
+}
+
+func (s snapshot) Describe(ctx context.Context) (*Description, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	d := &Description{Plugin: s.desc.Plugin, Keys: make([]KeyInfo, len(s.desc.Keys))}
+	for i, k := range s.desc.Keys {
+		k.PublicKey = append([]byte(nil), k.PublicKey...)
+		d.Keys[i] = k
+	}
+	return d, nil
 }
 
 // watchParent exits the process when its parent changes, i.e. the host

@@ -1,6 +1,7 @@
 package plugins
 
 import (
+	"os"
 	"strconv"
 	"syscall"
 )
@@ -18,4 +19,20 @@ func sysProcAttr() *syscall.SysProcAttr {
 // process, for executing exactly the file that was checksummed.
 func fdPath(fd uintptr) (string, bool) {
 	return "/proc/self/fd/" + strconv.FormatUint(uint64(fd), 10), true
+}
+
+// fdAbove returns f, or when f's descriptor is below min a close-on-exec
+// duplicate of it numbered min or more (closed with f by the caller's
+// deferred Close of both). A plugin binary executed through
+// /proc/self/fd/N must not sit on a number the child's ExtraFiles take
+// (3 is the data channel): the child would execute the socket.
+func fdAbove(f *os.File, min int) (*os.File, error) {
+	if int(f.Fd()) >= min {
+		return f, nil
+	}
+	nfd, _, e := syscall.Syscall(syscall.SYS_FCNTL, f.Fd(), syscall.F_DUPFD_CLOEXEC, uintptr(min))
+	if e != 0 {
+		return nil, e
+	}
+	return os.NewFile(nfd, f.Name()), nil
 }

@@ -1,0 +1,458 @@
+package plugins
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/twoway-hsm/twoway-hsm/kem"
+)
+
+// dataConn is the host's end of a data channel (see frame.go). It is safe
+// for concurrent use.
+//
+// There is no receiving goroutine. A caller writes its request frame
+// itself and then waits; one waiting caller at a time, the leader, reads
+// the socket for everyone, in a blocking system call (waitFD) on its own
+// thread, and hands the other callers their answers. When its own answer
+// has come, or its context has ended, it passes the lead to another
+// waiting caller. A call made while the host is otherwise idle therefore
+// costs one thread wake-up on this side: the kernel wakes the caller's own
+// thread with the answer. (A receiving goroutine costs another wake-up and
+// more: Go's network poller wakes one thread, the goroutine's handing the
+// answer over wakes an idle one to look for work, and the caller runs;
+// plugins' BenchmarkDataChannel measures both.)
+type dataConn struct {
+	fd        int // nonblocking
+	waker     int // makes the leader's waitFD return: close, a context that ends
+	closeWake func()
+
+	wsem chan struct{} // one writer at a time; a channel so that waiting honours contexts
+
+	mu        sync.Mutex
+	pending   map[uint64]*dataCall // calls sent and not yet answered, abandoned ones included
+	abandoned int                  // calls in pending whose caller has gone
+	nextID    uint64
+	leader    bool
+	busy      int   // goroutines inside system calls on fd (the leader, a writer)
+	err       error // why the channel ended; nil while it works
+	closed    bool  // close was called; the descriptors go when busy drops to 0
+	fdsClosed bool
+
+	// The leader's read buffer (only the leader touches it).
+	rbuf  [16 << 10]byte
+	rhead int // start of the unparsed bytes
+	rtail int // end of the bytes read
+}
+
+// dataCall is one call on a dataConn.
+type dataCall struct {
+	id        uint64
+	done      chan struct{} // signalled (capacity 1) when answered, or offered the lead
+	waiting   bool          // its caller waits on done
+	abandoned bool          // its caller has gone; the answer is discarded
+	finished  bool
+	code      byte
+	result    []byte // the result, or the error's text
+}
+
+// maxAbandoned bounds the calls whose callers gave up while the plugin has
+// not answered them yet: a plugin that leaves that many unanswered is
+// treated as gone.
+const maxAbandoned = 4096
+
+// writeSlice bounds one wait for the socket to take a frame, between
+// checks of the caller's context (the plugin is not reading: rare).
+const writeSlice = 10 * time.Millisecond
+
+// cancelWriteTimeout bounds the wait to send a cancellation.
+const cancelWriteTimeout = time.Second
+
+// newDataConn takes over fd, the host's end of a data channel.
+func newDataConn(fd int) (*dataConn, error) {
+	if err := setNonblock(fd); err != nil {
+		return nil, err
+	}
+	w, closeWake, err := newWaker()
+	if err != nil {
+		return nil, err
+	}
+	return &dataConn{
+		fd:        fd,
+		waker:     w,
+		closeWake: closeWake,
+		wsem:      make(chan struct{}, 1),
+		pending:   make(map[uint64]*dataCall),
+	}, nil
+}
+
+// errDataClosed is the error of calls on a dataConn that was closed.
+var errDataClosed = errors.New("the data channel was closed")
+
+// call sends a request of kind for the key with that index and waits for
+// its answer or for ctx to end. Errors are this package's sentinels (see
+// fromCode); a broken channel wraps ErrUnavailable. The caller owns the
+// result.
+func (d *dataConn) call(ctx context.Context, op string, kind byte, key uint16, payload []byte) ([]byte, error) {
+	if len(payload) > maxRequestPayload {
+		return nil, fmt.Errorf("plugins: %s: %w: an input of %d bytes (at most %d)", op, kem.ErrInvalidPublicKey, len(payload), maxRequestPayload)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("plugins: %s: %w", op, err)
+	}
+	c := &dataCall{done: make(chan struct{}, 1)}
+	d.mu.Lock()
+	if d.err != nil {
+		err := d.err
+		d.mu.Unlock()
+		return nil, unavailable(op, err)
+	}
+	d.nextID++
+	c.id = d.nextID
+	d.pending[c.id] = c
+	d.mu.Unlock()
+
+	var hdr [frameHeaderSize]byte
+	f := frame{kind: kind, key: key, id: c.id, n: len(payload)}
+	if dl, ok := ctx.Deadline(); ok {
+		f.deadline = dl.UnixNano()
+	}
+	putHeader(hdr[:], f)
+	sent, err := d.send(ctx, hdr[:], payload)
+	if !sent {
+		d.mu.Lock()
+		delete(d.pending, c.id)
+		d.mu.Unlock()
+		if cerr := ctx.Err(); cerr != nil && err == nil {
+			return nil, fmt.Errorf("plugins: %s: %w", op, cerr)
+		}
+		return nil, unavailable(op, err)
+	}
+	return d.wait(ctx, op, c)
+}
+
+// unavailable is the error of a call on a broken channel.
+func unavailable(op string, err error) error {
+	return fmt.Errorf("plugins: %s: %w: %w", op, ErrUnavailable, err)
+}
+
+// wait waits for c's answer, leading when no one else does.
+func (d *dataConn) wait(ctx context.Context, op string, c *dataCall) ([]byte, error) {
+	for {
+		d.mu.Lock()
+		c.waiting = false
+		if c.finished {
+			d.mu.Unlock()
+			if c.code != 0 {
+				return nil, fromCode(ctx, op, codes.Code(c.code), string(c.result))
+			}
+			return c.result, nil
+		}
+		if d.err != nil {
+			err := d.err
+			d.mu.Unlock()
+			return nil, unavailable(op, err)
+		}
+		if cerr := ctxErr(ctx); cerr != nil {
+			c.abandoned = true
+			d.abandoned++
+			if d.abandoned > maxAbandoned {
+				d.breakLocked(fmt.Errorf("%w: the plugin leaves %d calls unanswered", errProtocol, d.abandoned))
+			} else {
+				d.promoteLocked()
+			}
+			d.mu.Unlock()
+			d.cancel(c.id)
+			return nil, fmt.Errorf("plugins: %s: %w", op, cerr)
+		}
+		if !d.leader {
+			d.leader = true
+			d.busy++
+			d.mu.Unlock()
+			d.lead(ctx, c)
+			continue
+		}
+		c.waiting = true
+		d.mu.Unlock()
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// lead reads and delivers answers until c's has come, ctx ends or the
+// channel breaks, then passes the lead on.
+func (d *dataConn) lead(ctx context.Context, c *dataCall) {
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, d.wakeLeader)
+		defer stop()
+	}
+	var err error
+	for {
+		if err = d.deliver(); err != nil {
+			break
+		}
+		d.mu.Lock()
+		stop := c.finished || d.err != nil
+		d.mu.Unlock()
+		if stop || ctxErr(ctx) != nil {
+			break
+		}
+		if d.rtail == len(d.rbuf) { // compact (deliver leaves less than a frame)
+			d.rtail = copy(d.rbuf[:], d.rbuf[d.rhead:d.rtail])
+			clear(d.rbuf[d.rtail:])
+			d.rhead = 0
+		}
+		n, rerr := sysRead(d.fd, d.rbuf[d.rtail:])
+		if n > 0 {
+			d.rtail += n
+			continue
+		}
+		switch {
+		case rerr == nil:
+			err = errors.New("the plugin closed the data channel")
+		case rerr == syscall.EAGAIN || rerr == syscall.EINTR:
+			timeout := time.Duration(-1)
+			if dl, ok := ctx.Deadline(); ok {
+				timeout = max(time.Until(dl), 0)
+			}
+			if werr := waitFD(d.fd, pollIn, d.waker, timeout); werr != nil {
+				err = fmt.Errorf("waiting for the plugin: %w", werr)
+			} else {
+				drain(d.waker)
+			}
+		default:
+			err = fmt.Errorf("reading from the plugin: %w", rerr)
+		}
+		if err != nil {
+			break
+		}
+	}
+	d.mu.Lock()
+	if err != nil {
+		d.breakLocked(err)
+	}
+	d.leader = false
+	d.promoteLocked()
+	d.leaveLocked()
+	d.mu.Unlock()
+}
+
+// deliver hands out the answers in the read buffer.
+func (d *dataConn) deliver() error {
+	for {
+		b := d.rbuf[d.rhead:d.rtail]
+		f, size, err := decodeResponse(b)
+		if err != nil {
+			return err
+		}
+		if size == 0 {
+			if d.rhead == d.rtail {
+				d.rhead, d.rtail = 0, 0
+			}
+			return nil
+		}
+		payload := b[frameHeaderSize:size]
+		d.mu.Lock()
+		c, ok := d.pending[f.id]
+		if !ok {
+			d.mu.Unlock()
+			clear(payload)
+			if f.id > d.lastID() {
+				return fmt.Errorf("%w: an answer to call %d, which was never made", errProtocol, f.id)
+			}
+			return fmt.Errorf("%w: a second answer to call %d", errProtocol, f.id)
+		}
+		delete(d.pending, f.id)
+		if c.abandoned {
+			d.abandoned--
+		} else {
+			c.finished = true
+			c.code = f.code // 0 for frameResult, never 0 for frameError
+			c.result = append([]byte(nil), payload...)
+			select {
+			case c.done <- struct{}{}:
+			default:
+			}
+		}
+		d.mu.Unlock()
+		clear(payload) // it may be a secret
+		d.rhead += size
+	}
+}
+
+// lastID returns the id of the last call made.
+func (d *dataConn) lastID() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.nextID
+}
+
+// wakeLeader makes the leader's waitFD return, if the descriptors are
+// still open (a number closed could name another file by now).
+func (d *dataConn) wakeLeader() {
+	d.mu.Lock()
+	if !d.fdsClosed {
+		wake(d.waker)
+	}
+	d.mu.Unlock()
+}
+
+// ctxErr is ctx.Err, or DeadlineExceeded once ctx's deadline has passed
+// even if its timer has not fired yet (which would make a leader spin).
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// promoteLocked offers the lead to a waiting caller when no one leads.
+func (d *dataConn) promoteLocked() {
+	if d.leader {
+		return
+	}
+	for _, o := range d.pending {
+		if o.waiting {
+			select {
+			case o.done <- struct{}{}:
+			default:
+			}
+			return
+		}
+	}
+}
+
+// breakLocked ends the channel with err: every waiting call fails with
+// it, and so does every later one.
+func (d *dataConn) breakLocked(err error) {
+	if d.err != nil {
+		return
+	}
+	d.err = err
+	for id, c := range d.pending {
+		delete(d.pending, id)
+		if c.waiting {
+			select {
+			case c.done <- struct{}{}:
+			default:
+			}
+		}
+	}
+	d.abandoned = 0
+	// Anyone inside waitFD returns; the peer sees the end too.
+	sysShutdown(d.fd)
+	wake(d.waker)
+}
+
+// leaveLocked records that a goroutine left its system calls on fd, and
+// closes the descriptors when the channel was closed and it was the last.
+func (d *dataConn) leaveLocked() {
+	d.busy--
+	if d.closed && d.busy == 0 && !d.fdsClosed {
+		d.fdsClosed = true
+		sysClose(d.fd)
+		d.closeWake()
+	}
+}
+
+// send writes a frame (hdr and payload) whole, waiting while the socket's
+// buffer is full until ctx ends. It reports whether the frame was sent;
+// a frame cut short breaks the channel (err is then set).
+func (d *dataConn) send(ctx context.Context, hdr, payload []byte) (sent bool, err error) {
+	select {
+	case d.wsem <- struct{}{}:
+	case <-ctx.Done():
+		return false, nil
+	}
+	defer func() { <-d.wsem }()
+	d.mu.Lock()
+	if d.err != nil {
+		err := d.err
+		d.mu.Unlock()
+		return false, err
+	}
+	d.busy++
+	d.mu.Unlock()
+	var buf [maxFrameSize]byte
+	n := copy(buf[:], hdr)
+	n += copy(buf[n:], payload)
+	b := buf[:n]
+	written := 0
+	for written < len(b) && err == nil {
+		var m int
+		m, err = sysWrite(d.fd, b[written:])
+		if m > 0 {
+			written += m
+		}
+		switch {
+		case err == syscall.EINTR:
+			err = nil
+		case err == syscall.EAGAIN:
+			err = nil
+			if ctx.Err() != nil {
+				if written == 0 {
+					d.mu.Lock()
+					d.leaveLocked()
+					d.mu.Unlock()
+					return false, nil
+				}
+				err = errors.New("a frame to the plugin was cut short: the plugin does not read")
+				break
+			}
+			if werr := waitFD(d.fd, pollOut, -1, writeSlice); werr != nil {
+				err = werr
+			}
+		case err != nil:
+			err = fmt.Errorf("writing to the plugin: %w", err)
+		}
+	}
+	clear(buf[frameHeaderSize:n])
+	d.mu.Lock()
+	if err != nil {
+		d.breakLocked(err)
+		err = d.err
+	}
+	d.leaveLocked()
+	d.mu.Unlock()
+	return err == nil, err
+}
+
+// cancel tells the plugin that the caller of call id has gone.
+func (d *dataConn) cancel(id uint64) {
+	ctx, stop := context.WithTimeout(context.Background(), cancelWriteTimeout)
+	defer stop()
+	var hdr [frameHeaderSize]byte
+	putHeader(hdr[:], frame{kind: frameCancel, id: id})
+	_, _ = d.send(ctx, hdr[:], nil)
+}
+
+// close ends the channel: calls waiting fail with ErrUnavailable, and the
+// plugin's end sees it closed.
+func (d *dataConn) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	d.closed = true
+	d.breakLocked(errDataClosed)
+	d.busy++
+	d.leaveLocked()
+}
+
+// broken reports the error that ended the channel, if it has ended.
+func (d *dataConn) broken() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.err
+}
