@@ -29,3 +29,5 @@ func sysClose(int)                                {}
 func sysShutdown(int)                             {}
 func setNonblock(int) error                       { return errNoDataChannel }
 func closeOnExec(int)                             {}
+func sysShutdownWrite(int)                        {}
+func isAgain(error) bool                          { return false }

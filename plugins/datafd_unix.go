@@ -13,3 +13,6 @@ func sysClose(fd int)                        { _ = syscall.Close(fd) }
 func sysShutdown(fd int)                     { _ = syscall.Shutdown(fd, syscall.SHUT_RDWR) }
 func setNonblock(fd int) error               { return syscall.SetNonblock(fd, true) }
 func closeOnExec(fd int)                     { syscall.CloseOnExec(fd) }
+
+func sysShutdownWrite(fd int) { _ = syscall.Shutdown(fd, syscall.SHUT_WR) }
+func isAgain(err error) bool  { return err == syscall.EAGAIN || err == syscall.EINTR }
