@@ -19,6 +19,7 @@ import (
 	"github.com/twoway-hsm/twoway-hsm/internal/latency"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/plugins"
+	"github.com/twoway-hsm/twoway-hsm/plugins/keyset"
 )
 
 // peers returns n peer public keys on P-256.
@@ -35,12 +36,15 @@ func peers(b testing.TB, n int) [][]byte {
 }
 
 // BenchmarkECDHOverhead compares a P-256 ECDH through the plugin with the
-// same key called in this process and through the bare plugin (the limit:
-// the same go-plugin transport and key with nothing else, see barePlugin),
-// in one loop and in rotating order so that all three see the same machine
-// load. It reports each one's p50 and p99, the p50 that the plugin and the
-// bare plugin add to the call in process, and the plugin's p50 beyond the
-// bare plugin's.
+// same key called in this process, through the bare plugin (the reference:
+// go-plugin's gRPC transport, which carried the calls before the data
+// channel, serving the same key with nothing else, see barePlugin), and
+// with a 64-byte round trip between two threads over pipes (the floor of
+// any exchange between processes), in one loop and in rotating order so
+// that all four see the same machine load. It reports each one's p50 and
+// p99, the p50 that the plugin and the bare plugin add to the call in
+// process, the plugin's p50 beyond the bare plugin's, and what the plugin
+// adds beyond the pipe round trip (added-beyond-pipe-p50-µs).
 func BenchmarkECDHOverhead(b *testing.B) {
 	b.Run("softhsm", func(b *testing.B) {
 		bk := softHSMKeys(b, nil)
@@ -65,11 +69,14 @@ func benchOverhead(b *testing.B, bk backendKeys, local kem.Exchanger) {
 		b.Fatal(err)
 	}
 	bare := startBare(b, bk).stream(b, bk.refs[0])
+	ping, stopPipe := pipePingPong(b, 64)
+	defer stopPipe()
 	ps := peers(b, 64)
 	impls := []func(peer []byte) ([]byte, error){
 		func(p []byte) ([]byte, error) { return local.ECDHContext(ctx, p) },
 		func(p []byte) ([]byte, error) { return remote.ECDHContext(ctx, p) },
 		bare.ECDH,
+		func([]byte) ([]byte, error) { return nil, ping() },
 	}
 	for i := range 50 { // warm up every path
 		for _, f := range impls {
@@ -98,7 +105,9 @@ func benchOverhead(b *testing.B, bk backendKeys, local kem.Exchanger) {
 	in50 := latency.Report(b, "inproc-", lat[0], time.Microsecond)
 	plugin50 := latency.Report(b, "plugin-", lat[1], time.Microsecond)
 	bare50 := latency.Report(b, "bare-", lat[2], time.Microsecond)
+	pipe50 := latency.Report(b, "pipe-", lat[3], time.Microsecond)
 	b.ReportMetric(plugin50-in50, "added-p50-µs")
+	b.ReportMetric(plugin50-in50-pipe50, "added-beyond-pipe-p50-µs")
 	b.ReportMetric(bare50-in50, "bare-added-p50-µs")
 	b.ReportMetric(plugin50-bare50, "beyond-bare-p50-µs")
 }
@@ -106,12 +115,14 @@ func benchOverhead(b *testing.B, bk backendKeys, local kem.Exchanger) {
 // BenchmarkThroughput measures SoftHSM P-256 ECDH throughput with four
 // parallel callers: through the plugin with one and with two plugin
 // processes (SoftHSM serialises work inside a process), through the bare
-// plugin (the limit of the transport, see barePlugin) with one and two
-// processes, and in this process. The five take turns, each making 400
+// plugin (the gRPC reference, see barePlugin) with one and two processes,
+// and in this process. The five take turns, each making 400
 // calls per round (b.N rounds), so that they share the machine's noise.
 // Each reports its calls per second and the CPU time per call of this
 // process and its plugin processes together. The ratios of two processes
-// to one are reported as ratio-2to1 (plugin) and bare-ratio-2to1.
+// to one are reported as ratio-2to1 (plugin) and bare-ratio-2to1, and that
+// of two plugin processes to the key in this process as
+// ratio-2-to-inprocess.
 func BenchmarkThroughput(b *testing.B) {
 	const callers, round = 4, 400
 	bk := softHSMKeys(b, nil)
@@ -205,6 +216,7 @@ func BenchmarkThroughput(b *testing.B) {
 	}
 	b.ReportMetric(rate["plugin-2"]/rate["plugin-1"], "ratio-2to1")
 	b.ReportMetric(rate["bare-2"]/rate["bare-1"], "bare-ratio-2to1")
+	b.ReportMetric(rate["plugin-2"]/rate["inprocess"], "ratio-2-to-inprocess")
 }
 
 // schedStat returns the on-CPU time and the number of times it was
@@ -257,15 +269,16 @@ func cpuTime(b *testing.B, pids []int) time.Duration {
 }
 
 // BenchmarkRoundTripCost shows what one call costs and why: soft-key
-// P-256 ECDH calls one after another through the plugin and through the
-// bare plugin (the transport's limit, see barePlugin), taking turns in
-// rounds of 200 calls. Each reports its mean time per call (µs/call), the
-// CPU time per call of this process (host-cpu-µs) and of the plugin
-// process (plugin-cpu-µs), and how many times per call a thread of each
-// was put on a CPU (host-runs, plugin-runs): its wake-ups, and the rarer
-// returns after preemption.
-// "pipe" is the floor of any exchange between two processes: one byte
-// sent back and forth between two threads of this process over a pipe
+// P-256 ECDH calls one after another through the plugin, through the bare
+// plugin (the gRPC reference, see barePlugin) and in this process, taking
+// turns in rounds of 200 calls. Each reports its mean time per call
+// (µs/call), the CPU time per call of this process (host-cpu-µs) and of
+// the plugin process (plugin-cpu-µs), and how many times per call a thread
+// of each was put on a CPU (host-runs, plugin-runs): its wake-ups, and the
+// rarer returns after preemption. plugin-cpu-beyond-inproc-µs is the CPU
+// of host and plugin together per call beyond the call in process.
+// "pipe" is the floor of any exchange between two processes: 64 bytes
+// sent back and forth between two threads of this process over pipes
 // (two wake-ups per round trip).
 func BenchmarkRoundTripCost(b *testing.B) {
 	const round = 200
@@ -282,8 +295,14 @@ func BenchmarkRoundTripCost(b *testing.B) {
 	}
 	bc := startBare(b, bk)
 	bs := bc.stream(b, bk.refs[0])
-	ping, stopPipe := pipePingPong(b)
+	ping, stopPipe := pipePingPong(b, 64)
 	defer stopPipe()
+	local, err := keyset.Open(ctx, bk.refs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer local.Close()
+	name := plugins.KeyName(bk.refs[0])
 	ps := peers(b, 64)
 	type impl struct {
 		name                   string
@@ -297,6 +316,7 @@ func BenchmarkRoundTripCost(b *testing.B) {
 		{name: "plugin", pid: strconv.Itoa(pids[0]), call: func(p []byte) error { _, err := k.ECDHContext(ctx, p); return err }},
 		{name: "bare", pid: strconv.Itoa(bc.pc.ReattachConfig().Pid), call: func(p []byte) error { _, err := bs.ECDH(p); return err }},
 		{name: "pipe", call: func([]byte) error { return ping() }},
+		{name: "inproc", call: func(p []byte) error { _, err := local.ECDH(ctx, name, p); return err }},
 	}
 	run := func(im *impl, n int) {
 		h0, hr0 := schedStat(b, "self")
@@ -333,6 +353,9 @@ func BenchmarkRoundTripCost(b *testing.B) {
 		}
 	}
 	b.StopTimer()
+	perCall := func(im *impl, d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(im.n) / 1e3 }
+	b.ReportMetric(perCall(impls[0], impls[0].hostCPU+impls[0].plugCPU)-perCall(impls[3], impls[3].hostCPU), "plugin-cpu-beyond-inproc-µs")
+	b.ReportMetric(perCall(impls[1], impls[1].hostCPU+impls[1].plugCPU)-perCall(impls[3], impls[3].hostCPU), "bare-cpu-beyond-inproc-µs")
 	for _, im := range impls {
 		n := float64(im.n)
 		b.ReportMetric(float64(im.wall.Nanoseconds())/n/1e3, im.name+"-µs/call")
@@ -345,10 +368,10 @@ func BenchmarkRoundTripCost(b *testing.B) {
 	}
 }
 
-// pipePingPong starts a thread that echoes each byte it reads from one
-// pipe into another, and returns a function that sends one byte and waits
-// for its echo, and one that stops the thread.
-func pipePingPong(b *testing.B) (ping func() error, stop func()) {
+// pipePingPong starts a thread that echoes each message of size bytes it
+// reads from one pipe into another, and returns a function that sends one
+// and waits for its echo, and one that stops the thread.
+func pipePingPong(b *testing.B, size int) (ping func() error, stop func()) {
 	r1, w1, err := os.Pipe()
 	if err != nil {
 		b.Fatal(err)
@@ -361,25 +384,27 @@ func pipePingPong(b *testing.B) (ping func() error, stop func()) {
 	go func() {
 		defer close(done)
 		runtime.LockOSThread()
-		var buf [1]byte
+		buf := make([]byte, size)
 		for {
-			if _, err := syscall.Read(int(r1.Fd()), buf[:]); err != nil || buf[0] == 0 {
+			// A pipe write of at most PIPE_BUF bytes is read whole.
+			if _, err := syscall.Read(int(r1.Fd()), buf); err != nil || buf[0] == 0 {
 				return
 			}
-			if _, err := syscall.Write(int(w2.Fd()), buf[:]); err != nil {
+			if _, err := syscall.Write(int(w2.Fd()), buf); err != nil {
 				return
 			}
 		}
 	}()
-	one := []byte{1}
-	var buf [1]byte
+	msg := make([]byte, size)
+	msg[0] = 1
+	buf := make([]byte, size)
 	ping = func() error {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
-		if _, err := syscall.Write(int(w1.Fd()), one); err != nil {
+		if _, err := syscall.Write(int(w1.Fd()), msg); err != nil {
 			return err
 		}
-		_, err := syscall.Read(int(r2.Fd()), buf[:])
+		_, err := syscall.Read(int(r2.Fd()), buf)
 		return err
 	}
 	stop = func() {
