@@ -17,8 +17,8 @@ import (
 const pluginUsage = `Usage: twoway-hsm plugin --key REF [--key REF ...]
 
 Serves the keys named by the references to the server that started this
-process, over the twoway-hsm plugin protocol (hashicorp/go-plugin, gRPC,
-protocol version %d). A server loads it with the Go package
+process, over the twoway-hsm plugin protocol (hashicorp/go-plugin with a
+data channel inherited at exec, protocol version %d). A server loads it with the Go package
 github.com/twoway-hsm/twoway-hsm/plugins; it is not meant to be run by hand.
 
 References (their scheme picks the backend):
