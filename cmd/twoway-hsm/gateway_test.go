@@ -116,17 +116,11 @@ func (g *runningGateway) logRecords(t *testing.T) []map[string]any {
 
 // pluginPIDs returns the plugin processes the gateway logged at start.
 func (g *runningGateway) pluginPIDs(t *testing.T) []int {
-	for _, rec := range g.logRecords(t) {
-		if rec["msg"] == "gateway serving" {
-			var pids []int
-			for _, p := range rec["plugin_pids"].([]any) {
-				pids = append(pids, int(p.(float64)))
-			}
-			return pids
-		}
+	var pids []int
+	for _, p := range g.servingRecord(t)["plugin_pids"].([]any) {
+		pids = append(pids, int(p.(float64)))
 	}
-	t.Fatal("no 'gateway serving' record")
-	return nil
+	return pids
 }
 
 // echoOrigin is a real HTTP origin on loopback that answers with what it
