@@ -1,0 +1,191 @@
+package attest
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"io"
+
+	gotpm "github.com/google/go-tpm/tpm2"
+)
+
+// Credential activation (TPM 2.0 Part 1, section 24) proves that the AK
+// lives in the TPM that holds the EK: the verifier encrypts a fresh
+// secret to the EK, bound to the AK's name (MakeChallenge, which is
+// TPM2_MakeCredential in software, go-tpm's CreateCredential); the TPM
+// releases it (TPM2_ActivateCredential) only when it holds both the EK's
+// private key and an object with that name; the verifier compares what
+// comes back (CheckActivation). The prover's side is
+// hsm/tpm2.TPM.ActivateCredential, or tpm2attest.Activate; a gateway
+// offers it through its plugin.
+
+// ActivationVersion is the version of Challenge and Answer.
+const ActivationVersion = 1
+
+// Challenge is what the verifier sends the prover: the public areas it
+// made the credential for, and the credential. It is safe to send in the
+// clear: only the EK's TPM can open it.
+type Challenge struct {
+	Version int `json:"version"`
+	// EKPublic and AKPublic are the evidence's EK and AK public areas
+	// (TPMT_PUBLIC); the prover refuses a challenge for others.
+	EKPublic []byte `json:"ek_public"`
+	AKPublic []byte `json:"ak_public"`
+	// CredentialBlob (a TPM2B_ID_OBJECT's buffer) and EncryptedSecret (a
+	// TPM2B_ENCRYPTED_SECRET's buffer) are TPM2_MakeCredential's output.
+	CredentialBlob  []byte `json:"credential_blob"`
+	EncryptedSecret []byte `json:"encrypted_secret"`
+}
+
+// Answer is the prover's reply: the credential the TPM released.
+type Answer struct {
+	Version int    `json:"version"`
+	Secret  []byte `json:"secret"`
+}
+
+// Secret is the verifier's side of one challenge, kept until the answer
+// comes. It is single-use.
+type Secret struct {
+	value  []byte
+	akName []byte
+	used   bool
+}
+
+// AKName returns the name of the AK the challenge is for.
+func (s *Secret) AKName() []byte { return bytes.Clone(s.akName) }
+
+const activationSecretSize = 32
+
+// MakeChallenge makes a credential-activation challenge for the evidence's
+// EK and AK. Call it after Verify has accepted the evidence: it checks
+// again that the EK public area is the EK certificate's key and that the
+// AK is acceptable, but not the certificate's chain.
+func MakeChallenge(ev *Evidence) (*Challenge, *Secret, error) {
+	return makeChallenge(ev, rand.Reader)
+}
+
+func makeChallenge(ev *Evidence, rnd io.Reader) (*Challenge, *Secret, error) {
+	if ev == nil {
+		return nil, nil, fmt.Errorf("%w: no evidence", ErrMalformed)
+	}
+	ekPub, err := decode[gotpm.TPMTPublic](ev.EKPublic, "ek_public")
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := parseCert(ev.EKCert)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkEKPublic(ekPub, cert.PublicKey); err != nil {
+		return nil, nil, err
+	}
+	akPub, err := decode[gotpm.TPMTPublic](ev.AKPublic, "ak_public")
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := checkAKPublic(akPub); err != nil {
+		return nil, nil, err
+	}
+	name, err := gotpm.ObjectName(akPub)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: ak_public: %v", ErrAKPublic, err)
+	}
+	ek, err := gotpm.ImportEncapsulationKey(ekPub)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: ek_public cannot protect a credential: %v", ErrEKPublic, err)
+	}
+	secret := make([]byte, activationSecretSize)
+	if _, err := io.ReadFull(rnd, secret); err != nil {
+		return nil, nil, err
+	}
+	blob, enc, err := gotpm.CreateCredential(rnd, ek, name.Buffer, secret)
+	if err != nil {
+		return nil, nil, fmt.Errorf("attest: making the credential: %w", err)
+	}
+	return &Challenge{
+			Version: ActivationVersion, EKPublic: bytes.Clone(ev.EKPublic), AKPublic: bytes.Clone(ev.AKPublic),
+			CredentialBlob: blob, EncryptedSecret: enc,
+		},
+		&Secret{value: secret, akName: name.Buffer}, nil
+}
+
+// CheckActivation checks the prover's answer to the challenge that made
+// s. A Secret answers once: a second call fails. Errors wrap
+// ErrActivation.
+func CheckActivation(s *Secret, a *Answer) error {
+	if s == nil || s.used {
+		return fmt.Errorf("%w: no secret, or one already used", ErrActivation)
+	}
+	s.used = true
+	defer clear(s.value)
+	if a == nil || a.Version != ActivationVersion {
+		return fmt.Errorf("%w: no answer of version %d", ErrActivation, ActivationVersion)
+	}
+	if subtle.ConstantTimeCompare(a.Secret, s.value) != 1 {
+		return fmt.Errorf("%w: the answer is not the credential (another TPM answered, or the AK is not in the EK's TPM)", ErrActivation)
+	}
+	return nil
+}
+
+// ParseChallenge parses a challenge strictly (as ParseEvidence does
+// evidence): for the prover, which must not be led astray by a document
+// two readers read differently.
+func ParseChallenge(b []byte) (*Challenge, error) {
+	var w struct {
+		Version         int `json:"version"`
+		EKPublic        b64 `json:"ek_public"`
+		AKPublic        b64 `json:"ak_public"`
+		CredentialBlob  b64 `json:"credential_blob"`
+		EncryptedSecret b64 `json:"encrypted_secret"`
+	}
+	if err := strictDecode(b, &w); err != nil {
+		return nil, fmt.Errorf("challenge: %w", err)
+	}
+	if w.Version != ActivationVersion {
+		return nil, fmt.Errorf("%w: challenge version %d, want %d", ErrUnsupportedVersion, w.Version, ActivationVersion)
+	}
+	c := &Challenge{Version: w.Version, EKPublic: w.EKPublic, AKPublic: w.AKPublic, CredentialBlob: w.CredentialBlob, EncryptedSecret: w.EncryptedSecret}
+	for name, f := range map[string][]byte{"ek_public": c.EKPublic, "ak_public": c.AKPublic, "credential_blob": c.CredentialBlob, "encrypted_secret": c.EncryptedSecret} {
+		if len(f) == 0 || len(f) > maxField {
+			return nil, fmt.Errorf("%w: challenge: %s: %d bytes", ErrMalformed, name, len(f))
+		}
+	}
+	return c, nil
+}
+
+// ParseAnswer parses an answer strictly.
+func ParseAnswer(b []byte) (*Answer, error) {
+	var w struct {
+		Version int `json:"version"`
+		Secret  b64 `json:"secret"`
+	}
+	if err := strictDecode(b, &w); err != nil {
+		return nil, fmt.Errorf("answer: %w", err)
+	}
+	if w.Version != ActivationVersion {
+		return nil, fmt.Errorf("%w: answer version %d, want %d", ErrUnsupportedVersion, w.Version, ActivationVersion)
+	}
+	if len(w.Secret) == 0 || len(w.Secret) > 64 {
+		return nil, fmt.Errorf("%w: answer: secret of %d bytes", ErrMalformed, len(w.Secret))
+	}
+	return &Answer{Version: w.Version, Secret: w.Secret}, nil
+}
+
+// strictDecode decodes one JSON object into v: size-bounded, no member
+// repeated or unknown, nothing after it.
+func strictDecode(b []byte, v any) error {
+	if len(b) > MaxEvidenceSize {
+		return fmt.Errorf("%w: %d bytes, more than %d", ErrMalformed, len(b), MaxEvidenceSize)
+	}
+	if err := checkJSON(b); err != nil {
+		return err
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return nil
+}
