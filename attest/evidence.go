@@ -94,17 +94,17 @@ func QualifyingData(keyConfig, nonce []byte) []byte {
 
 // evidenceJSON is the wire form.
 type evidenceJSON struct {
-	Format    string   `json:"format"`
-	Version   int      `json:"version"`
-	KeyConfig b64      `json:"key_config"`
-	Nonce     *b64     `json:"nonce,omitempty"`
-	EKCert    b64      `json:"ek_cert"`
-	EKChain   []b64    `json:"ek_chain,omitempty"`
-	EKPublic  b64      `json:"ek_public"`
-	AKPublic  b64      `json:"ak_public"`
-	KeyPublic b64      `json:"key_public"`
-	CertInfo  b64      `json:"cert_info"`
-	Signature b64      `json:"signature"`
+	Format    string `json:"format"`
+	Version   int    `json:"version"`
+	KeyConfig b64    `json:"key_config"`
+	Nonce     *b64   `json:"nonce,omitempty"`
+	EKCert    b64    `json:"ek_cert"`
+	EKChain   []b64  `json:"ek_chain,omitempty"`
+	EKPublic  b64    `json:"ek_public"`
+	AKPublic  b64    `json:"ak_public"`
+	KeyPublic b64    `json:"key_public"`
+	CertInfo  b64    `json:"cert_info"`
+	Signature b64    `json:"signature"`
 }
 
 // MarshalJSON encodes the evidence in its documented JSON form.

@@ -3,9 +3,9 @@ package attest
 import (
 	"bytes"
 	"crypto"
-	"crypto/elliptic"
 	"crypto/ecdh"
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
@@ -469,4 +469,3 @@ func sec1Point(curve ecdh.Curve, p *gotpm.TPMSECCPoint) ([]byte, error) {
 	}
 	return b, nil
 }
-
