@@ -584,3 +584,16 @@ func (c *conn) ekChain() ([][]byte, error) {
 	}
 	return out, nil
 }
+
+// TPM returns a TPM on the key's connection, for what concerns the TPM
+// rather than the key (its endorsement key, credential activation). The
+// caller closes it; the key stays open.
+func (k *Key) TPM() (*TPM, error) {
+	if k.closed.Load() {
+		return nil, fmt.Errorf("tpm2: %w", ErrClosed)
+	}
+	k.c.addRef()
+	cfg := *k.c.cfg
+	cfg.perKey()
+	return &TPM{c: k.c, cfg: &cfg}, nil
+}
