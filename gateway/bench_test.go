@@ -212,6 +212,11 @@ func bareGateway(b *testing.B, priv interface {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// circl derives the public key on the first Decapsulate and caches it
+	// in the private key, unguarded: concurrent first uses race and may
+	// decapsulate with a half-written public key (a failed Open). Derive it
+	// now, as kem.FromCircl does for the gateway's key.
+	skR.Public()
 	fail := func(w http.ResponseWriter, err error) { http.Error(w, err.Error(), http.StatusBadRequest) }
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)

@@ -57,7 +57,7 @@ func (h *Handler) serveRequest(w http.ResponseWriter, r *http.Request) {
 			"the gateway does not take Expect (send the request without Expect: 100-continue)")
 		return
 	}
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	mt, err := requestMediaType(r.Header.Get("Content-Type"))
 	chunked := false
 	switch {
 	case err == nil && mt == RequestMediaType:
@@ -84,74 +84,95 @@ func (h *Handler) serveRequest(w http.ResponseWriter, r *http.Request) {
 		h.openError(w, r, err)
 	}
 
-	var (
-		hdr [twoway.BinaryRequestHeaderLen]byte
-		src io.Reader
-	)
 	if chunked {
 		// The handler reads the request as it responds.
 		http.NewResponseController(w).EnableFullDuplex()
-		if _, err := io.ReadFull(body, hdr[:]); err != nil {
-			openError(fmt.Errorf("read the request header: %w", readErr(err)))
-			return
-		}
-		src = io.MultiReader(bytes.NewReader(hdr[:]), body)
-	} else {
-		msg, err := readBody(body, r.ContentLength)
-		if err != nil {
-			h.openError(w, r, err)
-			return
-		}
-		if len(msg) < len(hdr) {
-			h.openError(w, r, fmt.Errorf("%w: the request is %d bytes, shorter than its header", twoway.ErrTruncated, len(msg)))
-			return
-		}
-		copy(hdr[:], msg)
-		src = bytes.NewReader(msg)
 	}
-	rh, err := twoway.ParseRequestHeaderFrom(hdr[:])
+	// The header is read first, to find the key; the rest goes to the
+	// opener, which reads an unchunked request whole (into one buffer of
+	// the Content-Length, when there is one) and authenticates it.
+	src := &outerBody{r: body, left: r.ContentLength, off: twoway.BinaryRequestHeaderLen}
+	if _, err := io.ReadFull(src, src.hdr[:]); err != nil {
+		openError(fmt.Errorf("read the request header: %w", readErr(err)))
+		return
+	}
+	rh, err := twoway.ParseRequestHeaderFrom(src.hdr[:])
 	if err != nil {
 		openError(err)
 		return
 	}
+	src.off = 0 // the opener reads the header again
 
 	t0 := time.Now()
 	var opener *twoway.RequestOpener
 	if chunked {
 		opener, err = h.keys.NewRequestOpenerContext(ctx, src, chunkedRequestLabel, twoway.EnableChunking())
 	} else {
-		opener, err = h.keys.NewRequestOpenerContext(ctx, src, requestLabel, twoway.WithMaxMessageLen(int(min(h.cfg.maxRequestLen, 1<<40))))
+		opts := []twoway.Option{twoway.WithMaxMessageLen(int(min(h.cfg.maxRequestLen, 1<<40)))}
+		if r.ContentLength >= 0 {
+			opts = append(opts, twoway.WithLengthHint(int(r.ContentLength)))
+		}
+		opener, err = h.keys.NewRequestOpenerContext(ctx, src, requestLabel, opts...)
 	}
 	h.m.decap.Observe(time.Since(t0).Seconds())
 	if err != nil {
 		openError(err)
 		return
 	}
-	h.m.keyUses.WithLabelValues(keyIDLabels[rh.KeyID]).Inc()
-	x := &exchange{h: h, w: w, r: r, ctx: ctx, chunked: chunked, keyID: rh.KeyID, opener: opener,
-		src: &countingReader{r: opener}, start: start}
+	h.m.keyUse(rh.KeyID).Inc()
+	x := &exchange{h: h, w: w, r: r, ctx: ctx, chunked: chunked, keyID: rh.KeyID, opener: opener, start: start}
+	x.src.r = opener
 	x.serve()
 }
 
-// readBody reads an unchunked request body, at most the handler's bound
-// (body is a MaxBytesReader), into a buffer of its announced size.
-func readBody(body io.Reader, contentLength int64) ([]byte, error) {
-	if contentLength >= 0 {
-		b := make([]byte, contentLength)
-		if _, err := io.ReadFull(body, b); err != nil {
-			return nil, fmt.Errorf("read the request: %w", readErr(err))
-		}
-		var probe [1]byte
-		if n, _ := body.Read(probe[:]); n > 0 {
-			return nil, fmt.Errorf("%w: the request is longer than its Content-Length", twoway.ErrMalformed)
-		}
-		return b, nil
+// requestMediaType returns the media type of a request's Content-Type,
+// without parsing the two that OHTTP clients send.
+func requestMediaType(ct string) (string, error) {
+	switch ct {
+	case RequestMediaType, ChunkedRequestMediaType:
+		return ct, nil
 	}
-	b, err := io.ReadAll(body)
+	mt, _, err := mime.ParseMediaType(ct)
+	return mt, err
+}
+
+// outerBody is the encapsulated request as the opener reads it: the
+// request header (read first, to find the key), then the rest of the outer
+// body. It holds the body to its Content-Length: an outer body that ends
+// early is truncated (not an authentication failure, which would send the
+// client to fetch the keys again), one that goes on past it malformed.
+type outerBody struct {
+	r    io.Reader
+	left int64 // bytes of the Content-Length not yet read; -1 without one
+	hdr  [twoway.BinaryRequestHeaderLen]byte
+	off  int // of hdr returned; len(hdr) while the header is being read
+	err  error
+}
+
+func (b *outerBody) Read(p []byte) (int, error) {
+	if b.off < len(b.hdr) {
+		n := copy(p, b.hdr[b.off:])
+		b.off += n
+		return n, nil
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.r.Read(p)
+	if b.left >= 0 {
+		if b.left -= int64(n); b.left < 0 {
+			err = fmt.Errorf("%w: the request is longer than its Content-Length", twoway.ErrMalformed)
+		} else if err == io.EOF && b.left > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	if err == io.ErrUnexpectedEOF {
+		err = fmt.Errorf("read the request: %w", readErr(err))
+	}
 	if err != nil {
-		return nil, fmt.Errorf("read the request: %w", readErr(err))
+		b.err = err
 	}
-	return b, nil
+	return n, err
 }
 
 // readErr makes a short read of the outer body a truncation.
@@ -173,7 +194,7 @@ func (h *Handler) openError(w http.ResponseWriter, r *http.Request, err error) {
 	var mbe *http.MaxBytesError
 	switch {
 	case r.Context().Err() != nil:
-		h.m.requests.WithLabelValues(outcomeCanceled).Inc()
+		h.m.request(outcomeCanceled).Inc()
 	case errors.As(err, &mbe), errors.Is(err, twoway.ErrMessageTooLarge):
 		h.tooLarge(w, r)
 	case errors.Is(err, twoway.ErrUnknownKey):
@@ -217,7 +238,7 @@ type exchange struct {
 	chunked bool
 	keyID   byte
 	opener  *twoway.RequestOpener
-	src     *countingReader
+	src     countingReader
 	start   time.Time
 
 	body *requestBody
@@ -240,7 +261,7 @@ type exchange struct {
 func (x *exchange) serve() {
 	h := x.h
 	lim := bhttp.Limits{MaxControlDataLen: h.cfg.maxHeaderLen, MaxFieldSectionLen: h.cfg.maxHeaderLen, MaxContentLen: h.cfg.maxRequestLen}
-	breq, err := bhttp.ReadRequest(x.src, lim)
+	breq, err := bhttp.ReadRequest(&x.src, lim)
 	if err != nil {
 		switch {
 		case x.src.n == 0 && isOHTTPError(err):
@@ -251,7 +272,7 @@ func (x *exchange) serve() {
 			}
 			h.openError(x.w, x.r, err)
 		case x.r.Context().Err() != nil:
-			h.m.requests.WithLabelValues(outcomeCanceled).Inc()
+			h.m.request(outcomeCanceled).Inc()
 		default:
 			x.failEarly(requestErrorStatus(err, true), err)
 		}
@@ -269,14 +290,12 @@ func (x *exchange) serve() {
 		}
 	}
 	x.rw = newResponseWriter(x, req.Method == http.MethodHead)
+	// The timeout answers (under x.mu) only a response that has not
+	// finished, so once finish has run under x.mu, a timer that fires late
+	// does nothing.
 	deadline, _ := x.ctx.Deadline()
-	done := make(chan struct{})
-	timer := time.AfterFunc(time.Until(deadline), func() { defer close(done); x.onTimeout() })
-	defer func() {
-		if !timer.Stop() {
-			<-done
-		}
-	}()
+	timer := time.AfterFunc(time.Until(deadline), x.onTimeout)
+	defer timer.Stop()
 
 	t0 := time.Now()
 	p := x.runInner(req)
@@ -368,10 +387,13 @@ func (x *exchange) record(outcome string) {
 	if x.outErr != nil && outcome == outcomeOK {
 		outcome = outcomeCanceled
 	}
-	x.h.m.requests.WithLabelValues(outcome).Inc()
+	x.h.m.request(outcome).Inc()
 	level := slog.LevelDebug
 	if outcome != outcomeOK {
 		level = slog.LevelInfo
+	}
+	if !x.h.log.Enabled(x.r.Context(), level) {
+		return
 	}
 	x.h.log.LogAttrs(x.r.Context(), level, "ohttp gateway: request served",
 		strAttr("outcome", outcome), intAttr("status", x.status), intAttr("key_id", int(x.keyID)),
@@ -475,20 +497,52 @@ func (x *exchange) writeUnchunkedLocked(msg []byte) {
 	}
 	n, _ := sealer.Len()
 	hdr := x.w.Header()
-	hdr.Set("Content-Type", ResponseMediaType)
-	hdr.Set("Content-Length", strconv.Itoa(n))
-	hdr.Set("Cache-Control", "no-store")
+	hdr["Content-Type"] = responseMediaTypeValue
+	hdr["Content-Length"] = []string{strconv.Itoa(n)}
+	hdr["Cache-Control"] = noStoreValue
 	x.w.WriteHeader(http.StatusOK)
 	x.committed = true
 	// One Write: io.Copy would take http's ReadFrom path, which flushes
-	// the header and then writes to the connection, a syscall more.
-	out := make([]byte, n)
-	if _, err := io.ReadFull(sealer, out); err != nil {
+	// the header and then writes to the connection, a syscall more. The
+	// buffer holds ciphertext only, and goes back to the pool once the
+	// ResponseWriter has taken it.
+	out := getOutBuf(n)
+	defer putOutBuf(out)
+	if _, err := io.ReadFull(sealer, *out); err != nil {
 		x.outErr = err
 		return
 	}
-	if _, err := x.w.Write(out); err != nil {
+	if _, err := x.w.Write(*out); err != nil {
 		x.outErr = err
+	}
+}
+
+// Header values the gateway sets on every response, shared: a slice whose
+// capacity is its length is copied, never changed, by append.
+var (
+	responseMediaTypeValue = []string{ResponseMediaType}[:1:1]
+	noStoreValue           = []string{"no-store"}[:1:1]
+)
+
+// outBufs hold unchunked encapsulated responses (ciphertext) on their way
+// to the ResponseWriter; longer ones get a buffer of their own.
+var outBufs = sync.Pool{New: func() any { b := make([]byte, 0, maxPooledOut); return &b }}
+
+const maxPooledOut = 16 << 10
+
+func getOutBuf(n int) *[]byte {
+	if n > maxPooledOut {
+		b := make([]byte, n)
+		return &b
+	}
+	b := outBufs.Get().(*[]byte)
+	*b = (*b)[:n]
+	return b
+}
+
+func putOutBuf(b *[]byte) {
+	if cap(*b) == maxPooledOut {
+		outBufs.Put(b)
 	}
 }
 
@@ -723,13 +777,22 @@ func (rb *requestBody) drain() {
 	}
 	rb.mu.Lock()
 	defer rb.mu.Unlock()
-	var buf [4096]byte
+	if rb.err != nil {
+		return // read to its end (or failed) already: the common case
+	}
+	buf := drainBufs.Get().(*[]byte)
+	defer drainBufs.Put(buf)
 	for rb.err == nil {
-		if _, err := rb.readLocked(buf[:]); err != nil {
+		if _, err := rb.readLocked(*buf); err != nil {
 			break
 		}
 	}
 }
+
+// drainBufs are the buffers drain reads into (plaintext the inner handler
+// left unread; drain zeroes nothing, but the buffers only ever hold content
+// the handler could have read itself, and are reused only here).
+var drainBufs = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
 
 // failure returns the request body's error, if it failed (io.EOF, the
 // body's valid end, is not a failure).

@@ -361,7 +361,7 @@ func (h *Handler) serveKeys(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("Cache-Control", "max-age="+strconv.Itoa(int(h.cfg.keyMaxAge/time.Second)))
 	hdr.Set("ETag", etag)
 	hdr.Set("Vary", "Accept")
-	h.m.requests.WithLabelValues(outcomeKeyConfig).Inc()
+	h.m.request(outcomeKeyConfig).Inc()
 	if matchesETag(r.Header.Values("If-None-Match"), etag) {
 		w.WriteHeader(http.StatusNotModified)
 		return

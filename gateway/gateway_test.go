@@ -148,6 +148,24 @@ func checkOuterProblem(t *testing.T, srv *httptest.Server, req *http.Request, st
 	return resp
 }
 
+// framedAsHugeChunk returns an unchunked encapsulated request whose
+// ciphertext, read as Chunked OHTTP, starts with an 8-byte chunk length
+// (beyond any chunk): a chunked opener must call that malformed. Other
+// ciphertexts read as a chunk length that fits and then fail to
+// authenticate, which the gateway rightly answers as a key problem, so the
+// test picks one.
+func framedAsHugeChunk(t *testing.T, c *client) []byte {
+	t.Helper()
+	for range 200 {
+		b := sealed(t, c, false)
+		if b[twoway.BinaryRequestHeaderLen+32]>>6 == 3 { // X25519: a 32-byte encapsulated key
+			return b
+		}
+	}
+	t.Fatal("no ciphertext starting with an 8-byte varint in 200 tries")
+	return nil
+}
+
 // sealed returns an encapsulated request of a small GET, unchunked.
 func sealed(t *testing.T, c *client, chunked bool) []byte {
 	t.Helper()
@@ -189,7 +207,7 @@ func TestOuterErrors(t *testing.T) {
 		{"decryption failure", post(flipped, gateway.RequestMediaType), 400, gateway.KeyProblemType},
 		{"unsupported suite", post(badSuite, gateway.RequestMediaType), 400, gateway.KeyProblemType},
 		{"chunked request under the unchunked media type", post(sealed(t, c, true), gateway.RequestMediaType), 400, gateway.KeyProblemType},
-		{"unchunked request under the chunked media type", post(good, gateway.ChunkedRequestMediaType), 400, "about:blank"},
+		{"unchunked request under the chunked media type", post(framedAsHugeChunk(t, c), gateway.ChunkedRequestMediaType), 400, "about:blank"},
 		{"truncated header", post(good[:5], gateway.RequestMediaType), 400, "about:blank"},
 		{"truncated", post(good[:40], gateway.RequestMediaType), 400, "about:blank"},
 		{"too large", post(make([]byte, 1001), gateway.RequestMediaType), 413, "about:blank"},

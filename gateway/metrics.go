@@ -1,6 +1,9 @@
 package gateway
 
 import (
+	"sync"
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -44,6 +47,11 @@ type Metrics struct {
 	inFlight prometheus.Gauge
 	keyUses  *prometheus.CounterVec
 
+	// The children of requests and keyUses, looked up once: a
+	// CounterVec hashes and compares its label values on every use.
+	outcomes sync.Map // outcome → prometheus.Counter
+	keyIDs   [256]atomic.Pointer[prometheus.Counter]
+
 	// PluginRestarts counts restarts of the plugin that holds the keys.
 	// The gateway does not see them: whoever runs the plugin client
 	// increments it (for example from the client's restart callback).
@@ -70,6 +78,25 @@ func NewMetrics() *Metrics {
 		PluginRestarts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "plugin_restarts_total",
 			Help: "Restarts of the plugin process that holds the keys."}),
 	}
+}
+
+// request returns the counter of requests with an outcome.
+func (m *Metrics) request(outcome string) prometheus.Counter {
+	if c, ok := m.outcomes.Load(outcome); ok {
+		return c.(prometheus.Counter)
+	}
+	c, _ := m.outcomes.LoadOrStore(outcome, m.requests.WithLabelValues(outcome))
+	return c.(prometheus.Counter)
+}
+
+// keyUse returns the counter of requests opened with a key id.
+func (m *Metrics) keyUse(id byte) prometheus.Counter {
+	if c := m.keyIDs[id].Load(); c != nil {
+		return *c
+	}
+	c := m.keyUses.WithLabelValues(keyIDLabels[id])
+	m.keyIDs[id].Store(&c)
+	return c
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {

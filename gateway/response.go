@@ -28,8 +28,16 @@ type responseWriter struct {
 	header http.Header
 	head   bool // the request is HEAD: content is counted, not sent
 
-	status      int         // the final status, once written
-	snap        http.Header // the header at the final WriteHeader
+	status int // the final status, once written
+	// The header as it was at the final WriteHeader: its fields (without
+	// a sniffed Content-Type), their Content-Length or -1, or why they
+	// cannot be encoded; whether to sniff the Content-Type; and the
+	// trailer fields it declared.
+	fields      []bhttp.Field
+	fieldsClen  int64
+	fieldsErr   error
+	sniff       bool
+	declared    []string
 	bodyAllowed bool
 	headDone    bool // the final head is in buf
 	buf         []byte
@@ -89,8 +97,16 @@ func (rw *responseWriter) writeHeaderLocked(code int) {
 		return
 	}
 	rw.status = code
-	rw.snap = rw.header.Clone()
 	rw.bodyAllowed = code != http.StatusNoContent && code != http.StatusNotModified
+	// The head is what the header map holds now (later changes are
+	// trailers, or ignored, as with net/http): its fields are copied now,
+	// the map itself is not.
+	rw.fields, rw.fieldsClen, rw.fieldsErr = headFields(rw.header, false, nil)
+	_, hasType := rw.header["Content-Type"]
+	rw.sniff = rw.bodyAllowed && !hasType
+	if d := rw.header["Trailer"]; len(d) > 0 {
+		rw.declared = slices.Clone(d)
+	}
 }
 
 // ensureHeadLocked encodes the final head, sniffing the content type from
@@ -102,14 +118,18 @@ func (rw *responseWriter) ensureHeadLocked(sniff []byte) error {
 	if rw.status > 599 {
 		return fmt.Errorf("%w: status %d cannot be encoded in Binary HTTP", bhttp.ErrMalformed, rw.status)
 	}
-	fields, clen, err := headFields(rw.snap, rw.bodyAllowed, sniff)
-	if err != nil {
-		return err
+	if rw.fieldsErr != nil {
+		return rw.fieldsErr
 	}
+	fields := rw.fields
+	if rw.sniff && len(sniff) > 0 {
+		fields = append(fields, bhttp.Field{Name: "content-type", Value: http.DetectContentType(sniff)})
+	}
+	var err error
 	if rw.buf, err = bhttp.AppendFinalHead(rw.buf, rw.status, fields); err != nil {
 		return err
 	}
-	rw.clen, rw.headDone = clen, true
+	rw.clen, rw.headDone = rw.fieldsClen, true
 	rw.x.status = rw.status
 	return nil
 }
@@ -212,7 +232,7 @@ func (rw *responseWriter) end() ([]byte, error) {
 	if rw.clen >= 0 && rw.bodyAllowed && rw.written != rw.clen {
 		return nil, fmt.Errorf("%w: the handler wrote %d bytes of a Content-Length of %d", http.ErrContentLength, rw.written, rw.clen)
 	}
-	return bhttp.AppendEnd(rw.buf, trailerFields(rw.header, rw.snap))
+	return bhttp.AppendEnd(rw.buf, trailerFields(rw.header, rw.declared))
 }
 
 // hopByHop are the fields that never travel in Binary HTTP.
@@ -236,7 +256,7 @@ func headFields(h http.Header, bodyAllowed bool, sniff []byte) ([]bhttp.Field, i
 	clen := int64(-1)
 	fields := make([]bhttp.Field, 0, len(keys)+1)
 	for _, k := range keys {
-		lk := strings.ToLower(k)
+		lk := lowerName(k)
 		if hopByHop(lk) || strings.HasPrefix(k, http.TrailerPrefix) {
 			continue
 		}
@@ -261,11 +281,32 @@ func headFields(h http.Header, bodyAllowed bool, sniff []byte) ([]bhttp.Field, i
 	return fields, clen, nil
 }
 
+// commonNames maps the canonical form of common response header names to
+// their lowercase form, so that encoding them allocates nothing.
+var commonNames = func() map[string]string {
+	m := map[string]string{}
+	for _, n := range []string{"Accept-Ranges", "Access-Control-Allow-Origin", "Age", "Cache-Control", "Content-Disposition",
+		"Content-Encoding", "Content-Language", "Content-Length", "Content-Range", "Content-Security-Policy", "Content-Type",
+		"Date", "Etag", "Expires", "Last-Modified", "Link", "Location", "Retry-After", "Server", "Set-Cookie",
+		"Strict-Transport-Security", "Trailer", "Vary", "Www-Authenticate", "X-Content-Type-Options", "X-Frame-Options"} {
+		m[n] = strings.ToLower(n)
+	}
+	return m
+}()
+
+// lowerName returns a header name in lowercase.
+func lowerName(k string) string {
+	if l, ok := commonNames[k]; ok {
+		return l
+	}
+	return strings.ToLower(k)
+}
+
 // trailerFields returns the trailers: the fields the Trailer header of the
 // head declared, and those set with http.TrailerPrefix.
-func trailerFields(live, snap http.Header) []bhttp.Field {
+func trailerFields(live http.Header, declared []string) []bhttp.Field {
 	var fields []bhttp.Field
-	for _, v := range snap["Trailer"] {
+	for _, v := range declared {
 		for _, k := range strings.Split(v, ",") {
 			k = http.CanonicalHeaderKey(strings.TrimSpace(k))
 			for _, val := range live[k] {
