@@ -147,6 +147,7 @@ var keysSubcommands = []command{
 	{name: "list", summary: "list keys", run: runKeysList},
 	{name: "show", summary: "show one key", run: runKeysShow},
 	{name: "delete", summary: "delete a key", run: runKeysDelete},
+	{name: "attest", summary: "write the evidence that a TPM key is in a TPM", run: runKeysAttest},
 }
 
 func runKeys(ctx context.Context, env *environment, args []string) int {

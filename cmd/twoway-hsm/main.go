@@ -43,6 +43,7 @@ var commands = []command{
 	{name: "demo", summary: "run the whole flow through a plugin with each backend installed here", run: runDemo},
 	{name: "keys", summary: "create, import, list, show and delete keys on a token, a TPM or in a file", run: runKeys},
 	{name: "key-config", summary: "print the OHTTP key configuration (application/ohttp-keys) of keys", run: runKeyConfig},
+	{name: "attest", summary: "verify the evidence that a gateway's TPM key lives in a TPM", run: runAttest},
 	{name: "request", summary: "send one request through an OHTTP gateway and print the response", run: runRequest},
 	{name: "gateway", summary: "serve Oblivious HTTP with keys in hardware, behind a relay", run: runGateway},
 	{name: "selftest", summary: "round trips through a real plugin process with a key, with latencies", run: runSelftest},
