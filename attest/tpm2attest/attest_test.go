@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -412,4 +413,43 @@ func isAny(err error, targets []error) bool {
 		}
 	}
 	return false
+}
+
+// TestWriteTestdata regenerates attest/testdata (evidence from a swtpm
+// with EK certificates, its CA's root and issuer, the key configuration)
+// with TWOWAY_ATTEST_WRITE_TESTDATA=1; package attest's unit tests and
+// fuzz seeds use them without a TPM.
+func TestWriteTestdata(t *testing.T) {
+	if os.Getenv("TWOWAY_ATTEST_WRITE_TESTDATA") != "1" {
+		t.Skip("set TWOWAY_ATTEST_WRITE_TESTDATA=1 to regenerate attest/testdata")
+	}
+	m := startMachine(t, "")
+	ev := m.evidence(t, m.key, m.cfg, []byte("testdata nonce"))
+	b, err := ev.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := twoway.MarshalKeyConfigs([]twoway.KeyConfig{m.cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootPath, issuerPath := m.sw.EKRoot()
+	dir := filepath.Join("..", "testdata")
+	for name, content := range map[string][]byte{
+		"evidence.json": b, "key-config.bin": kc,
+		"root.pem": mustRead(t, rootPath), "issuer.pem": mustRead(t, issuerPath),
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func mustRead(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
