@@ -18,8 +18,11 @@ type Backend struct {
 	// token (RFC 7512 URI)".
 	Summary string
 	// Development marks a store whose keys are not in hardware (soft:):
-	// callers warn whenever one is used.
+	// callers print Warning whenever one is used.
 	Development bool
+	// Warning says what a development store's keys are not, for callers
+	// to print.
+	Warning string
 	// SecretAttr is the query attribute that names the key's secret
 	// source ("pin-source", "auth-source"), or "" if its keys have none.
 	SecretAttr string
@@ -53,8 +56,8 @@ var (
 func Register(b Backend) {
 	mu.Lock()
 	defer mu.Unlock()
-	if b.Scheme == "" || b.Store == nil {
-		panic("keystore: Register of a backend without scheme or store")
+	if b.Scheme == "" || b.Store == nil || (b.Development && b.Warning == "") {
+		panic("keystore: Register of a backend without scheme, store, or (development only) warning")
 	}
 	if _, dup := backends[b.Scheme]; dup {
 		panic("keystore: scheme " + b.Scheme + " registered twice")

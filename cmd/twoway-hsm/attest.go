@@ -18,7 +18,6 @@ import (
 	"github.com/twoway-hsm/twoway-hsm/attest/tpm2attest"
 	"github.com/twoway-hsm/twoway-hsm/hsm/tpm2"
 	"github.com/twoway-hsm/twoway-hsm/kem"
-	"github.com/twoway-hsm/twoway-hsm/keystore"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
 
@@ -136,7 +135,7 @@ func runKeysAttest(ctx context.Context, env *environment, args []string) int {
 	}
 	var chain [][]byte
 	if *chainFile != "" {
-		certs, err := readCertsPEM(*chainFile)
+		certs, err := readCertsPEM(env, *chainFile)
 		if err != nil {
 			return c.fail(fmt.Errorf("--ek-chain: %w", err))
 		}
@@ -258,11 +257,11 @@ func runAttestVerify(ctx context.Context, env *environment, args []string) int {
 		return c.fail(err)
 	}
 	opts := attest.Options{Nonce: nonce, AnyNonce: *anyNonce, AllowImported: *allowImported, AllowSign: *allowSign}
-	if opts.Roots, err = certPool(roots); err != nil {
+	if opts.Roots, err = certPool(env, roots); err != nil {
 		return c.fail(fmt.Errorf("--roots: %w", err))
 	}
 	if len(inters) > 0 {
-		if opts.Intermediates, err = certPool(inters); err != nil {
+		if opts.Intermediates, err = certPool(env, inters); err != nil {
 			return c.fail(fmt.Errorf("--intermediates: %w", err))
 		}
 	}
@@ -421,10 +420,14 @@ func parseNonce(s string) ([]byte, error) {
 	return b, nil
 }
 
+// maxCertsPEM bounds a certificate bundle (--roots: every TPM maker's
+// roots fit many times over).
+const maxCertsPEM = 4 << 20
+
 // readCertsPEM reads the CERTIFICATE blocks of a PEM file; anything else
 // in it is an error.
-func readCertsPEM(path string) ([]*x509.Certificate, error) {
-	b, err := keystore.ReadSmallFile(path)
+func readCertsPEM(env *environment, path string) ([]*x509.Certificate, error) {
+	b, err := readFileBounded(env, path, maxCertsPEM, "a PEM certificate bundle")
 	if err != nil {
 		return nil, err
 	}
@@ -453,10 +456,10 @@ func readCertsPEM(path string) ([]*x509.Certificate, error) {
 	return out, nil
 }
 
-func certPool(files []string) (*x509.CertPool, error) {
+func certPool(env *environment, files []string) (*x509.CertPool, error) {
 	p := x509.NewCertPool()
 	for _, f := range files {
-		certs, err := readCertsPEM(f)
+		certs, err := readCertsPEM(env, f)
 		if err != nil {
 			return nil, err
 		}
@@ -468,25 +471,7 @@ func certPool(files []string) (*x509.CertPool, error) {
 }
 
 func readEvidence(env *environment, path string) ([]byte, error) {
-	var r io.Reader
-	if path == "-" {
-		r = env.stdin
-	} else {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		r = f
-	}
-	b, err := io.ReadAll(io.LimitReader(r, attest.MaxEvidenceSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > attest.MaxEvidenceSize {
-		return nil, fmt.Errorf("%s: longer than %d bytes: not evidence", path, attest.MaxEvidenceSize)
-	}
-	return b, nil
+	return readFileBounded(env, path, attest.MaxEvidenceSize, "evidence")
 }
 
 // writeFileAtomic writes b to path through a temporary file in the same

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 
@@ -235,12 +236,9 @@ func (c *cmdline) output(v any, text func(w io.Writer)) int {
 // keys are not in hardware.
 func (c *cmdline) warnDevelopment(b *keystore.Backend) {
 	if b.Development {
-		fmt.Fprintln(c.env.stderr, "warning: "+devWarning)
+		fmt.Fprintln(c.env.stderr, "warning: "+b.Warning)
 	}
 }
-
-// devWarning is printed on stderr whenever a soft key is created or used.
-const devWarning = "development only: the private key is in a file, not in hardware; anyone who can read the file has the key"
 
 // hint says what to do about an error: the key store's hint, or the
 // CLI's own.
@@ -257,4 +255,29 @@ func hint(err error) string {
 		return "give the PIN or auth value with --pin-file FILE or --pin-env NAME, or name its source in the reference (pin-source=file:PATH or env:NAME; auth-source= for TPM keys)"
 	}
 	return ""
+}
+
+// readFileBounded reads at most max bytes of the file at path ("-":
+// env's stdin, when env is not nil); a longer file is an error that says it is not what: a
+// certificate bundle, evidence, a key configuration.
+func readFileBounded(env *environment, path string, max int, what string) ([]byte, error) {
+	var r io.Reader
+	if path == "-" && env != nil {
+		r = env.stdin
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, int64(max)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > max {
+		return nil, fmt.Errorf("%s is longer than %d bytes: not %s", path, max, what)
+	}
+	return b, nil
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -226,14 +225,6 @@ func shellQuote(s string) string {
 // newTable returns a writer that aligns tab-separated columns.
 func newTable(w io.Writer) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-}
-
-// absPath returns path made absolute, or path itself if that fails.
-func absPath(path string) string {
-	if abs, err := filepath.Abs(path); err == nil {
-		return abs
-	}
-	return path
 }
 
 // millis converts a duration to milliseconds, rounded to microseconds, for

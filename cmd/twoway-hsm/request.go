@@ -258,19 +258,7 @@ func fetchKeyConfigs(ctx context.Context, hc *http.Client, u *url.URL) ([]byte, 
 
 // readKeyConfigFile reads a pinned application/ohttp-keys body.
 func readKeyConfigFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxKeyConfigLen+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > maxKeyConfigLen {
-		return nil, fmt.Errorf("%s is longer than %d bytes: not a key configuration", path, maxKeyConfigLen)
-	}
-	return b, nil
+	return readFileBounded(nil, path, maxKeyConfigLen, "a key configuration")
 }
 
 // keyConfigFileHint says what may be wrong with a key configuration file

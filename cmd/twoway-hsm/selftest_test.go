@@ -14,6 +14,7 @@ import (
 	"github.com/twoway-hsm/twoway-hsm/hsm/tpm2"
 	"github.com/twoway-hsm/twoway-hsm/internal/roundtrip"
 	"github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/keystore/softstore"
 	"github.com/twoway-hsm/twoway-hsm/testenv"
 )
 
@@ -119,7 +120,7 @@ func TestSelftestSoftKey(t *testing.T) {
 		}
 	}
 	// Without -v, stderr has the soft key's warning and no logs.
-	if r.stderr != "warning: "+devWarning+"\n" {
+	if r.stderr != "warning: "+softstore.Warning+"\n" {
 		t.Errorf("stderr without -v: %q; want only the development-only warning", r.stderr)
 	}
 }

@@ -33,6 +33,7 @@ func init() {
 		Scheme:       Scheme,
 		Summary:      "a private key in a file, development only",
 		Development:  true,
+		Warning:      Warning,
 		Store:        Store{},
 		Troubleshoot: "Check that the key file exists and holds a private key ('twoway-hsm keys create soft:file=PATH --kem x25519' makes one).",
 		Hint:         hint,
@@ -299,17 +300,19 @@ func (Store) List(ctx context.Context, s string, o *keystore.Options) (*keystore
 		}
 		p := filepath.Join(r.dir, e.Name())
 		b, typ, err := keystore.ReadPEMFile(p)
-		clear(b)
 		if err != nil {
 			continue
 		}
 		switch typ {
 		case "PRIVATE KEY", "EC PRIVATE KEY", "HPKE PRIVATE KEY":
 		default:
+			clear(b)
 			continue // not a soft key file (TPM key files included)
 		}
-		k, err := read(p)
+		k, err := kem.ParsePrivateKeyPEM(b) // the bytes already read
+		clear(b)
 		if err != nil {
+			err = fmt.Errorf("soft key %s: %w", p, err)
 			a := absPath(p)
 			l.Keys = append(l.Keys, &keystore.KeyInfo{Ref: Ref(p), Backend: Scheme, Problem: err.Error(), Name: a,
 				Fields: []keystore.Field{{Name: "key file", Value: a}}, Details: &Details{File: a}})

@@ -115,9 +115,6 @@ func wrap(err error) error {
 			if errors.Is(err, k.store) {
 				return err
 			}
-			if k.store == keystore.ErrSecretRequired && errors.Is(err, tpm2.ErrAuthRequired) {
-				err = fmt.Errorf("%w (or give --pin-file FILE or --pin-env NAME)", err)
-			}
 			return &storeError{kind: k.store, err: err}
 		}
 	}
@@ -217,7 +214,7 @@ type ListDetails struct {
 // authProblem is the Problem of a key that needs an auth value the
 // reference has no source for.
 const authProblem = "the key needs an auth value (its key file records one) and the reference names no source: " +
-	"add auth-source=file:PATH or auth-source=env:NAME to it (or give --pin-file FILE or --pin-env NAME)"
+	"add auth-source=file:PATH or auth-source=env:NAME to it"
 
 // info describes a key: k (nil when it could not be opened: then
 // problem says why), found with the reference r in file and/or at h.
@@ -605,8 +602,8 @@ func (st Store) Delete(ctx context.Context, ref string, confirm func(*keystore.K
 			if err != nil {
 				i = info(r, t.Transport(), nil, r.File, r.Handle, err)
 			}
-		} else {
-			i, _ = st.describe(ctx, t, r, nil, o)
+		} else if i, err = st.describe(ctx, t, r, nil, o); err != nil {
+			i = info(r, t.Transport(), nil, "", r.Handle, err)
 		}
 	default:
 		if i, err = st.describe(ctx, t, r, file, o); err != nil {
