@@ -88,10 +88,21 @@ func NewGateway(randReader io.Reader) *Gateway {
 // AddKey adds key under keyID, accepting requests sealed with any of
 // suites. A key id already in use is an error: remove the old key first.
 func (g *Gateway) AddKey(keyID byte, key kem.PrivateKey, suites ...SymmetricSuite) error {
+	return g.addKey(keyID, key, false, suites)
+}
+
+// AddUnpublishedKey is AddKey for a key that opens requests but is not
+// published (see SetPublished) from the moment it is added: a key added
+// late in a rotation is never published, not even for an instant.
+func (g *Gateway) AddUnpublishedKey(keyID byte, key kem.PrivateKey, suites ...SymmetricSuite) error {
+	return g.addKey(keyID, key, true, suites)
+}
+
+func (g *Gateway) addKey(keyID byte, key kem.PrivateKey, hidden bool, suites []SymmetricSuite) error {
 	if len(suites) == 0 {
 		return fmt.Errorf("twoway: key %d: no symmetric suites", keyID)
 	}
-	gk := &gatewayKey{key: key, receivers: make(map[SymmetricSuite]*receiverBase)}
+	gk := &gatewayKey{key: key, hidden: hidden, receivers: make(map[SymmetricSuite]*receiverBase)}
 	for _, ss := range suites {
 		if _, dup := gk.receivers[ss]; dup {
 			continue
@@ -136,6 +147,15 @@ func (g *Gateway) SetPublished(keyID byte, published bool) bool {
 		k.hidden = !published
 	}
 	return ok
+}
+
+// Published reports whether the key with keyID is published, and
+// whether there is such a key.
+func (g *Gateway) Published(keyID byte) (published, ok bool) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	k, ok := g.keys[keyID]
+	return ok && !k.hidden, ok
 }
 
 // KeyConfigs returns the key configurations of the Gateway's published

@@ -367,10 +367,29 @@ func TestGatewayRotation(t *testing.T) {
 	} else if got, _ := io.ReadAll(o); string(got) != "for key 1" {
 		t.Fatalf("unpublished key: %q", got)
 	}
+	if pub, ok := g.Published(1); pub || !ok {
+		t.Fatalf("Published(1) = %v, %v", pub, ok)
+	}
 	g.SetPublished(1, true)
+	if pub, ok := g.Published(1); !pub || !ok {
+		t.Fatalf("Published(1) after SetPublished = %v, %v", pub, ok)
+	}
 	if configs, _ := twoway.ParseKeyConfigs(must(g.MarshalKeyConfigs())); len(configs) != 3 {
 		t.Fatalf("published again: %+v", configs)
 	}
+	// A key added unpublished opens requests and is never published.
+	if err := g.AddUnpublishedKey(8, mustKey(t), keys[0].suite); err != nil {
+		t.Fatal(err)
+	}
+	if pub, ok := g.Published(8); pub || !ok {
+		t.Fatalf("Published(8) = %v, %v", pub, ok)
+	}
+	for _, kc := range must(twoway.ParseKeyConfigs(must(g.MarshalKeyConfigs()))) {
+		if kc.KeyID == 8 {
+			t.Fatal("an unpublished key was published")
+		}
+	}
+	g.RemoveKey(8)
 	old, _ := send(configs[0])
 	if !g.RemoveKey(1) {
 		t.Fatal("RemoveKey(1) found no key")

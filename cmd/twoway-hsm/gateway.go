@@ -15,6 +15,7 @@ import (
 	"github.com/twoway-hsm/twoway-hsm/gateway"
 	"github.com/twoway-hsm/twoway-hsm/keystore"
 	"github.com/twoway-hsm/twoway-hsm/plugins"
+	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
 
 const gatewayUsage = `Usage: twoway-hsm gateway --listen ADDR --key ID=REF [--key ID=REF ...] (--target URL | --allow-origin HOST ...) [flags]
@@ -103,6 +104,8 @@ type gatewayKeyEntry struct {
 	NotBefore    *time.Time `json:"not_before,omitempty"`
 	PublishUntil *time.Time `json:"publish_until,omitempty"`
 	NotAfter     *time.Time `json:"not_after,omitempty"`
+
+	suites []twoway.SymmetricSuite // Suites, parsed by validate
 }
 
 // duration is a time.Duration that JSON writes as "30s".
@@ -188,10 +191,13 @@ func (c *gatewayConfig) validate() error {
 		if err := keystore.Check(k.Ref); err != nil {
 			return usagef("key %d: %v", k.ID, err)
 		}
+		k.suites = nil
 		for _, s := range k.Suites {
-			if _, err := parseSuite(s); err != nil {
+			suite, err := parseSuite(s)
+			if err != nil {
 				return usagef("key %d: %v", k.ID, err)
 			}
+			k.suites = append(k.suites, suite)
 		}
 		if k.NotBefore != nil && k.NotAfter != nil && !k.NotBefore.Before(*k.NotAfter) {
 			return usagef("key %d: not_before %s is not before not_after %s", k.ID, k.NotBefore.Format(time.RFC3339), k.NotAfter.Format(time.RFC3339))

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -72,13 +71,9 @@ func (g *gatewayCmd) openKeyring(ctx context.Context, cfg gatewayConfig) (*keyri
 			client.Close()
 			return nil, fmt.Errorf("key %d: %w", e.ID, err)
 		}
-		ss := defaultSuites(k.KEM())
-		if len(e.Suites) > 0 {
-			ss = nil
-			for _, s := range e.Suites {
-				suite, _ := parseSuite(s) // checked by validate
-				ss = append(ss, suite)
-			}
+		ss := e.suites // parsed by validate
+		if len(ss) == 0 {
+			ss = defaultSuites(k.KEM())
 		}
 		kr.keys[byte(e.ID)] = k
 		kr.suites[byte(e.ID)] = ss
@@ -138,7 +133,6 @@ func (kr *keyring) applyWindows(now time.Time, log *slog.Logger) {
 	for _, e := range kr.entries {
 		id := byte(e.ID)
 		st := e.stateAt(now)
-		has := slices.ContainsFunc(kr.tw.KeyConfigs(), func(c twoway.KeyConfig) bool { return c.KeyID == id })
 		switch st {
 		case keyPending, keyExpired:
 			if kr.tw.RemoveKey(id) {
@@ -146,31 +140,26 @@ func (kr *keyring) applyWindows(now time.Time, log *slog.Logger) {
 			}
 			continue
 		}
-		if !kr.tw.SetPublished(id, st == keyPublished) {
-			if err := kr.tw.AddKey(id, kr.keys[id], kr.suites[id]...); err != nil {
+		publish := st == keyPublished
+		was, ok := kr.tw.Published(id)
+		switch {
+		case !ok:
+			// A key added in its retiring window is never published,
+			// not even for an instant.
+			add := kr.tw.AddKey
+			if !publish {
+				add = kr.tw.AddUnpublishedKey
+			}
+			if err := add(id, kr.keys[id], kr.suites[id]...); err != nil {
 				log.Error("cannot serve key", "key_id", e.ID, "error", err.Error())
 				continue
 			}
-			kr.tw.SetPublished(id, st == keyPublished)
 			log.Info("key accepted", "key_id", e.ID, "state", st.String(), "kem", kr.keys[id].KEM().String())
-		} else if has != (st == keyPublished) {
+		case was != publish:
+			kr.tw.SetPublished(id, publish)
 			log.Info("key publication changed", "key_id", e.ID, "state", st.String())
 		}
 	}
-}
-
-// nextChange returns the next time after now at which a key's state
-// changes, or the zero time if none will.
-func (kr *keyring) nextChange(now time.Time) time.Time {
-	var next time.Time
-	for _, e := range kr.entries {
-		for _, t := range []*time.Time{e.NotBefore, e.PublishUntil, e.NotAfter} {
-			if t != nil && t.After(now) && (next.IsZero() || t.Before(next)) {
-				next = *t
-			}
-		}
-	}
-	return next
 }
 
 // acquire counts a request that uses the keyring; false when it is

@@ -225,9 +225,9 @@ func (g *gatewayCmd) reload(ctx context.Context) {
 	if err == nil {
 		err = cfg.validate()
 	}
-	if err == nil && (cfg.Listen != g.cfg.Listen || cfg.MetricsListen != g.cfg.MetricsListen || cfg.Target != g.cfg.Target ||
+	if err == nil && (cfg.Listen != g.cfg.Listen || cfg.MetricsListen != g.cfg.MetricsListen || cfg.Target != g.cfg.Target || cfg.OriginTimeout != g.cfg.OriginTimeout ||
 		!slices.Equal(cfg.AllowOrigins, g.cfg.AllowOrigins) || cfg.Path != g.cfg.Path || (cfg.TLSCert == "") != (g.cfg.TLSCert == "") || cfg.ClientCA != g.cfg.ClientCA) {
-		err = errors.New("listen, metrics_listen, path, target, allow_origin, client_ca and whether TLS is on take a restart; change only keys, limits and certificate files on reload")
+		err = errors.New("listen, metrics_listen, path, target, allow_origin, origin_timeout, client_ca and whether TLS is on take a restart; change only keys, the other limits and certificate files on reload")
 	}
 	if err == nil && cfg.TLSCert != "" {
 		err = g.certs.load(cfg.TLSCert, cfg.TLSKey)
