@@ -138,11 +138,11 @@ func runKeyConfig(ctx context.Context, env *environment, args []string) int {
 	var ks []keyArg
 	seen := map[byte]string{}
 	for _, k := range keys {
-		idStr, ref, ok := strings.Cut(k, "=")
-		n, err := strconv.ParseUint(idStr, 0, 8)
-		if !ok || err != nil || ref == "" {
-			return c.fail(usagef("--key %q: want ID=REF with ID a key id from 0 to 255, e.g. --key 1=tpm2:file=/etc/twoway/gw.pem", safeRef(k)))
+		e, err := parseKeyFlag(k)
+		if err != nil {
+			return c.fail(err)
 		}
+		n, ref := e.ID, e.Ref
 		if prev, dup := seen[byte(n)]; dup {
 			return c.fail(usagef("key id %d is given twice (%s and %s): key ids must be unique", n, safeRef(prev), safeRef(ref)))
 		}

@@ -21,6 +21,7 @@ Subcommands:
   list   REF                     list the keys on a token, in a TPM or in a directory
   show   REF                     show one key: KEM, public key, reference, attributes
   delete REF [--yes]             delete a key
+  attest REF --out FILE          evidence that a TPM key lives in its TPM
 
 References (the scheme picks the backend):
   pkcs11:token=dev;id=%01;object=gw?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/twoway/dev.pin

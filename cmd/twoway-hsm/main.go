@@ -8,9 +8,11 @@
 // Commands:
 //
 //	demo        run the whole flow through a plugin with each backend installed here
-//	keys        create, import, list, show and delete keys
+//	keys        create, import, list, show, delete and attest keys
 //	key-config  print the OHTTP key configuration of keys
+//	request     send one request through an OHTTP gateway
 //	gateway     serve Oblivious HTTP with keys in hardware, behind a relay
+//	attest      verify the evidence that a key lives in a TPM
 //	selftest    round trips through a real plugin process with a key
 //	env         start or stop a local SoftHSM token and swtpm
 //	plugin      serve keys to a server over the plugin protocol (started by the server, not by hand)
