@@ -48,9 +48,9 @@ func (h *Handler) serveRequest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer func() { <-h.sem }()
-	h.m.inFlight.Inc()
-	defer h.m.inFlight.Dec()
-	defer func() { h.m.total.Observe(time.Since(start).Seconds()) }()
+	h.cfg.metrics.inFlight.Inc()
+	defer h.cfg.metrics.inFlight.Dec()
+	defer func() { h.cfg.metrics.total.Observe(time.Since(start).Seconds()) }()
 
 	if len(r.Header.Values("Expect")) > 0 {
 		h.outerProblem(w, r, outcomeExpect, http.StatusExpectationFailed, "", "expectation failed",
@@ -73,6 +73,8 @@ func (h *Handler) serveRequest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body := http.MaxBytesReader(w, r.Body, h.cfg.maxRequestLen)
+	// The one timer of the request: the inner handler's context ends at
+	// the deadline, and the exchange answers it (see serve).
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.handlerTimeout)
 	defer cancel()
 	openError := func(err error) {
@@ -88,21 +90,10 @@ func (h *Handler) serveRequest(w http.ResponseWriter, r *http.Request) {
 		// The handler reads the request as it responds.
 		http.NewResponseController(w).EnableFullDuplex()
 	}
-	// The header is read first, to find the key; the rest goes to the
-	// opener, which reads an unchunked request whole (into one buffer of
-	// the Content-Length, when there is one) and authenticates it.
-	src := &outerBody{r: body, left: r.ContentLength, off: twoway.BinaryRequestHeaderLen}
-	if _, err := io.ReadFull(src, src.hdr[:]); err != nil {
-		openError(fmt.Errorf("read the request header: %w", readErr(err)))
-		return
-	}
-	rh, err := twoway.ParseRequestHeaderFrom(src.hdr[:])
-	if err != nil {
-		openError(err)
-		return
-	}
-	src.off = 0 // the opener reads the header again
-
+	// The opener reads the request header (and finds the key by it), then
+	// an unchunked request whole (into one buffer of the Content-Length,
+	// when there is one) and authenticates it.
+	src := &outerBody{r: body, left: r.ContentLength}
 	t0 := time.Now()
 	var opener *twoway.RequestOpener
 	if chunked {
@@ -114,13 +105,14 @@ func (h *Handler) serveRequest(w http.ResponseWriter, r *http.Request) {
 		}
 		opener, err = h.keys.NewRequestOpenerContext(ctx, src, requestLabel, opts...)
 	}
-	h.m.decap.Observe(time.Since(t0).Seconds())
+	h.cfg.metrics.decap.Observe(time.Since(t0).Seconds())
 	if err != nil {
 		openError(err)
 		return
 	}
-	h.m.keyUse(rh.KeyID).Inc()
-	x := &exchange{h: h, w: w, r: r, ctx: ctx, chunked: chunked, keyID: rh.KeyID, opener: opener, start: start}
+	// The opener has read the header: the key id is its first byte.
+	h.cfg.metrics.keyUse(src.keyID).Inc()
+	x := &exchange{h: h, w: w, r: r, ctx: ctx, chunked: chunked, keyID: src.keyID, opener: opener, start: start}
 	x.src.r = opener
 	x.serve()
 }
@@ -136,29 +128,28 @@ func requestMediaType(ct string) (string, error) {
 	return mt, err
 }
 
-// outerBody is the encapsulated request as the opener reads it: the
-// request header (read first, to find the key), then the rest of the outer
-// body. It holds the body to its Content-Length: an outer body that ends
-// early is truncated (not an authentication failure, which would send the
-// client to fetch the keys again), one that goes on past it malformed.
+// outerBody is the outer body as the opener reads it, held to its
+// Content-Length: an outer body that ends early is truncated (not an
+// authentication failure, which would send the client to fetch the keys
+// again), one that goes on past it malformed. It keeps the first byte read,
+// the request header's key id, for the logs and metrics of a request the
+// opener has accepted (and so whose header it has parsed).
 type outerBody struct {
-	r    io.Reader
-	left int64 // bytes of the Content-Length not yet read; -1 without one
-	hdr  [twoway.BinaryRequestHeaderLen]byte
-	off  int // of hdr returned; len(hdr) while the header is being read
-	err  error
+	r     io.Reader
+	left  int64 // bytes of the Content-Length not yet read; -1 without one
+	keyID byte
+	read  bool // keyID is set
+	err   error
 }
 
 func (b *outerBody) Read(p []byte) (int, error) {
-	if b.off < len(b.hdr) {
-		n := copy(p, b.hdr[b.off:])
-		b.off += n
-		return n, nil
-	}
 	if b.err != nil {
 		return 0, b.err
 	}
 	n, err := b.r.Read(p)
+	if n > 0 && !b.read {
+		b.keyID, b.read = p[0], true
+	}
 	if b.left >= 0 {
 		if b.left -= int64(n); b.left < 0 {
 			err = fmt.Errorf("%w: the request is longer than its Content-Length", twoway.ErrMalformed)
@@ -194,7 +185,7 @@ func (h *Handler) openError(w http.ResponseWriter, r *http.Request, err error) {
 	var mbe *http.MaxBytesError
 	switch {
 	case r.Context().Err() != nil:
-		h.m.request(outcomeCanceled).Inc()
+		h.cfg.metrics.request(outcomeCanceled).Inc()
 	case errors.As(err, &mbe), errors.Is(err, twoway.ErrMessageTooLarge):
 		h.tooLarge(w, r)
 	case errors.Is(err, twoway.ErrUnknownKey):
@@ -210,7 +201,7 @@ func (h *Handler) openError(w http.ResponseWriter, r *http.Request, err error) {
 	default:
 		// The key could not be reached (a plugin down or slow): the
 		// request may be retried.
-		h.log.LogAttrs(r.Context(), slog.LevelWarn, "ohttp gateway: key unavailable", slog.String("error", err.Error()))
+		h.cfg.logger.LogAttrs(r.Context(), slog.LevelWarn, "ohttp gateway: key unavailable", slog.String("error", err.Error()))
 		w.Header().Set("Retry-After", h.retryAfter())
 		h.outerProblem(w, r, outcomeKeyDown, http.StatusServiceUnavailable, "", "key unavailable",
 			"the gateway cannot reach its key; retry later")
@@ -272,7 +263,7 @@ func (x *exchange) serve() {
 			}
 			h.openError(x.w, x.r, err)
 		case x.r.Context().Err() != nil:
-			h.m.request(outcomeCanceled).Inc()
+			h.cfg.metrics.request(outcomeCanceled).Inc()
 		default:
 			x.failEarly(requestErrorStatus(err, true), err)
 		}
@@ -290,16 +281,20 @@ func (x *exchange) serve() {
 		}
 	}
 	x.rw = newResponseWriter(x, req.Method == http.MethodHead)
-	// The timeout answers (under x.mu) only a response that has not
-	// finished, so once finish has run under x.mu, a timer that fires late
+	// The timeout answers when the context reaches its deadline (not when
+	// the client goes: that cancels it), under x.mu and only a response
+	// that has not finished, so once finish has run under x.mu, a late call
 	// does nothing.
-	deadline, _ := x.ctx.Deadline()
-	timer := time.AfterFunc(time.Until(deadline), x.onTimeout)
-	defer timer.Stop()
+	stop := context.AfterFunc(x.ctx, func() {
+		if x.ctx.Err() == context.DeadlineExceeded {
+			x.onTimeout()
+		}
+	})
+	defer stop()
 
 	t0 := time.Now()
 	p := x.runInner(req)
-	h.m.origin.Observe(time.Since(t0).Seconds())
+	h.cfg.metrics.origin.Observe(time.Since(t0).Seconds())
 	if p == nil {
 		x.body.drain()
 	}
@@ -387,15 +382,15 @@ func (x *exchange) record(outcome string) {
 	if x.outErr != nil && outcome == outcomeOK {
 		outcome = outcomeCanceled
 	}
-	x.h.m.request(outcome).Inc()
+	x.h.cfg.metrics.request(outcome).Inc()
 	level := slog.LevelDebug
 	if outcome != outcomeOK {
 		level = slog.LevelInfo
 	}
-	if !x.h.log.Enabled(x.r.Context(), level) {
+	if !x.h.cfg.logger.Enabled(x.r.Context(), level) {
 		return
 	}
-	x.h.log.LogAttrs(x.r.Context(), level, "ohttp gateway: request served",
+	x.h.cfg.logger.LogAttrs(x.r.Context(), level, "ohttp gateway: request served",
 		strAttr("outcome", outcome), intAttr("status", x.status), intAttr("key_id", int(x.keyID)),
 		slog.Bool("chunked", x.chunked), slog.Duration("duration", time.Since(x.start)))
 }
@@ -437,7 +432,7 @@ func (x *exchange) finish(p any) (abort bool) {
 		x.record(outcomeAborted)
 		return true
 	case p != nil:
-		x.h.log.LogAttrs(x.r.Context(), slog.LevelError, "ohttp gateway: inner handler panicked", slog.String("type", fmt.Sprintf("%T", p)))
+		x.h.cfg.logger.LogAttrs(x.r.Context(), slog.LevelError, "ohttp gateway: inner handler panicked", slog.String("type", fmt.Sprintf("%T", p)))
 		return fail(http.StatusInternalServerError, "internal server error", "the handler failed", outcomeInnerError)
 	case x.outErr != nil:
 		x.finished = true
@@ -453,7 +448,7 @@ func (x *exchange) finish(p any) (abort bool) {
 	}
 	msg, err := x.rw.end()
 	if err != nil {
-		x.h.log.LogAttrs(x.r.Context(), slog.LevelWarn, "ohttp gateway: bad response from the inner handler", slog.String("reason", errorReason(err)))
+		x.h.cfg.logger.LogAttrs(x.r.Context(), slog.LevelWarn, "ohttp gateway: bad response from the inner handler", slog.String("reason", errorReason(err)))
 		return fail(http.StatusBadGateway, "bad gateway", "the origin's response: "+err.Error(), outcomeInnerError)
 	}
 	x.finished = true
@@ -490,7 +485,7 @@ func (x *exchange) writeUnchunkedLocked(msg []byte) {
 	sealer, err := x.opener.NewResponseSealer(bytes.NewReader(msg), responseLabel)
 	clear(msg)
 	if err != nil {
-		x.h.log.LogAttrs(x.r.Context(), slog.LevelError, "ohttp gateway: seal response", slog.String("error", err.Error()))
+		x.h.cfg.logger.LogAttrs(x.r.Context(), slog.LevelError, "ohttp gateway: seal response", slog.String("error", err.Error()))
 		x.w.WriteHeader(http.StatusInternalServerError)
 		x.outErr = err
 		return
@@ -502,17 +497,11 @@ func (x *exchange) writeUnchunkedLocked(msg []byte) {
 	hdr["Cache-Control"] = noStoreValue
 	x.w.WriteHeader(http.StatusOK)
 	x.committed = true
-	// One Write: io.Copy would take http's ReadFrom path, which flushes
-	// the header and then writes to the connection, a syscall more. The
-	// buffer holds ciphertext only, and goes back to the pool once the
-	// ResponseWriter has taken it.
-	out := getOutBuf(n)
-	defer putOutBuf(out)
-	if _, err := io.ReadFull(sealer, *out); err != nil {
-		x.outErr = err
-		return
-	}
-	if _, err := x.w.Write(*out); err != nil {
+	// One Write of the sealed message, which the sealer holds whole:
+	// io.Copy into the ResponseWriter would take http's ReadFrom path,
+	// which flushes the header and then writes to the connection, a
+	// syscall more.
+	if _, err := sealer.WriteTo(x.w); err != nil {
 		x.outErr = err
 	}
 }
@@ -523,28 +512,6 @@ var (
 	responseMediaTypeValue = []string{ResponseMediaType}[:1:1]
 	noStoreValue           = []string{"no-store"}[:1:1]
 )
-
-// outBufs hold unchunked encapsulated responses (ciphertext) on their way
-// to the ResponseWriter; longer ones get a buffer of their own.
-var outBufs = sync.Pool{New: func() any { b := make([]byte, 0, maxPooledOut); return &b }}
-
-const maxPooledOut = 16 << 10
-
-func getOutBuf(n int) *[]byte {
-	if n > maxPooledOut {
-		b := make([]byte, n)
-		return &b
-	}
-	b := outBufs.Get().(*[]byte)
-	*b = (*b)[:n]
-	return b
-}
-
-func putOutBuf(b *[]byte) {
-	if cap(*b) == maxPooledOut {
-		outBufs.Put(b)
-	}
-}
 
 // pushSource is the plaintext source of a chunked response sealer: the
 // exchange hands it one chunk's worth at a time, and the sealer (with

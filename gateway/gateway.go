@@ -204,8 +204,8 @@ func WithRetryAfter(d time.Duration) Option {
 }
 
 // WithResponseChunkLen sets the largest plaintext of a chunk of a chunked
-// response, 1 to 16384 bytes (default 16384, what every Chunked OHTTP
-// receiver must accept).
+// response, 64 to 16384 bytes (default 16384, what every Chunked OHTTP
+// receiver must accept); other lengths are an error of New.
 func WithResponseChunkLen(n int) Option {
 	return func(c *config) error {
 		if n < 64 || n > 16384 {
@@ -260,8 +260,6 @@ type Handler struct {
 	inner http.Handler
 	cfg   config
 	sem   chan struct{}
-	log   *slog.Logger
-	m     *Metrics
 }
 
 // New returns a gateway that opens requests with keys and serves them with
@@ -297,11 +295,10 @@ func New(keys *twoway.Gateway, inner http.Handler, opts ...Option) (*Handler, er
 	if c.keyPath == c.path {
 		c.keyPath = ""
 	}
-	m := c.metrics
-	if m == nil {
-		m = NewMetrics() // recorded, never registered
+	if c.metrics == nil {
+		c.metrics = NewMetrics() // recorded, never registered
 	}
-	return &Handler{keys: keys, inner: inner, cfg: c, sem: make(chan struct{}, c.maxConcurrent), log: c.logger, m: m}, nil
+	return &Handler{keys: keys, inner: inner, cfg: c, sem: make(chan struct{}, c.maxConcurrent)}, nil
 }
 
 // ServeHTTP serves the gateway path and the key configuration path; see
@@ -361,7 +358,7 @@ func (h *Handler) serveKeys(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("Cache-Control", "max-age="+strconv.Itoa(int(h.cfg.keyMaxAge/time.Second)))
 	hdr.Set("ETag", etag)
 	hdr.Set("Vary", "Accept")
-	h.m.request(outcomeKeyConfig).Inc()
+	h.cfg.metrics.request(outcomeKeyConfig).Inc()
 	if matchesETag(r.Header.Values("If-None-Match"), etag) {
 		w.WriteHeader(http.StatusNotModified)
 		return

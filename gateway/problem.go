@@ -45,7 +45,7 @@ func (h *Handler) outerProblem(w http.ResponseWriter, r *http.Request, outcome s
 	if r.Method != http.MethodHead {
 		w.Write(body)
 	}
-	h.m.request(outcome).Inc()
-	h.log.LogAttrs(r.Context(), levelFor(status), "ohttp gateway: request refused",
+	h.cfg.metrics.request(outcome).Inc()
+	h.cfg.logger.LogAttrs(r.Context(), levelFor(status), "ohttp gateway: request refused",
 		strAttr("outcome", outcome), intAttr("status", status))
 }

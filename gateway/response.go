@@ -74,14 +74,14 @@ func (rw *responseWriter) writeHeaderLocked(code int) {
 		return
 	}
 	if rw.status != 0 {
-		rw.x.h.log.LogAttrs(rw.x.r.Context(), slog.LevelDebug, "ohttp gateway: superfluous WriteHeader", intAttr("status", code))
+		rw.x.h.cfg.logger.LogAttrs(rw.x.r.Context(), slog.LevelDebug, "ohttp gateway: superfluous WriteHeader", intAttr("status", code))
 		return
 	}
 	if code < 200 {
 		if code == http.StatusSwitchingProtocols {
 			return
 		}
-		fields, _, err := headFields(rw.header, false, nil)
+		fields, _, err := headFields(rw.header)
 		if err == nil {
 			rw.buf, err = bhttp.AppendInformational(rw.buf, code, fields)
 		}
@@ -101,7 +101,7 @@ func (rw *responseWriter) writeHeaderLocked(code int) {
 	// The head is what the header map holds now (later changes are
 	// trailers, or ignored, as with net/http): its fields are copied now,
 	// the map itself is not.
-	rw.fields, rw.fieldsClen, rw.fieldsErr = headFields(rw.header, false, nil)
+	rw.fields, rw.fieldsClen, rw.fieldsErr = headFields(rw.header)
 	_, hasType := rw.header["Content-Type"]
 	rw.sniff = rw.bodyAllowed && !hasType
 	if d := rw.header["Trailer"]; len(d) > 0 {
@@ -246,8 +246,9 @@ func hopByHop(lower string) bool {
 
 // headFields returns a header map's fields in name order, without
 // connection-specific fields and trailers, and the Content-Length it sets
-// (-1 if none). With sniff, a missing Content-Type is sniffed from it.
-func headFields(h http.Header, bodyAllowed bool, sniff []byte) ([]bhttp.Field, int64, error) {
+// (-1 if none). A missing Content-Type is not sniffed here (see
+// ensureHeadLocked), but room is left for it.
+func headFields(h http.Header) ([]bhttp.Field, int64, error) {
 	keys := make([]string, 0, len(h))
 	for k := range h {
 		keys = append(keys, k)
@@ -274,9 +275,6 @@ func headFields(h http.Header, bodyAllowed bool, sniff []byte) ([]bhttp.Field, i
 		for _, v := range vs {
 			fields = append(fields, bhttp.Field{Name: lk, Value: v})
 		}
-	}
-	if _, ok := h["Content-Type"]; !ok && bodyAllowed && len(sniff) > 0 {
-		fields = append(fields, bhttp.Field{Name: "content-type", Value: http.DetectContentType(sniff)})
 	}
 	return fields, clen, nil
 }

@@ -72,6 +72,38 @@ func (r *sealedReader) Read(p []byte) (int, error) {
 	return n + m, err
 }
 
+// WriteTo writes the rest of the message to w. An unchunked message, sealed
+// whole already, goes in one Write of the sealed bytes (so that a writer such
+// as net/http's ResponseWriter never takes the io.ReaderFrom path, nor a copy
+// through a buffer), and what w does not take stays to be read; a chunked
+// one is copied as io.Copy copies a Reader.
+func (r *sealedReader) WriteTo(w io.Writer) (int64, error) {
+	if r.chunks != nil {
+		return io.Copy(w, readerOnly{r})
+	}
+	if len(r.out) == 0 {
+		return 0, nil
+	}
+	n, err := w.Write(r.out)
+	if n < 0 || n > len(r.out) {
+		return 0, fmt.Errorf("twoway: the writer returned %d for a write of %d bytes", n, len(r.out))
+	}
+	r.out = r.out[n:]
+	if err == nil && len(r.out) > 0 {
+		err = io.ErrShortWrite
+	}
+	return int64(n), err
+}
+
+// readerOnly hides a reader's WriteTo from io.Copy.
+type readerOnly struct{ io.Reader }
+
+// WriteTo writes the rest of the encapsulated response to w: an unchunked
+// response in one Write, a chunked one chunk by chunk (see Read). It makes
+// io.Copy(w, s) write an unchunked response whole rather than through w's
+// ReadFrom or a buffer.
+func (s *ResponseSealer) WriteTo(w io.Writer) (int64, error) { return s.r.WriteTo(w) }
+
 // Len returns the number of ciphertext bytes left to read, header included,
 // and true; for a chunked message, whose length is not known in advance, it
 // returns 0 and false.

@@ -246,6 +246,7 @@ type streamedRequest struct {
 	head    []byte
 	body    io.Reader
 	buf     [16 << 10]byte
+	enc     []byte // the last chunk encoded, whose rest is pending; reused
 	pending []byte
 	done    bool
 }
@@ -256,18 +257,20 @@ func (s *streamedRequest) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		n, err := s.body.Read(s.buf[:])
+		s.enc = s.enc[:0] // read to its end: reused
 		if n > 0 {
-			s.pending = bhttp.AppendChunk(nil, s.buf[:n])
+			s.enc = bhttp.AppendChunk(s.enc, s.buf[:n])
 		}
 		if err == io.EOF {
-			end, eerr := bhttp.AppendEnd(s.pending, nil)
+			end, eerr := bhttp.AppendEnd(s.enc, nil)
 			if eerr != nil {
 				return 0, eerr
 			}
-			s.pending, s.done = end, true
+			s.enc, s.done = end, true
 		} else if err != nil {
 			return 0, fmt.Errorf("client: read the request body: %w", err)
 		}
+		s.pending = s.enc
 	}
 	if len(s.head) > 0 {
 		n := copy(p, s.head)
@@ -292,11 +295,7 @@ func (b *responseBody) Close() error               { return b.outer.Close() }
 func outerError(resp *http.Response) error {
 	e := &OuterError{Status: resp.StatusCode}
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == gateway.ProblemMediaType {
-		var p struct {
-			Type   string `json:"type"`
-			Title  string `json:"title"`
-			Detail string `json:"detail"`
-		}
+		var p gateway.Problem
 		if json.NewDecoder(io.LimitReader(resp.Body, 16<<10)).Decode(&p) == nil {
 			e.Type, e.Title, e.Detail = p.Type, p.Title, p.Detail
 		}
