@@ -18,8 +18,11 @@ import (
 // releases it (TPM2_ActivateCredential) only when it holds both the EK's
 // private key and an object with that name; the verifier compares what
 // comes back (CheckActivation). The prover's side is
-// hsm/tpm2.TPM.ActivateCredential, or tpm2attest.Activate; a gateway
-// offers it through its plugin.
+// hsm/tpm2.TPM.ActivateCredential, or tpm2attest.Activate, which need the
+// TPM itself. The gateway does not offer activation yet: a verifier runs
+// it where it reaches the TPM (as twoway-hsm attest verify --activate
+// does). ParseChallenge and ParseAnswer read the two messages strictly,
+// for when they travel.
 
 // ActivationVersion is the version of Challenge and Answer.
 const ActivationVersion = 1
@@ -48,13 +51,9 @@ type Answer struct {
 // Secret is the verifier's side of one challenge, kept until the answer
 // comes. It is single-use.
 type Secret struct {
-	value  []byte
-	akName []byte
-	used   bool
+	value []byte
+	used  bool
 }
-
-// AKName returns the name of the AK the challenge is for.
-func (s *Secret) AKName() []byte { return bytes.Clone(s.akName) }
 
 const activationSecretSize = 32
 
@@ -70,15 +69,12 @@ func makeChallenge(ev *Evidence, rnd io.Reader) (*Challenge, *Secret, error) {
 	if ev == nil {
 		return nil, nil, fmt.Errorf("%w: no evidence", ErrMalformed)
 	}
-	ekPub, err := decode[gotpm.TPMTPublic](ev.EKPublic, "ek_public")
-	if err != nil {
-		return nil, nil, err
-	}
 	cert, err := parseCert(ev.EKCert)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := checkEKPublic(ekPub, cert.PublicKey); err != nil {
+	ekPub, err := checkEKPublic(ev.EKPublic, cert.PublicKey)
+	if err != nil {
 		return nil, nil, err
 	}
 	akPub, err := decode[gotpm.TPMTPublic](ev.AKPublic, "ak_public")
@@ -108,7 +104,7 @@ func makeChallenge(ev *Evidence, rnd io.Reader) (*Challenge, *Secret, error) {
 			Version: ActivationVersion, EKPublic: bytes.Clone(ev.EKPublic), AKPublic: bytes.Clone(ev.AKPublic),
 			CredentialBlob: blob, EncryptedSecret: enc,
 		},
-		&Secret{value: secret, akName: name.Buffer}, nil
+		&Secret{value: secret}, nil
 }
 
 // CheckActivation checks the prover's answer to the challenge that made

@@ -138,16 +138,6 @@ func (e *Evidence) Marshal() ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-// UnmarshalJSON is ParseEvidence.
-func (e *Evidence) UnmarshalJSON(b []byte) error {
-	ev, err := ParseEvidence(b)
-	if err != nil {
-		return err
-	}
-	*e = *ev
-	return nil
-}
-
 // ParseEvidence parses an evidence document strictly: one JSON object of
 // at most MaxEvidenceSize bytes, with "format" and "version" first
 // checked, every other member known, none repeated, every required one

@@ -6,6 +6,7 @@ import (
 	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
@@ -115,13 +116,16 @@ func (r *Result) KeyID() byte { return r.KeyConfig.KeyID }
 //   - the EK certificate chains to opts.Roots (ErrEKCertificate), with
 //     the extensions EK certificates carry handled deliberately (see
 //     VerifyEKCertificate);
-//   - the EK public area is an endorsement key with the certificate's
-//     public key (ErrEKPublic);
+//   - the EK public area is, byte for byte, the EK that a TCG default
+//     template gives with the certificate's public key (ErrEKPublic);
 //   - the AK is a restricted ECDSA P-256 signing key with fixedTPM,
 //     fixedParent and sensitiveDataOrigin, without an admin policy
 //     (ErrAKPublic);
 //   - the attestation is the TPM's own TPM2_Certify structure
-//     (ErrCertifyInfo) and the AK signed it (ErrSignature);
+//     (ErrCertifyInfo) and the AK signed it, R and S encoded as a TPM
+//     does (ErrSignature). ECDSA's other signature (R, n-S) verifies too,
+//     and TPMs do not normalise S: the signature is the one field that
+//     other bytes may replace (cert_info, which it signs, is not);
 //   - the certified name is the name of the key public area (ErrKeyName);
 //   - the key is an unrestricted decryption key with fixedParent and,
 //     unless allowed, not a signing key (ErrKeyAttributes); one without
@@ -152,11 +156,7 @@ func Verify(ev *Evidence, opts Options) (*Result, error) {
 		return nil, err
 	}
 	r.EK = *ekInfo
-	ekPub, err := decode[gotpm.TPMTPublic](ev.EKPublic, "ek_public")
-	if err != nil {
-		return nil, err
-	}
-	if err := checkEKPublic(ekPub, ekKey); err != nil {
+	if _, err := checkEKPublic(ev.EKPublic, ekKey); err != nil {
 		return nil, err
 	}
 
@@ -312,30 +312,70 @@ var ekTemplates = []struct {
 	{"TCG default EK template L-2 (ECC P-256)", gotpm.ECCEKTemplate},
 }
 
-// checkEKPublic checks that pub is an EK from a default template whose
-// public key is the certificate's.
-func checkEKPublic(pub *gotpm.TPMTPublic, certKey any) error {
-	matched := false
+// checkEKPublic checks that raw, the evidence's ek_public, is byte for
+// byte the public area of an EK from a default template holding the
+// certificate's key: the template with its unique field set to the key at
+// the template's full width (the RSA modulus in keyBits/8 bytes, each ECC
+// coordinate in the curve's size), as the TPM derives it. Comparing bytes,
+// not key values, leaves no other encoding of the same key (a modulus
+// with a leading zero byte, say) to pass. It returns the decoded area.
+func checkEKPublic(raw []byte, certKey crypto.PublicKey) (*gotpm.TPMTPublic, error) {
+	pub, err := decode[gotpm.TPMTPublic](raw, "ek_public")
+	if err != nil {
+		return nil, err
+	}
+	sameTemplate := false
 	for _, t := range ekTemplates {
+		if want, ok := ekPublicFor(t.tmpl, certKey); ok && bytes.Equal(gotpm.Marshal(want), raw) {
+			return pub, nil
+		}
 		a, b := *pub, t.tmpl
 		a.Unique, b.Unique = gotpm.TPMUPublicID{}, gotpm.TPMUPublicID{}
-		if bytes.Equal(gotpm.Marshal(a), gotpm.Marshal(b)) {
-			matched = true
-			break
+		sameTemplate = sameTemplate || bytes.Equal(gotpm.Marshal(a), gotpm.Marshal(b))
+	}
+	if !sameTemplate {
+		return nil, fmt.Errorf("%w: ek_public is not an EK from a TCG default template (L-1 RSA 2048, L-2 ECC P-256): attributes, policy or parameters differ", ErrEKPublic)
+	}
+	return nil, fmt.Errorf("%w: ek_public's unique field is not the EK certificate's key at the template's full width", ErrEKPublic)
+}
+
+// ekPublicFor returns the public area of the EK that the template tmpl
+// gives with the key certKey, or false when the key is not of the
+// template's type, size, curve or exponent.
+func ekPublicFor(tmpl gotpm.TPMTPublic, certKey crypto.PublicKey) (gotpm.TPMTPublic, bool) {
+	switch k := certKey.(type) {
+	case *rsa.PublicKey:
+		parms, err := tmpl.Parameters.RSADetail()
+		if tmpl.Type != gotpm.TPMAlgRSA || err != nil {
+			return tmpl, false
 		}
+		e, size := int(parms.Exponent), int(parms.KeyBits)/8
+		if e == 0 {
+			e = 65537 // the TPM's default exponent
+		}
+		if k.E != e || k.N.BitLen() != int(parms.KeyBits) {
+			return tmpl, false
+		}
+		tmpl.Unique = gotpm.NewTPMUPublicID(gotpm.TPMAlgRSA, &gotpm.TPM2BPublicKeyRSA{Buffer: k.N.FillBytes(make([]byte, size))})
+		return tmpl, true
+	case *ecdsa.PublicKey:
+		parms, err := tmpl.Parameters.ECCDetail()
+		if tmpl.Type != gotpm.TPMAlgECC || err != nil || parms.CurveID != gotpm.TPMECCNistP256 || k.Curve != elliptic.P256() {
+			return tmpl, false
+		}
+		p, err := k.ECDH()
+		if err != nil {
+			return tmpl, false
+		}
+		b := p.Bytes() // 0x04 || X || Y, each at full width
+		n := (len(b) - 1) / 2
+		tmpl.Unique = gotpm.NewTPMUPublicID(gotpm.TPMAlgECC, &gotpm.TPMSECCPoint{
+			X: gotpm.TPM2BECCParameter{Buffer: b[1 : 1+n]},
+			Y: gotpm.TPM2BECCParameter{Buffer: b[1+n:]},
+		})
+		return tmpl, true
 	}
-	if !matched {
-		return fmt.Errorf("%w: ek_public is not an EK from a TCG default template (L-1 RSA 2048, L-2 ECC P-256): attributes, policy or parameters differ", ErrEKPublic)
-	}
-	k, err := gotpm.Pub(*pub)
-	if err != nil {
-		return fmt.Errorf("%w: ek_public: %v", ErrEKPublic, err)
-	}
-	eq, ok := k.(interface{ Equal(crypto.PublicKey) bool })
-	if !ok || !eq.Equal(certKey) {
-		return fmt.Errorf("%w: ek_public's key is not the EK certificate's", ErrEKPublic)
-	}
-	return nil
+	return tmpl, false
 }
 
 // checkAKPublic checks the AK's attributes and returns its public key.
@@ -378,7 +418,23 @@ func checkAKPublic(pub *gotpm.TPMTPublic) (*ecdsa.PublicKey, error) {
 	return &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(sec1[1:33]), Y: new(big.Int).SetBytes(sec1[33:])}, nil
 }
 
+// p256Size is the size of a P-256 scalar: of R and S in an AK signature.
+const p256Size = 32
+
 // checkSignature checks the AK's ECDSA-SHA256 signature over certInfo.
+//
+// R and S must be encoded as a TPM encodes them: at most 32 bytes, and
+// either exactly 32 (padded to the order's size, as the TPM reference
+// implementation and libtpms do) or without a leading zero byte (minimal).
+// Anything else, a zero byte put in front, would verify as the same
+// integer and make altered evidence pass.
+//
+// What this cannot exclude is ECDSA's own malleability: (R, n-S) verifies
+// wherever (R, S) does, and TPMs do not normalise S (to low S, say), so
+// refusing either half would refuse genuine signatures. A signature is
+// therefore not unique to its evidence; nothing relies on it being so
+// (the signed cert_info is, and it names the key, the AK and the
+// qualifying data).
 func checkSignature(ak *ecdsa.PublicKey, certInfo, sigBytes []byte) error {
 	sig, err := decode[gotpm.TPMTSignature](sigBytes, "signature")
 	if err != nil {
@@ -393,6 +449,17 @@ func checkSignature(ak *ecdsa.PublicKey, certInfo, sigBytes []byte) error {
 	}
 	if e.Hash != gotpm.TPMAlgSHA256 {
 		return fmt.Errorf("%w: signature hash %v, want SHA-256", ErrSignature, e.Hash)
+	}
+	for _, v := range []struct {
+		name string
+		b    []byte
+	}{{"R", e.SignatureR.Buffer}, {"S", e.SignatureS.Buffer}} {
+		switch n := len(v.b); {
+		case n == 0 || n > p256Size:
+			return fmt.Errorf("%w: signature %s of %d bytes, want 1 to %d", ErrSignature, v.name, n, p256Size)
+		case n < p256Size && v.b[0] == 0:
+			return fmt.Errorf("%w: signature %s of %d bytes with a leading zero byte (neither padded to %d bytes nor minimal)", ErrSignature, v.name, n, p256Size)
+		}
 	}
 	d := sha256.Sum256(certInfo)
 	rr, ss := new(big.Int).SetBytes(e.SignatureR.Buffer), new(big.Int).SetBytes(e.SignatureS.Buffer)

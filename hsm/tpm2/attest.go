@@ -3,13 +3,11 @@ package tpm2
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/rsa"
+	"crypto"
 	"crypto/x509"
 	"encoding/asn1"
 	"errors"
 	"fmt"
-	"math/big"
 
 	gotpm "github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
@@ -35,8 +33,8 @@ var ErrActivation = errors.New("tpm2: credential activation failed")
 // TCG EK Credential Profile 2.x, section 2.2.1.5: the NV indices of the
 // low-range EK certificates and of the EK certificate chain.
 const (
-	EKCertIndexRSA2048  uint32 = 0x01c00002
-	EKCertIndexECCP256  uint32 = 0x01c0000a
+	ekCertIndexRSA2048  uint32 = 0x01c00002
+	ekCertIndexECCP256  uint32 = 0x01c0000a
 	ekChainIndexFirst   uint32 = 0x01c00100
 	ekChainIndexLast    uint32 = 0x01c001ff
 	maxNVCertSize              = 4096
@@ -56,11 +54,11 @@ type ekKind struct {
 
 // ekKinds, in order of preference: ECC first (a quick CreatePrimary).
 var ekKinds = []ekKind{
-	{"ECC P-256", EKCertIndexECCP256, persistentEKECCP256, gotpm.ECCEKTemplate},
-	{"RSA 2048", EKCertIndexRSA2048, persistentEKRSA2048, gotpm.RSAEKTemplate},
+	{"ECC P-256", ekCertIndexECCP256, persistentEKECCP256, gotpm.ECCEKTemplate},
+	{"RSA 2048", ekCertIndexRSA2048, persistentEKRSA2048, gotpm.RSAEKTemplate},
 }
 
-// AKTemplate is the public template of the attestation key: a restricted
+// akTemplate is the public template of the attestation key: a restricted
 // ECDSA P-256/SHA-256 signing key, fixedTPM, fixedParent,
 // sensitiveDataOrigin, userWithAuth with an empty auth value and no
 // policy (so its ADMIN role, which TPM2_ActivateCredential needs, takes
@@ -71,7 +69,7 @@ var ekKinds = []ekKind{
 // endorsement hierarchy: it is derived from the endorsement seed, so the
 // same AK comes back on every call, survives TPM2_Clear of the owner
 // hierarchy, and needs no key file or persistent handle.
-var AKTemplate = gotpm.TPMTPublic{
+var akTemplate = gotpm.TPMTPublic{
 	Type:    gotpm.TPMAlgECC,
 	NameAlg: gotpm.TPMAlgSHA256,
 	ObjectAttributes: gotpm.TPMAObject{
@@ -126,10 +124,6 @@ type Certification struct {
 	Signature []byte
 }
 
-// PublicArea returns the key's public area, a marshalled TPMT_PUBLIC: what
-// its name is the hash of.
-func (k *Key) PublicArea() []byte { return bytes.Clone(k.pubArea) }
-
 // Endorsement reads the EK certificate from NV (ECC P-256 first, then RSA
 // 2048), and the EK it certifies: the persistent EK at the TCG handle
 // when it is the default template's and the certificate's key, otherwise
@@ -157,29 +151,6 @@ func (t *TPM) Endorsement(ctx context.Context) (*Endorsement, error) {
 	return out, nil
 }
 
-// AttestationKey returns the public area (TPMT_PUBLIC) of the TPM's
-// attestation key (see [AKTemplate]).
-func (t *TPM) AttestationKey(ctx context.Context) ([]byte, error) {
-	if t.closed.Load() {
-		return nil, fmt.Errorf("tpm2: attestation key: %w", ErrClosed)
-	}
-	var pub []byte
-	err := t.c.do(ctx, func() error {
-		t.c.makeRoom(nil, 1)
-		ak, err := t.c.createAK()
-		if err != nil {
-			return err
-		}
-		t.c.flush(ak.handle)
-		pub = ak.public
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("tpm2: attestation key: %w", err)
-	}
-	return pub, nil
-}
-
 // Certify has the attestation key sign the key's public area with
 // TPM2_Certify: a TPMS_ATTEST carrying the key's name and qualifyingData
 // (at most 64 bytes; package attest puts a hash of the key configuration
@@ -192,17 +163,10 @@ func (k *Key) Certify(ctx context.Context, qualifyingData []byte) (*Certificatio
 	if len(qualifyingData) > 64 {
 		return nil, fmt.Errorf("tpm2: certify: qualifying data of %d bytes, more than 64", len(qualifyingData))
 	}
-	if k.needsAuth && len(k.auth) == 0 {
-		return nil, fmt.Errorf("tpm2: certify: %w and it was opened without one", ErrAuthRequired)
-	}
 	c := k.c
 	var out *Certification
 	err := c.do(ctx, func() error {
-		h, err := c.ensureLoaded(k)
-		if err != nil {
-			return err
-		}
-		s, err := c.ensureSession()
+		h, s, err := c.authorize(k)
 		if err != nil {
 			return err
 		}
@@ -224,7 +188,7 @@ func (k *Key) Certify(ctx context.Context, qualifyingData []byte) (*Certificatio
 		}
 		out = &Certification{
 			KeyPublic:   bytes.Clone(k.pubArea),
-			AKPublic:    ak.public,
+			AKPublic:    gotpm.Marshal(*ak.pub),
 			CertifyInfo: bytes.Clone(rsp.CertifyInfo.Bytes()),
 			Signature:   gotpm.Marshal(rsp.Signature),
 		}
@@ -245,45 +209,45 @@ func (k *Key) Certify(ctx context.Context, qualifyingData []byte) (*Certificatio
 //
 // ekPublic and akPublic are the public areas the verifier made the
 // credential for (from the evidence); they must be this TPM's, or the
-// call fails before the TPM is asked. The EK is authorized with its
-// policy (PolicySecret on the endorsement hierarchy, empty auth) or, for
-// a template with userWithAuth, its empty auth value; the AK with its
-// empty auth value. Nothing is exported or stored. Errors wrap
-// [ErrWrongTPM] for public areas that are not this TPM's and
+// call fails before the TPM is asked: ekPublic must be the EK of a TCG
+// default template (L-1 RSA 2048 or L-2 ECC P-256), the persistent one at
+// the TCG handle or the one the TPM derives from the template. No EK
+// certificate is read: the verifier checked it. The EK is authorized
+// with its policy (PolicySecret on the endorsement hierarchy, empty
+// auth); the AK with its empty auth value. Nothing is exported or stored.
+// Errors wrap [ErrWrongTPM] for public areas that are not this TPM's and
 // [ErrActivation] when the TPM refuses the credential.
 func (t *TPM) ActivateCredential(ctx context.Context, ekPublic, akPublic, credentialBlob, encryptedSecret []byte) ([]byte, error) {
 	if t.closed.Load() {
 		return nil, fmt.Errorf("tpm2: activate credential: %w", ErrClosed)
 	}
+	kind, ok := ekKindOf(ekPublic)
+	if !ok {
+		return nil, fmt.Errorf("tpm2: activate credential: %w: the EK public area given is not an EK from a TCG default template (L-1 RSA 2048, L-2 ECC P-256)", ErrWrongTPM)
+	}
 	var out []byte
 	err := t.c.do(ctx, func() error {
 		c := t.c
 		c.makeRoom(nil, 2)
-		ek, err := c.endorsementKey()
+		ek, err := c.ekFor(kind, func(pub *gotpm.TPMTPublic) bool { return bytes.Equal(gotpm.Marshal(*pub), ekPublic) })
+		if errors.Is(err, errNotThisEK) {
+			return fmt.Errorf("%w: the EK public area given is not this TPM's %s EK", ErrWrongTPM, kind.name)
+		}
 		if err != nil {
 			return err
 		}
 		defer ek.release(c)
-		if !bytes.Equal(ek.Public, ekPublic) {
-			return fmt.Errorf("%w: the EK public area given is not this TPM's EK (%s)", ErrWrongTPM, ek.Kind)
-		}
 		ak, err := c.createAK()
 		if err != nil {
 			return err
 		}
 		defer c.flush(ak.handle)
-		if !bytes.Equal(ak.public, akPublic) {
+		if !bytes.Equal(gotpm.Marshal(*ak.pub), akPublic) {
 			return fmt.Errorf("%w: the AK public area given is not this TPM's attestation key", ErrWrongTPM)
-		}
-		var ekAuth gotpm.Session
-		if ek.pub.ObjectAttributes.UserWithAuth {
-			ekAuth = gotpm.PasswordAuth(nil)
-		} else {
-			ekAuth = gotpm.Policy(gotpm.TPMAlgSHA256, 16, endorsementPolicy)
 		}
 		rsp, err := gotpm.ActivateCredential{
 			ActivateHandle: gotpm.AuthHandle{Handle: ak.handle, Name: ak.name, Auth: gotpm.PasswordAuth(nil)},
-			KeyHandle:      gotpm.AuthHandle{Handle: ek.handle, Name: ek.name, Auth: ekAuth},
+			KeyHandle:      gotpm.AuthHandle{Handle: ek.handle, Name: ek.name, Auth: gotpm.Policy(gotpm.TPMAlgSHA256, 16, endorsementPolicy)},
 			CredentialBlob: gotpm.TPM2BIDObject{Buffer: credentialBlob},
 			Secret:         gotpm.TPM2BEncryptedSecret{Buffer: encryptedSecret},
 		}.Execute(c.tr)
@@ -302,6 +266,32 @@ func (t *TPM) ActivateCredential(ctx context.Context, ekPublic, akPublic, creden
 	return out, nil
 }
 
+// ekKindOf returns the kind of EK whose template pub, a marshalled
+// TPMT_PUBLIC, is (but for its unique field).
+func ekKindOf(pub []byte) (ekKind, bool) {
+	p, err := unmarshalPublic(pub)
+	if err != nil {
+		return ekKind{}, false
+	}
+	for _, kind := range ekKinds {
+		if sameTemplate(p, &kind.template) {
+			return kind, true
+		}
+	}
+	return ekKind{}, false
+}
+
+// unmarshalPublic decodes a TPMT_PUBLIC from outside, which go-tpm's
+// decoder does not always survive.
+func unmarshalPublic(b []byte) (pub *gotpm.TPMTPublic, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			pub, err = nil, errors.New("malformed TPMT_PUBLIC")
+		}
+	}()
+	return gotpm.Unmarshal[gotpm.TPMTPublic](b)
+}
+
 // endorsementPolicy satisfies the default EK templates' policy, PolicyA:
 // PolicySecret(TPM_RH_ENDORSEMENT) with the (usually empty) endorsement
 // auth.
@@ -314,44 +304,14 @@ func endorsementPolicy(tr transport.TPM, h gotpm.TPMISHPolicy, nonceTPM gotpm.TP
 	return err
 }
 
-// makeRoom flushes loaded keys other than keep until n more transient
-// objects fit within maxTransientObjects.
-func (c *conn) makeRoom(keep *Key, n int) {
-	for c.transientObjects()+n > maxTransientObjects && c.evictLRU(keep) {
-	}
-}
-
-// ak is the attestation key, loaded.
-type ak struct {
-	handle gotpm.TPMHandle
-	name   gotpm.TPM2BName
-	public []byte
-}
-
 // createAK derives the attestation key (CreatePrimary in the endorsement
-// hierarchy from AKTemplate). The caller flushes it.
-func (c *conn) createAK() (*ak, error) {
-	var rsp *gotpm.CreatePrimaryResponse
-	err := c.withObjectMemory(nil, func() error {
-		var err error
-		rsp, err = gotpm.CreatePrimary{
-			PrimaryHandle: gotpm.AuthHandle{Handle: gotpm.TPMRHEndorsement, Auth: gotpm.PasswordAuth(nil)},
-			InPublic:      gotpm.New2B(AKTemplate),
-		}.Execute(c.tr)
-		return err
-	})
+// hierarchy from akTemplate). The caller flushes it.
+func (c *conn) createAK() (*primary, error) {
+	ak, err := c.createPrimary(gotpm.TPMRHEndorsement, akTemplate)
 	if err != nil {
-		if errors.Is(err, gotpm.TPMRCAuthFail) || errors.Is(err, gotpm.TPMRCBadAuth) {
-			return nil, fmt.Errorf("creating the attestation key: endorsement hierarchy %w: %w", ErrAuthFail, err)
-		}
 		return nil, fmt.Errorf("creating the attestation key: %w", err)
 	}
-	pub, err := rsp.OutPublic.Contents()
-	if err != nil {
-		c.flush(rsp.ObjectHandle)
-		return nil, err
-	}
-	return &ak{handle: rsp.ObjectHandle, name: rsp.Name, public: gotpm.Marshal(*pub)}, nil
+	return ak, nil
 }
 
 // ek is the endorsement key, loaded (transient) or persistent.
@@ -359,7 +319,6 @@ type ek struct {
 	Endorsement
 	handle    gotpm.TPMHandle
 	name      gotpm.TPM2BName
-	pub       *gotpm.TPMTPublic
 	transient bool
 }
 
@@ -387,7 +346,10 @@ func (c *conn) endorsementKey() (*ek, error) {
 			errs = append(errs, fmt.Errorf("the %s EK certificate at NV 0x%08x does not parse: %w", kind.name, kind.certIndex, err))
 			continue
 		}
-		e, err := c.ekFor(kind, cert.PublicKey)
+		e, err := c.ekFor(kind, func(pub *gotpm.TPMTPublic) bool { return holdsKey(pub, cert.PublicKey) })
+		if errors.Is(err, errNotThisEK) {
+			err = errors.New("its public key is not the EK's (from the TCG default template)")
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("the %s EK certificate at NV 0x%08x: %w", kind.name, kind.certIndex, err))
 			continue
@@ -396,40 +358,33 @@ func (c *conn) endorsementKey() (*ek, error) {
 		return e, nil
 	}
 	if len(errs) == 0 {
-		return nil, fmt.Errorf("%w: no certificate at NV 0x%08x (ECC P-256) or 0x%08x (RSA 2048)", ErrNoEKCertificate, EKCertIndexECCP256, EKCertIndexRSA2048)
+		return nil, fmt.Errorf("%w: no certificate at NV 0x%08x (ECC P-256) or 0x%08x (RSA 2048)", ErrNoEKCertificate, ekCertIndexECCP256, ekCertIndexRSA2048)
 	}
 	return nil, fmt.Errorf("%w: %w", ErrNoEKCertificate, errors.Join(errs...))
 }
 
-// ekFor returns the EK of kind whose public key is certKey.
-func (c *conn) ekFor(kind ekKind, certKey any) (*ek, error) {
-	if pub, name, err := c.readPublic(kind.persistent); err == nil && sameTemplate(pub, &kind.template) && publicKeyEqual(pub, certKey) {
-		return &ek{handle: gotpm.TPMHandle(kind.persistent), name: name, pub: pub,
+// errNotThisEK: the EK of the kind asked for is not the one wanted.
+var errNotThisEK = errors.New("not the EK wanted")
+
+// ekFor returns the EK of kind for which want holds: the persistent EK
+// at the TCG handle when it is from the kind's template, otherwise the
+// primary key derived from the template. It fails with errNotThisEK when
+// want holds for neither.
+func (c *conn) ekFor(kind ekKind, want func(*gotpm.TPMTPublic) bool) (*ek, error) {
+	if pub, name, err := c.readPublic(kind.persistent); err == nil && sameTemplate(pub, &kind.template) && want(pub) {
+		return &ek{handle: gotpm.TPMHandle(kind.persistent), name: name,
 			Endorsement: Endorsement{Public: gotpm.Marshal(*pub)}}, nil
 	}
-	var rsp *gotpm.CreatePrimaryResponse
-	err := c.withObjectMemory(nil, func() error {
-		var err error
-		rsp, err = gotpm.CreatePrimary{
-			PrimaryHandle: gotpm.AuthHandle{Handle: gotpm.TPMRHEndorsement, Auth: gotpm.PasswordAuth(nil)},
-			InPublic:      gotpm.New2B(kind.template),
-		}.Execute(c.tr)
-		return err
-	})
+	p, err := c.createPrimary(gotpm.TPMRHEndorsement, kind.template)
 	if err != nil {
 		return nil, fmt.Errorf("creating the EK from the TCG template: %w", err)
 	}
-	pub, err := rsp.OutPublic.Contents()
-	if err != nil {
-		c.flush(rsp.ObjectHandle)
-		return nil, err
+	if !want(p.pub) {
+		c.flush(p.handle)
+		return nil, errNotThisEK
 	}
-	if !publicKeyEqual(pub, certKey) {
-		c.flush(rsp.ObjectHandle)
-		return nil, errors.New("its public key is not the EK's (from the TCG default template)")
-	}
-	return &ek{handle: rsp.ObjectHandle, name: rsp.Name, pub: pub, transient: true,
-		Endorsement: Endorsement{Public: gotpm.Marshal(*pub)}}, nil
+	return &ek{handle: p.handle, name: p.name, transient: true,
+		Endorsement: Endorsement{Public: gotpm.Marshal(*p.pub)}}, nil
 }
 
 // sameTemplate reports whether pub is tmpl but for the unique field.
@@ -439,58 +394,15 @@ func sameTemplate(pub, tmpl *gotpm.TPMTPublic) bool {
 	return bytes.Equal(gotpm.Marshal(a), gotpm.Marshal(b))
 }
 
-// publicKeyEqual reports whether the public area holds key (an
-// *rsa.PublicKey or *ecdsa.PublicKey from a certificate).
-func publicKeyEqual(pub *gotpm.TPMTPublic, key any) bool {
-	switch k := key.(type) {
-	case *rsa.PublicKey:
-		if pub.Type != gotpm.TPMAlgRSA {
-			return false
-		}
-		parms, err := pub.Parameters.RSADetail()
-		if err != nil {
-			return false
-		}
-		n, err := pub.Unique.RSA()
-		if err != nil {
-			return false
-		}
-		e := int(parms.Exponent)
-		if e == 0 {
-			e = 65537
-		}
-		return k.E == e && k.N.Cmp(new(big.Int).SetBytes(n.Buffer)) == 0
-	case *ecdsa.PublicKey:
-		if pub.Type != gotpm.TPMAlgECC {
-			return false
-		}
-		parms, err := pub.Parameters.ECCDetail()
-		if err != nil {
-			return false
-		}
-		if c := curveOf(parms.CurveID); c == nil || fmt.Sprint(c) != k.Curve.Params().Name {
-			return false
-		}
-		p, err := pub.Unique.ECC()
-		if err != nil {
-			return false
-		}
-		ek, err := k.ECDH()
-		if err != nil {
-			return false
-		}
-		size := (k.Curve.Params().BitSize + 7) / 8
-		want := ek.Bytes()
-		if len(p.X.Buffer) > size || len(p.Y.Buffer) > size {
-			return false
-		}
-		got := make([]byte, 1+2*size)
-		got[0] = 4
-		copy(got[1+size-len(p.X.Buffer):1+size], p.X.Buffer)
-		copy(got[1+2*size-len(p.Y.Buffer):], p.Y.Buffer)
-		return bytes.Equal(got, want)
+// holdsKey reports whether the public area holds key (an *rsa.PublicKey
+// or *ecdsa.PublicKey from a certificate).
+func holdsKey(pub *gotpm.TPMTPublic, key crypto.PublicKey) bool {
+	k, err := gotpm.Pub(*pub)
+	if err != nil {
+		return false
 	}
-	return false
+	eq, ok := k.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && eq.Equal(key)
 }
 
 // readNVCert reads a certificate from an NV index and cuts it to its DER

@@ -39,6 +39,26 @@ func makeCredential(t *testing.T, ekPublic, akPublic, secret []byte) (blob, enc 
 	return blob, enc
 }
 
+// attestationKey returns the public area of the TPM's attestation key.
+func attestationKey(t *testing.T, tp *TPM) []byte {
+	t.Helper()
+	var pub []byte
+	err := tp.c.do(testCtx(t), func() error {
+		tp.c.makeRoom(nil, 1)
+		ak, err := tp.c.createAK()
+		if err != nil {
+			return err
+		}
+		tp.c.flush(ak.handle)
+		pub = gotpm.Marshal(*ak.pub)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("attestation key: %v", err)
+	}
+	return pub
+}
+
 func TestAttestationProver(t *testing.T) {
 	sw := testenv.StartSWTPM(t, testenv.SWTPMEKCert(""))
 	tp := openTPM(t, sw)
@@ -48,19 +68,15 @@ func TestAttestationProver(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Endorsement: %v", err)
 	}
-	if e.Kind != "RSA 2048" || e.CertIndex != EKCertIndexRSA2048 {
+	if e.Kind != "RSA 2048" || e.CertIndex != ekCertIndexRSA2048 {
 		t.Fatalf("EK %s at 0x%08x, want swtpm's RSA 2048 at 0x01c00002", e.Kind, e.CertIndex)
 	}
 	if _, err := x509.ParseCertificate(e.Certificate); err != nil {
 		t.Fatalf("EK certificate: %v", err)
 	}
-	ak1, err := tp.AttestationKey(ctx)
-	if err != nil {
-		t.Fatalf("AttestationKey: %v", err)
-	}
-	ak2, err := tp.AttestationKey(ctx)
-	if err != nil || !bytes.Equal(ak1, ak2) {
-		t.Fatalf("the AK is not derived again identically: %v", err)
+	ak1 := attestationKey(t, tp)
+	if ak2 := attestationKey(t, tp); !bytes.Equal(ak1, ak2) {
+		t.Fatal("the AK is not derived again identically")
 	}
 
 	k := createKey(t, tp, ecdh.P256())
@@ -68,7 +84,7 @@ func TestAttestationProver(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Certify: %v", err)
 	}
-	if !bytes.Equal(cert.AKPublic, ak1) || !bytes.Equal(cert.KeyPublic, k.PublicArea()) {
+	if !bytes.Equal(cert.AKPublic, ak1) || !bytes.Equal(cert.KeyPublic, k.pubArea) {
 		t.Fatal("Certify returned other public areas")
 	}
 	info, err := gotpm.Unmarshal[gotpm.TPMSAttest](cert.CertifyInfo)
@@ -89,6 +105,30 @@ func TestAttestationProver(t *testing.T) {
 	if !bytes.Equal(got, secret) {
 		t.Fatalf("activated %q, want %q", got, secret)
 	}
+	// The ECC P-256 EK, which has no certificate on this swtpm: the EK is
+	// picked by the template of the public area given, not from NV.
+	var eccEK []byte
+	if err := tp.c.do(ctx, func() error {
+		p, err := tp.c.createPrimary(gotpm.TPMRHEndorsement, gotpm.ECCEKTemplate)
+		if err != nil {
+			return err
+		}
+		tp.c.flush(p.handle)
+		eccEK = gotpm.Marshal(*p.pub)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	eb, ee := makeCredential(t, eccEK, ak1, secret)
+	if got, err := tp.ActivateCredential(ctx, eccEK, ak1, eb, ee); err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("ActivateCredential with the ECC EK: %q, %v", got, err)
+	}
+	// Not an EK of a default template: refused before the TPM is asked.
+	for name, pub := range map[string][]byte{"garbage": {1, 2, 3}, "the AK": ak1} {
+		if _, err := tp.ActivateCredential(ctx, pub, ak1, blob, enc); !errors.Is(err, ErrWrongTPM) {
+			t.Fatalf("EK public area %s: %v, want ErrWrongTPM", name, err)
+		}
+	}
 	// Tampered: the TPM refuses.
 	blob[len(blob)-1] ^= 1
 	if _, err := tp.ActivateCredential(ctx, e.Public, ak1, blob, enc); !errors.Is(err, ErrActivation) {
@@ -108,10 +148,7 @@ func TestAttestationProver(t *testing.T) {
 	if _, err := tp2.ActivateCredential(ctx, e.Public, ak1, blob, enc); !errors.Is(err, ErrWrongTPM) {
 		t.Fatalf("another TPM's EK: %v, want ErrWrongTPM", err)
 	}
-	ak2pub, err := tp2.AttestationKey(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ak2pub := attestationKey(t, tp2)
 	if bytes.Equal(ak2pub, ak1) {
 		t.Fatal("two TPMs derived the same AK")
 	}

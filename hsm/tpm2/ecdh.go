@@ -57,10 +57,6 @@ func (k *Key) ecdh(ctx context.Context, peer []byte) ([]byte, error) {
 	if k.closed.Load() {
 		return nil, fmt.Errorf("tpm2: ecdh: %w", ErrClosed)
 	}
-	if k.needsAuth && len(k.auth) == 0 {
-		// Trying would cost a dictionary-attack attempt, in vain.
-		return nil, fmt.Errorf("%w and it was opened without one: its key file records one; not trying, so that no attempt counts towards the TPM's lockout", ErrAuthRequired)
-	}
 	size := k.kemID.DHSize()
 	out := make([]byte, size)
 	c := k.c
@@ -68,11 +64,7 @@ func (k *Key) ecdh(ctx context.Context, peer []byte) ([]byte, error) {
 		if k.closed.Load() {
 			return ErrClosed
 		}
-		h, err := c.ensureLoaded(k)
-		if err != nil {
-			return err
-		}
-		s, err := c.ensureSession()
+		h, s, err := c.authorize(k)
 		if err != nil {
 			return err
 		}

@@ -87,7 +87,11 @@ func (t *TPM) LoadKeyFile(ctx context.Context, path string, opts ...Option) (*Ke
 	if err != nil {
 		return nil, err
 	}
-	k, err := t.loadKey(ctx, b, opts)
+	kf, err := parseKeyFile(b)
+	if err != nil {
+		return nil, fmt.Errorf("tpm2: load %s: %w", path, err)
+	}
+	k, err := t.loadKey(ctx, kf, opts)
 	if err != nil {
 		return nil, fmt.Errorf("tpm2: load %s: %w", path, err)
 	}
@@ -96,20 +100,21 @@ func (t *TPM) LoadKeyFile(ctx context.Context, path string, opts ...Option) (*Ke
 
 // LoadKey is [TPM.LoadKeyFile] for a key file already in memory.
 func (t *TPM) LoadKey(ctx context.Context, pemBytes []byte, opts ...Option) (*Key, error) {
-	k, err := t.loadKey(ctx, pemBytes, opts)
+	kf, err := parseKeyFile(pemBytes)
+	if err != nil {
+		return nil, fmt.Errorf("tpm2: load key: %w", err)
+	}
+	k, err := t.loadKey(ctx, kf, opts)
 	if err != nil {
 		return nil, fmt.Errorf("tpm2: load key: %w", err)
 	}
 	return k, nil
 }
 
-func (t *TPM) loadKey(ctx context.Context, pemBytes []byte, opts []Option) (*Key, error) {
+// loadKey opens the key of a parsed key file (see parseKeyFile).
+func (t *TPM) loadKey(ctx context.Context, kf *keyfile.TPMKey, opts []Option) (*Key, error) {
 	if t.closed.Load() {
 		return nil, ErrClosed
-	}
-	kf, err := parseKeyFile(pemBytes)
-	if err != nil {
-		return nil, err
 	}
 	pub, err := kf.Pubkey.Contents()
 	if err != nil {

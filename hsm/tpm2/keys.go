@@ -59,9 +59,6 @@ type Key struct {
 // handle does not say: NeedsAuth reports false for it.
 func (k *Key) NeedsAuth() bool { return k.needsAuth }
 
-// HasAuth reports whether the key was opened with an auth value.
-func (k *Key) HasAuth() bool { return len(k.auth) > 0 }
-
 // Attributes are the object attributes of a key that matter to its users
 // (TPMA_OBJECT, TPM 2.0 Part 2, 8.3).
 type Attributes struct {
@@ -606,8 +603,7 @@ func (c *conn) ensureLoaded(k *Key) (gotpm.TPMHandle, error) {
 	// Keep within three transient objects (SRK included): swtpm and most
 	// TPMs have three slots, and the kernel resource manager allows three
 	// per open file and fails the syscall (ENOMEM) beyond that.
-	for c.transientObjects() >= maxTransientObjects && c.evictLRU(k) {
-	}
+	c.makeRoom(k, 1)
 	var rsp *gotpm.LoadResponse
 	err = c.withObjectMemory(k, func() error {
 		s.use(nil, false, false)
@@ -631,6 +627,26 @@ func (c *conn) ensureLoaded(k *Key) (gotpm.TPMHandle, error) {
 	}
 	c.loaded[k] = &loadedKey{handle: rsp.ObjectHandle, lastUse: c.tick}
 	return rsp.ObjectHandle, nil
+}
+
+// authorize readies k for a command that its auth value authorizes: it
+// refuses a key whose file records an auth value it was opened without
+// (trying would cost a dictionary-attack attempt, in vain), and returns
+// the key's handle, loaded if need be, and the session to authorize it
+// with. The caller holds the connection lock.
+func (c *conn) authorize(k *Key) (gotpm.TPMHandle, *session, error) {
+	if k.needsAuth && len(k.auth) == 0 {
+		return 0, nil, fmt.Errorf("%w and it was opened without one: its key file records one; not trying, so that no attempt counts towards the TPM's lockout", ErrAuthRequired)
+	}
+	h, err := c.ensureLoaded(k)
+	if err != nil {
+		return 0, nil, err
+	}
+	s, err := c.ensureSession()
+	if err != nil {
+		return 0, nil, err
+	}
+	return h, s, nil
 }
 
 // mergedConfig applies per-call options on top of the TPM's own.

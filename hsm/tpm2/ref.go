@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	keyfile "github.com/foxboron/go-tpm-keyfiles"
+
 	"github.com/twoway-hsm/twoway-hsm/keystore/keyref"
 	"github.com/twoway-hsm/twoway-hsm/keystore/secret"
 )
@@ -138,8 +140,11 @@ func ParseRef(s string) (*KeyRef, error) {
 }
 
 // canonicalSource returns the canonical form of a secret source, which
-// must name the same source when parsed again: a file whose path holds
-// '#', '?' or '%' cannot be written as a file: URL.
+// must name the same source when parsed again. secret.Source.String
+// escapes '%', '?' and '#', but prints a path that begins with "//" as
+// file://HOST/...: a remote host, which secret.Parse refuses. Such a
+// source is refused here, when the reference is parsed, rather than when
+// the key is opened.
 func canonicalSource(v string) (string, error) {
 	src, err := secret.Canonical(v)
 	if err != nil {
@@ -148,7 +153,7 @@ func canonicalSource(v string) (string, error) {
 	a, _ := secret.Parse(v)
 	b, err := secret.Parse(src)
 	if err != nil || b != a.Abs() {
-		return "", fmt.Errorf("%s cannot be written as a file: URL (a path with '#', '?' or '%%'): rename the file", v)
+		return "", fmt.Errorf("%s cannot be written as a file: URL that names it again (a path beginning with \"//\"?): write it with a single leading '/'", v)
 	}
 	return src, nil
 }
@@ -238,15 +243,15 @@ func OpenKey(ctx context.Context, ref string, opts ...Option) (*Key, error) {
 		return nil, refError("%s names the key twice (file= and handle=): open it by one of them", r)
 	}
 	all := append(r.Options(), opts...)
-	var file []byte
+	var kf *keyfile.TPMKey
 	if r.File != "" {
 		// The file first: a missing one, or one whose key needs an auth
 		// value that nothing gives, is refused before the TPM is reached.
-		if file, err = readKeyFile(r.File); err != nil {
+		file, err := readKeyFile(r.File)
+		if err != nil {
 			return nil, err
 		}
-		kf, err := parseKeyFile(file)
-		if err != nil {
+		if kf, err = parseKeyFile(file); err != nil {
 			return nil, fmt.Errorf("tpm2: load %s: %w", r.File, err)
 		}
 		if cfg := newConfig(all); !kf.EmptyAuth && cfg.authSrc == nil && cfg.authPrompt == nil {
@@ -259,8 +264,8 @@ func OpenKey(ctx context.Context, ref string, opts ...Option) (*Key, error) {
 	}
 	// The key holds its own reference on the connection.
 	defer t.Close()
-	if file != nil {
-		k, err := t.loadKey(ctx, file, all)
+	if kf != nil {
+		k, err := t.loadKey(ctx, kf, all)
 		if err != nil {
 			return nil, fmt.Errorf("tpm2: load %s: %w", r.File, err)
 		}

@@ -12,6 +12,7 @@ func FuzzParseRef(f *testing.F) {
 		"tpm2:file=/a%3Bb.pem;handle=0x81000011",
 		"tpm2:dir=/keys?tpm=unix:/run/swtpm.sock",
 		"tpm2:?tpm=/dev/tpm0",
+		"tpm2:file=/a?auth-source=//srv/a",
 	} {
 		f.Add(s)
 	}

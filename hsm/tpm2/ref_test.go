@@ -93,14 +93,18 @@ func TestParseRefErrors(t *testing.T) {
 		"tpm2:file=/a?pin=1234":           "pin",
 		"tpm2:file=/a?auth-source=":       "auth-source",
 		"tpm2:file=/a?auth-source=http:x": "auth-source",
-		"tpm2:file=/a?auth-sorce=/p":      "auth-sorce",
-		"tpm2:file=/a?allow-sign=yes":     "allow-sign",
-		"tpm2:file=/a?tpm":                "tpm",
-		"tpm2:id=1":                       "id",
-		"tpm2:file=/a%zz":                 "file",
-		"tpm2:dir=/keys;file=/a":          "dir",
-		"tpm2:file=/a;tpm=/dev/tpm0":      "tpm",
-		"tpm2:file=/a?handle=0x81000010":  "handle",
+		// secret.Source.String prints a path beginning with "//" as
+		// file://HOST/..., which does not parse back (canonicalSource).
+		"tpm2:file=/a?auth-source=//srv/a":        "auth-source",
+		"tpm2:file=/a?auth-source=file:////srv/a": "auth-source",
+		"tpm2:file=/a?auth-sorce=/p":              "auth-sorce",
+		"tpm2:file=/a?allow-sign=yes":             "allow-sign",
+		"tpm2:file=/a?tpm":                        "tpm",
+		"tpm2:id=1":                               "id",
+		"tpm2:file=/a%zz":                         "file",
+		"tpm2:dir=/keys;file=/a":                  "dir",
+		"tpm2:file=/a;tpm=/dev/tpm0":              "tpm",
+		"tpm2:file=/a?handle=0x81000010":          "handle",
 	} {
 		_, err := ParseRef(in)
 		if !errors.Is(err, ErrInvalidKeyRef) {
@@ -155,38 +159,73 @@ func TestParseTransport(t *testing.T) {
 
 // TestReadResponseFraming: a stream transport reads the 10-byte header,
 // then exactly the rest announced by the size field, however the bytes
-// arrive, and leaves following bytes alone.
+// arrive, and leaves following bytes alone; with and without the probe's
+// split read of the tag.
 func TestReadResponseFraming(t *testing.T) {
 	resp := []byte{0x80, 0x01, 0, 0, 0, 20, 0, 0, 0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8}
 	next := []byte{0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x01, 0x01}
 	stream := append(bytes.Clone(resp), next...)
-	for name, r := range map[string]io.Reader{
-		"whole":    bytes.NewReader(stream),
-		"one byte": iotest.OneByteReader(bytes.NewReader(stream)),
-		"half":     iotest.HalfReader(bytes.NewReader(stream)),
-	} {
-		got, err := readResponse(r)
-		if err != nil || !bytes.Equal(got, resp) {
-			t.Errorf("%s: first = %x, %v", name, got, err)
+	for _, probe := range []bool{true, false} {
+		for name, r := range map[string]io.Reader{
+			"whole":    bytes.NewReader(stream),
+			"one byte": iotest.OneByteReader(bytes.NewReader(stream)),
+			"half":     iotest.HalfReader(bytes.NewReader(stream)),
+		} {
+			got, err := readResponse(r, probe)
+			if err != nil || !bytes.Equal(got, resp) {
+				t.Errorf("%s, probe %v: first = %x, %v", name, probe, got, err)
+			}
+			got, err = readResponse(r, false)
+			if err != nil || !bytes.Equal(got, next) {
+				t.Errorf("%s, probe %v: second = %x, %v", name, probe, got, err)
+			}
+			if _, err := readResponse(r, false); !isTransportError(err) {
+				t.Errorf("%s, probe %v: at EOF: %v", name, probe, err)
+			}
 		}
-		got, err = readResponse(r)
-		if err != nil || !bytes.Equal(got, next) {
-			t.Errorf("%s: second = %x, %v", name, got, err)
-		}
-		if _, err := readResponse(r); !isTransportError(err) {
-			t.Errorf("%s: at EOF: %v", name, err)
+		for name, b := range map[string][]byte{
+			"truncated body":   resp[:15],
+			"truncated header": resp[:5],
+			"size too small":   {0x80, 0x01, 0, 0, 0, 4, 0, 0, 0, 0},
+			"size too large":   {0x80, 0x01, 0x7f, 0, 0, 0, 0, 0, 0, 0},
+			"not a TPM":        {0, 0, 0, 1, 0, 0, 0, 0, 0, 0},
+		} {
+			if _, err := readResponse(bytes.NewReader(b), probe); !isTransportError(err) {
+				t.Errorf("%s, probe %v: err = %v, want a transport error", name, probe, err)
+			}
 		}
 	}
-	for name, b := range map[string][]byte{
-		"truncated body":   resp[:15],
-		"truncated header": resp[:5],
-		"size too small":   {0x80, 0x01, 0, 0, 0, 4, 0, 0, 0, 0},
-		"size too large":   {0x80, 0x01, 0x7f, 0, 0, 0, 0, 0, 0, 0},
-	} {
-		if _, err := readResponse(bytes.NewReader(b)); !isTransportError(err) {
-			t.Errorf("%s: err = %v, want a transport error", name, err)
+	// The probe tells a 4-byte answer (swtpm's control channel) from a
+	// TPM's without waiting for ten bytes.
+	var re *responseError
+	if _, err := readResponse(bytes.NewReader([]byte{0, 0, 0, 0x0a}), true); !errors.As(err, &re) || !bytes.Equal(re.got, []byte{0, 0, 0, 0x0a}) {
+		t.Errorf("probe of a 4-byte answer: %v", err)
+	}
+}
+
+// TestReadResponseReads: after the probe, a response takes two reads
+// (header, body), not three.
+func TestReadResponseReads(t *testing.T) {
+	resp := []byte{0x80, 0x01, 0, 0, 0, 20, 0, 0, 0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8}
+	for probe, want := range map[bool]int{true: 3, false: 2} {
+		r := &countingReader{r: bytes.NewReader(resp)}
+		if _, err := readResponse(r, probe); err != nil {
+			t.Fatal(err)
+		}
+		if r.n != want {
+			t.Errorf("probe %v: %d reads, want %d", probe, r.n, want)
 		}
 	}
+}
+
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	c.n++
+	return c.r.Read(p)
 }
 
 func TestHandle(t *testing.T) {

@@ -101,29 +101,51 @@ func (c *conn) parentFor(id Handle) (*parent, error) {
 }
 
 func (c *conn) createSRK() (*parent, error) {
-	tmpl := srkTemplate()
+	p, err := c.createPrimary(gotpm.TPMRHOwner, srkTemplate())
+	if err != nil {
+		return nil, fmt.Errorf("tpm2: creating SRK: %w", err)
+	}
+	c.log.Debug("tpm2: created transient SRK", "handle", Handle(p.handle))
+	return &parent{handle: p.handle, name: p.name, pub: *p.pub}, nil
+}
+
+// primary is a primary key this package derived: the SRK, the
+// attestation key or an EK, loaded at a transient handle.
+type primary struct {
+	handle gotpm.TPMHandle
+	name   gotpm.TPM2BName
+	pub    *gotpm.TPMTPublic
+}
+
+// createPrimary derives the primary key of tmpl in a hierarchy
+// (TPM2_CreatePrimary with the hierarchy's empty auth value), making room
+// for it if the TPM has none. The caller flushes it.
+func (c *conn) createPrimary(hierarchy gotpm.TPMHandle, tmpl gotpm.TPMTPublic) (*primary, error) {
 	var rsp *gotpm.CreatePrimaryResponse
 	err := c.withObjectMemory(nil, func() error {
 		var err error
 		rsp, err = gotpm.CreatePrimary{
-			PrimaryHandle: gotpm.AuthHandle{Handle: gotpm.TPMRHOwner, Auth: gotpm.PasswordAuth(nil)},
+			PrimaryHandle: gotpm.AuthHandle{Handle: hierarchy, Auth: gotpm.PasswordAuth(nil)},
 			InPublic:      gotpm.New2B(tmpl),
 		}.Execute(c.tr)
 		return err
 	})
 	if err != nil {
 		if errors.Is(err, gotpm.TPMRCAuthFail) || errors.Is(err, gotpm.TPMRCBadAuth) {
-			return nil, fmt.Errorf("tpm2: creating SRK: owner %w: %w", ErrAuthFail, err)
+			name := "owner"
+			if hierarchy == gotpm.TPMRHEndorsement {
+				name = "endorsement hierarchy"
+			}
+			return nil, fmt.Errorf("%s %w: %w", name, ErrAuthFail, err)
 		}
-		return nil, fmt.Errorf("tpm2: creating SRK: %w", err)
+		return nil, err
 	}
 	pub, err := rsp.OutPublic.Contents()
 	if err != nil {
 		c.flush(rsp.ObjectHandle)
-		return nil, fmt.Errorf("tpm2: SRK public area: %w", err)
+		return nil, fmt.Errorf("public area: %w", err)
 	}
-	c.log.Debug("tpm2: created transient SRK", "handle", Handle(rsp.ObjectHandle))
-	return &parent{handle: rsp.ObjectHandle, name: rsp.Name, pub: *pub}, nil
+	return &primary{handle: rsp.ObjectHandle, name: rsp.Name, pub: pub}, nil
 }
 
 func (c *conn) readPersistentParent(h Handle) (*parent, error) {

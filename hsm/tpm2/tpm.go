@@ -540,6 +540,13 @@ func (c *conn) transientObjects() int {
 	return n
 }
 
+// makeRoom flushes loaded keys other than keep until n more transient
+// objects fit within maxTransientObjects.
+func (c *conn) makeRoom(keep *Key, n int) {
+	for c.transientObjects()+n > maxTransientObjects && c.evictLRU(keep) {
+	}
+}
+
 // evictLRU flushes the least recently used loaded key other than keep.
 func (c *conn) evictLRU(keep *Key) bool {
 	var victim *Key

@@ -168,9 +168,9 @@ func (t *streamTransport) Send(cmd []byte) ([]byte, error) {
 		return nil, &transportError{"write", err}
 	}
 	if !probe {
-		return readResponse(t.c)
+		return readResponse(t.c, false)
 	}
-	resp, err := readResponse(t.c)
+	resp, err := readResponse(t.c, true)
 	if err != nil {
 		return nil, t.diagnose(err)
 	}
@@ -221,27 +221,39 @@ func (e *responseError) Error() string {
 
 // readResponse reads one TPM response from a stream: the header, then the
 // remainder announced by its size field. It never trusts a single Read.
-func readResponse(r io.Reader) ([]byte, error) {
+// With probe (the first command on a connection), it reads the tag
+// alone first: what is not a TPM is told by its first bytes, while it may
+// never send ten. Otherwise the header is read whole, and the response
+// takes two reads.
+func readResponse(r io.Reader, probe bool) ([]byte, error) {
 	var hdr [headerSize]byte
-	// The tag first: what is not a TPM is told by its first bytes, while
-	// it may never send ten.
-	if _, err := io.ReadFull(r, hdr[:2]); err != nil {
+	head := hdr[:]
+	if probe {
+		head = hdr[:2]
+	}
+	if _, err := io.ReadFull(r, head); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF // the TPM closed the connection
 		}
 		return nil, &transportError{"read header", err}
 	}
 	if tag := binary.BigEndian.Uint16(hdr[:2]); tag != 0x8001 && tag != 0x8002 {
-		// Up to two more bytes, if they come at once: swtpm's control
-		// channel answers with four.
-		n, _ := io.ReadAtLeast(r, hdr[2:4], 2)
-		return nil, &transportError{"read header", &responseError{got: bytes.Clone(hdr[:2+n])}}
-	}
-	if _, err := io.ReadFull(r, hdr[2:]); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+		got := hdr[:]
+		if probe {
+			// Up to two more bytes, if they come at once: swtpm's
+			// control channel answers with four.
+			n, _ := io.ReadAtLeast(r, hdr[2:4], 2)
+			got = hdr[:2+n]
 		}
-		return nil, &transportError{"read header", err}
+		return nil, &transportError{"read header", &responseError{got: bytes.Clone(got)}}
+	}
+	if probe {
+		if _, err := io.ReadFull(r, hdr[2:]); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, &transportError{"read header", err}
+		}
 	}
 	return readRest(r, hdr[:])
 }
