@@ -118,7 +118,7 @@ func ParseRef(s string) (*KeyRef, error) {
 			}
 			k.TPM = v
 		case AttrAuthSource:
-			src, err := canonicalSource(v)
+			src, err := secret.Canonical(v)
 			if err != nil {
 				return nil, refError("auth-source: %v", err)
 			}
@@ -137,25 +137,6 @@ func ParseRef(s string) (*KeyRef, error) {
 		return nil, refError("dir= names a directory of key files; it does not go with file= or handle=")
 	}
 	return &k, nil
-}
-
-// canonicalSource returns the canonical form of a secret source, which
-// must name the same source when parsed again. secret.Source.String
-// escapes '%', '?' and '#', but prints a path that begins with "//" as
-// file://HOST/...: a remote host, which secret.Parse refuses. Such a
-// source is refused here, when the reference is parsed, rather than when
-// the key is opened.
-func canonicalSource(v string) (string, error) {
-	src, err := secret.Canonical(v)
-	if err != nil {
-		return "", err
-	}
-	a, _ := secret.Parse(v)
-	b, err := secret.Parse(src)
-	if err != nil || b != a.Abs() {
-		return "", fmt.Errorf("%s cannot be written as a file: URL that names it again (a path beginning with \"//\"?): write it with a single leading '/'", v)
-	}
-	return src, nil
 }
 
 // Key reports whether the reference names a key: a file, a persistent

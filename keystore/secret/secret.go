@@ -91,6 +91,11 @@ func (s Source) String() string {
 	const hexd = "0123456789ABCDEF"
 	var b strings.Builder
 	b.WriteString("file:")
+	if strings.HasPrefix(s.Path, "//") {
+		// file://X would name a host: an empty authority keeps the
+		// path's own leading slashes.
+		b.WriteString("//")
+	}
 	for i := 0; i < len(s.Path); i++ {
 		c := s.Path[i]
 		if c <= ' ' || c >= 0x7f || c == '%' || c == '?' || c == '#' {

@@ -81,7 +81,7 @@ func TestCanonical(t *testing.T) {
 // TestStringRoundTrip: a file source printed and parsed again names the
 // same file, whatever its name holds.
 func TestStringRoundTrip(t *testing.T) {
-	for _, p := range []string{"/etc/gw.pin", "/a b/c%d?e#f", "/x/\x01y", "/t/é"} {
+	for _, p := range []string{"/etc/gw.pin", "/a b/c%d?e#f", "/x/\x01y", "/t/é", "//srv/a", "///x"} {
 		s := Source{Kind: File, Path: p}
 		got, err := Parse(s.String())
 		if err != nil || got.Path != p {
