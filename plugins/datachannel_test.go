@@ -1,9 +1,12 @@
+//go:build unix
+
 package plugins
 
 import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"os"
 	"runtime"
@@ -439,7 +442,8 @@ func TestMisbehavingHost(t *testing.T) {
 		return b
 	}
 	for name, bad := range map[string][]byte{
-		"oversized":       hdr(frame{kind: frameECDH, id: 1, n: 1 << 31}),
+		"oversized":       withLength(frame{kind: frameECDH, id: 1}, 1<<31)[:frameHeaderSize],
+		"largest length":  withLength(frame{kind: frameECDH, id: 1}, math.MaxUint32)[:frameHeaderSize],
 		"just too long":   hdr(frame{kind: frameECDH, id: 1, n: maxRequestPayload + 1}),
 		"unknown kind":    hdr(frame{kind: 9, id: 1}),
 		"a response kind": hdr(frame{kind: frameResult, id: 1}),
@@ -542,7 +546,10 @@ func TestMisbehavingPlugin(t *testing.T) {
 		return b
 	}
 	for name, tc := range map[string]func(id uint64) []byte{
-		"oversized":       func(id uint64) []byte { b := result(id, 0); b[3] = 0xff; return b },
+		"oversized": func(id uint64) []byte { b := result(id, 0); b[3] = 0xff; return b },
+		"largest length": func(id uint64) []byte {
+			return withLength(frame{kind: frameResult, id: id}, math.MaxUint32)[:frameHeaderSize]
+		},
 		"result too long": func(id uint64) []byte { return result(id, maxResultSize+1) },
 		"message too long": func(id uint64) []byte {
 			return hdrOf(frame{kind: frameError, code: 13, id: id, n: maxResponsePayload + 1})

@@ -1,3 +1,5 @@
+//go:build unix
+
 package plugins
 
 import (
@@ -5,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -42,6 +46,7 @@ func checkDecoder(t *testing.T, b []byte, decode func([]byte) (frame, int, error
 func FuzzPluginReceive(f *testing.F) {
 	f.Add(hdrOf(frame{kind: frameECDH, id: 1, n: 0}))
 	f.Add(append(hdrOf(frame{kind: frameECDH, id: 1, n: 3})[:frameHeaderSize], 1, 2, 3))
+	f.Add(withLength(frame{kind: frameECDH, id: 1}, math.MaxUint32))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		checkDecoder(t, b, decodeRequest, maxRequestPayload)
 		fd, pc := pair(t)
@@ -66,7 +71,7 @@ func FuzzPluginReceive(f *testing.F) {
 			}
 			rest = rest[n:]
 		}
-		sysShutdownWrite(fd)
+		syscall.Shutdown(fd, syscall.SHUT_WR)
 		select {
 		case err := <-served:
 			if err != nil && !errors.Is(err, errProtocol) {
@@ -84,6 +89,7 @@ func FuzzPluginReceive(f *testing.F) {
 func FuzzHostReceive(f *testing.F) {
 	f.Add(append(hdrOf(frame{kind: frameResult, id: 1, n: 2})[:frameHeaderSize], 2, 1))
 	f.Add(append(hdrOf(frame{kind: frameError, code: 3, id: 1, n: 3})[:frameHeaderSize], 'b', 'a', 'd'))
+	f.Add(withLength(frame{kind: frameResult, id: 1}, math.MaxUint32))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		checkDecoder(t, b, decodeResponse, maxResponsePayload)
 		fd, pc := pair(t)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -25,12 +24,12 @@ import (
 // costs one thread wake-up on this side: the kernel wakes the caller's own
 // thread with the answer. (A receiving goroutine costs another wake-up and
 // more: Go's network poller wakes one thread, the goroutine's handing the
-// answer over wakes an idle one to look for work, and the caller runs;
-// plugins' BenchmarkDataChannel measures both.)
+// answer over wakes an idle one to look for work, and the caller runs; the
+// README's Performance section has a probe's numbers for both.
+// BenchmarkRoundTripCost counts the thread runs per call of this design.)
 type dataConn struct {
-	fd        int // nonblocking
-	waker     int // makes the leader's waitFD return: close, a context that ends
-	closeWake func()
+	fd    int   // nonblocking
+	waker waker // makes the leader's waitFD return: close, a context that ends
 
 	wsem chan struct{} // one writer at a time; a channel so that waiting honours contexts
 
@@ -43,6 +42,9 @@ type dataConn struct {
 	err       error // why the channel ended; nil while it works
 	closed    bool  // close was called; the descriptors go when busy drops to 0
 	fdsClosed bool
+	// The callers waiting on their calls' done for the answer or the lead,
+	// oldest first: promoteLocked offers the lead to the first.
+	waitHead, waitTail *dataCall
 
 	// The leader's read buffer (only the leader touches it).
 	rbuf  [16 << 10]byte
@@ -54,11 +56,13 @@ type dataConn struct {
 type dataCall struct {
 	id        uint64
 	done      chan struct{} // signalled (capacity 1) when answered, or offered the lead
-	waiting   bool          // its caller waits on done
 	abandoned bool          // its caller has gone; the answer is discarded
 	finished  bool
 	code      byte
 	result    []byte // the result, or the error's text
+
+	queued     bool // among the waiting callers (dataConn.waitHead)
+	prev, next *dataCall
 }
 
 // maxAbandoned bounds the calls whose callers gave up while the plugin has
@@ -73,21 +77,28 @@ const writeSlice = 10 * time.Millisecond
 // cancelWriteTimeout bounds the wait to send a cancellation.
 const cancelWriteTimeout = time.Second
 
+// pollEvent is what waitFD waits for on its descriptor.
+type pollEvent uint8
+
+const (
+	pollIn  pollEvent = iota + 1 // readable
+	pollOut                      // writable
+)
+
 // newDataConn takes over fd, the host's end of a data channel.
 func newDataConn(fd int) (*dataConn, error) {
 	if err := setNonblock(fd); err != nil {
 		return nil, err
 	}
-	w, closeWake, err := newWaker()
+	w, err := newWaker()
 	if err != nil {
 		return nil, err
 	}
 	return &dataConn{
-		fd:        fd,
-		waker:     w,
-		closeWake: closeWake,
-		wsem:      make(chan struct{}, 1),
-		pending:   make(map[uint64]*dataCall),
+		fd:      fd,
+		waker:   w,
+		wsem:    make(chan struct{}, 1),
+		pending: make(map[uint64]*dataCall),
 	}, nil
 }
 
@@ -145,7 +156,7 @@ func unavailable(op string, err error) error {
 func (d *dataConn) wait(ctx context.Context, op string, c *dataCall) ([]byte, error) {
 	for {
 		d.mu.Lock()
-		c.waiting = false
+		d.unqueueLocked(c)
 		if c.finished {
 			d.mu.Unlock()
 			if c.code != 0 {
@@ -177,7 +188,7 @@ func (d *dataConn) wait(ctx context.Context, op string, c *dataCall) ([]byte, er
 			d.lead(ctx, c)
 			continue
 		}
-		c.waiting = true
+		d.queueLocked(c)
 		d.mu.Unlock()
 		select {
 		case <-c.done:
@@ -217,15 +228,15 @@ func (d *dataConn) lead(ctx context.Context, c *dataCall) {
 		switch {
 		case rerr == nil:
 			err = errors.New("the plugin closed the data channel")
-		case rerr == syscall.EAGAIN || rerr == syscall.EINTR:
+		case isAgain(rerr):
 			timeout := time.Duration(-1)
 			if dl, ok := ctx.Deadline(); ok {
 				timeout = max(time.Until(dl), 0)
 			}
-			if werr := waitFD(d.fd, pollIn, d.waker, timeout); werr != nil {
+			if werr := waitFD(d.fd, pollIn, d.waker.readFD(), timeout); werr != nil {
 				err = fmt.Errorf("waiting for the plugin: %w", werr)
 			} else {
-				drain(d.waker)
+				d.waker.drain()
 			}
 		default:
 			err = fmt.Errorf("reading from the plugin: %w", rerr)
@@ -273,6 +284,9 @@ func (d *dataConn) deliver() error {
 		if c.abandoned {
 			d.abandoned--
 		} else {
+			// Out of the queue at once: the lead is never offered to a
+			// caller that has its answer and will not lead.
+			d.unqueueLocked(c)
 			c.finished = true
 			c.code = f.code // 0 for frameResult, never 0 for frameError
 			c.result = append([]byte(nil), payload...)
@@ -299,7 +313,7 @@ func (d *dataConn) lastID() uint64 {
 func (d *dataConn) wakeLeader() {
 	d.mu.Lock()
 	if !d.fdsClosed {
-		wake(d.waker)
+		d.waker.wake()
 	}
 	d.mu.Unlock()
 }
@@ -316,20 +330,48 @@ func ctxErr(ctx context.Context) error {
 	return nil
 }
 
-// promoteLocked offers the lead to a waiting caller when no one leads.
+// promoteLocked offers the lead to the longest waiting caller when no one
+// leads. (One that finds a leader when it wakes queues again; one whose
+// context has ended passes the offer on.)
 func (d *dataConn) promoteLocked() {
-	if d.leader {
+	if d.leader || d.waitHead == nil {
 		return
 	}
-	for _, o := range d.pending {
-		if o.waiting {
-			select {
-			case o.done <- struct{}{}:
-			default:
-			}
-			return
-		}
+	select {
+	case d.waitHead.done <- struct{}{}:
+	default:
 	}
+}
+
+// queueLocked appends c's caller to the waiting callers.
+func (d *dataConn) queueLocked(c *dataCall) {
+	c.queued = true
+	c.prev, c.next = d.waitTail, nil
+	if d.waitTail != nil {
+		d.waitTail.next = c
+	} else {
+		d.waitHead = c
+	}
+	d.waitTail = c
+}
+
+// unqueueLocked takes c's caller out of the waiting callers, if it is
+// there.
+func (d *dataConn) unqueueLocked(c *dataCall) {
+	if !c.queued {
+		return
+	}
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		d.waitHead = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	} else {
+		d.waitTail = c.prev
+	}
+	c.queued, c.prev, c.next = false, nil, nil
 }
 
 // breakLocked ends the channel with err: every waiting call fails with
@@ -339,19 +381,17 @@ func (d *dataConn) breakLocked(err error) {
 		return
 	}
 	d.err = err
-	for id, c := range d.pending {
-		delete(d.pending, id)
-		if c.waiting {
-			select {
-			case c.done <- struct{}{}:
-			default:
-			}
+	clear(d.pending)
+	d.abandoned = 0
+	for c := d.waitHead; c != nil; c = c.next {
+		select {
+		case c.done <- struct{}{}:
+		default:
 		}
 	}
-	d.abandoned = 0
 	// Anyone inside waitFD returns; the peer sees the end too.
 	sysShutdown(d.fd)
-	wake(d.waker)
+	d.waker.wake()
 }
 
 // leaveLocked records that a goroutine left its system calls on fd, and
@@ -361,7 +401,7 @@ func (d *dataConn) leaveLocked() {
 	if d.closed && d.busy == 0 && !d.fdsClosed {
 		d.fdsClosed = true
 		sysClose(d.fd)
-		d.closeWake()
+		d.waker.close()
 	}
 }
 
@@ -395,9 +435,7 @@ func (d *dataConn) send(ctx context.Context, hdr, payload []byte) (sent bool, er
 			written += m
 		}
 		switch {
-		case err == syscall.EINTR:
-			err = nil
-		case err == syscall.EAGAIN:
+		case isAgain(err):
 			err = nil
 			if ctx.Err() != nil {
 				if written == 0 {
@@ -448,11 +486,4 @@ func (d *dataConn) close() {
 	d.breakLocked(errDataClosed)
 	d.busy++
 	d.leaveLocked()
-}
-
-// broken reports the error that ended the channel, if it has ended.
-func (d *dataConn) broken() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.err
 }

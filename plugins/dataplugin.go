@@ -176,9 +176,8 @@ func (s *dataServer) handle(f frame, payload []byte) error {
 		s.mu.Unlock()
 		return fmt.Errorf("%w: call %d made twice", errProtocol, f.id)
 	}
-	busy := len(s.running) >= maxInFlight
-	s.mu.Unlock()
-	if busy {
+	if len(s.running) >= maxInFlight {
+		s.mu.Unlock()
 		s.answer(f.id, nil, codeError(codes.ResourceExhausted, fmt.Sprintf("plugins: the plugin runs %d calls already", maxInFlight)))
 		return nil
 	}
@@ -188,7 +187,6 @@ func (s *dataServer) handle(f frame, payload []byte) error {
 	} else {
 		r.ctx, r.cancel = context.WithCancel(s.ctx)
 	}
-	s.mu.Lock()
 	s.running[f.id] = r.cancel
 	s.mu.Unlock()
 	select {

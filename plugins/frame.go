@@ -86,11 +86,13 @@ func putHeader(b []byte, f frame) {
 	binary.LittleEndian.PutUint64(b[16:], uint64(f.deadline))
 }
 
-// getHeader reads a header from b[:frameHeaderSize] without checking it.
-func getHeader(b []byte) frame {
+// getHeader reads a header from b[:frameHeaderSize] without checking it;
+// n is its payload length, which the caller has read (payloadLen) and
+// bounded.
+func getHeader(b []byte, n int) frame {
 	_ = b[frameHeaderSize-1]
 	return frame{
-		n:        int(binary.LittleEndian.Uint32(b[0:])),
+		n:        n,
 		kind:     b[4],
 		code:     b[5],
 		key:      binary.LittleEndian.Uint16(b[6:]),
@@ -98,6 +100,11 @@ func getHeader(b []byte) frame {
 		deadline: int64(binary.LittleEndian.Uint64(b[16:])),
 	}
 }
+
+// payloadLen reads the payload length of the header in b. It stays the
+// uint32 it is on the wire until it has been bounded: converted to int,
+// 2³¹ and more would be negative on 32-bit systems and pass any bound.
+func payloadLen(b []byte) uint32 { return binary.LittleEndian.Uint32(b) }
 
 // decodeRequest decodes the first frame of b, as the plugin receives it.
 // It returns the frame and its total size, or size 0 when b does not yet
@@ -108,10 +115,11 @@ func decodeRequest(b []byte) (frame, int, error) {
 	if len(b) < frameHeaderSize {
 		return frame{}, 0, nil
 	}
-	f := getHeader(b)
-	if f.n > maxRequestPayload {
-		return f, 0, fmt.Errorf("%w: a request of %d bytes (at most %d)", errProtocol, uint32(f.n), maxRequestPayload)
+	n := payloadLen(b)
+	if n > maxRequestPayload {
+		return frame{}, 0, fmt.Errorf("%w: a request of %d bytes (at most %d)", errProtocol, n, maxRequestPayload)
 	}
+	f := getHeader(b, int(n))
 	if f.id == 0 {
 		return f, 0, fmt.Errorf("%w: call id 0", errProtocol)
 	}
@@ -140,10 +148,11 @@ func decodeResponse(b []byte) (frame, int, error) {
 	if len(b) < frameHeaderSize {
 		return frame{}, 0, nil
 	}
-	f := getHeader(b)
-	if f.n > maxResponsePayload {
-		return f, 0, fmt.Errorf("%w: a response of %d bytes (at most %d)", errProtocol, uint32(f.n), maxResponsePayload)
+	n := payloadLen(b)
+	if n > maxResponsePayload {
+		return frame{}, 0, fmt.Errorf("%w: a response of %d bytes (at most %d)", errProtocol, n, maxResponsePayload)
 	}
+	f := getHeader(b, int(n))
 	if f.id == 0 || f.key != 0 || f.deadline != 0 {
 		return f, 0, fmt.Errorf("%w: a response with call id 0, a key or a deadline", errProtocol)
 	}

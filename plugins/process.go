@@ -33,7 +33,6 @@ const gracefulKillTimeout = 5 * time.Second
 type proc struct {
 	pc      *plugin.Client
 	cmd     *exec.Cmd
-	backend *GRPCClient
 	data    *dataConn
 	index   map[string]uint16 // key name to its index on the data channel
 	desc    *Description
@@ -197,7 +196,6 @@ func (c *Client) startProcess(ctx context.Context, thread *osthread.Thread, slot
 	p = &proc{
 		pc:      pc,
 		cmd:     cmd,
-		backend: backend,
 		data:    data,
 		index:   index,
 		desc:    desc,
