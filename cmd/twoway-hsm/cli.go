@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -243,7 +245,14 @@ func (c *cmdline) warnDevelopment(b *keystore.Backend) {
 // hint says what to do about an error: the key store's hint, or the
 // CLI's own.
 func hint(err error) string {
+	var he *hintedError
+	if errors.As(err, &he) {
+		return he.hint
+	}
 	if h := keystore.Hint(err); h != "" {
+		return h
+	}
+	if h := tlsHint(err); h != "" {
 		return h
 	}
 	switch {
@@ -253,6 +262,36 @@ func hint(err error) string {
 		return "keys import reads a PKCS#8, SEC 1 or HPKE PRIVATE KEY PEM file, or a raw private key with --kem"
 	case errors.Is(err, keystore.ErrSecretRequired):
 		return "give the PIN or auth value with --pin-file FILE or --pin-env NAME, or name its source in the reference (pin-source=file:PATH or env:NAME; auth-source= for TPM keys)"
+	}
+	return ""
+}
+
+// hintedError is an error with the hint that says what to do about it.
+type hintedError struct {
+	err  error
+	hint string
+}
+
+func (e *hintedError) Error() string { return e.err.Error() }
+func (e *hintedError) Unwrap() error { return e.err }
+
+func withHint(err error, hint string) error { return &hintedError{err: err, hint: hint} }
+
+// tlsHint says what to do about a TLS failure.
+func tlsHint(err error) string {
+	var unknown x509.UnknownAuthorityError
+	var verify *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &unknown), errors.As(err, &verify):
+		return "the server's certificate is not trusted here: give its CA with --ca-cert FILE"
+	}
+	// The TLS alerts the server sends (crypto/tls does not export their
+	// type for TCP connections).
+	msg := err.Error()
+	for _, a := range []string{"remote error: tls: certificate required", "remote error: tls: bad certificate", "remote error: tls: unknown certificate authority"} {
+		if strings.Contains(msg, a) {
+			return "the server requires a client certificate that it trusts (mutual TLS): give --client-cert FILE and --client-key FILE"
+		}
 	}
 	return ""
 }

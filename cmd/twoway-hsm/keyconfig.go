@@ -185,13 +185,13 @@ func runKeyConfig(ctx context.Context, env *environment, args []string) int {
 	if len(srcs) > 0 {
 		hc, err := tlsf.httpClient()
 		if err != nil {
-			return c.failHinted(err)
+			return c.fail(err)
 		}
 		defer hc.CloseIdleConnections()
 		for _, src := range srcs {
 			cfgs, err := src.read(ctx, hc)
 			if err != nil {
-				return c.failHinted(err)
+				return c.fail(err)
 			}
 			for _, kc := range cfgs {
 				one, err := kc.MarshalBinary()

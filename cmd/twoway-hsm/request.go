@@ -7,13 +7,12 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"strconv"
@@ -21,10 +20,9 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/cloudflare/circl/hpke"
-
 	"github.com/twoway-hsm/twoway-hsm/gateway"
 	"github.com/twoway-hsm/twoway-hsm/gateway/bhttp"
+	"github.com/twoway-hsm/twoway-hsm/gateway/client"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
@@ -73,8 +71,6 @@ Examples:
 
 // Bounds of what the request command reads.
 const (
-	maxKeyConfigLen   = 1 << 20  // a key configuration list
-	maxProblemLen     = 64 << 10 // an outer error's body
 	maxRequestContent = 64 << 20 // unchunked request content (--chunked streams)
 	maxJSONBody       = 16 << 20 // response content kept for --json
 	maxResponseHeader = 256 << 10
@@ -141,59 +137,6 @@ func (t *tlsFlags) httpClient() (*http.Client, error) {
 	}, nil
 }
 
-// hintedError is an error with the hint that says what to do about it.
-type hintedError struct {
-	err  error
-	hint string
-}
-
-func (e *hintedError) Error() string { return e.err.Error() }
-func (e *hintedError) Unwrap() error { return e.err }
-
-func withHint(err error, hint string) error { return &hintedError{err: err, hint: hint} }
-
-// failHinted is cmdline.fail for errors that may carry their own hint, or
-// that come from TLS (which the common hints do not know).
-func (c *cmdline) failHinted(err error) int {
-	var he *hintedError
-	if !errors.As(err, &he) {
-		if h := tlsHint(err); h != "" {
-			he = &hintedError{err: err, hint: h}
-		}
-	}
-	if he == nil || isUsage(err) {
-		return c.fail(err)
-	}
-	msg := oneLine(err.Error())
-	fmt.Fprintf(c.env.stderr, "twoway-hsm %s: %s\n", c.name, msg)
-	if he.hint != "" {
-		fmt.Fprintf(c.env.stderr, "hint: %s\n", he.hint)
-	}
-	if c.json || c.jsonAsked {
-		writeJSON(c.env.stdout, failureJSON{Error: msg, Hint: he.hint})
-	}
-	return exitFailure
-}
-
-// tlsHint says what to do about a TLS failure.
-func tlsHint(err error) string {
-	var unknown x509.UnknownAuthorityError
-	var verify *tls.CertificateVerificationError
-	switch {
-	case errors.As(err, &unknown), errors.As(err, &verify):
-		return "the server's certificate is not trusted here: give its CA with --ca-cert FILE"
-	}
-	// The TLS alerts the server sends (crypto/tls does not export their
-	// type for TCP connections).
-	msg := err.Error()
-	for _, a := range []string{"remote error: tls: certificate required", "remote error: tls: bad certificate", "remote error: tls: unknown certificate authority"} {
-		if strings.Contains(msg, a) {
-			return "the server requires a client certificate that it trusts (mutual TLS): give --client-cert FILE and --client-key FILE"
-		}
-	}
-	return ""
-}
-
 // gatewayURL checks a gateway's URL, which must be http or https; one
 // without a path means the gateway's well-known path.
 func gatewayURL(flagName, s string) (*url.URL, error) {
@@ -229,36 +172,24 @@ func redactURL(s string) string {
 func fetchKeyConfigs(ctx context.Context, hc *http.Client, u *url.URL) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", gateway.KeyConfigMediaType)
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("fetch the key configuration: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, outerErrorOf(resp, "fetch the key configuration: "+u.Redacted(), false)
-	}
-	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != gateway.KeyConfigMediaType {
-		return nil, withHint(fmt.Errorf("fetch the key configuration: %s answered with %s, not %s", u.Redacted(), orNone(resp.Header.Get("Content-Type")), gateway.KeyConfigMediaType),
+	body, err := client.FetchKeyConfigList(ctx, hc, u.String())
+	var oe *client.OuterError
+	var me *client.MediaTypeError
+	switch {
+	case errors.As(err, &oe):
+		return nil, outerErrorOf(oe, "fetch the key configuration: "+u.Redacted(), false)
+	case errors.As(err, &me):
+		return nil, withHint(fmt.Errorf("fetch the key configuration: %s answered with %s, not %s", me.URL, orNone(me.Got), me.Want),
 			"is this the URL of an OHTTP gateway? A URL without a path means its /.well-known/ohttp-gateway")
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxKeyConfigLen+1))
-	if err != nil {
-		return nil, fmt.Errorf("fetch the key configuration from %s: %w", u.Redacted(), err)
-	}
-	if len(body) > maxKeyConfigLen {
-		return nil, fmt.Errorf("fetch the key configuration: %s sent more than %d bytes", u.Redacted(), maxKeyConfigLen)
+	case err != nil:
+		return nil, clientError{err}
 	}
 	return body, nil
 }
 
 // readKeyConfigFile reads a pinned application/ohttp-keys body.
 func readKeyConfigFile(path string) ([]byte, error) {
-	return readFileBounded(nil, path, maxKeyConfigLen, "a key configuration")
+	return readFileBounded(nil, path, client.MaxKeyConfigLen, "a key configuration")
 }
 
 // keyConfigFileHint says what may be wrong with a key configuration file
@@ -334,133 +265,51 @@ func chooseKey(list []listedConfig, want int) (twoway.KeyConfig, error) {
 }
 
 // outerError is an outer response other than the one expected: an error
-// of the gateway or the relay before decapsulation.
+// of the gateway or the relay before decapsulation, and who gave it.
 type outerError struct {
-	what    string // "the gateway at URL"
-	status  int
-	problem *gateway.Problem
-	ctype   string
-	n       int
-	retry   string
-	loc     string
-	pinned  bool // the key configuration came from --key-config
+	*client.OuterError
+	what   string // "the gateway at URL"
+	pinned bool   // the key configuration came from --key-config
 }
 
 func (e *outerError) Error() string {
-	s := fmt.Sprintf("%s answered %d %s", e.what, e.status, http.StatusText(e.status))
-	switch {
-	case e.problem != nil && e.problem.Detail != "":
-		s += ": " + e.problem.Title + ": " + e.problem.Detail
-	case e.problem != nil:
-		s += ": " + e.problem.Title
-	case e.loc != "":
-		s += " to " + redactURL(e.loc)
-	case e.n > 0:
-		s += fmt.Sprintf(" (%s, %d bytes)", orNone(e.ctype), e.n)
-	}
-	if e.problem != nil && e.problem.Type == gateway.KeyProblemType {
+	s := e.what + " answered " + e.Describe()
+	if e.Type == gateway.KeyProblemType {
 		s += " [ohttp-key]"
 	}
 	return s
 }
 
+func (e *outerError) Unwrap() error { return e.OuterError }
+
 // hint says what to do about the outer error.
 func (e *outerError) hint() string {
 	switch {
-	case e.problem != nil && e.problem.Type == gateway.KeyProblemType && e.pinned:
+	case e.Type == gateway.KeyProblemType && e.pinned:
 		return "the gateway does not accept the pinned key configuration: fetch it again (drop --key-config, or twoway-hsm key-config --merge GATEWAY-URL --format binary --out FILE)"
-	case e.problem != nil && e.problem.Type == gateway.KeyProblemType:
+	case e.Type == gateway.KeyProblemType:
 		return "the gateway refused a key it published: fetch the key configuration again; if several gateways serve behind a load balancer or relay, it must route each request by key id (its first byte) to the gateway that holds that key"
-	case e.status == http.StatusServiceUnavailable && e.retry != "":
-		return "the gateway is overloaded or cannot reach its key: retry after " + e.retry + " s"
-	case e.status == http.StatusServiceUnavailable:
+	case e.Status == http.StatusServiceUnavailable && e.RetryAfter != "":
+		return "the gateway is overloaded or cannot reach its key: retry after " + e.RetryAfter + " s"
+	case e.Status == http.StatusServiceUnavailable:
 		return "the gateway is overloaded or cannot reach its key: retry later"
-	case e.status >= 300 && e.status < 400 && e.loc != "":
+	case e.Status >= 300 && e.Status < 400 && e.Location != "":
 		return "redirects are not followed: give the URL it redirects to"
-	case e.status == http.StatusNotFound, e.status == http.StatusMethodNotAllowed, e.status == http.StatusUnsupportedMediaType,
-		e.status == http.StatusNotAcceptable:
+	case e.Status == http.StatusNotFound, e.Status == http.StatusMethodNotAllowed, e.Status == http.StatusUnsupportedMediaType,
+		e.Status == http.StatusNotAcceptable:
 		return "is this the URL of an OHTTP gateway (or of a relay to one)? A gateway URL without a path means its /.well-known/ohttp-gateway"
-	case e.status == http.StatusRequestEntityTooLarge:
+	case e.Status == http.StatusRequestEntityTooLarge:
 		return "the request is larger than the gateway accepts"
-	case e.status == http.StatusUnauthorized, e.status == http.StatusForbidden:
+	case e.Status == http.StatusUnauthorized, e.Status == http.StatusForbidden:
 		return "the server refused this client: a relay or gateway may require a client certificate (--client-cert, --client-key)"
 	}
 	return ""
 }
 
-// outerErrorOf reads an unexpected outer response (bounded) into an
-// error with its hint.
-func outerErrorOf(resp *http.Response, what string, pinned bool) error {
-	e := &outerError{what: what, status: resp.StatusCode, ctype: resp.Header.Get("Content-Type"),
-		retry: resp.Header.Get("Retry-After"), loc: resp.Header.Get("Location"), pinned: pinned}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxProblemLen))
-	e.n = len(body)
-	if mt, _, _ := mime.ParseMediaType(e.ctype); mt == gateway.ProblemMediaType {
-		var p gateway.Problem
-		if json.Unmarshal(body, &p) == nil {
-			p.Title, p.Detail = printable(p.Title), printable(p.Detail)
-			e.problem = &p
-		}
-	}
+// outerErrorOf is an outer error with who gave it and its hint.
+func outerErrorOf(oe *client.OuterError, what string, pinned bool) error {
+	e := &outerError{OuterError: oe, what: what, pinned: pinned}
 	return withHint(e, e.hint())
-}
-
-// printable keeps a remote text to one line of printable characters.
-func printable(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) > 500 {
-		s = s[:500] + "…"
-	}
-	return s
-}
-
-// requestStream is an indeterminate-length Binary HTTP request whose
-// content is read from src as it arrives: the head, a content chunk per
-// Read of src, then the end. Sealed with WithChunkPerRead, each Read is an
-// OHTTP chunk, so what src delivers reaches the gateway at once.
-type requestStream struct {
-	pending []byte
-	src     io.Reader
-	buf     []byte
-	done    bool
-}
-
-func newRequestStream(head []byte, src io.Reader) *requestStream {
-	return &requestStream{pending: head, src: src, buf: make([]byte, 4096)}
-}
-
-func (s *requestStream) Read(p []byte) (int, error) {
-	for len(s.pending) == 0 {
-		if s.done {
-			return 0, io.EOF
-		}
-		if s.src == nil {
-			end, err := bhttp.AppendEnd(nil, nil)
-			if err != nil {
-				return 0, err
-			}
-			s.pending, s.done = end, true
-			break
-		}
-		// 4 bytes: the longest chunk length prefix of a 4 KiB chunk.
-		n, err := s.src.Read(s.buf[4 : len(s.buf)-4])
-		if n > 0 {
-			s.pending = bhttp.AppendChunk(s.buf[:0], s.buf[4:4+n])
-		}
-		if err == io.EOF {
-			s.src = nil
-		} else if err != nil {
-			return 0, fmt.Errorf("read the request content: %w", err)
-		}
-	}
-	n := copy(p, s.pending)
-	s.pending = s.pending[n:]
-	return n, nil
 }
 
 // requestView is the --json output of request.
@@ -695,7 +544,7 @@ func (a *requestArgs) message(env *environment) (io.Reader, func(), error) {
 			closeSrc()
 			return nil, nil, err
 		}
-		return newRequestStream(head, src), closeSrc, nil
+		return client.StreamRequest(head, src), closeSrc, nil
 	}
 	defer closeSrc()
 	var content []byte
@@ -725,7 +574,7 @@ func (a *requestArgs) run(ctx context.Context, c *cmdline) int {
 	}
 	hc, err := a.tls.httpClient()
 	if err != nil {
-		return c.failHinted(err)
+		return c.fail(err)
 	}
 	defer hc.CloseIdleConnections()
 
@@ -734,12 +583,12 @@ func (a *requestArgs) run(ctx context.Context, c *cmdline) int {
 	var keyTime time.Duration
 	if a.keyConfig != "" {
 		if body, err = readKeyConfigFile(a.keyConfig); err != nil {
-			return c.failHinted(fmt.Errorf("--key-config: %w", err))
+			return c.fail(fmt.Errorf("--key-config: %w", err))
 		}
 	} else {
 		t0 := time.Now()
 		if body, err = fetchKeyConfigs(ctx, hc, a.gateway); err != nil {
-			return c.failHinted(err)
+			return c.fail(err)
 		}
 		keyTime = time.Since(t0)
 		logf("key configuration from %s: %d bytes in %s", a.gateway.Redacted(), len(body), fmtDuration(keyTime))
@@ -747,81 +596,46 @@ func (a *requestArgs) run(ctx context.Context, c *cmdline) int {
 	list, err := splitKeyConfigs(body)
 	if err != nil {
 		if a.keyConfig != "" {
-			return c.failHinted(withHint(fmt.Errorf("--key-config %s: %w", a.keyConfig, err), keyConfigFileHint(body)))
+			return c.fail(withHint(fmt.Errorf("--key-config %s: %w", a.keyConfig, err), keyConfigFileHint(body)))
 		}
-		return c.failHinted(fmt.Errorf("the key configuration from %s: %w", a.gateway.Redacted(), err))
+		return c.fail(fmt.Errorf("the key configuration from %s: %w", a.gateway.Redacted(), err))
 	}
 	kc, err := chooseKey(list, a.keyID)
 	if err != nil {
-		return c.failHinted(err)
+		return c.fail(err)
 	}
 	suite := kc.Suites[0]
 	logf("key id %d: %s, %s/%s", kc.KeyID, kemShort(kem.ID(kc.KEM)), kdfName(suite.KDF), aeadName(suite.AEAD))
-	pub, err := kc.KEM.Scheme().UnmarshalBinaryPublicKey(kc.PublicKey)
-	if err != nil {
-		return c.failHinted(fmt.Errorf("key id %d: the public key is not valid: %w", kc.KeyID, err))
-	}
-	sender, err := twoway.NewRequestSender(hpke.NewSuite(kc.KEM, suite.KDF, suite.AEAD), kc.KeyID, pub, nil)
-	if err != nil {
-		return c.failHinted(fmt.Errorf("key id %d: %w", kc.KeyID, err))
-	}
 
 	// The request.
 	msg, closeMsg, err := a.message(env)
 	if err != nil {
-		return c.failHinted(err)
+		return c.fail(err)
 	}
 	defer closeMsg()
-	label, mediaType, respLabel, respType := gateway.RequestLabel, gateway.RequestMediaType, gateway.ResponseLabel, gateway.ResponseMediaType
-	var opts, respOpts []twoway.Option
-	if a.chunked {
-		label, mediaType, respLabel, respType = gateway.ChunkedRequestLabel, gateway.ChunkedRequestMediaType, gateway.ChunkedResponseLabel, gateway.ChunkedResponseMediaType
-		opts = []twoway.Option{twoway.EnableChunking(), twoway.WithChunkPerRead()}
-		respOpts = []twoway.Option{twoway.EnableChunking()}
-	}
-	sealer, err := sender.NewRequestSealer(msg, []byte(label), opts...)
-	if err != nil {
-		return c.failHinted(fmt.Errorf("seal the request: %w", err))
-	}
 	post, what := a.gateway, "the gateway at "
 	if a.relay != nil {
 		post, what = a.relay, "the relay at "
 	}
 	what += post.Redacted()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, post.String(), sealer)
-	if err != nil {
-		return c.failHinted(err)
+	mediaType, respType := gateway.RequestMediaType, gateway.ResponseMediaType
+	if a.chunked {
+		mediaType, respType = gateway.ChunkedRequestMediaType, gateway.ChunkedResponseMediaType
 	}
-	req.ContentLength = -1
-	if n, ok := sealer.Len(); ok {
-		req.ContentLength = int64(n)
-	}
-	req.Header.Set("Content-Type", mediaType)
 	logf("POST %s (%s, key id %d)", post.Redacted(), mediaType, kc.KeyID)
-	t0 := time.Now()
-	resp, err := hc.Do(req)
+	var t0, firstByte time.Time
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotFirstResponseByte: func() { firstByte = time.Now() }})
+	tr := &client.Transport{URL: post.String(), Config: kc, HTTP: hc, Limits: bhttp.Limits{MaxFieldSectionLen: maxResponseHeader}}
+	t0 = time.Now()
+	inner, err := tr.Exchange(ctx, msg, a.chunked)
 	if err != nil {
-		return c.failHinted(fmt.Errorf("send the request: %w", err))
+		return c.fail(a.exchangeError(err, what))
 	}
-	defer resp.Body.Close()
-	outerTime := time.Since(t0)
-	logf("outer response %s (%s) in %s", resp.Status, resp.Header.Get("Content-Type"), fmtDuration(outerTime))
-	if resp.StatusCode != http.StatusOK {
-		return c.failHinted(outerErrorOf(resp, what, a.keyConfig != ""))
-	}
-	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != respType {
-		return c.failHinted(fmt.Errorf("%s answered 200 with %s, not %s", what, orNone(resp.Header.Get("Content-Type")), respType))
-	}
+	defer inner.Close()
+	outerTime := firstByte.Sub(t0)
+	logf("outer response 200 OK (%s) in %s", respType, fmtDuration(outerTime))
 
 	// The response.
-	opener, err := sealer.NewResponseOpener(resp.Body, []byte(respLabel), respOpts...)
-	if err != nil {
-		return c.failHinted(responseError(err))
-	}
-	inner, err := bhttp.ReadResponse(opener, bhttp.Limits{MaxFieldSectionLen: maxResponseHeader})
-	if err != nil {
-		return c.failHinted(responseError(err))
-	}
 	headTime := time.Since(t0)
 	v := requestView{Status: inner.Status, StatusText: http.StatusText(inner.Status), Headers: fieldsView(inner.Header),
 		KeyID: int(kc.KeyID), KEM: kemShort(kem.ID(kc.KEM)), KDF: kdfName(suite.KDF), AEAD: aeadName(suite.AEAD), Chunked: a.chunked,
@@ -841,10 +655,10 @@ func (a *requestArgs) run(ctx context.Context, c *cmdline) int {
 	if c.json {
 		content, err := io.ReadAll(io.LimitReader(inner.Body, maxJSONBody+1))
 		if err != nil {
-			return c.failHinted(responseError(err))
+			return c.fail(responseError(err))
 		}
 		if len(content) > maxJSONBody {
-			return c.failHinted(withHint(fmt.Errorf("the response content is over %d MiB, more than --json holds", maxJSONBody>>20), "drop --json to stream it to stdout"))
+			return c.fail(withHint(fmt.Errorf("the response content is over %d MiB, more than --json holds", maxJSONBody>>20), "drop --json to stream it to stdout"))
 		}
 		n = int64(len(content))
 		if utf8.Valid(content) {
@@ -861,7 +675,7 @@ func (a *requestArgs) run(ctx context.Context, c *cmdline) int {
 			}
 			writeHead(&sb, status, inner.Header)
 			if _, err := io.WriteString(env.stdout, sb.String()); err != nil {
-				return c.failHinted(err)
+				return c.fail(err)
 			}
 		} else {
 			fmt.Fprintln(env.stderr, status)
@@ -871,9 +685,9 @@ func (a *requestArgs) run(ctx context.Context, c *cmdline) int {
 		if err != nil {
 			var we *writeError
 			if errors.As(err, &we) {
-				return c.failHinted(we)
+				return c.fail(we)
 			}
-			return c.failHinted(responseError(err))
+			return c.fail(responseError(err))
 		}
 	}
 	v.BodyLen = int(n)
@@ -887,7 +701,7 @@ func (a *requestArgs) run(ctx context.Context, c *cmdline) int {
 	}
 	if c.json {
 		if err := writeJSON(env.stdout, v); err != nil {
-			return c.failHinted(err)
+			return c.fail(err)
 		}
 	}
 	if failed {
@@ -896,6 +710,27 @@ func (a *requestArgs) run(ctx context.Context, c *cmdline) int {
 	}
 	return exitOK
 }
+
+// exchangeError is what the request command says of a failed exchange
+// with what (the gateway or the relay at URL).
+func (a *requestArgs) exchangeError(err error, what string) error {
+	var oe *client.OuterError
+	var me *client.MediaTypeError
+	switch {
+	case errors.As(err, &oe):
+		return outerErrorOf(oe, what, a.keyConfig != "")
+	case errors.As(err, &me):
+		return fmt.Errorf("%s answered 200 with %s, not %s", what, orNone(me.Got), me.Want)
+	}
+	return responseError(err)
+}
+
+// clientError is an error of package client as this command says it:
+// without the package's prefix.
+type clientError struct{ err error }
+
+func (e clientError) Error() string { return strings.TrimPrefix(e.err.Error(), "client: ") }
+func (e clientError) Unwrap() error { return e.err }
 
 // readerOnly hides a reader's other methods, so that io.Copy writes what
 // each Read returns at once.
@@ -947,7 +782,7 @@ func responseError(err error) error {
 		return withHint(fmt.Errorf("the response does not open: %w", err),
 			"something between the gateway and this client changed the response")
 	case errors.Is(err, context.DeadlineExceeded):
-		return withHint(fmt.Errorf("read the response: %w", err), "the exchange took longer than --timeout")
+		return withHint(fmt.Errorf("the exchange: %w", err), "the exchange took longer than --timeout")
 	}
-	return fmt.Errorf("read the response: %w", err)
+	return clientError{err}
 }
