@@ -72,26 +72,28 @@ Examples:
 // gatewayConfig is the gateway's configuration: the flags, or the file
 // of --config, whose JSON field names are the flags' names.
 type gatewayConfig struct {
-	Listen          string            `json:"listen"`
-	Keys            []gatewayKeyEntry `json:"keys"`
-	Target          string            `json:"target,omitempty"`
-	AllowOrigins    []string          `json:"allow_origin,omitempty"`
-	TLSCert         string            `json:"tls_cert,omitempty"`
-	TLSKey          string            `json:"tls_key,omitempty"`
-	ClientCA        string            `json:"client_ca,omitempty"`
-	MetricsListen   string            `json:"metrics_listen,omitempty"`
-	Path            string            `json:"path,omitempty"`
-	KeyConfigPath   string            `json:"key_config_path,omitempty"`
-	Plugin          string            `json:"plugin,omitempty"`
-	Processes       int               `json:"processes,omitempty"`
-	PluginEnv       []string          `json:"plugin_env,omitempty"`
-	MaxConcurrent   int               `json:"max_concurrent,omitempty"`
-	MaxRequestLen   int64             `json:"max_request_len,omitempty"`
-	MaxResponseLen  int64             `json:"max_response_len,omitempty"`
-	HandlerTimeout  duration          `json:"handler_timeout,omitempty"`
-	OriginTimeout   duration          `json:"origin_timeout,omitempty"`
-	ShutdownTimeout duration          `json:"shutdown_timeout,omitempty"`
-	CacheMaxAge     duration          `json:"cache_max_age,omitempty"`
+	Listen            string            `json:"listen"`
+	Keys              []gatewayKeyEntry `json:"keys"`
+	Target            string            `json:"target,omitempty"`
+	AllowOrigins      []string          `json:"allow_origin,omitempty"`
+	TLSCert           string            `json:"tls_cert,omitempty"`
+	TLSKey            string            `json:"tls_key,omitempty"`
+	ClientCA          string            `json:"client_ca,omitempty"`
+	MetricsListen     string            `json:"metrics_listen,omitempty"`
+	Path              string            `json:"path,omitempty"`
+	KeyConfigPath     string            `json:"key_config_path,omitempty"`
+	Plugin            string            `json:"plugin,omitempty"`
+	Processes         int               `json:"processes,omitempty"`
+	PluginEnv         []string          `json:"plugin_env,omitempty"`
+	MaxConcurrent     int               `json:"max_concurrent,omitempty"`
+	MaxRequestLen     int64             `json:"max_request_len,omitempty"`
+	MaxResponseLen    int64             `json:"max_response_len,omitempty"`
+	HandlerTimeout    duration          `json:"handler_timeout,omitempty"`
+	OriginTimeout     duration          `json:"origin_timeout,omitempty"`
+	ReadHeaderTimeout duration          `json:"read_header_timeout,omitempty"`
+	IdleTimeout       duration          `json:"idle_timeout,omitempty"`
+	ShutdownTimeout   duration          `json:"shutdown_timeout,omitempty"`
+	CacheMaxAge       duration          `json:"cache_max_age,omitempty"`
 }
 
 // gatewayKeyEntry is one key of the configuration.
@@ -159,6 +161,12 @@ func (c gatewayConfig) withDefaults() gatewayConfig {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = duration(gatewayDefaultShutdownTimeout)
+	}
+	if c.ReadHeaderTimeout == 0 {
+		c.ReadHeaderTimeout = duration(gateway.ServerReadHeaderTimeout)
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = duration(gateway.ServerIdleTimeout)
 	}
 	if c.CacheMaxAge == 0 {
 		c.CacheMaxAge = duration(gatewayDefaultCacheMaxAge)
@@ -236,7 +244,8 @@ func (c *gatewayConfig) validate() error {
 			return usagef("--plugin-env %q: want the name of an environment variable", name)
 		}
 	}
-	if c.MaxConcurrent < 1 || c.MaxRequestLen < 1 || c.MaxResponseLen < 1 || c.HandlerTimeout <= 0 || c.OriginTimeout <= 0 || c.ShutdownTimeout <= 0 || c.CacheMaxAge <= 0 {
+	if c.MaxConcurrent < 1 || c.MaxRequestLen < 1 || c.MaxResponseLen < 1 || c.HandlerTimeout <= 0 || c.OriginTimeout <= 0 || c.ShutdownTimeout <= 0 || c.CacheMaxAge <= 0 ||
+		c.ReadHeaderTimeout <= 0 || c.IdleTimeout <= 0 {
 		return usagef("limits and timeouts must be positive")
 	}
 	return nil
@@ -281,6 +290,8 @@ func runGateway(ctx context.Context, env *environment, args []string) int {
 		pluginEnv  stringList
 		handlerTO  = c.fs.Duration("handler-timeout", gatewayDefaultHandlerTimeout, "the time one request may take, its streamed response included")
 		originTO   = c.fs.Duration("origin-timeout", gatewayDefaultOriginTimeout, "the time the origin may take to send its response headers")
+		headerTO   = c.fs.Duration("read-header-timeout", gateway.ServerReadHeaderTimeout, "the time a client (the relay) may take to send a request's header; a slow client trickling headers holds a connection no longer")
+		idleTO     = c.fs.Duration("idle-timeout", gateway.ServerIdleTimeout, "how long an idle keep-alive connection stays open")
 		shutdownTO = c.fs.Duration("shutdown-timeout", gatewayDefaultShutdownTimeout, "on SIGTERM, the time requests in flight have to finish")
 		maxAge     = c.fs.Duration("cache-max-age", gatewayDefaultCacheMaxAge, "Cache-Control max-age of the key configuration (keep it shorter than a rotation's overlap)")
 		verbose    = c.fs.Bool("v", false, "log at debug level, the plugins' records included")
@@ -332,6 +343,7 @@ func runGateway(ctx context.Context, env *environment, args []string) int {
 		cfg.AllowOrigins, cfg.PluginEnv = origins, pluginEnv
 		cfg.HandlerTimeout, cfg.OriginTimeout = duration(*handlerTO), duration(*originTO)
 		cfg.ShutdownTimeout, cfg.CacheMaxAge = duration(*shutdownTO), duration(*maxAge)
+		cfg.ReadHeaderTimeout, cfg.IdleTimeout = duration(*headerTO), duration(*idleTO)
 		cfg = cfg.withDefaults()
 	}
 	if err := cfg.validate(); err != nil {

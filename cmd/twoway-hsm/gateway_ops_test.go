@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -714,13 +715,13 @@ func TestGatewayFaultsUnderLoad(t *testing.T) {
 	})
 
 	// Slow clients trickle a header byte by byte: the server's
-	// ReadHeaderTimeout closes each connection, and the other clients are
-	// served meanwhile. The command has no flag for that timeout, so this
-	// takes gateway.ServerReadHeaderTimeout.
+	// --read-header-timeout (2 s here, 10 s by default) closes each
+	// connection, and the other clients are served meanwhile.
 	t.Run("slow headers", func(t *testing.T) {
 		t.Parallel()
 		origin := newEchoOrigin(t)
-		g := startGateway(t, nil, "--listen", "127.0.0.1:0", "--key", "1="+key, "--target", origin.URL)
+		const headerTimeout = 2 * time.Second
+		g := startGateway(t, nil, "--listen", "127.0.0.1:0", "--key", "1="+key, "--target", origin.URL, "--read-header-timeout", headerTimeout.String())
 		c := ohttpClient(t, g.url)
 		const slow = 4
 		closed := make(chan time.Duration, slow)
@@ -763,13 +764,17 @@ func TestGatewayFaultsUnderLoad(t *testing.T) {
 		if err, _ := failed.Load().(error); err != nil || ok.Load() < 10 {
 			t.Errorf("while slow clients trickle: %d ok, first failure %v", ok.Load(), err)
 		}
-		bound := gateway.ServerReadHeaderTimeout + 3*time.Second
+		// Closed after the timeout, and long before the default's 10 s.
+		deadline := time.After(headerTimeout + 3*time.Second)
 		for range slow {
 			select {
 			case d := <-closed:
 				t.Logf("a trickling connection was closed after %v", d.Round(time.Millisecond))
-			case <-time.After(bound):
-				t.Fatalf("a connection trickling its header is still open after %v (ReadHeaderTimeout %v)", bound, gateway.ServerReadHeaderTimeout)
+				if d < headerTimeout-100*time.Millisecond {
+					t.Errorf("a trickling connection was closed after %v, before --read-header-timeout %v", d, headerTimeout)
+				}
+			case <-deadline:
+				t.Fatalf("a connection trickling its header is still open %v after it opened (--read-header-timeout %v)", headerTimeout+3*time.Second, headerTimeout)
 			}
 		}
 		if err := roundTrip(c, "/after", "after the slow clients", false); err != nil {
@@ -893,4 +898,45 @@ func TestGatewayFaultsUnderLoad(t *testing.T) {
 			t.Errorf("/readyz after the disconnects: %d %q", code, body)
 		}
 	})
+}
+
+// TestGatewayFlagsAreConfig: every configuration flag of the gateway
+// command is a field of the --config file under the flag's name (dashes as
+// underscores; --key is "keys"), and every field is a flag.
+func TestGatewayFlagsAreConfig(t *testing.T) {
+	var out bytes.Buffer
+	e := &environment{stdin: strings.NewReader(""), stdinFd: -1, stdout: &out, stderr: &out, getenv: func(string) string { return "" }}
+	if code := dispatch(context.Background(), e, []string{"gateway", "-h"}); code != 0 {
+		t.Fatalf("gateway -h: exit %d\n%s", code, out.String())
+	}
+	flags := map[string]bool{}
+	for _, line := range strings.Split(out.String(), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], "-") && !strings.HasPrefix(f[0], "--") {
+			name := strings.TrimPrefix(f[0], "-")
+			if name == "config" || name == "v" || name == "json" {
+				continue // how the configuration is given, and logging
+			}
+			if name == "key" {
+				name = "keys"
+			}
+			flags[strings.ReplaceAll(name, "-", "_")] = true
+		}
+	}
+	fields := map[string]bool{}
+	rt := reflect.TypeOf(gatewayConfig{})
+	for i := range rt.NumField() {
+		name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
+		fields[name] = true
+		if !flags[name] {
+			t.Errorf("config field %q has no flag", name)
+		}
+	}
+	for name := range flags {
+		if !fields[name] {
+			t.Errorf("flag for %q has no config field", name)
+		}
+	}
+	if len(flags) < 20 {
+		t.Errorf("only %d flags read from the usage:\n%s", len(flags), out.String())
+	}
 }

@@ -91,6 +91,7 @@ func (g *gatewayCmd) run(ctx context.Context, cfg gatewayConfig) error {
 	mux.HandleFunc("/readyz", g.readyz)
 	mux.Handle("/", http.HandlerFunc(g.serveOHTTP))
 	srv := gateway.NewServer(cfg.Listen, mux)
+	srv.ReadHeaderTimeout, srv.IdleTimeout = time.Duration(cfg.ReadHeaderTimeout), time.Duration(cfg.IdleTimeout)
 	srv.ErrorLog = slog.NewLogLogger(g.log.With("component", "http").Handler(), slog.LevelWarn)
 	if cfg.TLSCert != "" {
 		tc, err := g.tlsConfig(cfg)
@@ -226,8 +227,9 @@ func (g *gatewayCmd) reload(ctx context.Context) {
 		err = cfg.validate()
 	}
 	if err == nil && (cfg.Listen != g.cfg.Listen || cfg.MetricsListen != g.cfg.MetricsListen || cfg.Target != g.cfg.Target || cfg.OriginTimeout != g.cfg.OriginTimeout ||
+		cfg.ReadHeaderTimeout != g.cfg.ReadHeaderTimeout || cfg.IdleTimeout != g.cfg.IdleTimeout ||
 		!slices.Equal(cfg.AllowOrigins, g.cfg.AllowOrigins) || cfg.Path != g.cfg.Path || (cfg.TLSCert == "") != (g.cfg.TLSCert == "") || cfg.ClientCA != g.cfg.ClientCA) {
-		err = errors.New("listen, metrics_listen, path, target, allow_origin, origin_timeout, client_ca and whether TLS is on take a restart; change only keys, the other limits and certificate files on reload")
+		err = errors.New("listen, metrics_listen, path, target, allow_origin, origin_timeout, read_header_timeout, idle_timeout, client_ca and whether TLS is on take a restart; change only keys, the other limits and certificate files on reload")
 	}
 	if err == nil && cfg.TLSCert != "" {
 		err = g.certs.load(cfg.TLSCert, cfg.TLSKey)
