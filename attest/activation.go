@@ -19,10 +19,19 @@ import (
 // private key and an object with that name; the verifier compares what
 // comes back (CheckActivation). The prover's side is
 // hsm/tpm2.TPM.ActivateCredential, or tpm2attest.Activate, which need the
-// TPM itself. The gateway does not offer activation yet: a verifier runs
-// it where it reaches the TPM (as twoway-hsm attest verify --activate
-// does). ParseChallenge and ParseAnswer read the two messages strictly,
-// for when they travel.
+// TPM itself. A remote verifier sends the challenge to the gateway (POST
+// of the challenge to /.well-known/ohttp-gateway/evidence/activate, see
+// package attest/attesthttp), whose plugin answers with the key's TPM; a
+// verifier on the TPM's machine runs it directly (twoway-hsm attest
+// verify --activate). ParseChallenge and ParseAnswer read the two
+// messages strictly, as they travel.
+
+// MaxChallengeSize bounds a challenge document, MaxAnswerSize an answer
+// (an RSA 2048 EK's challenge is about 1 KiB).
+const (
+	MaxChallengeSize = 8 << 10
+	MaxAnswerSize    = 1 << 10
+)
 
 // ActivationVersion is the version of Challenge and Answer.
 const ActivationVersion = 1
@@ -129,6 +138,9 @@ func CheckActivation(s *Secret, a *Answer) error {
 // evidence): for the prover, which must not be led astray by a document
 // two readers read differently.
 func ParseChallenge(b []byte) (*Challenge, error) {
+	if len(b) > MaxChallengeSize {
+		return nil, fmt.Errorf("%w: challenge: %d bytes, more than %d", ErrMalformed, len(b), MaxChallengeSize)
+	}
 	var w struct {
 		Version         int `json:"version"`
 		EKPublic        b64 `json:"ek_public"`
@@ -143,9 +155,12 @@ func ParseChallenge(b []byte) (*Challenge, error) {
 		return nil, fmt.Errorf("%w: challenge version %d, want %d", ErrUnsupportedVersion, w.Version, ActivationVersion)
 	}
 	c := &Challenge{Version: w.Version, EKPublic: w.EKPublic, AKPublic: w.AKPublic, CredentialBlob: w.CredentialBlob, EncryptedSecret: w.EncryptedSecret}
-	for name, f := range map[string][]byte{"ek_public": c.EKPublic, "ak_public": c.AKPublic, "credential_blob": c.CredentialBlob, "encrypted_secret": c.EncryptedSecret} {
-		if len(f) == 0 || len(f) > maxField {
-			return nil, fmt.Errorf("%w: challenge: %s: %d bytes", ErrMalformed, name, len(f))
+	for _, f := range []struct {
+		name string
+		b    []byte
+	}{{"ek_public", c.EKPublic}, {"ak_public", c.AKPublic}, {"credential_blob", c.CredentialBlob}, {"encrypted_secret", c.EncryptedSecret}} {
+		if len(f.b) == 0 || len(f.b) > maxField {
+			return nil, fmt.Errorf("%w: challenge: %s: %d bytes", ErrMalformed, f.name, len(f.b))
 		}
 	}
 	return c, nil
@@ -153,6 +168,9 @@ func ParseChallenge(b []byte) (*Challenge, error) {
 
 // ParseAnswer parses an answer strictly.
 func ParseAnswer(b []byte) (*Answer, error) {
+	if len(b) > MaxAnswerSize {
+		return nil, fmt.Errorf("%w: answer: %d bytes, more than %d", ErrMalformed, len(b), MaxAnswerSize)
+	}
 	var w struct {
 		Version int `json:"version"`
 		Secret  b64 `json:"secret"`

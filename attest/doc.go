@@ -36,6 +36,40 @@
 // strictly (ParseEvidence): no repeated or unknown member, nothing after
 // a TPM structure.
 //
+// # The gateway's evidence container, version 1
+//
+// A twoway-hsm gateway serves its keys' evidence next to the key
+// configuration, at GET /.well-known/ohttp-gateway/evidence (media type
+// [EvidenceSetMediaType]; the server is gateway.EvidenceHandler): one
+// JSON object with one entry per key the gateway publishes, by key id:
+//
+//	{
+//	  "format":  "twoway-hsm/gateway-evidence",
+//	  "version": 1,
+//	  "nonce":   the client's nonce (absent: the cached evidence, made for none),
+//	  "keys": [
+//	    {"key_id": 1, "evidence": { an evidence document, as above }},
+//	    {"key_id": 2, "not_attestable": true, "problem": "a pkcs11 key: PKCS#11 defines no key attestation ..."},
+//	    {"key_id": 3, "problem": "the evidence could not be collected: ..."}
+//	  ]
+//	}
+//
+// Each entry has either "evidence" (for that key id's configuration, as
+// published, and for the container's nonce) or a "problem"; with
+// "not_attestable" the key cannot be attested at all (PKCS#11, soft),
+// without it the TPM failed for the moment. [ParseEvidenceSet] reads it
+// as strictly as ParseEvidence reads evidence.
+//
+// Without a nonce the evidence is what the gateway collected at its
+// start (or last reload) and caches: it shows where the key lives but
+// not that this is fresh. GET .../evidence?nonce=HEX (1 to 64 bytes)
+// returns evidence the TPMs made for the client's nonce, and POST of a
+// challenge ([MakeChallenge], application/json) to
+// /.well-known/ohttp-gateway/evidence/activate returns the TPM's
+// [Answer]; both make the TPM work and are rate-limited (429 with
+// Retry-After). Package attest/attesthttp does all of it for a client:
+// attesthttp.Verify.
+//
 // # What is verified
 //
 // [Verify] checks the chain from the EK certificate to the manufacturers'
@@ -48,7 +82,7 @@
 //	ev, err := attest.ParseEvidence(body)
 //	res, err := attest.Verify(ev, attest.Options{Roots: tpmRoots, KeyConfigs: published, Nonce: nonce})
 //	ch, secret, err := attest.MakeChallenge(ev)
-//	ans := ... // the gateway's answer to ch
+//	ans := ... // the gateway's answer to ch (POST .../evidence/activate)
 //	err = attest.CheckActivation(secret, ans)
 //	// res.KeyID() is attested
 package attest

@@ -53,3 +53,10 @@ var (
 	// is not in the TPM that holds the EK.
 	ErrActivation = errors.New("attest: credential activation failed: the AK is not proven to share a TPM with the EK")
 )
+
+// ErrNotAttestable: the key cannot be attested at all: it is not in a
+// TPM (a PKCS#11 key, for which there is no standard attestation, or a
+// software key), or the plugin serving it predates attestation. Every
+// layer that reports it (keystore, plugins, the gateway's evidence
+// container, attesthttp) wraps this one sentinel.
+var ErrNotAttestable = errors.New("attest: the key cannot be attested")

@@ -7,11 +7,13 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/twoway-hsm/twoway-hsm/attest"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 	kempluginv2 "github.com/twoway-hsm/twoway-hsm/plugins/proto/kemplugin/v2"
 )
 
-// GRPCClient is the host side of the control protocol: Describe, over
+// GRPCClient is the host side of the control protocol: Describe, Attest
+// and Activate, over
 // go-plugin's gRPC connection to one plugin process. The per-request calls
 // go over the process's data channel, which [Client] sets up when it
 // starts the process. Errors wrap the same sentinels the plugin's Backend
@@ -77,6 +79,8 @@ func fromCode(ctx context.Context, op string, code codes.Code, msg string) error
 		sentinel = ErrAuth
 	case codes.FailedPrecondition:
 		sentinel = kem.ErrUnsupportedKEM
+	case codes.Unimplemented:
+		sentinel = attest.ErrNotAttestable
 	default:
 		sentinel = ErrBackend
 	}

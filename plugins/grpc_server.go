@@ -8,11 +8,13 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/twoway-hsm/twoway-hsm/attest"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 	kempluginv2 "github.com/twoway-hsm/twoway-hsm/plugins/proto/kemplugin/v2"
 )
 
-// GRPCServer serves a Backend's Describe as the KEMPlugin gRPC service, on
+// GRPCServer serves a Backend's Describe (and, for a Backend that is an
+// [Attester], Attest and Activate) as the KEMPlugin gRPC service, on
 // the plugin side; the per-request calls go over the data channel (see
 // [Serve]). It turns Backend errors into gRPC status codes that
 // [GRPCClient] turns back into the same sentinel errors.
@@ -76,6 +78,8 @@ func toCode(err error) codes.Code {
 		return codes.PermissionDenied
 	case errors.Is(err, kem.ErrUnsupportedKEM):
 		return codes.FailedPrecondition
+	case errors.Is(err, attest.ErrNotAttestable):
+		return codes.Unimplemented
 	}
 	return codes.Internal
 }

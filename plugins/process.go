@@ -34,6 +34,7 @@ type proc struct {
 	pc      *plugin.Client
 	cmd     *exec.Cmd
 	data    *dataConn
+	ctl     *GRPCClient       // the control channel: Describe, Attest, Activate
 	index   map[string]uint16 // key name to its index on the data channel
 	desc    *Description
 	pid     int
@@ -197,6 +198,7 @@ func (c *Client) startProcess(ctx context.Context, thread *osthread.Thread, slot
 		pc:      pc,
 		cmd:     cmd,
 		data:    data,
+		ctl:     backend,
 		index:   index,
 		desc:    desc,
 		pid:     cmd.Process.Pid,

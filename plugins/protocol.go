@@ -58,8 +58,8 @@ func (p *GRPCPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
 	return nil
 }
 
-// GRPCClient returns a [GRPCClient] on conn: Describe only, the control
-// part (the per-request calls go over the data channel, which [Client]
+// GRPCClient returns a [GRPCClient] on conn: Describe, Attest and
+// Activate, the control part (the per-request calls go over the data channel, which [Client]
 // sets up).
 func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
 	return &GRPCClient{client: kempluginv2.NewKEMPluginClient(conn)}, nil

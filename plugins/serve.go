@@ -11,8 +11,9 @@ import (
 	"google.golang.org/grpc"
 )
 
-// maxMessageSize bounds what a plugin accepts in one gRPC request (only
-// Describe, which has no fields).
+// maxMessageSize bounds what a plugin accepts in one gRPC request
+// (Describe has no fields; Attest and Activate carry at most a key name,
+// a key configuration and a nonce, or an 8 KiB challenge).
 const maxMessageSize = 64 << 10
 
 // StartedByHost reports whether this process was started by a plugin host

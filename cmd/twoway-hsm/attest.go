@@ -18,6 +18,7 @@ import (
 	"github.com/twoway-hsm/twoway-hsm/attest/tpm2attest"
 	"github.com/twoway-hsm/twoway-hsm/hsm/tpm2"
 	"github.com/twoway-hsm/twoway-hsm/kem"
+	"github.com/twoway-hsm/twoway-hsm/keystore/tpm2store"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
 
@@ -57,11 +58,15 @@ Checks the evidence that a gateway's HPKE key lives in a TPM.
 
 Subcommands:
   verify FILE --roots PEM        verify evidence from 'twoway-hsm keys attest'
+  verify --gateway URL --roots PEM
+                                 verify a running gateway's keys, with
+                                 fresh evidence and activation through it
 
 Run 'twoway-hsm attest verify -h' for its flags.
 `
 
 const attestVerifyUsage = `Usage: twoway-hsm attest verify FILE --roots PEM [--key-config FILE] [--nonce HEX] [--activate REF | --skip-activation] [flags]
+       twoway-hsm attest verify --gateway URL --roots PEM [flags]
 
 Verifies evidence from 'twoway-hsm keys attest' (FILE, or - for stdin)
 and prints what it verified: key id, KEM, public key, the EK
@@ -86,7 +91,17 @@ the command says that the AK-EK binding is NOT verified and exits 1,
 unless --skip-activation is given: then it exits 0 and still prints that
 the binding is unverified.
 
+--gateway URL verifies a running twoway-hsm gateway as a client does
+(package attest/attesthttp): it fetches the key configuration from URL
+(the gateway path) and fresh evidence for a random nonce from
+URL/evidence?nonce=HEX, verifies the evidence of every published key as
+above, and runs credential activation through the gateway
+(URL/evidence/activate), whose plugin answers with the key's TPM. It
+exits 0 only when every published key is attested; a PKCS#11 or soft key
+is reported as not attestable.
+
 Examples:
+  twoway-hsm attest verify --gateway https://gw.example/.well-known/ohttp-gateway --roots tpm-roots.pem
   twoway-hsm attest verify gw-evidence.json --roots tpm-roots.pem --key-config gw.ohttp-keys --activate 'tpm2:?tpm=/dev/tpmrm0'
   twoway-hsm attest verify gw-evidence.json --roots tpm-roots.pem --nonce 6e6f6e6365 --skip-activation --json
 `
@@ -151,10 +166,11 @@ func runKeysAttest(ctx context.Context, env *environment, args []string) int {
 		return c.fail(err)
 	}
 	defer k.Close()
-	tk, ok := k.(*tpm2.Key)
+	sk, ok := k.(*tpm2store.Key)
 	if !ok {
 		return c.fail(fmt.Errorf("the %s key store did not give a TPM key", c.res.backend.Scheme))
 	}
+	tk := sk.Key
 	cfg := twoway.KeyConfig{KeyID: byte(*keyID), KEM: hpke.KEM(tk.KEM()), PublicKey: tk.PublicKeyBytes()}
 	for _, s := range suites {
 		suite, err := parseSuite(s)
@@ -240,9 +256,31 @@ func runAttestVerify(ctx context.Context, env *environment, args []string) int {
 	anyNonce := c.fs.Bool("any-nonce", false, "without --nonce, accept evidence made for a nonce (it is then not known to be fresh)")
 	allowImported := c.fs.Bool("allow-imported", false, "accept a key imported into the TPM (it existed outside the TPM)")
 	allowSign := c.fs.Bool("allow-sign", false, "accept a key that can sign as well as decrypt")
+	gwURL := c.fs.String("gateway", "", "verify a running gateway instead of a FILE: its `URL` (the gateway path, e.g. https://gw.example/.well-known/ohttp-gateway)")
 	pos, code, ok := c.parse(args)
 	if !ok {
 		return code
+	}
+	if *gwURL != "" {
+		switch {
+		case len(pos) != 0:
+			return c.fail(usagef("give --gateway URL or an evidence FILE, not both"))
+		case len(roots) == 0:
+			return c.fail(usagef("missing --roots PEM (the TPM manufacturers' root certificates)"))
+		case *keyConfig != "" || *nonceHex != "" || *activate != "" || *skip || *anyNonce:
+			return c.fail(usagef("--gateway fetches the key configuration, sends its own nonce and activates through the gateway: --key-config, --nonce, --any-nonce, --activate and --skip-activation do not apply"))
+		}
+		opts := attest.Options{AllowImported: *allowImported, AllowSign: *allowSign}
+		var err error
+		if opts.Roots, err = certPool(env, roots); err != nil {
+			return c.fail(fmt.Errorf("--roots: %w", err))
+		}
+		if len(inters) > 0 {
+			if opts.Intermediates, err = certPool(env, inters); err != nil {
+				return c.fail(fmt.Errorf("--intermediates: %w", err))
+			}
+		}
+		return verifyGateway(ctx, c, *gwURL, opts)
 	}
 	switch {
 	case len(pos) != 1:

@@ -19,12 +19,13 @@ import (
 // the gateway handler around it. A reload builds a new keyring and swaps
 // it in; the old one is closed once the requests it took have finished.
 type keyring struct {
-	client  *plugins.Client
-	entries []gatewayKeyEntry
-	keys    map[byte]*plugins.Key
-	suites  map[byte][]twoway.SymmetricSuite
-	tw      *twoway.Gateway
-	handler *gateway.Handler
+	client   *plugins.Client
+	entries  []gatewayKeyEntry
+	keys     map[byte]*plugins.Key
+	suites   map[byte][]twoway.SymmetricSuite
+	tw       *twoway.Gateway
+	handler  *gateway.Handler
+	evidence *gateway.EvidenceHandler // the keys' TPM evidence (gateway_evidence.go)
 
 	mu     sync.Mutex
 	users  int
@@ -94,6 +95,10 @@ func (g *gatewayCmd) openKeyring(ctx context.Context, cfg gatewayConfig) (*keyri
 		opts = append(opts, gateway.WithKeyConfigPath(cfg.KeyConfigPath))
 	}
 	if kr.handler, err = gateway.New(kr.tw, g.origin, opts...); err != nil {
+		client.Close()
+		return nil, err
+	}
+	if kr.evidence, err = g.newEvidence(ctx, kr, cfg); err != nil {
 		client.Close()
 		return nil, err
 	}

@@ -37,6 +37,9 @@ type gatewayCmd struct {
 	current atomic.Pointer[keyring]
 	certs   certLoader
 
+	evidenceOnce    sync.Once
+	evidenceLimiter *gateway.Limiter // shared by every keyring's evidence handler
+
 	reloadMu sync.Mutex // one reload at a time
 	cfg      gatewayConfig
 
@@ -207,6 +210,10 @@ func (g *gatewayCmd) serveOHTTP(w http.ResponseWriter, r *http.Request) {
 		kr := g.current.Load()
 		if kr.acquire() {
 			defer kr.release()
+			if kr.evidence.Handles(r.URL.Path) {
+				kr.evidence.ServeHTTP(w, r)
+				return
+			}
 			kr.handler.ServeHTTP(w, r)
 			return
 		}

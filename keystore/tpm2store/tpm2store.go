@@ -663,8 +663,8 @@ func (st Store) Public(ctx context.Context, ref string, o *keystore.Options) (ke
 
 // Open implements keystore.Store: the key, which stays in the TPM; the
 // reference names it by file= or handle= (one of them). The returned key
-// is a *tpm2.Key: besides keystore.Key it implements kem.Exchanger and
-// crypto/ecdh.KeyExchanger. A key file that records an auth value is
+// is a *Key (a *tpm2.Key): besides keystore.Key it implements
+// kem.Exchanger, crypto/ecdh.KeyExchanger and keystore.Attester. A key file that records an auth value is
 // opened with the reference's auth-source, else with o.Secret (asked
 // once), else refused before the TPM is asked, with an error wrapping
 // keystore.ErrSecretRequired and tpm2.ErrAuthRequired.
@@ -682,7 +682,7 @@ func (st Store) Open(ctx context.Context, ref string, o *keystore.Options) (keys
 	if err != nil {
 		return nil, wrap(err)
 	}
-	return k, nil
+	return &Key{k}, nil
 }
 
 // IsAuthFailure reports whether err means that the TPM refused the auth

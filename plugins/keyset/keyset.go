@@ -26,10 +26,12 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/twoway-hsm/twoway-hsm/attest"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/keystore"
 	_ "github.com/twoway-hsm/twoway-hsm/keystore/all" // every key store
 	"github.com/twoway-hsm/twoway-hsm/plugins"
+	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
 
 // Set is a plugins.Backend serving the keys it was opened with. It is safe
@@ -45,7 +47,7 @@ type Set struct {
 
 type entry struct {
 	info   plugins.KeyInfo
-	key    kem.PrivateKey
+	key    keystore.Key
 	x      kem.Exchanger // nil for KEMs that are not Diffie-Hellman based
 	closer io.Closer     // nil when there is nothing to release
 }
@@ -200,3 +202,40 @@ func (s *Set) Close() error {
 }
 
 var _ plugins.Backend = (*Set)(nil)
+
+// Attest implements plugins.Attester: the evidence of a key whose store
+// can attest it (TPM keys, keystore.Attester); any other key gets an error
+// wrapping attest.ErrNotAttestable that says why.
+func (s *Set) Attest(ctx context.Context, name string, cfg twoway.KeyConfig, nonce []byte) (*attest.Evidence, error) {
+	a, err := s.attester(name)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := a.Attest(ctx, cfg, nonce)
+	return ev, authError(err)
+}
+
+// Activate implements plugins.Attester: the key's TPM answers the
+// credential-activation challenge.
+func (s *Set) Activate(ctx context.Context, name string, c *attest.Challenge) (*attest.Answer, error) {
+	a, err := s.attester(name)
+	if err != nil {
+		return nil, err
+	}
+	ans, err := a.Activate(ctx, c)
+	return ans, authError(err)
+}
+
+func (s *Set) attester(name string) (keystore.Attester, error) {
+	e, err := s.lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	a, err := keystore.AttesterOf(e.key, e.info.Backend)
+	if err != nil {
+		return nil, fmt.Errorf("key %s: %w", name, err)
+	}
+	return a, nil
+}
+
+var _ plugins.Attester = (*Set)(nil)

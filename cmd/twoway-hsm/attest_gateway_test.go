@@ -1,0 +1,115 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/twoway-hsm/twoway-hsm/attest"
+	"github.com/twoway-hsm/twoway-hsm/gateway"
+	"github.com/twoway-hsm/twoway-hsm/testenv"
+)
+
+// TestGatewayEvidence: the operator's two commands (keys create, gateway)
+// and the client's one (attest verify --gateway): the gateway serves the
+// evidence of its TPM key through its plugin, which verifies, with
+// credential activation through the gateway; a soft key is reported not
+// attestable and makes the verification fail; fresh evidence is
+// rate-limited (429 with Retry-After); a bad challenge gets 400 saying
+// why.
+func TestGatewayEvidence(t *testing.T) {
+	caDir := t.TempDir()
+	sw := testenv.StartSWTPM(t, testenv.SWTPMEKCert(caDir))
+	root, issuer := sw.EKRoot()
+	dir := t.TempDir()
+	tref := createKey(t, nil, "tpm2:file="+filepath.Join(dir, "gw.pem")+"?tpm="+sw.Transport(), "p256")
+	sref := createKey(t, nil, "soft:file="+filepath.Join(dir, "soft.pem"), "x25519")
+	origin := newEchoOrigin(t)
+
+	g := startGateway(t, nil, "--listen", "127.0.0.1:0", "--key", "1="+tref, "--target", origin.URL)
+	verify := []string{"attest", "verify", "--gateway", g.url, "--roots", root, "--intermediates", issuer}
+	r := mustRun(t, nil, verify...)
+	for _, want := range []string{"key id:         1", "KEM:            p256", "issuer CN=swtpm-localca", "one of the published",
+		"(the one given: fresh)", "generated in the TPM", "AK-EK binding:  verified by credential activation with the gateway", "verified:       yes"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("attest verify --gateway output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	r = mustRun(t, nil, append(verify, "--json")...)
+	var v gatewayVerifyView
+	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || !v.Verified || len(v.Keys) != 1 || v.Keys[0].Evidence == nil ||
+		v.Keys[0].Evidence.Binding != "verified" || !v.Keys[0].Evidence.Verified {
+		t.Fatalf("--json: %v %s", err, r.stdout)
+	}
+	// A wrong root.
+	stranger := testenv.StartSWTPM(t, testenv.SWTPMEKCert(""))
+	sroot, _ := stranger.EKRoot()
+	runFail(t, nil, exitFailure, "EK certificate not trusted", "attest", "verify", "--gateway", g.url, "--roots", sroot)
+	// Usage.
+	runFail(t, nil, exitUsage, "not both", append(verify, "x.json")...)
+	runFail(t, nil, exitUsage, "do not apply", append(verify, "--nonce", "00")...)
+	runFail(t, nil, exitUsage, "missing --roots", "attest", "verify", "--gateway", g.url)
+	g.stop(t) // swtpm serves one connection: the next gateway's plugin takes it
+
+	// A TPM key and a soft key.
+	g = startGateway(t, nil, "--listen", "127.0.0.1:0", "--key", "1="+tref, "--key", "2="+sref, "--target", origin.URL)
+	verify = []string{"attest", "verify", "--gateway", g.url, "--roots", root, "--intermediates", issuer}
+	r = runFail(t, nil, exitFailure, "evidence NOT verified for every key", verify...)
+	for _, want := range []string{"key id:         2", "verified:       NO, not attestable", "software key", "verified:       yes"} {
+		if !strings.Contains(r.stdout+r.stderr, want) {
+			t.Errorf("attest verify --gateway with a soft key lacks %q:\n%s\n%s", want, r.stdout, r.stderr)
+		}
+	}
+	resp, err := http.Get(g.url + gateway.EvidenceSuffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	set, err := attest.ParseEvidenceSet(body)
+	if err != nil || len(set.Keys) != 2 || set.Keys[0].Evidence == nil || !set.Keys[1].NotAttestable {
+		t.Fatalf("GET evidence: %v %s", err, body)
+	}
+
+	// A bad challenge.
+	resp, err = http.Post(g.url+gateway.ActivateSuffix, "application/json", strings.NewReader(`{"version":1,"ek_public":"not base64!"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(body), "bad base64") {
+		t.Errorf("a bad challenge: %s %s", resp.Status, body)
+	}
+
+	// The rate limit: five at once, one a second.
+	limited := 0
+	for range 12 {
+		resp, err := http.Get(g.url + gateway.EvidenceSuffix + "?nonce=0011223344556677")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case 200:
+		case http.StatusTooManyRequests:
+			if resp.Header.Get("Retry-After") == "" {
+				t.Error("429 without Retry-After")
+			}
+			limited++
+		default:
+			t.Fatalf("fresh evidence: %s", resp.Status)
+		}
+	}
+	if limited == 0 {
+		t.Error("twelve requests for fresh evidence at once were not rate-limited")
+	}
+	g.stop(t)
+	if logs := g.stderr.String(); strings.Contains(logs, `"level":"ERROR"`) {
+		t.Errorf("the gateway logged errors:\n%s", logs)
+	}
+}

@@ -1,0 +1,30 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/twoway-hsm/twoway-hsm/gateway"
+)
+
+// newEvidence builds the keyring's evidence handler
+// (/.well-known/ohttp-gateway/evidence and .../evidence/activate): every
+// key is asked through the plugin (plugins.Key.Attest, .Activate), which
+// answers for TPM keys and reports PKCS#11 and soft keys as not
+// attestable. The evidence of the published keys is collected here, at
+// start and at each reload, and cached; the rate limit is the command's,
+// shared by every keyring, so that a reload does not refill it.
+func (g *gatewayCmd) newEvidence(ctx context.Context, kr *keyring, cfg gatewayConfig) (*gateway.EvidenceHandler, error) {
+	attesters := make(map[byte]gateway.Attester, len(kr.keys))
+	for id, k := range kr.keys {
+		attesters[id] = k
+	}
+	g.evidenceOnce.Do(func() {
+		g.evidenceLimiter = gateway.NewLimiter(gateway.DefaultEvidenceRate, gateway.DefaultEvidenceBurst)
+	})
+	return gateway.NewEvidenceHandler(ctx, kr.tw, attesters,
+		gateway.WithEvidencePath(cfg.Path),
+		gateway.WithEvidenceLimiter(g.evidenceLimiter),
+		gateway.WithEvidenceMaxAge(max(time.Duration(cfg.CacheMaxAge), time.Second)),
+		gateway.WithEvidenceLogger(g.log.With("component", "evidence")))
+}
