@@ -26,6 +26,8 @@
 //     second path that serves only the keys.
 //
 // Every other path is 404; other methods are 405 with Allow.
+// [EvidenceHandler], a handler of its own, serves the keys' TPM evidence
+// next to it (P/evidence, P/evidence/activate).
 //
 // # Errors
 //

@@ -346,9 +346,11 @@ func (h *EvidenceHandler) collect(ctx context.Context, cfg twoway.KeyConfig, non
 	case err == nil:
 		c.ev = ev
 	case errors.Is(err, attest.ErrNotAttestable):
-		c.notAttestable, c.problem = true, oneLine(err.Error())
+		c.notAttestable, c.problem = true, notAttestableReason(err)
 	default:
-		c.problem = "the evidence could not be collected: " + oneLine(err.Error())
+		// The error names the key's reference (a path on the gateway's
+		// machine): the log has it, clients get what happened.
+		c.problem = "the evidence could not be collected now (the TPM or the plugin failed; the gateway's log says why)"
 		h.cfg.logger.Warn("evidence: collecting failed", "key_id", int(cfg.KeyID), "error", err.Error())
 	}
 	return c
@@ -410,7 +412,7 @@ func (h *EvidenceHandler) serveActivate(w http.ResponseWriter, r *http.Request) 
 			w.Header().Set("Retry-After", "1")
 		}
 		h.cfg.logger.Warn("evidence: activation failed", "error", err.Error())
-		h.problem(w, r, status, title, "the TPM did not release the credential: "+oneLine(err.Error()))
+		h.problem(w, r, status, title, "the TPM did not release the credential: the challenge was not made for its EK and AK, or the TPM or the plugin failed (the gateway's log says why)")
 		return
 	}
 	out, err := json.Marshal(ans)
@@ -477,6 +479,23 @@ func (h *EvidenceHandler) problem(w http.ResponseWriter, r *http.Request, status
 		w.Write(body)
 	}
 	h.cfg.logger.LogAttrs(r.Context(), levelFor(status), "evidence: request refused", strAttr("path", r.URL.Path), intAttr("status", status))
+}
+
+// notAttestableReason is the reason in an error wrapping
+// attest.ErrNotAttestable, without what the layers above added (the key's
+// reference, which names a path on the gateway's machine): the text after
+// the sentinel's last mention, "a pkcs11 key: PKCS#11 defines no key
+// attestation ...".
+func notAttestableReason(err error) string {
+	msg, sent := err.Error(), attest.ErrNotAttestable.Error()
+	i := strings.LastIndex(msg, sent)
+	if i < 0 {
+		return "the key cannot be attested"
+	}
+	if r := strings.TrimLeft(msg[i+len(sent):], ": "); r != "" {
+		return oneLine(r)
+	}
+	return "the key cannot be attested"
 }
 
 // oneLine keeps an error's text on one line, for a problem detail.

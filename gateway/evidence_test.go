@@ -179,7 +179,7 @@ func TestEvidenceTPM(t *testing.T) {
 		t.Fatalf("entries: %+v", set.Keys)
 	}
 	soft := set.Keys[1]
-	if soft.Evidence != nil || !soft.NotAttestable || !strings.Contains(soft.Problem, "software key") || !errors.Is(soft.Err(), attest.ErrNotAttestable) {
+	if soft.Evidence != nil || !soft.NotAttestable || soft.Problem != "a soft key: a software key is in the plugin's memory, not in hardware" || !errors.Is(soft.Err(), attest.ErrNotAttestable) {
 		t.Errorf("the soft key's entry: %+v", soft)
 	}
 	published := e.keys.KeyConfigs()
@@ -410,5 +410,82 @@ func TestLimiter(t *testing.T) {
 	time.Sleep(wait + 20*time.Millisecond)
 	if ok, _ := l.Allow(); !ok {
 		t.Fatal("no token after the wait")
+	}
+}
+
+// failingAttester fails as a TPM that does not answer would, with an
+// error that names a path.
+type failingAttester struct{ calls *int }
+
+func (f failingAttester) Attest(context.Context, twoway.KeyConfig, []byte) (*attest.Evidence, error) {
+	*f.calls++
+	return nil, errors.New("plugins: key tpm2:file=/etc/secret-place/gw.pem: tpm2: the TPM did not answer")
+}
+
+func (f failingAttester) Activate(context.Context, *attest.Challenge) (*attest.Answer, error) {
+	return nil, errors.New("unreachable")
+}
+
+// TestEvidenceCollectFailure: a key whose evidence cannot be collected is
+// listed with a problem that is not "not attestable" and does not name
+// the key's reference; the failure is cached (the TPM is not asked again
+// by every GET); a key without an attester is not attestable; activation
+// by key id for a key without evidence is 400.
+func TestEvidenceCollectFailure(t *testing.T) {
+	keys := newKeys(t)
+	k, err := kem.GenerateKey(kem.DHKEMX25519HKDFSHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := keys.AddKey(2, k, testSuite); err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	eh, err := gateway.NewEvidenceHandler(context.Background(), keys, map[byte]gateway.Attester{1: failingAttester{&calls}},
+		gateway.WithEvidencePath("/gw"), gateway.WithEvidenceLogger(quietLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(eh)
+	defer srv.Close()
+	for range 3 {
+		resp, body := getEvidence(t, srv.URL+"/gw"+gateway.EvidenceSuffix)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s %s", resp.Status, body)
+		}
+		set, err := attest.ParseEvidenceSet(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		failed, none := set.Keys[0], set.Keys[1]
+		if failed.Evidence != nil || failed.NotAttestable || !strings.Contains(failed.Problem, "could not be collected") || strings.Contains(string(body), "secret-place") {
+			t.Errorf("the failed key's entry: %+v", failed)
+		}
+		if none.KeyID != 2 || !none.NotAttestable || errors.Is(failed.Err(), attest.ErrNotAttestable) || !errors.Is(none.Err(), attest.ErrNotAttestable) {
+			t.Errorf("entries: %+v %+v", failed, none)
+		}
+	}
+	if calls != 1 {
+		t.Errorf("the failing TPM was asked %d times for cached evidence, want once", calls)
+	}
+	resp, _ := postChallenge(t, srv.URL+"/gw", "application/json",
+		[]byte(`{"version":1,"ek_public":"AA==","ak_public":"AA==","credential_blob":"AA==","encrypted_secret":"AA=="}`))
+	if resp.StatusCode != 400 {
+		t.Errorf("activation with no evidence at all: %s", resp.Status)
+	}
+	req, _ := http.NewRequest("POST", srv.URL+"/gw"+gateway.ActivateSuffix+"?key_id=1", strings.NewReader(`{"version":1,"ek_public":"AA==","ak_public":"AA==","credential_blob":"AA==","encrypted_secret":"AA=="}`))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(problemOf(t, body).Detail, "key id 1 has no evidence") {
+		t.Errorf("activation by key id without evidence: %s %s", resp.Status, body)
+	}
+	// Elsewhere: 404.
+	if resp, _ := getEvidence(t, srv.URL+"/gw/other"); resp.StatusCode != 404 {
+		t.Errorf("another path: %s", resp.Status)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/hex"
@@ -236,6 +237,10 @@ type verifyView struct {
 	// "unverified".
 	Binding   string `json:"ak_ek_binding"`
 	Activated string `json:"activated_with,omitempty"`
+
+	// publishedBy and nonceBy say, for people, where the published key
+	// configuration and the nonce came from ("" for the flags).
+	publishedBy, nonceBy string
 }
 
 // errBindingUnverified is the failure of attest verify without
@@ -396,13 +401,13 @@ func printVerify(w io.Writer, v *verifyView) {
 	fmt.Fprintf(w, "public key:     %s\n", v.PublicKey)
 	fmt.Fprintf(w, "suites:         %s\n", strings.Join(v.Suites, ", "))
 	if v.KeyConfigPublished {
-		fmt.Fprintln(w, "key config:     one of the published configurations (--key-config)")
+		fmt.Fprintf(w, "key config:     one of the published configurations (%s)\n", cmp.Or(v.publishedBy, "--key-config"))
 	} else {
 		fmt.Fprintln(w, "key config:     not compared with a published configuration (no --key-config)")
 	}
 	switch {
 	case v.NonceChecked:
-		fmt.Fprintf(w, "nonce:          %s (the one given: fresh)\n", v.Nonce)
+		fmt.Fprintf(w, "nonce:          %s (%s: fresh)\n", v.Nonce, cmp.Or(v.nonceBy, "the one given"))
 	case v.Nonce != "":
 		fmt.Fprintf(w, "nonce:          %s (not checked: no --nonce)\n", v.Nonce)
 	default:

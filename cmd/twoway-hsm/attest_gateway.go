@@ -48,6 +48,7 @@ func verifyGateway(ctx context.Context, c *cmdline, gwURL string, opts attest.Op
 		kv := gatewayKeyView{KeyID: k.KeyID}
 		if k.Result != nil {
 			kv.Evidence = viewOfResult(k.Result)
+			kv.Evidence.publishedBy, kv.Evidence.nonceBy = "the gateway's, fetched", "the one this command sent"
 			if k.Activated {
 				kv.Evidence.Binding, kv.Evidence.Activated = "verified", "the gateway"
 			}

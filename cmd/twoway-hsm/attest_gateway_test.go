@@ -32,8 +32,8 @@ func TestGatewayEvidence(t *testing.T) {
 	g := startGateway(t, nil, "--listen", "127.0.0.1:0", "--key", "1="+tref, "--target", origin.URL)
 	verify := []string{"attest", "verify", "--gateway", g.url, "--roots", root, "--intermediates", issuer}
 	r := mustRun(t, nil, verify...)
-	for _, want := range []string{"key id:         1", "KEM:            p256", "issuer CN=swtpm-localca", "one of the published",
-		"(the one given: fresh)", "generated in the TPM", "AK-EK binding:  verified by credential activation with the gateway", "verified:       yes"} {
+	for _, want := range []string{"key id:         1", "KEM:            p256", "issuer CN=swtpm-localca", "one of the published configurations (the gateway's, fetched)",
+		"(the one this command sent: fresh)", "generated in the TPM", "AK-EK binding:  verified by credential activation with the gateway", "verified:       yes"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("attest verify --gateway output lacks %q:\n%s", want, r.stdout)
 		}
@@ -72,6 +72,10 @@ func TestGatewayEvidence(t *testing.T) {
 	set, err := attest.ParseEvidenceSet(body)
 	if err != nil || len(set.Keys) != 2 || set.Keys[0].Evidence == nil || !set.Keys[1].NotAttestable {
 		t.Fatalf("GET evidence: %v %s", err, body)
+	}
+	// Clients learn why, not where the gateway keeps its keys.
+	if p := set.Keys[1].Problem; p != "a soft key: a software key is in the plugin's memory, not in hardware" || strings.Contains(string(body), dir) {
+		t.Errorf("the soft key's problem: %q; body %s", p, body)
 	}
 
 	// A bad challenge.

@@ -44,6 +44,16 @@ named with env:NAME is passed to the plugin, as are SOFTHSM2_CONF,
 SOFTHSM2_MODULE, YUBIHSM_PKCS11_CONF, TMPDIR and GOMAXPROCS and those named
 by --plugin-env. A pin-value is refused.
 
+Attestation: GET /.well-known/ohttp-gateway/evidence serves, for each
+published key, the evidence that it was generated in a TPM and cannot
+leave it (collected through the plugin at start and at each reload; PKCS#11
+and soft keys are listed as not attestable); ?nonce=HEX gives evidence the
+TPM makes for a client's nonce, and POST .../evidence/activate answers a
+credential-activation challenge with the key's TPM. Those two make the TPM
+work and are rate-limited (one a second, five at once; 429 with
+Retry-After). Clients check it with 'twoway-hsm attest verify --gateway
+URL --roots PEM'.
+
 Health and metrics: /healthz (the process serves) and /readyz (every key's
 plugin answers) on the listener, and with /metrics (Prometheus) on
 --metrics-listen.
