@@ -26,13 +26,19 @@ import (
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
 
+// benchRow is a row of runRows: its name, and for a row served partly by
+// other processes (its plugins), their process IDs, whose CPU time counts
+// towards the row's; procs is nil for a row served in this process alone.
+type benchRow struct {
+	name  string
+	procs func() []int
+}
+
 // benchSetup is one row of BenchmarkGateway: a server on loopback and how
-// the shared client sends it one request of the payload. Rows through the
-// plugin (a soft key, SoftHSM) are added by appending to the table that
-// gatewaySetups returns.
+// the shared client sends it one request of the payload.
 type benchSetup struct {
-	name string
-	do   func(hc *http.Client, payload []byte) error
+	benchRow
+	do func(hc *http.Client, payload []byte) error
 }
 
 const (
@@ -46,10 +52,23 @@ const (
 // server together: CPU from getrusage, allocations from the runtime's
 // counts) over loopback HTTP with the same client and the same echo origin:
 //
-//	plain    a POST of the payload to the origin, no OHTTP
-//	bare     plain plus the same HPKE and Binary HTTP work done inline with
-//	         circl, crypto/hkdf and crypto/cipher, no gateway code
-//	gateway  the gateway around the origin, the key in this process
+//	plain           a POST of the payload to the origin, no OHTTP
+//	bare            plain plus the same HPKE and Binary HTTP work done
+//	                inline with circl, crypto/hkdf and crypto/cipher, no
+//	                gateway code
+//	gateway         the gateway around the origin, the key in this process
+//	plugin-soft     the gateway with the same key served by the plugin
+//	                binary (a soft key file, in a twoway-hsm plugin process)
+//	plugin-softhsm  the gateway with a key on a SoftHSM2 token, served by
+//	                the plugin binary (softhsmProcesses processes)
+//
+// All rows use X25519 keys and the same client code. The plugin rows run
+// the real twoway-hsm binary, built once per test process, as a server
+// author loads it (plugins.NewClient); their CPU per request includes the
+// plugin processes' CPU time, reported on its own as -plugin-cpu-µs/req
+// too (their allocations are not counted: the -allocs/req are this
+// process's). Without SoftHSM2 the softhsm row is left out, or the
+// benchmark fails when TWOWAY_HSM_REQUIRED=1.
 //
 // Every request's response is opened and checked (an inner 200 and the
 // echoed payload). Each round runs benchBatch requests on each of
@@ -60,61 +79,104 @@ func BenchmarkGateway(b *testing.B) {
 	defer hc.CloseIdleConnections()
 	setups := gatewaySetups(b)
 	payload := bytes.Repeat([]byte("p"), benchPayload)
-	names := make([]string, len(setups))
+	rows := make([]benchRow, len(setups))
 	for j, s := range setups { // warm up and check every row
-		names[j] = s.name
+		rows[j] = s.benchRow
 		for range 20 {
 			if err := s.do(hc, payload); err != nil {
 				b.Fatalf("%s: %v", s.name, err)
 			}
 		}
 	}
-	runRows(b, names, func(j int) error {
+	runRows(b, rows, func(j int) error {
 		return runWorkers(func() error { return setups[j].do(hc, payload) })
 	})
 }
 
+// benchRatios are the pairs of rows whose ratio of requests per second
+// runRows reports, measured in the same run: what the gateway costs over
+// the bare work, and what the plugin costs over the key in this process.
+var benchRatios = [][2]string{{"gateway", "bare"}, {"plugin-soft", "gateway"}, {"plugin-softhsm", "gateway"}}
+
 // runRows runs the rows of a benchmark side by side: each iteration runs
 // every row's batch (benchWorkers × benchBatch requests) once, in rotating
 // order, and each row's requests per second, CPU per request (of the whole
-// process, from getrusage) and allocations per request (count and bytes,
-// from runtime.MemStats, of the whole process) are reported under its name;
-// with rows named bare and gateway, their ratio of requests per second too.
-func runRows(b *testing.B, names []string, batch func(row int) error) {
-	wall := make([]time.Duration, len(names))
-	cpu := make([]time.Duration, len(names))
-	mallocs := make([]uint64, len(names))
-	alloc := make([]uint64, len(names))
+// process, from getrusage, plus that of the row's other processes, read
+// from their CPU clocks before and after each batch) and allocations per
+// request (count and bytes, from runtime.MemStats, of this process) are
+// reported under its name; for the pairs of benchRatios present, their
+// ratio of requests per second too.
+func runRows(b *testing.B, rows []benchRow, batch func(row int) error) {
+	wall := make([]time.Duration, len(rows))
+	cpu := make([]time.Duration, len(rows))
+	other := make([]time.Duration, len(rows))
+	mallocs := make([]uint64, len(rows))
+	alloc := make([]uint64, len(rows))
 	var m0, m1 runtime.MemStats
 	b.ResetTimer()
 	for i := range b.N {
-		for k := range names {
-			j := (i + k) % len(names)
+		for k := range rows {
+			j := (i + k) % len(rows)
+			var p0 map[int]time.Duration
+			if rows[j].procs != nil {
+				p0 = procsCPU(b, rows[j].procs())
+			}
 			runtime.ReadMemStats(&m0)
 			c0, t0 := cpuTime(b), time.Now()
 			if err := batch(j); err != nil {
-				b.Fatalf("%s: %v", names[j], err)
+				b.Fatalf("%s: %v", rows[j].name, err)
 			}
 			wall[j] += time.Since(t0)
 			cpu[j] += cpuTime(b) - c0
 			runtime.ReadMemStats(&m1)
 			mallocs[j] += m1.Mallocs - m0.Mallocs
 			alloc[j] += m1.TotalAlloc - m0.TotalAlloc
+			if p0 != nil {
+				p1 := procsCPU(b, rows[j].procs())
+				if len(p1) != len(p0) {
+					b.Fatalf("%s: processes %v before the batch, %v after", rows[j].name, p0, p1)
+				}
+				for pid, c := range p1 {
+					c0, ok := p0[pid]
+					if !ok {
+						b.Fatalf("%s: processes %v before the batch, %v after", rows[j].name, p0, p1)
+					}
+					other[j] += c - c0
+				}
+			}
 		}
 	}
 	b.StopTimer()
 	n := float64(b.N * benchWorkers * benchBatch)
 	rate := map[string]float64{}
-	for j, name := range names {
-		rate[name] = n / wall[j].Seconds()
-		b.ReportMetric(rate[name], name+"-req/s")
-		b.ReportMetric(float64(cpu[j].Nanoseconds())/1e3/n, name+"-cpu-µs/req")
-		b.ReportMetric(float64(mallocs[j])/n, name+"-allocs/req")
-		b.ReportMetric(float64(alloc[j])/n, name+"-B/req")
+	for j, r := range rows {
+		rate[r.name] = n / wall[j].Seconds()
+		b.ReportMetric(rate[r.name], r.name+"-req/s")
+		b.ReportMetric(float64((cpu[j]+other[j]).Nanoseconds())/1e3/n, r.name+"-cpu-µs/req")
+		if r.procs != nil {
+			b.ReportMetric(float64(other[j].Nanoseconds())/1e3/n, r.name+"-plugin-cpu-µs/req")
+		}
+		b.ReportMetric(float64(mallocs[j])/n, r.name+"-allocs/req")
+		b.ReportMetric(float64(alloc[j])/n, r.name+"-B/req")
 	}
-	if rate["bare"] > 0 && rate["gateway"] > 0 {
-		b.ReportMetric(rate["gateway"]/rate["bare"], "gateway/bare-req/s")
+	for _, p := range benchRatios {
+		if rate[p[0]] > 0 && rate[p[1]] > 0 {
+			b.ReportMetric(rate[p[0]]/rate[p[1]], p[0]+"/"+p[1]+"-req/s")
+		}
 	}
+}
+
+// procsCPU returns the CPU time so far of each process of pids.
+func procsCPU(b *testing.B, pids []int) map[int]time.Duration {
+	m := make(map[int]time.Duration, len(pids))
+	for _, pid := range pids {
+		c, err := processCPU(pid)
+		if err != nil {
+			b.Fatalf("CPU time of process %d: %v", pid, err)
+		}
+		m[pid] = c
+	}
+	return m
 }
 
 // runWorkers calls do benchBatch times on each of benchWorkers goroutines,
@@ -149,9 +211,12 @@ func cpuTime(b *testing.B) time.Duration {
 // echo origin: bare (see bareGateway) and the gateway.
 type benchEnv struct {
 	sender        *twoway.RequestSender
+	rawKey        []byte // the private key's bytes, for a key file
 	keys          *twoway.Gateway
 	bare, gateway http.Handler
 }
+
+var benchSuite = hpke.NewSuite(hpke.KEM_X25519_HKDF_SHA256, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
 
 func newBenchEnv(b testing.TB) *benchEnv {
 	b.Helper()
@@ -159,11 +224,15 @@ func newBenchEnv(b testing.TB) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	sender, err := twoway.NewRequestSender(hpke.NewSuite(hpke.KEM_X25519_HKDF_SHA256, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM), 1, pub, nil)
+	sender, err := twoway.NewRequestSender(benchSuite, 1, pub, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	key, err := kem.FromCircl(priv)
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw, err := priv.MarshalBinary()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -175,17 +244,23 @@ func newBenchEnv(b testing.TB) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return &benchEnv{sender: sender, keys: keys, bare: bareGateway(b, priv, echo), gateway: gw}
+	return &benchEnv{sender: sender, rawKey: raw, keys: keys, bare: bareGateway(b, priv, echo), gateway: gw}
 }
 
 // seal seals a known-length POST of payload to the echo origin.
 func (e *benchEnv) seal(payload []byte) (*twoway.RequestSealer, error) {
+	return sealEcho(e.sender, payload)
+}
+
+// sealEcho seals a known-length POST of payload to the echo origin with
+// sender.
+func sealEcho(sender *twoway.RequestSender, payload []byte) (*twoway.RequestSealer, error) {
 	msg, err := bhttp.AppendRequest(nil, &bhttp.Request{Framing: bhttp.KnownLengthRequest, Method: "POST", Scheme: "https",
 		Authority: "origin.example", Path: "/"}, payload, nil)
 	if err != nil {
 		return nil, err
 	}
-	return e.sender.NewRequestSealer(bytes.NewReader(msg), []byte(gateway.RequestLabel))
+	return sender.NewRequestSealer(bytes.NewReader(msg), []byte(gateway.RequestLabel))
 }
 
 // openEcho opens the encapsulated response to s's request read from ct and
@@ -206,8 +281,8 @@ func openEcho(s *twoway.RequestSealer, ct io.Reader, payload []byte) error {
 	return nil
 }
 
-// gatewaySetups returns the rows plain, bare and gateway, all around the
-// echo origin.
+// gatewaySetups returns the rows plain, bare, gateway and those through the
+// plugin (see pluginSetups), all around the echo origin.
 func gatewaySetups(b *testing.B) []benchSetup {
 	env := newBenchEnv(b)
 	serve := func(h http.Handler) string {
@@ -217,7 +292,7 @@ func gatewaySetups(b *testing.B) []benchSetup {
 	}
 
 	plainURL := serve(echo)
-	plain := benchSetup{"plain", func(hc *http.Client, payload []byte) error {
+	plain := benchSetup{benchRow{name: "plain"}, func(hc *http.Client, payload []byte) error {
 		resp, err := hc.Post(plainURL+"/", "application/octet-stream", bytes.NewReader(payload))
 		if err != nil {
 			return err
@@ -230,9 +305,9 @@ func gatewaySetups(b *testing.B) []benchSetup {
 		return nil
 	}}
 
-	ohttpDo := func(url string) func(*http.Client, []byte) error {
+	ohttpDo := func(url string, sender *twoway.RequestSender) func(*http.Client, []byte) error {
 		return func(hc *http.Client, payload []byte) error {
-			s, err := env.seal(payload)
+			s, err := sealEcho(sender, payload)
 			if err != nil {
 				return err
 			}
@@ -247,7 +322,17 @@ func gatewaySetups(b *testing.B) []benchSetup {
 			return openEcho(s, resp.Body, payload)
 		}
 	}
-	return []benchSetup{plain, {"bare", ohttpDo(serve(env.bare))}, {"gateway", ohttpDo(serve(env.gateway))}}
+	setups := []benchSetup{plain,
+		{benchRow{name: "bare"}, ohttpDo(serve(env.bare), env.sender)},
+		{benchRow{name: "gateway"}, ohttpDo(serve(env.gateway), env.sender)}}
+	for _, p := range pluginSetups(b, env) {
+		gw, err := gateway.New(p.keys, echo, gateway.WithLogger(quietLogger()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		setups = append(setups, benchSetup{benchRow{p.name, p.client.PIDs}, ohttpDo(serve(gw), p.sender)})
+	}
+	return setups
 }
 
 // bareGateway is the least an OHTTP gateway must do, inline and with no

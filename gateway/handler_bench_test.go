@@ -44,9 +44,9 @@ func BenchmarkServeHTTP(b *testing.B) {
 		h.ServeHTTP(rec, req)
 		return rec
 	}
-	names := make([]string, len(rows))
+	brows := make([]benchRow, len(rows))
 	for j := range rows {
-		names[j] = rows[j].name
+		brows[j] = benchRow{name: rows[j].name}
 		rec := serve(rows[j].h)
 		rows[j].n = rec.Body.Len()
 		if rec.Code != 200 {
@@ -56,7 +56,7 @@ func BenchmarkServeHTTP(b *testing.B) {
 			b.Fatalf("%s: %v", rows[j].name, err)
 		}
 	}
-	runRows(b, names, func(j int) error {
+	runRows(b, brows, func(j int) error {
 		return runWorkers(func() error {
 			if rec := serve(rows[j].h); rec.Code != 200 || rec.Body.Len() != rows[j].n {
 				return fmt.Errorf("outer %d, %d bytes of %d", rec.Code, rec.Body.Len(), rows[j].n)
