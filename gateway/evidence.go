@@ -36,9 +36,10 @@ const (
 const (
 	// DefaultEvidenceRate and DefaultEvidenceBurst bound the TPM
 	// operations clients may cause (fresh evidence, activation): one a
-	// second on average, five at once.
+	// second on average, ten at once (a client's verification takes two:
+	// attest/attesthttp.Verify).
 	DefaultEvidenceRate  = 1.0
-	DefaultEvidenceBurst = 5
+	DefaultEvidenceBurst = 10
 	// DefaultEvidenceTimeout bounds one TPM operation.
 	DefaultEvidenceTimeout = 30 * time.Second
 	// evidenceRetryFailed is how long a failure to collect a key's

@@ -1,14 +1,18 @@
 package main
 
 import (
+	"context"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/twoway-hsm/twoway-hsm/attest"
+	"github.com/twoway-hsm/twoway-hsm/attest/attesthttp"
 	"github.com/twoway-hsm/twoway-hsm/gateway"
 	"github.com/twoway-hsm/twoway-hsm/testenv"
 )
@@ -43,6 +47,18 @@ func TestGatewayEvidence(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || !v.Verified || len(v.Keys) != 1 || v.Keys[0].Evidence == nil ||
 		v.Keys[0].Evidence.Binding != "verified" || !v.Keys[0].Evidence.Verified {
 		t.Fatalf("--json: %v %s", err, r.stdout)
+	}
+	// The package a client uses, against the gateway and its plugin.
+	pool := x509.NewCertPool()
+	for _, f := range []string{root, issuer} {
+		b, err := os.ReadFile(f)
+		if err != nil || !pool.AppendCertsFromPEM(b) {
+			t.Fatalf("%s: %v", f, err)
+		}
+	}
+	res, err := attesthttp.Verify(context.Background(), nil, g.url, attest.Options{Roots: pool})
+	if err != nil || !res.Attested() || len(res.Keys) != 1 || !res.Keys[0].Activated || res.Keys[0].Result.KeyID() != 1 {
+		t.Fatalf("attesthttp.Verify through the gateway's plugin: %v %+v", err, res)
 	}
 	// A wrong root.
 	stranger := testenv.StartSWTPM(t, testenv.SWTPMEKCert(""))
@@ -89,9 +105,9 @@ func TestGatewayEvidence(t *testing.T) {
 		t.Errorf("a bad challenge: %s %s", resp.Status, body)
 	}
 
-	// The rate limit: five at once, one a second.
+	// The rate limit: ten at once, one a second.
 	limited := 0
-	for range 12 {
+	for range 24 {
 		resp, err := http.Get(g.url + gateway.EvidenceSuffix + "?nonce=0011223344556677")
 		if err != nil {
 			t.Fatal(err)
@@ -110,7 +126,7 @@ func TestGatewayEvidence(t *testing.T) {
 		}
 	}
 	if limited == 0 {
-		t.Error("twelve requests for fresh evidence at once were not rate-limited")
+		t.Error("24 requests for fresh evidence at once were not rate-limited")
 	}
 	g.stop(t)
 	if logs := g.stderr.String(); strings.Contains(logs, `"level":"ERROR"`) {

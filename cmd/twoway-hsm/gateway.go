@@ -50,7 +50,7 @@ leave it (collected through the plugin at start and at each reload; PKCS#11
 and soft keys are listed as not attestable); ?nonce=HEX gives evidence the
 TPM makes for a client's nonce, and POST .../evidence/activate answers a
 credential-activation challenge with the key's TPM. Those two make the TPM
-work and are rate-limited (one a second, five at once; 429 with
+work and are rate-limited (one a second, ten at once; 429 with
 Retry-After). Clients check it with 'twoway-hsm attest verify --gateway
 URL --roots PEM'.
 
