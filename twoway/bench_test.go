@@ -5,6 +5,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/binary"
 	"io"
 	"runtime"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/cloudflare/circl/hpke"
 	ref "github.com/openpcc/twoway"
+	"github.com/quic-go/quic-go/quicvarint"
 
 	"github.com/twoway-hsm/twoway-hsm/internal/latency"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
@@ -43,9 +45,17 @@ type benchImpl struct {
 	run  func(b *testing.B)
 }
 
+// bodyReader hides a source's WriterTo, ReaderFrom and ByteReader, as an
+// HTTP request or response body does: the benchmarks read their sources
+// through it.
+type bodyReader struct{ r io.Reader }
+
+func (b *bodyReader) Read(p []byte) (int, error) { return b.r.Read(p) }
+
 // drainBody returns a benchmark body that seals or opens in with newReader
-// (a sealer or opener constructor) and reads the result to its end through
-// buf. The result must be a whole benchMsgLen-byte message or longer.
+// (a sealer or opener constructor), from a source that hides WriterTo and
+// ByteReader (bodyReader), and reads the result to its end through buf.
+// The result must be a whole benchMsgLen-byte message or longer.
 //
 // The media type is converted once, here: passed through a function value,
 // a []byte(...) made per call would escape and count as an allocation of
@@ -53,7 +63,7 @@ type benchImpl struct {
 func drainBody[O any, R io.Reader](newReader func(io.Reader, []byte, ...O) (R, error), in []byte, mediaType string, opts []O, buf []byte) func(b *testing.B) {
 	mt := []byte(mediaType)
 	return func(b *testing.B) {
-		r, err := newReader(bytes.NewReader(in), mt, opts...)
+		r, err := newReader(&bodyReader{bytes.NewReader(in)}, mt, opts...)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -65,9 +75,10 @@ func drainBody[O any, R io.Reader](newReader func(io.Reader, []byte, ...O) (R, e
 
 // chunkedRuns seals a request of pt and a response of resp with one
 // implementation's sealer and opener constructors, and returns the bodies
-// of its four chunked operations: request seal and open, response seal and
-// open.
-func chunkedRuns[O any, S requestSealer[O], Op requestOpener[O, RS], RS io.Reader](b *testing.B, newSealer func(io.Reader, []byte, ...O) (S, error), newOpener func(io.Reader, []byte, ...O) (Op, error), opts []O, pt, resp, buf []byte) [4]func(*testing.B) {
+// of its four chunked operations (request seal and open, response seal and
+// open, each read through buf) and their sources: pt, the sealed request,
+// resp and the sealed response.
+func chunkedRuns[O any, S requestSealer[O], Op requestOpener[O, RS], RS io.Reader](b *testing.B, newSealer func(io.Reader, []byte, ...O) (S, error), newOpener func(io.Reader, []byte, ...O) (Op, error), opts []O, pt, resp, buf []byte) ([4]func(*testing.B), [4][]byte) {
 	s, err := newSealer(bytes.NewReader(pt), []byte("q"), opts...)
 	if err != nil {
 		b.Fatal(err)
@@ -88,44 +99,88 @@ func chunkedRuns[O any, S requestSealer[O], Op requestOpener[O, RS], RS io.Reade
 		drainBody(newOpener, encReq, "q", opts, buf),
 		drainBody(o.NewResponseSealer, resp, "a", opts, buf),
 		drainBody(s.NewResponseOpener, encResp, "a", opts, buf),
-	}
+	}, [4][]byte{pt, encReq, resp, encResp}
 }
 
+// The sizes the chunked benchmarks read with: io.Copy's buffer, which holds
+// two 16 KiB chunks, and io.Discard's (bufio's), which holds none.
+var benchReadLens = []struct {
+	name string
+	n    int
+}{{"32KiB", benchCopyLen}, {"8KiB", 8 << 10}}
+
 // chunkedOps prepares the chunked benchmarks: 16 MiB messages in 16 KiB
-// chunks, read through a 32 KiB buffer.
-func chunkedOps(b *testing.B) []benchOp {
+// chunks, read through a buffer of readLen bytes.
+//
+// "limit" is the streaming limit: copy each 16 KiB chunk once from the
+// operation's own source (the plaintext for seals, the sealed message for
+// opens, the buffer ours reads), then seal it in place with AES-128-GCM.
+// The opens also get "limit-open": copy each sealed chunk once from a
+// message laid out as ours (prefix, 4-byte length prefixes), then open it in
+// place, for AES-GCM opens more slowly than it seals.
+func chunkedOps(b *testing.B, readLen int) []benchOp {
 	pk, sk := keyPair(b, hpke.KEM_X25519_HKDF_SHA256, "bench")
 	pt := pattern(benchMsgLen)
 	resp := pattern(benchMsgLen)
-	buf := make([]byte, benchCopyLen)
-	ours := chunkedRuns(b,
+	buf := make([]byte, readLen)
+	ours, srcs := chunkedRuns(b,
 		must(twoway.NewRequestSender(testSuite, 1, pk, nil)).NewRequestSealer,
 		must(twoway.NewRequestReceiver(testSuite, 1, sk, nil)).NewRequestOpener,
 		[]twoway.Option{twoway.EnableChunking(), twoway.WithMaxChunkPlaintextLen(benchChunkLen)},
 		pt, resp, buf)
-	reference := chunkedRuns(b,
+	reference, _ := chunkedRuns(b,
 		must(ref.NewRequestSender(testSuite, 1, pk, nil)).NewRequestSealer,
 		must(ref.NewRequestReceiver(testSuite, 1, sk, nil)).NewRequestOpener,
 		[]ref.Option{ref.EnableChunking(), ref.WithMaxChunkPlaintextLen(benchChunkLen)},
 		pt, resp, buf)
 
-	// the streaming limit: copy each chunk of plaintext once, then seal it
-	// in place with AES-128-GCM
 	block, _ := aes.NewCipher(make([]byte, 16))
 	gcm, _ := cipher.NewGCM(block)
 	nonce := make([]byte, 12)
 	cbuf := make([]byte, benchChunkLen+16)
-	limit := benchImpl{"limit", func(b *testing.B) {
-		for i := 0; i < len(pt); i += benchChunkLen {
-			n := copy(cbuf, pt[i:min(i+benchChunkLen, len(pt))])
-			gcm.Seal(cbuf[:0], nonce, cbuf[:n], nil)
-			nonce[11]++
+	limit := func(src []byte) benchImpl {
+		return benchImpl{"limit", func(b *testing.B) {
+			for i := 0; i < benchMsgLen; i += benchChunkLen {
+				n := copy(cbuf, src[i:i+benchChunkLen])
+				gcm.Seal(cbuf[:0], nonce, cbuf[:n], nil)
+				nonce[11]++
+			}
+		}}
+	}
+	// limitOpen opens 1024 chunks sealed under nonces 0 to 1023, laid out
+	// as ours are: prefix bytes, then each chunk behind its 4-byte length.
+	limitOpen := func(prefix int) benchImpl {
+		const ctLen = benchChunkLen + 16
+		msg := make([]byte, prefix, prefix+benchMsgLen/benchChunkLen*(4+ctLen))
+		var nn [12]byte
+		for i := 0; i < benchMsgLen; i += benchChunkLen {
+			binary.BigEndian.PutUint32(nn[8:], uint32(i/benchChunkLen))
+			msg = quicvarint.Append(msg, ctLen)
+			msg = gcm.Seal(msg, nn[:], pt[i:i+benchChunkLen], nil)
 		}
-	}}
+		return benchImpl{"limit-open", func(b *testing.B) {
+			var nn [12]byte
+			off := prefix
+			for i := range benchMsgLen / benchChunkLen {
+				binary.BigEndian.PutUint32(nn[8:], uint32(i))
+				off += 4
+				n := copy(cbuf, msg[off:off+ctLen])
+				off += n
+				if _, err := gcm.Open(cbuf[:0], nn[:], cbuf[:n], nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}}
+	}
+	headers := [4]int{0, 7 + 32, 0, 16} // what precedes an open's first chunk
 
 	var ops []benchOp
 	for i, name := range []string{"RequestSeal", "RequestOpen", "ResponseSeal", "ResponseOpen"} {
-		ops = append(ops, benchOp{name, []benchImpl{limit, {"ours", ours[i]}, {"reference", reference[i]}}})
+		impls := []benchImpl{limit(srcs[i]), {"ours", ours[i]}, {"reference", reference[i]}}
+		if i%2 == 1 {
+			impls = append(impls, limitOpen(headers[i]))
+		}
+		ops = append(ops, benchOp{name, impls})
 	}
 	return ops
 }
@@ -133,7 +188,7 @@ func chunkedOps(b *testing.B) []benchOp {
 // BenchmarkChunked runs each implementation of each operation as its own
 // sub-benchmark, for allocations per operation.
 func BenchmarkChunked(b *testing.B) {
-	for _, op := range chunkedOps(b) {
+	for _, op := range chunkedOps(b, benchCopyLen) {
 		for _, impl := range op.impls {
 			b.Run("op="+op.name+"/impl="+impl.name, func(b *testing.B) {
 				b.SetBytes(benchMsgLen)
@@ -149,21 +204,29 @@ func BenchmarkChunked(b *testing.B) {
 // BenchmarkChunkedPaired runs the implementations of each operation in turn
 // within every iteration, so that they share the machine's noise, and
 // reports each one's median throughput ("<impl>-MB/s") and the ratios of
-// the medians ("ours/limit", "ours/reference").
+// the medians ("ours/limit", "ours/reference", and for the opens
+// "ours/limit-open"), for reads of 32 KiB (io.Copy's) and 8 KiB
+// (io.Discard's).
 func BenchmarkChunkedPaired(b *testing.B) {
-	for _, op := range chunkedOps(b) {
-		b.Run("op="+op.name, func(b *testing.B) {
-			meds := pairedMedians(b, op.impls)
-			mbps := map[string]float64{}
-			for j, impl := range op.impls {
-				mbps[impl.name] = benchMsgLen / meds[j].Seconds() / 1e6
-				b.ReportMetric(mbps[impl.name], impl.name+"-MB/s")
-			}
-			b.ReportMetric(mbps["ours"]/mbps["limit"], "ours/limit")
-			b.ReportMetric(mbps["ours"]/mbps["reference"], "ours/reference")
-			b.ReportMetric(mbps["reference"]/mbps["limit"], "reference/limit")
-			b.ReportMetric(0, "ns/op") // the per-iteration time mixes three implementations
-		})
+	for _, rl := range benchReadLens {
+		for _, op := range chunkedOps(b, rl.n) {
+			b.Run("op="+op.name+"/read="+rl.name, func(b *testing.B) {
+				meds := pairedMedians(b, op.impls)
+				mbps := map[string]float64{}
+				for j, impl := range op.impls {
+					mbps[impl.name] = benchMsgLen / meds[j].Seconds() / 1e6
+					b.ReportMetric(mbps[impl.name], impl.name+"-MB/s")
+				}
+				b.ReportMetric(mbps["ours"]/mbps["limit"], "ours/limit")
+				b.ReportMetric(mbps["ours"]/mbps["reference"], "ours/reference")
+				b.ReportMetric(mbps["reference"]/mbps["limit"], "reference/limit")
+				if lo, ok := mbps["limit-open"]; ok {
+					b.ReportMetric(mbps["ours"]/lo, "ours/limit-open")
+					b.ReportMetric(lo/mbps["limit"], "limit-open/limit")
+				}
+				b.ReportMetric(0, "ns/op") // the per-iteration time mixes the implementations
+			})
+		}
 	}
 }
 
