@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/twoway-hsm/twoway-hsm/attest"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
@@ -38,7 +40,7 @@ const (
 	// operations clients may cause (fresh evidence, activation): one a
 	// second on average, ten at once (a client's verification takes two:
 	// attest/attesthttp.Verify).
-	DefaultEvidenceRate  = 1.0
+	DefaultEvidenceRate  rate.Limit = 1
 	DefaultEvidenceBurst = 10
 	// DefaultEvidenceTimeout bounds one TPM operation.
 	DefaultEvidenceTimeout = 30 * time.Second
@@ -100,7 +102,7 @@ type cachedEvidence struct {
 
 type evidenceConfig struct {
 	path    string
-	limiter *Limiter
+	limiter *rate.Limiter
 	timeout time.Duration
 	maxAge  time.Duration
 	logger  *slog.Logger
@@ -122,10 +124,12 @@ func WithEvidencePath(p string) EvidenceOption {
 }
 
 // WithEvidenceLimiter sets the rate limit of fresh evidence and
-// activation (default NewLimiter(DefaultEvidenceRate,
-// DefaultEvidenceBurst)). Pass the same Limiter to the handlers of
-// successive reloads so that a reload does not refill it.
-func WithEvidenceLimiter(l *Limiter) EvidenceOption {
+// activation, a token bucket of golang.org/x/time/rate (default
+// rate.NewLimiter(DefaultEvidenceRate, DefaultEvidenceBurst)); a request
+// past it is answered 429 with Retry-After. Pass the same Limiter to the
+// handlers of successive reloads so that a reload does not refill it (its
+// SetLimit and SetBurst change it in place).
+func WithEvidenceLimiter(l *rate.Limiter) EvidenceOption {
 	return func(c *evidenceConfig) error {
 		if l == nil {
 			return errors.New("gateway: nil evidence limiter")
@@ -186,7 +190,7 @@ func NewEvidenceHandler(ctx context.Context, keys *twoway.Gateway, attesters map
 		}
 	}
 	if c.limiter == nil {
-		c.limiter = NewLimiter(DefaultEvidenceRate, DefaultEvidenceBurst)
+		c.limiter = rate.NewLimiter(DefaultEvidenceRate, DefaultEvidenceBurst)
 	}
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)
@@ -458,9 +462,13 @@ func (h *EvidenceHandler) activator(ctx context.Context, ch *attest.Challenge, k
 
 // allow takes a token of the rate limit, or answers 429 with Retry-After.
 func (h *EvidenceHandler) allow(w http.ResponseWriter, r *http.Request) bool {
-	ok, wait := h.cfg.limiter.Allow()
-	if ok {
-		return true
+	res := h.cfg.limiter.Reserve()
+	wait := time.Hour // a burst of 0 never allows one
+	if res.OK() {
+		if wait = res.Delay(); wait == 0 {
+			return true
+		}
+		res.Cancel() // refused: the token is not spent
 	}
 	secs := int((wait + time.Second - 1) / time.Second)
 	w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))

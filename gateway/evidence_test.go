@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/twoway-hsm/twoway-hsm/attest"
 	"github.com/twoway-hsm/twoway-hsm/attest/attesthttp"
 	"github.com/twoway-hsm/twoway-hsm/gateway"
@@ -162,7 +164,7 @@ func getEvidence(t *testing.T, u string) (*http.Response, []byte) {
 // credential activation through the gateway; the soft key is reported
 // not attestable with its reason; a stale or wrong nonce is refused.
 func TestEvidenceTPM(t *testing.T) {
-	e := startEvidence(t, true, gateway.WithEvidenceLimiter(gateway.NewLimiter(100, 100)))
+	e := startEvidence(t, true, gateway.WithEvidenceLimiter(rate.NewLimiter(100, 100)))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
@@ -362,7 +364,7 @@ func TestEvidenceBadInput(t *testing.T) {
 // bucket; past it, 429 with Retry-After, and the cached evidence is still
 // served.
 func TestEvidenceRateLimit(t *testing.T) {
-	e := startEvidence(t, false, gateway.WithEvidenceLimiter(gateway.NewLimiter(0.01, 2)))
+	e := startEvidence(t, false, gateway.WithEvidenceLimiter(rate.NewLimiter(0.01, 2)))
 	fresh := e.url + gateway.EvidenceSuffix + "?nonce=00112233"
 	for i := range 2 {
 		if resp, b := getEvidence(t, fresh); resp.StatusCode != 200 {
@@ -392,100 +394,5 @@ func TestEvidenceRateLimit(t *testing.T) {
 		if resp, b := getEvidence(t, e.url+gateway.EvidenceSuffix); resp.StatusCode != 200 {
 			t.Fatalf("cached evidence: %s %s", resp.Status, b)
 		}
-	}
-}
-
-// TestLimiter: a token bucket's arithmetic.
-func TestLimiter(t *testing.T) {
-	l := gateway.NewLimiter(2, 3)
-	for i := range 3 {
-		if ok, _ := l.Allow(); !ok {
-			t.Fatalf("token %d refused", i)
-		}
-	}
-	ok, wait := l.Allow()
-	if ok || wait <= 0 || wait > 600*time.Millisecond {
-		t.Fatalf("past the burst: %v %v", ok, wait)
-	}
-	time.Sleep(wait + 20*time.Millisecond)
-	if ok, _ := l.Allow(); !ok {
-		t.Fatal("no token after the wait")
-	}
-}
-
-// failingAttester fails as a TPM that does not answer would, with an
-// error that names a path.
-type failingAttester struct{ calls *int }
-
-func (f failingAttester) Attest(context.Context, twoway.KeyConfig, []byte) (*attest.Evidence, error) {
-	*f.calls++
-	return nil, errors.New("plugins: key tpm2:file=/etc/secret-place/gw.pem: tpm2: the TPM did not answer")
-}
-
-func (f failingAttester) Activate(context.Context, *attest.Challenge) (*attest.Answer, error) {
-	return nil, errors.New("unreachable")
-}
-
-// TestEvidenceCollectFailure: a key whose evidence cannot be collected is
-// listed with a problem that is not "not attestable" and does not name
-// the key's reference; the failure is cached (the TPM is not asked again
-// by every GET); a key without an attester is not attestable; activation
-// by key id for a key without evidence is 400.
-func TestEvidenceCollectFailure(t *testing.T) {
-	keys := newKeys(t)
-	k, err := kem.GenerateKey(kem.DHKEMX25519HKDFSHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := keys.AddKey(2, k, testSuite); err != nil {
-		t.Fatal(err)
-	}
-	calls := 0
-	eh, err := gateway.NewEvidenceHandler(context.Background(), keys, map[byte]gateway.Attester{1: failingAttester{&calls}},
-		gateway.WithEvidencePath("/gw"), gateway.WithEvidenceLogger(quietLogger()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(eh)
-	defer srv.Close()
-	for range 3 {
-		resp, body := getEvidence(t, srv.URL+"/gw"+gateway.EvidenceSuffix)
-		if resp.StatusCode != 200 {
-			t.Fatalf("%s %s", resp.Status, body)
-		}
-		set, err := attest.ParseEvidenceSet(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		failed, none := set.Keys[0], set.Keys[1]
-		if failed.Evidence != nil || failed.NotAttestable || !strings.Contains(failed.Problem, "could not be collected") || strings.Contains(string(body), "secret-place") {
-			t.Errorf("the failed key's entry: %+v", failed)
-		}
-		if none.KeyID != 2 || !none.NotAttestable || errors.Is(failed.Err(), attest.ErrNotAttestable) || !errors.Is(none.Err(), attest.ErrNotAttestable) {
-			t.Errorf("entries: %+v %+v", failed, none)
-		}
-	}
-	if calls != 1 {
-		t.Errorf("the failing TPM was asked %d times for cached evidence, want once", calls)
-	}
-	resp, _ := postChallenge(t, srv.URL+"/gw", "application/json",
-		[]byte(`{"version":1,"ek_public":"AA==","ak_public":"AA==","credential_blob":"AA==","encrypted_secret":"AA=="}`))
-	if resp.StatusCode != 400 {
-		t.Errorf("activation with no evidence at all: %s", resp.Status)
-	}
-	req, _ := http.NewRequest("POST", srv.URL+"/gw"+gateway.ActivateSuffix+"?key_id=1", strings.NewReader(`{"version":1,"ek_public":"AA==","ak_public":"AA==","credential_blob":"AA==","encrypted_secret":"AA=="}`))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 400 || !strings.Contains(problemOf(t, body).Detail, "key id 1 has no evidence") {
-		t.Errorf("activation by key id without evidence: %s %s", resp.Status, body)
-	}
-	// Elsewhere: 404.
-	if resp, _ := getEvidence(t, srv.URL+"/gw/other"); resp.StatusCode != 404 {
-		t.Errorf("another path: %s", resp.Status)
 	}
 }

@@ -99,7 +99,9 @@ URL/evidence?nonce=HEX, verifies the evidence of every published key as
 above, and runs credential activation through the gateway
 (URL/evidence/activate), whose plugin answers with the key's TPM. It
 exits 0 only when every published key is attested; a PKCS#11 or soft key
-is reported as not attestable.
+is reported as not attestable. --ca-cert FILE trusts a gateway whose TLS
+certificate a private CA issued, and --client-cert/--client-key present a
+client certificate (a gateway that requires mutual TLS).
 
 Examples:
   twoway-hsm attest verify --gateway https://gw.example/.well-known/ohttp-gateway --roots tpm-roots.pem
@@ -262,6 +264,8 @@ func runAttestVerify(ctx context.Context, env *environment, args []string) int {
 	allowImported := c.fs.Bool("allow-imported", false, "accept a key imported into the TPM (it existed outside the TPM)")
 	allowSign := c.fs.Bool("allow-sign", false, "accept a key that can sign as well as decrypt")
 	gwURL := c.fs.String("gateway", "", "verify a running gateway instead of a FILE: its `URL` (the gateway path, e.g. https://gw.example/.well-known/ohttp-gateway)")
+	var tlsf tlsFlags // for --gateway
+	tlsf.register(c.fs)
 	pos, code, ok := c.parse(args)
 	if !ok {
 		return code
@@ -275,8 +279,15 @@ func runAttestVerify(ctx context.Context, env *environment, args []string) int {
 		case *keyConfig != "" || *nonceHex != "" || *activate != "" || *skip || *anyNonce:
 			return c.fail(usagef("--gateway fetches the key configuration, sends its own nonce and activates through the gateway: --key-config, --nonce, --any-nonce, --activate and --skip-activation do not apply"))
 		}
+		if err := tlsf.check(); err != nil {
+			return c.fail(err)
+		}
+		hc, err := tlsf.httpClient()
+		if err != nil {
+			return c.fail(err)
+		}
+		defer hc.CloseIdleConnections()
 		opts := attest.Options{AllowImported: *allowImported, AllowSign: *allowSign}
-		var err error
 		if opts.Roots, err = certPool(env, roots); err != nil {
 			return c.fail(fmt.Errorf("--roots: %w", err))
 		}
@@ -285,9 +296,11 @@ func runAttestVerify(ctx context.Context, env *environment, args []string) int {
 				return c.fail(fmt.Errorf("--intermediates: %w", err))
 			}
 		}
-		return verifyGateway(ctx, c, *gwURL, opts)
+		return verifyGateway(ctx, c, hc, *gwURL, opts)
 	}
 	switch {
+	case tlsf != (tlsFlags{}):
+		return c.fail(usagef("--ca-cert, --client-cert and --client-key are for --gateway"))
 	case len(pos) != 1:
 		return c.fail(usagef("want one evidence FILE, got %d arguments", len(pos)))
 	case len(roots) == 0:

@@ -35,10 +35,9 @@ type gatewayKeyView struct {
 // verifyGateway is attest verify --gateway URL: the key configuration and
 // fresh evidence for a random nonce from the gateway, verified, and
 // credential activation through the gateway (package attesthttp).
-func verifyGateway(ctx context.Context, c *cmdline, gwURL string, opts attest.Options) int {
+func verifyGateway(ctx context.Context, c *cmdline, hc *http.Client, gwURL string, opts attest.Options) int {
 	ctx, cancel := context.WithTimeout(ctx, gatewayVerifyTimeout)
 	defer cancel()
-	hc := &http.Client{Timeout: time.Minute}
 	res, err := attesthttp.Verify(ctx, hc, gwURL, opts)
 	if res == nil {
 		return c.fail(fmt.Errorf("evidence NOT verified: %w", err))

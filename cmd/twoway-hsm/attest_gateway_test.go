@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -68,10 +69,16 @@ func TestGatewayEvidence(t *testing.T) {
 	runFail(t, nil, exitUsage, "not both", append(verify, "x.json")...)
 	runFail(t, nil, exitUsage, "do not apply", append(verify, "--nonce", "00")...)
 	runFail(t, nil, exitUsage, "missing --roots", "attest", "verify", "--gateway", g.url)
+	runFail(t, nil, exitUsage, "are for --gateway", "attest", "verify", "x.json", "--roots", root, "--ca-cert", root)
+	runFail(t, nil, exitUsage, "--client-cert and --client-key go together", append(verify, "--client-cert", root)...)
+	junk := filepath.Join(t.TempDir(), "junk.pem")
+	os.WriteFile(junk, []byte("not a certificate"), 0o644)
+	runFail(t, nil, exitFailure, "no PEM certificate", append(verify, "--ca-cert", junk)...)
 	g.stop(t) // swtpm serves one connection: the next gateway's plugin takes it
 
 	// A TPM key and a soft key.
-	g = startGateway(t, nil, "--listen", "127.0.0.1:0", "--key", "1="+tref, "--key", "2="+sref, "--target", origin.URL)
+	g = startGateway(t, nil, "--listen", "127.0.0.1:0", "--key", "1="+tref, "--key", "2="+sref, "--target", origin.URL,
+		"--evidence-rate", "0.05", "--evidence-burst", "3")
 	verify = []string{"attest", "verify", "--gateway", g.url, "--roots", root, "--intermediates", issuer}
 	r = runFail(t, nil, exitFailure, "evidence NOT verified for every key", verify...)
 	for _, want := range []string{"key id:         2", "verified:       NO, not attestable", "software key", "verified:       yes"} {
@@ -105,9 +112,11 @@ func TestGatewayEvidence(t *testing.T) {
 		t.Errorf("a bad challenge: %s %s", resp.Status, body)
 	}
 
-	// The rate limit: ten at once, one a second.
+	// The rate limit, --evidence-burst 3 and --evidence-rate 0.05 (one in
+	// 20 s): the verification above took two tokens, so one more request
+	// gets fresh evidence and the others are told to come back in 20 s.
 	limited := 0
-	for range 24 {
+	for range 6 {
 		resp, err := http.Get(g.url + gateway.EvidenceSuffix + "?nonce=0011223344556677")
 		if err != nil {
 			t.Fatal(err)
@@ -117,16 +126,16 @@ func TestGatewayEvidence(t *testing.T) {
 		switch resp.StatusCode {
 		case 200:
 		case http.StatusTooManyRequests:
-			if resp.Header.Get("Retry-After") == "" {
-				t.Error("429 without Retry-After")
+			if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 15 || ra > 20 {
+				t.Errorf("429 with Retry-After %q; want about 20 s (--evidence-rate 0.05)", resp.Header.Get("Retry-After"))
 			}
 			limited++
 		default:
 			t.Fatalf("fresh evidence: %s", resp.Status)
 		}
 	}
-	if limited == 0 {
-		t.Error("24 requests for fresh evidence at once were not rate-limited")
+	if limited != 5 {
+		t.Errorf("%d of 6 requests for fresh evidence rate-limited; want 5 (--evidence-burst 3, two taken)", limited)
 	}
 	g.stop(t)
 	if logs := g.stderr.String(); strings.Contains(logs, `"level":"ERROR"`) {

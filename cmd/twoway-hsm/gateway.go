@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"strconv"
@@ -104,6 +105,8 @@ type gatewayConfig struct {
 	IdleTimeout       duration          `json:"idle_timeout,omitempty"`
 	ShutdownTimeout   duration          `json:"shutdown_timeout,omitempty"`
 	CacheMaxAge       duration          `json:"cache_max_age,omitempty"`
+	EvidenceRate      float64           `json:"evidence_rate,omitempty"`
+	EvidenceBurst     int               `json:"evidence_burst,omitempty"`
 }
 
 // gatewayKeyEntry is one key of the configuration.
@@ -181,6 +184,12 @@ func (c gatewayConfig) withDefaults() gatewayConfig {
 	if c.CacheMaxAge == 0 {
 		c.CacheMaxAge = duration(gatewayDefaultCacheMaxAge)
 	}
+	if c.EvidenceRate == 0 {
+		c.EvidenceRate = float64(gateway.DefaultEvidenceRate)
+	}
+	if c.EvidenceBurst == 0 {
+		c.EvidenceBurst = gateway.DefaultEvidenceBurst
+	}
 	return c
 }
 
@@ -255,7 +264,7 @@ func (c *gatewayConfig) validate() error {
 		}
 	}
 	if c.MaxConcurrent < 1 || c.MaxRequestLen < 1 || c.MaxResponseLen < 1 || c.HandlerTimeout <= 0 || c.OriginTimeout <= 0 || c.ShutdownTimeout <= 0 || c.CacheMaxAge <= 0 ||
-		c.ReadHeaderTimeout <= 0 || c.IdleTimeout <= 0 {
+		c.ReadHeaderTimeout <= 0 || c.IdleTimeout <= 0 || !(c.EvidenceRate > 0) || math.IsInf(c.EvidenceRate, 0) || c.EvidenceBurst < 1 {
 		return usagef("limits and timeouts must be positive")
 	}
 	return nil
@@ -304,6 +313,8 @@ func runGateway(ctx context.Context, env *environment, args []string) int {
 		idleTO     = c.fs.Duration("idle-timeout", gateway.ServerIdleTimeout, "how long an idle keep-alive connection stays open")
 		shutdownTO = c.fs.Duration("shutdown-timeout", gatewayDefaultShutdownTimeout, "on SIGTERM, the time requests in flight have to finish")
 		maxAge     = c.fs.Duration("cache-max-age", gatewayDefaultCacheMaxAge, "Cache-Control max-age of the key configuration (keep it shorter than a rotation's overlap)")
+		evRate     = c.fs.Float64("evidence-rate", float64(gateway.DefaultEvidenceRate), "fresh evidence and activations (TPM work clients cause) allowed a `second`, on average, for all clients together; beyond: 429")
+		evBurst    = c.fs.Int("evidence-burst", gateway.DefaultEvidenceBurst, "fresh evidence and activations allowed at once (a client's verification takes two)")
 		verbose    = c.fs.Bool("v", false, "log at debug level, the plugins' records included")
 	)
 	c.fs.StringVar(&cfg.Listen, "listen", "", "the `address` to serve OHTTP on, e.g. 127.0.0.1:8080")
@@ -354,6 +365,7 @@ func runGateway(ctx context.Context, env *environment, args []string) int {
 		cfg.HandlerTimeout, cfg.OriginTimeout = duration(*handlerTO), duration(*originTO)
 		cfg.ShutdownTimeout, cfg.CacheMaxAge = duration(*shutdownTO), duration(*maxAge)
 		cfg.ReadHeaderTimeout, cfg.IdleTimeout = duration(*headerTO), duration(*idleTO)
+		cfg.EvidenceRate, cfg.EvidenceBurst = *evRate, *evBurst
 		cfg = cfg.withDefaults()
 	}
 	if err := cfg.validate(); err != nil {

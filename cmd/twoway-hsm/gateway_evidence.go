@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/twoway-hsm/twoway-hsm/gateway"
 )
 
@@ -20,8 +22,11 @@ func (g *gatewayCmd) newEvidence(ctx context.Context, kr *keyring, cfg gatewayCo
 		attesters[id] = k
 	}
 	g.evidenceOnce.Do(func() {
-		g.evidenceLimiter = gateway.NewLimiter(gateway.DefaultEvidenceRate, gateway.DefaultEvidenceBurst)
+		g.evidenceLimiter = rate.NewLimiter(rate.Limit(cfg.EvidenceRate), cfg.EvidenceBurst)
 	})
+	// A reload changes the bucket's rate and size, not its tokens.
+	g.evidenceLimiter.SetLimit(rate.Limit(cfg.EvidenceRate))
+	g.evidenceLimiter.SetBurst(cfg.EvidenceBurst)
 	return gateway.NewEvidenceHandler(ctx, kr.tw, attesters,
 		gateway.WithEvidencePath(cfg.Path),
 		gateway.WithEvidenceLimiter(g.evidenceLimiter),

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
 
 	"github.com/twoway-hsm/twoway-hsm/gateway"
 	"github.com/twoway-hsm/twoway-hsm/plugins"
@@ -38,7 +39,7 @@ type gatewayCmd struct {
 	certs   certLoader
 
 	evidenceOnce    sync.Once
-	evidenceLimiter *gateway.Limiter // shared by every keyring's evidence handler
+	evidenceLimiter *rate.Limiter // shared by every keyring's evidence handler
 
 	reloadMu sync.Mutex // one reload at a time
 	cfg      gatewayConfig
