@@ -30,3 +30,42 @@ var (
 	// ErrUnavailable: the device cannot be reached.
 	ErrUnavailable = errors.New("keystore: device unavailable")
 )
+
+// KindError is an error of a backend's store classified under a keystore
+// sentinel: its text is the backend's error's, and it matches both the
+// sentinel (Kind) and the backend's own errors (errors.Is, errors.As).
+type KindError struct {
+	Kind error // a sentinel of this package, such as ErrNotFound
+	Err  error
+}
+
+func (e *KindError) Error() string   { return e.Err.Error() }
+func (e *KindError) Unwrap() []error { return []error{e.Kind, e.Err} }
+
+// ErrorKind maps a backend's error onto the sentinel it is.
+type ErrorKind struct{ Backend, Store error }
+
+// Classify returns err so that it matches the Store sentinel of the first
+// kind whose Backend error it matches: as it is when it matches that
+// sentinel already or is a *KindError, wrapped in a *KindError otherwise,
+// and unchanged when no kind fits. Stores use it on every error of their
+// backend so that callers test errors.Is(err, keystore.ErrNotFound) and so
+// on whatever the scheme.
+func Classify(err error, kinds []ErrorKind) error {
+	if err == nil {
+		return nil
+	}
+	var ke *KindError
+	if errors.As(err, &ke) {
+		return err
+	}
+	for _, k := range kinds {
+		if errors.Is(err, k.Backend) {
+			if errors.Is(err, k.Store) {
+				return err
+			}
+			return &KindError{Kind: k.Store, Err: err}
+		}
+	}
+	return err
+}

@@ -71,57 +71,30 @@ type Store struct {
 
 var _ keystore.Store = Store{}
 
-// storeError is an error of the store: its text is the backend's, and it
-// matches both a keystore sentinel and the backend's own (errors.Is).
-type storeError struct {
-	kind error // a keystore sentinel
-	err  error
-}
-
-func (e *storeError) Error() string   { return e.err.Error() }
-func (e *storeError) Unwrap() []error { return []error{e.kind, e.err} }
-
 // kinds maps the errors of hsm/pkcs11 onto the keystore sentinels, first
 // match first.
-var kinds = []struct{ backend, store error }{
-	{pkcs11.ErrInvalidURI, keystore.ErrInvalidRef},
-	{pkcs11.ErrPINIncorrect, keystore.ErrAuth},
-	{pkcs11.ErrPINLocked, keystore.ErrAuth},
-	{pkcs11.ErrPINSource, keystore.ErrSecretRequired},
-	{pkcs11.ErrKeyNotFound, keystore.ErrNotFound},
-	{pkcs11.ErrTokenNotFound, keystore.ErrNotFound},
-	{pkcs11.ErrKeyExists, keystore.ErrExists},
-	{ErrLabelExists, keystore.ErrExists},
-	{pkcs11.ErrUnsupportedKeyType, keystore.ErrUnsupported},
-	{pkcs11.ErrKeyNotDerivable, keystore.ErrUnsupported},
-	{pkcs11.ErrKeyExtractable, keystore.ErrUnsupported},
-	{pkcs11.ErrModuleNotFound, keystore.ErrUnavailable},
-	{pkcs11.ErrModuleLoad, keystore.ErrUnavailable},
-	{pkcs11.ErrTokenUnavailable, keystore.ErrUnavailable},
+var kinds = []keystore.ErrorKind{
+	{Backend: pkcs11.ErrInvalidURI, Store: keystore.ErrInvalidRef},
+	{Backend: pkcs11.ErrPINIncorrect, Store: keystore.ErrAuth},
+	{Backend: pkcs11.ErrPINLocked, Store: keystore.ErrAuth},
+	{Backend: pkcs11.ErrPINSource, Store: keystore.ErrSecretRequired},
+	{Backend: pkcs11.ErrKeyNotFound, Store: keystore.ErrNotFound},
+	{Backend: pkcs11.ErrTokenNotFound, Store: keystore.ErrNotFound},
+	{Backend: pkcs11.ErrKeyExists, Store: keystore.ErrExists},
+	{Backend: ErrLabelExists, Store: keystore.ErrExists},
+	{Backend: pkcs11.ErrUnsupportedKeyType, Store: keystore.ErrUnsupported},
+	{Backend: pkcs11.ErrKeyNotDerivable, Store: keystore.ErrUnsupported},
+	{Backend: pkcs11.ErrKeyExtractable, Store: keystore.ErrUnsupported},
+	{Backend: pkcs11.ErrModuleNotFound, Store: keystore.ErrUnavailable},
+	{Backend: pkcs11.ErrModuleLoad, Store: keystore.ErrUnavailable},
+	{Backend: pkcs11.ErrTokenUnavailable, Store: keystore.ErrUnavailable},
 }
 
 // wrap adds the keystore sentinel that fits an error of hsm/pkcs11.
-func wrap(err error) error {
-	if err == nil {
-		return nil
-	}
-	var se *storeError
-	if errors.As(err, &se) {
-		return err
-	}
-	for _, k := range kinds {
-		if errors.Is(err, k.backend) {
-			if errors.Is(err, k.store) {
-				return err
-			}
-			return &storeError{kind: k.store, err: err}
-		}
-	}
-	return err
-}
+func wrap(err error) error { return keystore.Classify(err, kinds) }
 
 func invalid(format string, a ...any) error {
-	return &storeError{kind: keystore.ErrInvalidRef, err: fmt.Errorf("%w: %s", pkcs11.ErrInvalidURI, fmt.Sprintf(format, a...))}
+	return &keystore.KindError{Kind: keystore.ErrInvalidRef, Err: fmt.Errorf("%w: %s", pkcs11.ErrInvalidURI, fmt.Sprintf(format, a...))}
 }
 
 // parse refuses a pin-value and parses the URI.
@@ -386,7 +359,7 @@ func (st Store) make(ctx context.Context, ref string, id kem.ID, m *keystore.Mat
 		return nil, invalid("the URI must name the new key: add id=%%01 (CKA_ID) and/or object=LABEL (CKA_LABEL), e.g. pkcs11:token=dev;id=%%01;object=gw")
 	}
 	if !id.IsDH() {
-		return nil, &storeError{kind: keystore.ErrUnsupported, err: fmt.Errorf("%w: a PKCS#11 key can be P-256, P-384, P-521, X25519 or X448 (as the token allows), not %v; ML-KEM and X-Wing keys exist here only as soft keys",
+		return nil, &keystore.KindError{Kind: keystore.ErrUnsupported, Err: fmt.Errorf("%w: a PKCS#11 key can be P-256, P-384, P-521, X25519 or X448 (as the token allows), not %v; ML-KEM and X-Wing keys exist here only as soft keys",
 			pkcs11.ErrUnsupportedKeyType, id)}
 	}
 	s, err := st.open(ctx, ref, u, o)

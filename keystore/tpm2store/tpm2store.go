@@ -74,55 +74,28 @@ var _ keystore.Store = Store{}
 // KEMs are the KEMs a TPM key can serve (where the TPM has the curve).
 var KEMs = []kem.ID{kem.DHKEMP256HKDFSHA256, kem.DHKEMP384HKDFSHA384, kem.DHKEMP521HKDFSHA512}
 
-// storeError is an error of the store: its text is the backend's, and it
-// matches both a keystore sentinel and the backend's own (errors.Is).
-type storeError struct {
-	kind error // a keystore sentinel
-	err  error
-}
-
-func (e *storeError) Error() string   { return e.err.Error() }
-func (e *storeError) Unwrap() []error { return []error{e.kind, e.err} }
-
 // kinds maps the errors of hsm/tpm2 onto the keystore sentinels, first
 // match first.
-var kinds = []struct{ backend, store error }{
-	{tpm2.ErrInvalidKeyRef, keystore.ErrInvalidRef},
-	{tpm2.ErrAuthRequired, keystore.ErrSecretRequired},
-	{tpm2.ErrInvalidAuth, keystore.ErrSecretRequired},
-	{tpm2.ErrAuthFail, keystore.ErrAuth},
-	{tpm2.ErrLockout, keystore.ErrAuth},
-	{tpm2.ErrKeyFileNotFound, keystore.ErrNotFound},
-	{tpm2.ErrKeyNotFound, keystore.ErrNotFound},
-	{tpm2.ErrHandleInUse, keystore.ErrExists},
-	{fs.ErrExist, keystore.ErrExists},
-	{tpm2.ErrUnsupportedCurve, keystore.ErrUnsupported},
-	{tpm2.ErrUnsupportedKey, keystore.ErrUnsupported},
-	{tpm2.ErrTPMUnavailable, keystore.ErrUnavailable},
+var kinds = []keystore.ErrorKind{
+	{Backend: tpm2.ErrInvalidKeyRef, Store: keystore.ErrInvalidRef},
+	{Backend: tpm2.ErrAuthRequired, Store: keystore.ErrSecretRequired},
+	{Backend: tpm2.ErrInvalidAuth, Store: keystore.ErrSecretRequired},
+	{Backend: tpm2.ErrAuthFail, Store: keystore.ErrAuth},
+	{Backend: tpm2.ErrLockout, Store: keystore.ErrAuth},
+	{Backend: tpm2.ErrKeyFileNotFound, Store: keystore.ErrNotFound},
+	{Backend: tpm2.ErrKeyNotFound, Store: keystore.ErrNotFound},
+	{Backend: tpm2.ErrHandleInUse, Store: keystore.ErrExists},
+	{Backend: fs.ErrExist, Store: keystore.ErrExists},
+	{Backend: tpm2.ErrUnsupportedCurve, Store: keystore.ErrUnsupported},
+	{Backend: tpm2.ErrUnsupportedKey, Store: keystore.ErrUnsupported},
+	{Backend: tpm2.ErrTPMUnavailable, Store: keystore.ErrUnavailable},
 }
 
 // wrap adds the keystore sentinel that fits an error of hsm/tpm2.
-func wrap(err error) error {
-	if err == nil {
-		return nil
-	}
-	var se *storeError
-	if errors.As(err, &se) {
-		return err
-	}
-	for _, k := range kinds {
-		if errors.Is(err, k.backend) {
-			if errors.Is(err, k.store) {
-				return err
-			}
-			return &storeError{kind: k.store, err: err}
-		}
-	}
-	return err
-}
+func wrap(err error) error { return keystore.Classify(err, kinds) }
 
 func invalid(format string, a ...any) error {
-	return &storeError{kind: keystore.ErrInvalidRef, err: fmt.Errorf("%w: %s", tpm2.ErrInvalidKeyRef, fmt.Sprintf(format, a...))}
+	return &keystore.KindError{Kind: keystore.ErrInvalidRef, Err: fmt.Errorf("%w: %s", tpm2.ErrInvalidKeyRef, fmt.Sprintf(format, a...))}
 }
 
 // parse refuses a pin-value and parses the reference.
