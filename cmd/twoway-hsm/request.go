@@ -17,6 +17,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -623,16 +624,19 @@ func (a *requestArgs) run(ctx context.Context, c *cmdline) int {
 		mediaType, respType = gateway.ChunkedRequestMediaType, gateway.ChunkedResponseMediaType
 	}
 	logf("POST %s (%s, key id %d)", post.Redacted(), mediaType, kc.KeyID)
-	var t0, firstByte time.Time
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotFirstResponseByte: func() { firstByte = time.Now() }})
+	var firstByte atomic.Int64 // UnixNano; set by the transport's goroutine
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotFirstResponseByte: func() { firstByte.Store(time.Now().UnixNano()) }})
 	tr := &client.Transport{URL: post.String(), Config: kc, HTTP: hc, Limits: bhttp.Limits{MaxFieldSectionLen: maxResponseHeader}}
-	t0 = time.Now()
+	t0 := time.Now()
 	inner, err := tr.Exchange(ctx, msg, a.chunked)
 	if err != nil {
 		return c.fail(a.exchangeError(err, what))
 	}
 	defer inner.Close()
-	outerTime := firstByte.Sub(t0)
+	outerTime := time.Since(t0) // the head has arrived, so the first byte too
+	if fb := firstByte.Load(); fb != 0 {
+		outerTime = time.Unix(0, fb).Sub(t0)
+	}
 	logf("outer response 200 OK (%s) in %s", respType, fmtDuration(outerTime))
 
 	// The response.
