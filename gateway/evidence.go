@@ -41,7 +41,7 @@ const (
 	// second on average, ten at once (a client's verification takes two:
 	// attest/attesthttp.Verify).
 	DefaultEvidenceRate  rate.Limit = 1
-	DefaultEvidenceBurst = 10
+	DefaultEvidenceBurst            = 10
 	// DefaultEvidenceTimeout bounds one TPM operation.
 	DefaultEvidenceTimeout = 30 * time.Second
 	// evidenceRetryFailed is how long a failure to collect a key's
