@@ -2,7 +2,9 @@ package attest
 
 import (
 	"bytes"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
@@ -25,6 +27,16 @@ import (
 // verifier on the TPM's machine runs it directly (twoway-hsm attest
 // verify --activate). ParseChallenge and ParseAnswer read the two
 // messages strictly, as they travel.
+//
+// The prover never answers with the credential itself: TPM2_ActivateCredential
+// decrypts any credential made for the EK and the AK's name, and the AK's
+// template is a well-known one (go-tpm-tools' AKTemplateECC), whose AK
+// other software on the machine may have credentials made for. Whoever
+// can send challenges (the gateway's process, a client) would otherwise
+// hold a decryption oracle for them. The prover releases only
+// ActivationProof of a credential of the size MakeChallenge makes, a MAC
+// keyed with it that is useless to any other protocol; the verifier,
+// which knows the credential, computes the same.
 
 // MaxChallengeSize bounds a challenge document, MaxAnswerSize an answer
 // (an RSA 2048 EK's challenge is about 1 KiB).
@@ -51,10 +63,11 @@ type Challenge struct {
 	EncryptedSecret []byte `json:"encrypted_secret"`
 }
 
-// Answer is the prover's reply: the credential the TPM released.
+// Answer is the prover's reply: the proof that the TPM released the
+// credential, ActivationProof of it (never the credential itself).
 type Answer struct {
 	Version int    `json:"version"`
-	Secret  []byte `json:"secret"`
+	Proof   []byte `json:"proof"`
 }
 
 // Secret is the verifier's side of one challenge, kept until the answer
@@ -64,7 +77,29 @@ type Secret struct {
 	used  bool
 }
 
-const activationSecretSize = 32
+// ActivationSecretSize is the size of the credential MakeChallenge
+// makes; a prover releases nothing for a credential of another size.
+const ActivationSecretSize = 32
+
+// credentialBlobSize is the size of the credential blob MakeChallenge
+// makes for an EK of the accepted templates (SHA-256 name algorithm):
+// the integrity HMAC (a TPM2B_DIGEST of 32 bytes) and the encrypted
+// credential (a TPM2B_DIGEST of ActivationSecretSize bytes, encrypted in
+// CFB mode, which keeps its size).
+const credentialBlobSize = 2 + sha256.Size + 2 + ActivationSecretSize
+
+// ActivationProofLabel is the MAC input of ActivationProof.
+const ActivationProofLabel = "twoway-hsm tpm2 credential activation proof v1"
+
+// ActivationProof is what a prover answers for a credential the TPM
+// released: HMAC-SHA256 keyed with the credential over
+// ActivationProofLabel. It proves that the prover holds the credential
+// without revealing it.
+func ActivationProof(credential []byte) []byte {
+	m := hmac.New(sha256.New, credential)
+	m.Write([]byte(ActivationProofLabel))
+	return m.Sum(nil)
+}
 
 // MakeChallenge makes a credential-activation challenge for the evidence's
 // EK and AK. Call it after Verify has accepted the evidence: it checks
@@ -101,7 +136,7 @@ func makeChallenge(ev *Evidence, rnd io.Reader) (*Challenge, *Secret, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: ek_public cannot protect a credential: %v", ErrEKPublic, err)
 	}
-	secret := make([]byte, activationSecretSize)
+	secret := make([]byte, ActivationSecretSize)
 	if _, err := io.ReadFull(rnd, secret); err != nil {
 		return nil, nil, err
 	}
@@ -128,7 +163,7 @@ func CheckActivation(s *Secret, a *Answer) error {
 	if a == nil || a.Version != ActivationVersion {
 		return fmt.Errorf("%w: no answer of version %d", ErrActivation, ActivationVersion)
 	}
-	if subtle.ConstantTimeCompare(a.Secret, s.value) != 1 {
+	if subtle.ConstantTimeCompare(a.Proof, ActivationProof(s.value)) != 1 {
 		return fmt.Errorf("%w: the answer is not the credential (another TPM answered, or the AK is not in the EK's TPM)", ErrActivation)
 	}
 	return nil
@@ -163,6 +198,12 @@ func ParseChallenge(b []byte) (*Challenge, error) {
 			return nil, fmt.Errorf("%w: challenge: %s: %d bytes", ErrMalformed, f.name, len(f.b))
 		}
 	}
+	if len(c.CredentialBlob) != credentialBlobSize {
+		// Not a credential MakeChallenge made: the prover would decrypt
+		// someone else's.
+		return nil, fmt.Errorf("%w: challenge: credential_blob of %d bytes, want %d (a %d-byte credential for a SHA-256 EK)",
+			ErrMalformed, len(c.CredentialBlob), credentialBlobSize, ActivationSecretSize)
+	}
 	return c, nil
 }
 
@@ -173,7 +214,7 @@ func ParseAnswer(b []byte) (*Answer, error) {
 	}
 	var w struct {
 		Version int `json:"version"`
-		Secret  b64 `json:"secret"`
+		Proof   b64 `json:"proof"`
 	}
 	if err := strictDecode(b, &w); err != nil {
 		return nil, fmt.Errorf("answer: %w", err)
@@ -181,10 +222,10 @@ func ParseAnswer(b []byte) (*Answer, error) {
 	if w.Version != ActivationVersion {
 		return nil, fmt.Errorf("%w: answer version %d, want %d", ErrUnsupportedVersion, w.Version, ActivationVersion)
 	}
-	if len(w.Secret) == 0 || len(w.Secret) > 64 {
-		return nil, fmt.Errorf("%w: answer: secret of %d bytes", ErrMalformed, len(w.Secret))
+	if len(w.Proof) != sha256.Size {
+		return nil, fmt.Errorf("%w: answer: proof of %d bytes, want %d", ErrMalformed, len(w.Proof), sha256.Size)
 	}
-	return &Answer{Version: w.Version, Secret: w.Secret}, nil
+	return &Answer{Version: w.Version, Proof: w.Proof}, nil
 }
 
 // strictDecode decodes one JSON object into v: size-bounded, no member

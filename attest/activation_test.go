@@ -28,7 +28,7 @@ func TestParseChallengeAnswer(t *testing.T) {
 		!bytes.Equal(got.CredentialBlob, ch.CredentialBlob) || !bytes.Equal(got.EncryptedSecret, ch.EncryptedSecret) {
 		t.Fatalf("challenge %+v, want %+v", got, ch)
 	}
-	ans := &Answer{Version: ActivationVersion, Secret: bytes.Clone(secret.value)}
+	ans := &Answer{Version: ActivationVersion, Proof: ActivationProof(secret.value)}
 	ab, err := json.Marshal(ans)
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +55,10 @@ func TestParseChallengeAnswer(t *testing.T) {
 		{"challenge, line break in base64", strings.Replace(cs, `"ek_public":"A`, `"ek_public":"\nA`, 1), ErrMalformed},
 		{"answer, repeated member", strings.Replace(as, `"version":1`, `"version":1,"version":1`, 1), ErrMalformed},
 		{"answer, version 0", strings.Replace(as, `"version":1`, `"version":0`, 1), ErrUnsupportedVersion},
-		{"answer, empty secret", `{"version":1,"secret":""}`, ErrMalformed},
+		{"answer, empty proof", `{"version":1,"proof":""}`, ErrMalformed},
+		{"answer, short proof", `{"version":1,"proof":"AAAA"}`, ErrMalformed},
+		{"answer, the credential's old member", strings.Replace(as, `"proof"`, `"secret"`, 1), ErrMalformed},
+		{"challenge, credential blob of another size", strings.Replace(cs, `"credential_blob":"`, `"credential_blob":"AAAA`, 1), ErrMalformed},
 		{"answer, trailing data", as + " 1", ErrMalformed},
 	} {
 		if tc.doc == cs || tc.doc == as {

@@ -77,7 +77,12 @@
 // the key's attributes, the key configuration and the nonce (see its
 // documentation). That the AK is in the EK's TPM is proven only by
 // credential activation, a round trip with that TPM: [MakeChallenge],
-// the prover's TPM2_ActivateCredential, [CheckActivation].
+// the prover's TPM2_ActivateCredential, [CheckActivation]. The answer
+// ({"version":1,"proof":BASE64}) holds [ActivationProof] of the
+// credential, never the credential: the AK's template is a well-known
+// one, and the TPM would decrypt for whoever asks any credential made for
+// it. A prover activates only credentials of [ActivationSecretSize]
+// bytes.
 //
 //	ev, err := attest.ParseEvidence(body)
 //	res, err := attest.Verify(ev, attest.Options{Roots: tpmRoots, KeyConfigs: published, Nonce: nonce})

@@ -165,7 +165,7 @@ func FuzzParseChallenge(f *testing.F) {
 	}
 	cb, _ := json.Marshal(ch)
 	f.Add(cb)
-	f.Add([]byte(`{"version":1,"secret":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}`))
+	f.Add([]byte(`{"version":1,"proof":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if c, err := ParseChallenge(b); err == nil {
 			out, err := json.Marshal(c)
@@ -181,10 +181,10 @@ func FuzzParseChallenge(f *testing.F) {
 		if a, err := ParseAnswer(b); err == nil {
 			out, _ := json.Marshal(a)
 			again, err := ParseAnswer(out)
-			if err != nil || !bytes.Equal(again.Secret, a.Secret) {
+			if err != nil || !bytes.Equal(again.Proof, a.Proof) {
 				t.Fatalf("answer re-parse: %v", err)
 			}
-			if CheckActivation(&Secret{value: make([]byte, activationSecretSize)}, a) == nil && !bytes.Equal(a.Secret, make([]byte, activationSecretSize)) {
+			if CheckActivation(&Secret{value: make([]byte, ActivationSecretSize)}, a) == nil && !bytes.Equal(a.Proof, ActivationProof(make([]byte, ActivationSecretSize))) {
 				t.Fatal("CheckActivation accepted another secret")
 			}
 		}

@@ -20,7 +20,9 @@ type Attester interface {
 	Attest(ctx context.Context, cfg twoway.KeyConfig, nonce []byte) (*attest.Evidence, error)
 	// Activate answers a credential-activation challenge with the
 	// hardware that holds the key; it refuses a challenge made for
-	// another EK or AK.
+	// another EK or AK, or for a credential of a size
+	// attest.MakeChallenge does not make, and answers with
+	// attest.ActivationProof of the credential, never the credential.
 	Activate(ctx context.Context, c *attest.Challenge) (*attest.Answer, error)
 }
 

@@ -1,9 +1,13 @@
 package plugins_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdh"
+	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"net"
@@ -14,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cloudflare/circl/hpke"
+	gotpm "github.com/google/go-tpm/tpm2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -141,6 +146,86 @@ func TestAttestThroughPlugin(t *testing.T) {
 	cfg.PublicKey, cfg.KEM = tk.PublicKeyBytes(), hpke.KEM(tk.KEM())
 	if _, err := tk.Attest(ctx, cfg, nil); err != nil {
 		t.Errorf("the TPM key after the soft key's refusals: %v", err)
+	}
+}
+
+// TestActivateReleasesNoCredential: TPM2_ActivateCredential decrypts any
+// credential made for the EK and the AK's name, and the AK's template is
+// a well-known one (go-tpm-tools' AKTemplateECC), so a credential some
+// other party made for this TPM's AK must not come out of the plugin to
+// whoever asks (a compromised gateway process): the answer holds a proof,
+// never the credential, and a credential of a size attest.MakeChallenge
+// does not make is not activated at all.
+func TestActivateReleasesNoCredential(t *testing.T) {
+	sw := testenv.StartSWTPM(t, testenv.SWTPMEKCert(""))
+	ctx := ctxT(t, 2*time.Minute)
+	tp, err := tpm2.Open(ctx, sw.Transport())
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := tp.CreateKey(ctx, ecdh.P256())
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "gw.pem")
+	if err := k.WriteKeyFile(path); err != nil {
+		t.Fatal(err)
+	}
+	k.Close()
+	tp.Close()
+	tref := "tpm2:file=" + path + "?tpm=" + sw.Transport()
+	c := newClient(t, plugins.Config{Keys: []string{tref}})
+	tk, err := c.Key(ctx, tref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := twoway.KeyConfig{KeyID: 1, KEM: hpke.KEM(tk.KEM()), PublicKey: tk.PublicKeyBytes(),
+		Suites: []twoway.SymmetricSuite{{KDF: hpke.KDF_HKDF_SHA256, AEAD: hpke.AEAD_AES128GCM}}}
+	ev, err := tk.Attest(ctx, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ekPub, err := gotpm.Unmarshal[gotpm.TPMTPublic](ev.EKPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	akPub, err := gotpm.Unmarshal[gotpm.TPMTPublic](ev.AKPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	akName, err := gotpm.ObjectName(akPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ek, err := gotpm.ImportEncapsulationKey(ekPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int{32, 16, 48} {
+		// Another party's credential for this TPM's EK and AK.
+		cred := bytes.Repeat([]byte{0xc0 | byte(size)}, size)
+		blob, enc, err := gotpm.CreateCredential(rand.Reader, ek, akName.Buffer, cred)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ans, err := tk.Activate(ctx, &attest.Challenge{Version: attest.ActivationVersion, EKPublic: ev.EKPublic, AKPublic: ev.AKPublic,
+			CredentialBlob: blob, EncryptedSecret: enc})
+		if err != nil {
+			if size == 32 {
+				t.Errorf("a %d-byte credential: %v", size, err)
+			}
+			continue
+		}
+		if size != 32 {
+			t.Errorf("a %d-byte credential (not one attest.MakeChallenge makes) was activated", size)
+		}
+		j, err := json.Marshal(ans)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(j, []byte(base64.StdEncoding.EncodeToString(cred))) {
+			t.Errorf("the plugin's answer %s holds the %d-byte credential itself", j, size)
+		}
 	}
 }
 

@@ -73,7 +73,9 @@ func Collect(ctx context.Context, key *tpm2.Key, cfg twoway.KeyConfig, nonce []b
 
 // Activate answers a credential-activation challenge with the TPM t
 // (tpm2.TPM.ActivateCredential): the TPM releases the credential only if
-// the challenge was made for its own EK and AK.
+// the challenge was made for its own EK and AK. The answer holds
+// attest.ActivationProof of the credential, never the credential, and
+// only for a credential of attest.ActivationSecretSize bytes.
 func Activate(ctx context.Context, t *tpm2.TPM, c *attest.Challenge) (*attest.Answer, error) {
 	if c == nil || c.Version != attest.ActivationVersion {
 		return nil, fmt.Errorf("tpm2attest: %w: no challenge of version %d", attest.ErrUnsupportedVersion, attest.ActivationVersion)
@@ -82,5 +84,14 @@ func Activate(ctx context.Context, t *tpm2.TPM, c *attest.Challenge) (*attest.An
 	if err != nil {
 		return nil, err
 	}
-	return &attest.Answer{Version: attest.ActivationVersion, Secret: secret}, nil
+	defer clear(secret)
+	if len(secret) != attest.ActivationSecretSize {
+		// Not a credential attest.MakeChallenge made (another protocol's,
+		// for the same well-known AK): it stays here.
+		return nil, fmt.Errorf("tpm2attest: %w: a credential of %d bytes, not %d: not a challenge from attest.MakeChallenge",
+			tpm2.ErrActivation, len(secret), attest.ActivationSecretSize)
+	}
+	// The proof, never the credential: whoever sent the challenge learns
+	// nothing it could use elsewhere.
+	return &attest.Answer{Version: attest.ActivationVersion, Proof: attest.ActivationProof(secret)}, nil
 }
