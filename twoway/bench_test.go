@@ -159,7 +159,6 @@ func chunkedOps(b *testing.B, readLen int) []benchOp {
 			msg = gcm.Seal(msg, nn[:], pt[i:i+benchChunkLen], nil)
 		}
 		return benchImpl{"limit-open", func(b *testing.B) {
-			var nn [12]byte
 			off := prefix
 			for i := range benchMsgLen / benchChunkLen {
 				binary.BigEndian.PutUint32(nn[8:], uint32(i))
