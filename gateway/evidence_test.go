@@ -396,3 +396,55 @@ func TestEvidenceRateLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestEvidenceVerifyDuplicateKeyID: a gateway that publishes a second
+// configuration under the key id of its TPM key, with a key of its own
+// (not in a TPM), must not pass attesthttp.Verify: the TPM key's evidence
+// attests its own configuration, not every configuration with its key id.
+func TestEvidenceVerifyDuplicateKeyID(t *testing.T) {
+	e := startEvidence(t, false, gateway.WithEvidenceLimiter(rate.NewLimiter(100, 100)))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	published, err := e.keys.MarshalKeyConfigs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rogue, err := kem.GenerateKey(kem.DHKEMP256HKDFSHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rg := twoway.NewGateway(nil)
+	if err := rg.AddKey(1, rogue, testSuite); err != nil {
+		t.Fatal(err)
+	}
+	extra, err := rg.MarshalKeyConfigs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		list []byte
+	}{
+		{"rogue after", append(bytes.Clone(published), extra...)},
+		{"rogue first", append(bytes.Clone(extra), published...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if e.ev.Handles(r.URL.Path) {
+					e.ev.ServeHTTP(w, r)
+					return
+				}
+				w.Header().Set("Content-Type", twoway.KeyConfigMediaType)
+				w.Write(tc.list)
+			}))
+			defer srv.Close()
+			res, err := attesthttp.Verify(ctx, nil, srv.URL+gateway.DefaultPath, e.opts)
+			if err == nil || (res != nil && res.Attested()) {
+				t.Fatalf("a rogue configuration under an attested key id: %v, attested", err)
+			}
+			if !errors.Is(err, attest.ErrKeyConfig) || !strings.Contains(err.Error(), "key id 1") {
+				t.Errorf("error %v, want ErrKeyConfig naming key id 1", err)
+			}
+		})
+	}
+}

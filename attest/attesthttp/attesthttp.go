@@ -75,8 +75,9 @@ func (r *Result) Attested() bool {
 // Verify fetches gatewayURL's key configuration (GET, application/ohttp-keys)
 // and fresh evidence for a random nonce (GET gatewayURL/evidence?nonce=HEX),
 // verifies the evidence of every published key with attest.Verify under
-// opts (its KeyConfigs and Nonce are set here: the published ones and the
-// nonce sent), and runs credential activation for each TPM through the
+// opts (its KeyConfigs and Nonce are set here: that key's published
+// configuration, which the evidence must attest byte for byte, and the
+// nonce sent; a key id published twice is refused), and runs credential activation for each TPM through the
 // gateway (POST gatewayURL/evidence/activate). gatewayURL is the gateway
 // path, e.g. https://gw.example/.well-known/ohttp-gateway. hc nil means
 // http.DefaultClient.
@@ -127,10 +128,22 @@ func Verify(ctx context.Context, hc *http.Client, gatewayURL string, opts attest
 	// One activation for each TPM (EK and AK): keys in the same TPM share
 	// its answer.
 	activated := map[string]error{}
+	published := map[byte]int{}
+	for _, cfg := range configs {
+		published[cfg.KeyID]++
+	}
 	for _, cfg := range configs {
 		kr := KeyResult{KeyID: cfg.KeyID}
 		e, ok := byID[cfg.KeyID]
+		// Each configuration must be the one its evidence attests, byte
+		// for byte: not merely one of those published.
+		opts.KeyConfigs = []twoway.KeyConfig{cfg}
 		switch {
+		case published[cfg.KeyID] > 1:
+			// The evidence binds one configuration to the key id; a
+			// second (another public key, say) would be sealed to as
+			// if it were attested.
+			kr.Err = fmt.Errorf("key id %d: %w: published in %d configurations; a key id's evidence attests one", cfg.KeyID, attest.ErrKeyConfig, published[cfg.KeyID])
 		case !ok:
 			kr.Err = fmt.Errorf("key id %d: the gateway serves no evidence for it", cfg.KeyID)
 		case e.Evidence == nil:
