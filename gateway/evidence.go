@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -243,7 +244,10 @@ func (h *EvidenceHandler) serveEvidence(w http.ResponseWriter, r *http.Request) 
 		h.problem(w, r, http.StatusNotAcceptable, "not acceptable", "the evidence is "+attest.EvidenceSetMediaType)
 		return
 	}
-	q := r.URL.Query()
+	q, ok := h.query(w, r)
+	if !ok {
+		return
+	}
 	for k := range q {
 		if k != "nonce" {
 			h.problem(w, r, http.StatusBadRequest, "bad query", fmt.Sprintf("unknown query parameter %q: the evidence takes only nonce=HEX", k))
@@ -265,6 +269,14 @@ func (h *EvidenceHandler) serveEvidence(w http.ResponseWriter, r *http.Request) 
 		cacheControl = "no-store"
 	} else {
 		set = h.cachedSet(r.Context())
+		for _, k := range set.Keys {
+			if k.Evidence == nil && !k.NotAttestable {
+				// A failure of the moment, tried again after
+				// evidenceRetryFailed: caches keep it no longer.
+				cacheControl = "max-age=" + strconv.Itoa(int(min(h.cfg.maxAge, evidenceRetryFailed)/time.Second))
+				break
+			}
+		}
 	}
 	if len(set.Keys) == 0 {
 		w.Header().Set("Retry-After", "1")
@@ -287,11 +299,27 @@ func (h *EvidenceHandler) serveEvidence(w http.ResponseWriter, r *http.Request) 
 	}
 }
 
+// query parses the request's query strictly, or answers 400: Go's
+// URL.Query drops a pair it cannot parse (one with a semicolon, a bad
+// escape), which would make ?nonce=HEX;x a request for the cached
+// evidence.
+func (h *EvidenceHandler) query(w http.ResponseWriter, r *http.Request) (url.Values, bool) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		h.problem(w, r, http.StatusBadRequest, "bad query", "the query does not parse: "+oneLine(err.Error()))
+		return nil, false
+	}
+	return q, true
+}
+
 // parseNonceParam parses ?nonce=HEX: given once, 1 to attest.MaxNonceSize
 // bytes.
 func parseNonceParam(vs []string) ([]byte, error) {
 	if len(vs) != 1 {
 		return nil, fmt.Errorf("nonce given %d times", len(vs))
+	}
+	if len(vs[0]) > 2*attest.MaxNonceSize+2 {
+		return nil, fmt.Errorf("nonce of more than %d bytes", attest.MaxNonceSize)
 	}
 	b, err := hex.DecodeString(vs[0])
 	if err != nil {
@@ -318,8 +346,11 @@ func (h *EvidenceHandler) cachedSet(ctx context.Context) *attest.EvidenceSet {
 		c, ok := h.cache[string(kc)]
 		if !ok || (c.ev == nil && !c.notAttestable && time.Since(c.at) > evidenceRetryFailed) {
 			// Collected under the lock: one collection per key at a
-			// time, and a GET that finds it missing waits for it.
-			c = h.collect(ctx, cfg, nil)
+			// time, and a GET that finds it missing waits for it. Not
+			// under the client's context: a client that hangs up
+			// would cache a failure for everyone (collect bounds it by
+			// the handler's timeout).
+			c = h.collect(context.WithoutCancel(ctx), cfg, nil)
 			h.cache[string(kc)] = c
 		}
 		h.mu.Unlock()
@@ -371,7 +402,10 @@ func (h *EvidenceHandler) serveActivate(w http.ResponseWriter, r *http.Request) 
 		h.problem(w, r, http.StatusUnsupportedMediaType, "unsupported media type", "a challenge is "+ChallengeMediaType)
 		return
 	}
-	q := r.URL.Query()
+	q, ok := h.query(w, r)
+	if !ok {
+		return
+	}
 	keyID := -1
 	for k, vs := range q {
 		if k != "key_id" || len(vs) != 1 {
