@@ -39,8 +39,9 @@ const (
 const (
 	// DefaultEvidenceRate and DefaultEvidenceBurst bound the TPM
 	// operations clients may cause (fresh evidence, activation): one a
-	// second on average, ten at once (a client's verification takes two:
-	// attest/attesthttp.Verify).
+	// second on average, ten at once (a client's verification,
+	// attest/attesthttp.Verify, takes one for each TPM key and one for
+	// each TPM's activation: two for a gateway with one TPM key).
 	DefaultEvidenceRate  rate.Limit = 1
 	DefaultEvidenceBurst            = 10
 	// DefaultEvidenceTimeout bounds one TPM operation.
@@ -82,7 +83,10 @@ type Attester interface {
 //
 // The rate limit ([WithEvidenceLimiter]) is one token bucket for both
 // kinds of TPM work, shared by every client (behind a relay, clients are
-// indistinguishable): past it the answer is 429 with Retry-After. Bad
+// indistinguishable): fresh evidence takes a token for each published key
+// a TPM certifies (up to the bucket's size; keys known not to be
+// attestable take none), activation one; past it the
+// answer is 429 with Retry-After. Bad
 // input gets 400 with a problem (application/problem+json) that says
 // what was wrong; a TPM that cannot be reached 503.
 type EvidenceHandler struct {
@@ -262,7 +266,9 @@ func (h *EvidenceHandler) serveEvidence(w http.ResponseWriter, r *http.Request) 
 			h.problem(w, r, http.StatusBadRequest, "bad nonce", err.Error())
 			return
 		}
-		if !h.allow(w, r) {
+		// A token for each key the TPMs will certify (up to the
+		// bucket's size), so that the rate bounds the TPM's work.
+		if !h.allowN(w, r, h.attestable()) {
 			return
 		}
 		set = h.freshSet(r.Context(), nonce)
@@ -359,6 +365,29 @@ func (h *EvidenceHandler) cachedSet(ctx context.Context) *attest.EvidenceSet {
 	return set
 }
 
+// attestable counts the keys published now that fresh evidence makes a
+// TPM certify: those with an attester that the cache does not know to be
+// not attestable (PKCS#11 and soft keys answer without TPM work).
+func (h *EvidenceHandler) attestable() int {
+	n := 0
+	for _, cfg := range h.keys.KeyConfigs() {
+		if _, ok := h.attesters[cfg.KeyID]; !ok {
+			continue
+		}
+		kc, err := cfg.MarshalBinary()
+		if err != nil {
+			continue
+		}
+		h.mu.Lock()
+		c := h.cache[string(kc)]
+		h.mu.Unlock()
+		if c == nil || !c.notAttestable {
+			n++
+		}
+	}
+	return n
+}
+
 // freshSet makes evidence for nonce for every key published now.
 func (h *EvidenceHandler) freshSet(ctx context.Context, nonce []byte) *attest.EvidenceSet {
 	set := &attest.EvidenceSet{Nonce: nonce}
@@ -438,7 +467,7 @@ func (h *EvidenceHandler) serveActivate(w http.ResponseWriter, r *http.Request) 
 		h.problem(w, r, http.StatusBadRequest, "bad challenge", err.Error())
 		return
 	}
-	if !h.allow(w, r) {
+	if !h.allowN(w, r, 1) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.timeout)
@@ -494,9 +523,11 @@ func (h *EvidenceHandler) activator(ctx context.Context, ch *attest.Challenge, k
 	return nil, errors.New("the challenge is not for the EK and AK of any evidence this gateway serves")
 }
 
-// allow takes a token of the rate limit, or answers 429 with Retry-After.
-func (h *EvidenceHandler) allow(w http.ResponseWriter, r *http.Request) bool {
-	res := h.cfg.limiter.Reserve()
+// allowN takes n tokens of the rate limit (at least one, at most the
+// bucket's size), or answers 429 with Retry-After.
+func (h *EvidenceHandler) allowN(w http.ResponseWriter, r *http.Request, n int) bool {
+	n = max(1, min(n, h.cfg.limiter.Burst()))
+	res := h.cfg.limiter.ReserveN(time.Now(), n)
 	wait := time.Hour // a burst of 0 never allows one
 	if res.OK() {
 		if wait = res.Delay(); wait == 0 {

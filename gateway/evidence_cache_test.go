@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/twoway-hsm/twoway-hsm/attest"
 	"github.com/twoway-hsm/twoway-hsm/gateway"
 	"github.com/twoway-hsm/twoway-hsm/kem"
@@ -190,5 +192,45 @@ func TestEvidenceCollectCanceled(t *testing.T) {
 	}
 	if n := calls.Load(); n != 1 {
 		t.Errorf("the TPM was asked %d times, want once", n)
+	}
+}
+
+// TestEvidenceRateLimitPerKey: fresh evidence makes the TPM certify every
+// published key, and takes a token for each (up to the bucket's size):
+// with three keys and a bucket of three, one request empties it. It took
+// one token whatever the number of keys, so the rate bounded requests,
+// not the TPM's work.
+func TestEvidenceRateLimitPerKey(t *testing.T) {
+	keys := twoway.NewGateway(nil)
+	var calls atomic.Int32
+	attesters := map[byte]gateway.Attester{}
+	for id := range byte(3) {
+		k, err := kem.GenerateKey(kem.DHKEMX25519HKDFSHA256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := keys.AddKey(id+1, k, testSuite); err != nil {
+			t.Fatal(err)
+		}
+		attesters[id+1] = failingAttester{&calls}
+	}
+	eh, err := gateway.NewEvidenceHandler(context.Background(), keys, attesters, gateway.WithEvidencePath("/gw"),
+		gateway.WithEvidenceLogger(quietLogger()), gateway.WithEvidenceLimiter(rate.NewLimiter(rate.Every(time.Hour), 3)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(eh)
+	defer srv.Close()
+	start := calls.Load()
+	if resp, b := getEvidence(t, srv.URL+"/gw"+gateway.EvidenceSuffix+"?nonce=00"); resp.StatusCode != 200 {
+		t.Fatalf("the first fresh evidence: %s %s", resp.Status, b)
+	}
+	for i := range 2 {
+		if resp, b := getEvidence(t, srv.URL+"/gw"+gateway.EvidenceSuffix+"?nonce=01"); resp.StatusCode != http.StatusTooManyRequests {
+			t.Errorf("fresh evidence %d after a request that certified 3 keys with a bucket of 3: %s %s", i+2, resp.Status, b)
+		}
+	}
+	if n := calls.Load() - start; n != 3 {
+		t.Errorf("the TPM certified %d keys for fresh evidence, want 3", n)
 	}
 }
