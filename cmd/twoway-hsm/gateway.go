@@ -314,7 +314,7 @@ func runGateway(ctx context.Context, env *environment, args []string) int {
 		shutdownTO = c.fs.Duration("shutdown-timeout", gatewayDefaultShutdownTimeout, "on SIGTERM, the time requests in flight have to finish")
 		maxAge     = c.fs.Duration("cache-max-age", gatewayDefaultCacheMaxAge, "Cache-Control max-age of the key configuration (keep it shorter than a rotation's overlap)")
 		evRate     = c.fs.Float64("evidence-rate", float64(gateway.DefaultEvidenceRate), "fresh evidence and activations (TPM work clients cause) allowed a `second`, on average, for all clients together; beyond: 429")
-		evBurst    = c.fs.Int("evidence-burst", gateway.DefaultEvidenceBurst, "fresh evidence and activations allowed at once (a client's verification takes two)")
+		evBurst    = c.fs.Int("evidence-burst", gateway.DefaultEvidenceBurst, "fresh evidence and activations allowed at once (a token per TPM key certified and per activation: a client's verification of one TPM key takes two)")
 		verbose    = c.fs.Bool("v", false, "log at debug level, the plugins' records included")
 	)
 	c.fs.StringVar(&cfg.Listen, "listen", "", "the `address` to serve OHTTP on, e.g. 127.0.0.1:8080")
