@@ -543,15 +543,7 @@ func (h *EvidenceHandler) allowN(w http.ResponseWriter, r *http.Request, n int) 
 }
 
 func (h *EvidenceHandler) problem(w http.ResponseWriter, r *http.Request, status int, title, detail string) {
-	body := problemBody(status, "", title, detail)
-	hdr := w.Header()
-	hdr.Set("Content-Type", ProblemMediaType)
-	hdr.Set("Content-Length", strconv.Itoa(len(body)))
-	hdr.Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	if r.Method != http.MethodHead {
-		w.Write(body)
-	}
+	writeProblem(w, r, status, "", title, detail)
 	h.cfg.logger.LogAttrs(r.Context(), levelFor(status), "evidence: request refused", strAttr("path", r.URL.Path), intAttr("status", status))
 }
 

@@ -36,6 +36,15 @@ func problemBody(status int, typ, title, detail string) []byte {
 // outerProblem writes an outer error response (before decapsulation) and
 // records its outcome.
 func (h *Handler) outerProblem(w http.ResponseWriter, r *http.Request, outcome string, status int, typ, title, detail string) {
+	writeProblem(w, r, status, typ, title, detail)
+	h.cfg.metrics.request(outcome).Inc()
+	h.cfg.logger.LogAttrs(r.Context(), levelFor(status), "ohttp gateway: request refused",
+		strAttr("outcome", outcome), intAttr("status", status))
+}
+
+// writeProblem writes a problem details response (RFC 9457), not to be
+// cached, without its body for HEAD.
+func writeProblem(w http.ResponseWriter, r *http.Request, status int, typ, title, detail string) {
 	body := problemBody(status, typ, title, detail)
 	hdr := w.Header()
 	hdr.Set("Content-Type", ProblemMediaType)
@@ -45,7 +54,4 @@ func (h *Handler) outerProblem(w http.ResponseWriter, r *http.Request, outcome s
 	if r.Method != http.MethodHead {
 		w.Write(body)
 	}
-	h.cfg.metrics.request(outcome).Inc()
-	h.cfg.logger.LogAttrs(r.Context(), levelFor(status), "ohttp gateway: request refused",
-		strAttr("outcome", outcome), intAttr("status", status))
 }
