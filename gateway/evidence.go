@@ -111,6 +111,7 @@ type evidenceConfig struct {
 	timeout time.Duration
 	maxAge  time.Duration
 	logger  *slog.Logger
+	metrics *Metrics
 }
 
 // EvidenceOption configures an EvidenceHandler.
@@ -174,6 +175,16 @@ func WithEvidenceMaxAge(d time.Duration) EvidenceOption {
 func WithEvidenceLogger(l *slog.Logger) EvidenceOption {
 	return func(c *evidenceConfig) error {
 		c.logger = l
+		return nil
+	}
+}
+
+// WithEvidenceMetrics counts the handler's requests in m
+// (twoway_gateway_evidence_requests_total, by endpoint and status): the
+// Metrics a gateway Handler records in, or any other.
+func WithEvidenceMetrics(m *Metrics) EvidenceOption {
+	return func(c *evidenceConfig) error {
+		c.metrics = m
 		return nil
 	}
 }
@@ -303,6 +314,7 @@ func (h *EvidenceHandler) serveEvidence(w http.ResponseWriter, r *http.Request) 
 	if r.Method != http.MethodHead {
 		w.Write(body)
 	}
+	h.count(r, http.StatusOK)
 }
 
 // query parses the request's query strictly, or answers 400: Go's
@@ -494,6 +506,23 @@ func (h *EvidenceHandler) serveActivate(w http.ResponseWriter, r *http.Request) 
 	hdr.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	w.Write(out)
+	h.count(r, http.StatusOK)
+}
+
+// count counts a request answered with status, if the handler has
+// metrics: its endpoint is activate, fresh (a nonce given) or cached.
+func (h *EvidenceHandler) count(r *http.Request, status int) {
+	if h.cfg.metrics == nil {
+		return
+	}
+	endpoint := "cached"
+	switch {
+	case strings.HasSuffix(r.URL.Path, ActivateSuffix):
+		endpoint = "activate"
+	case r.URL.Query().Has("nonce"):
+		endpoint = "fresh"
+	}
+	h.cfg.metrics.evidence.WithLabelValues(endpoint, strconv.Itoa(status)).Inc()
 }
 
 // activator finds the key whose TPM the challenge is for: keyID's, or a
@@ -544,6 +573,7 @@ func (h *EvidenceHandler) allowN(w http.ResponseWriter, r *http.Request, n int) 
 
 func (h *EvidenceHandler) problem(w http.ResponseWriter, r *http.Request, status int, title, detail string) {
 	writeProblem(w, r, status, "", title, detail)
+	h.count(r, status)
 	h.cfg.logger.LogAttrs(r.Context(), levelFor(status), "evidence: request refused", strAttr("path", r.URL.Path), intAttr("status", status))
 }
 

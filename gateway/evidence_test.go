@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/twoway-hsm/twoway-hsm/attest"
@@ -446,5 +448,47 @@ func TestEvidenceVerifyDuplicateKeyID(t *testing.T) {
 				t.Errorf("error %v, want ErrKeyConfig naming key id 1", err)
 			}
 		})
+	}
+}
+
+// TestEvidenceMetrics: WithEvidenceMetrics counts requests by endpoint
+// and status.
+func TestEvidenceMetrics(t *testing.T) {
+	m := gateway.NewMetrics()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m)
+	e := startEvidence(t, false, gateway.WithEvidenceMetrics(m))
+	getEvidence(t, e.url+gateway.EvidenceSuffix)
+	getEvidence(t, e.url+gateway.EvidenceSuffix)
+	getEvidence(t, e.url+gateway.EvidenceSuffix+"?nonce=00112233")
+	getEvidence(t, e.url+gateway.EvidenceSuffix+"?nonce=zz")
+	if resp, err := http.Post(e.url+gateway.ActivateSuffix, "text/plain", strings.NewReader("{}")); err == nil {
+		resp.Body.Close()
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "twoway_gateway_evidence_requests_total" {
+			continue
+		}
+		for _, mm := range mf.GetMetric() {
+			var labels []string
+			for _, l := range mm.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			got[strings.Join(labels, ",")] = mm.GetCounter().GetValue()
+		}
+	}
+	want := map[string]float64{
+		"endpoint=cached,status=200":   2,
+		"endpoint=fresh,status=200":    1,
+		"endpoint=fresh,status=400":    1,
+		"endpoint=activate,status=415": 1,
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("evidence requests counted %v; want %v", got, want)
 	}
 }

@@ -39,6 +39,9 @@ const (
 //	twoway_gateway_in_flight_requests                requests being served
 //	twoway_gateway_key_uses_total{key_id}            requests opened with each key id
 //	twoway_gateway_plugin_restarts_total             plugin restarts, counted by the caller (PluginRestarts)
+//	twoway_gateway_evidence_requests_total{endpoint,status}
+//	                                                 evidence requests (EvidenceHandler, WithEvidenceMetrics):
+//	                                                 endpoint cached, fresh (?nonce=) or activate; status the HTTP status
 type Metrics struct {
 	requests *prometheus.CounterVec
 	decap    prometheus.Histogram
@@ -46,6 +49,7 @@ type Metrics struct {
 	total    prometheus.Histogram
 	inFlight prometheus.Gauge
 	keyUses  *prometheus.CounterVec
+	evidence *prometheus.CounterVec
 
 	// The children of requests and keyUses, looked up once: a
 	// CounterVec hashes and compares its label values on every use.
@@ -75,6 +79,8 @@ func NewMetrics() *Metrics {
 			Help: "Requests being served."}),
 		keyUses: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "key_uses_total",
 			Help: "Requests opened with each key id."}, []string{"key_id"}),
+		evidence: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "evidence_requests_total",
+			Help: "Requests for key evidence by endpoint (cached, fresh, activate) and HTTP status."}, []string{"endpoint", "status"}),
 		PluginRestarts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "plugin_restarts_total",
 			Help: "Restarts of the plugin process that holds the keys."}),
 	}
@@ -100,7 +106,7 @@ func (m *Metrics) keyUse(id byte) prometheus.Counter {
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.decap, m.origin, m.total, m.inFlight, m.keyUses, m.PluginRestarts}
+	return []prometheus.Collector{m.requests, m.decap, m.origin, m.total, m.inFlight, m.keyUses, m.evidence, m.PluginRestarts}
 }
 
 // Describe implements prometheus.Collector.

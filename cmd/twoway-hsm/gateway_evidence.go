@@ -31,5 +31,6 @@ func (g *gatewayCmd) newEvidence(ctx context.Context, kr *keyring, cfg gatewayCo
 		gateway.WithEvidencePath(cfg.Path),
 		gateway.WithEvidenceLimiter(g.evidenceLimiter),
 		gateway.WithEvidenceMaxAge(max(time.Duration(cfg.CacheMaxAge), time.Second)),
-		gateway.WithEvidenceLogger(g.log.With("component", "evidence")))
+		gateway.WithEvidenceLogger(g.log.With("component", "evidence")),
+		gateway.WithEvidenceMetrics(g.metrics))
 }
