@@ -31,8 +31,8 @@ const (
 	MaxEvidenceSize = 64 << 10
 	// MaxNonceSize bounds a nonce.
 	MaxNonceSize = 64
-	// maxChain bounds the intermediates carried.
-	maxChain = 8
+	// MaxEKChain bounds the intermediate certificates evidence carries.
+	MaxEKChain = 8
 	// maxField bounds one binary field (a certificate, a public area).
 	maxField = 8 << 10
 )
@@ -201,8 +201,8 @@ func ParseEvidence(b []byte) (*Evidence, error) {
 		}
 		e.Nonce = *w.Nonce
 	}
-	if len(w.EKChain) > maxChain {
-		return nil, fmt.Errorf("%w: ek_chain: %d certificates, more than %d", ErrMalformed, len(w.EKChain), maxChain)
+	if len(w.EKChain) > MaxEKChain {
+		return nil, fmt.Errorf("%w: ek_chain: %d certificates, more than %d", ErrMalformed, len(w.EKChain), MaxEKChain)
 	}
 	for i, c := range w.EKChain {
 		if len(c) == 0 || len(c) > maxField {

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -112,6 +114,7 @@ type evidenceConfig struct {
 	maxAge  time.Duration
 	logger  *slog.Logger
 	metrics *Metrics
+	chain   [][]byte
 }
 
 // EvidenceOption configures an EvidenceHandler.
@@ -175,6 +178,27 @@ func WithEvidenceMaxAge(d time.Duration) EvidenceOption {
 func WithEvidenceLogger(l *slog.Logger) EvidenceOption {
 	return func(c *evidenceConfig) error {
 		c.logger = l
+		return nil
+	}
+}
+
+// WithEvidenceChain adds intermediate certificates (DER) to the EK
+// certificate chain of every key's evidence, after those the TPM holds:
+// the issuing CAs a verifier needs between the EK certificate and the TPM
+// maker's root, which many TPMs do not keep in NV (the maker publishes
+// them). A certificate the evidence carries already is not added twice;
+// at most attest.MaxEKChain are carried in all.
+func WithEvidenceChain(chain [][]byte) EvidenceOption {
+	return func(c *evidenceConfig) error {
+		if len(chain) > attest.MaxEKChain {
+			return fmt.Errorf("gateway: %d EK chain certificates, more than evidence carries (%d)", len(chain), attest.MaxEKChain)
+		}
+		for i, der := range chain {
+			if _, err := x509.ParseCertificate(der); err != nil {
+				return fmt.Errorf("gateway: EK chain certificate %d: %w", i+1, err)
+			}
+		}
+		c.chain = chain
 		return nil
 	}
 }
@@ -422,6 +446,7 @@ func (h *EvidenceHandler) collect(ctx context.Context, cfg twoway.KeyConfig, non
 	switch {
 	case err == nil:
 		c.ev = ev
+		h.addChain(ev, cfg.KeyID)
 	case errors.Is(err, attest.ErrNotAttestable):
 		c.notAttestable, c.problem = true, notAttestableReason(err)
 	default:
@@ -431,6 +456,20 @@ func (h *EvidenceHandler) collect(ctx context.Context, cfg twoway.KeyConfig, non
 		h.cfg.logger.Warn("evidence: collecting failed", "key_id", int(cfg.KeyID), "error", err.Error())
 	}
 	return c
+}
+
+// addChain adds the configured intermediates to ev's EK chain.
+func (h *EvidenceHandler) addChain(ev *attest.Evidence, id byte) {
+	for _, der := range h.cfg.chain {
+		if slices.ContainsFunc(ev.EKChain, func(have []byte) bool { return bytes.Equal(have, der) }) {
+			continue
+		}
+		if len(ev.EKChain) == attest.MaxEKChain {
+			h.cfg.logger.Warn("evidence: the EK chain is full; intermediates left out", "key_id", int(id), "max", attest.MaxEKChain)
+			return
+		}
+		ev.EKChain = append(ev.EKChain, der)
+	}
 }
 
 func (c *cachedEvidence) entry(id byte) attest.KeyEvidence {

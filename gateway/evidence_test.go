@@ -492,3 +492,18 @@ func TestEvidenceMetrics(t *testing.T) {
 		t.Errorf("evidence requests counted %v; want %v", got, want)
 	}
 }
+
+// TestEvidenceChainOption: WithEvidenceChain refuses what is not a
+// certificate, and more than evidence carries.
+func TestEvidenceChainOption(t *testing.T) {
+	ctx := context.Background()
+	if _, err := gateway.NewEvidenceHandler(ctx, newKeys(t), nil, gateway.WithEvidenceChain([][]byte{[]byte("not DER")})); err == nil ||
+		!strings.Contains(err.Error(), "EK chain certificate 1") {
+		t.Errorf("a chain that is not a certificate: %v", err)
+	}
+	many := make([][]byte, attest.MaxEKChain+1)
+	if _, err := gateway.NewEvidenceHandler(ctx, newKeys(t), nil, gateway.WithEvidenceChain(many)); err == nil ||
+		!strings.Contains(err.Error(), "more than evidence carries") {
+		t.Errorf("%d chain certificates: %v", len(many), err)
+	}
+}

@@ -61,6 +61,14 @@ func TestGatewayEvidence(t *testing.T) {
 	if err != nil || !res.Attested() || len(res.Keys) != 1 || !res.Keys[0].Activated || res.Keys[0].Result.KeyID() != 1 {
 		t.Fatalf("attesthttp.Verify through the gateway's plugin: %v %+v", err, res)
 	}
+	// Without the issuing CA the client cannot build the EK certificate's
+	// chain; the gateway's --ek-chain serves it with the evidence.
+	runFail(t, nil, exitFailure, "EK certificate not trusted", "attest", "verify", "--gateway", g.url, "--roots", root)
+	g.stop(t)
+	g = startGateway(t, nil, "--listen", "127.0.0.1:0", "--key", "1="+tref, "--target", origin.URL, "--ek-chain", issuer)
+	if r := mustRun(t, nil, "attest", "verify", "--gateway", g.url, "--roots", root); !strings.Contains(r.stdout, "verified:       yes") {
+		t.Errorf("attest verify --gateway, the issuer from the gateway's --ek-chain:\n%s", r.stdout)
+	}
 	// A wrong root.
 	stranger := testenv.StartSWTPM(t, testenv.SWTPMEKCert(""))
 	sroot, _ := stranger.EKRoot()

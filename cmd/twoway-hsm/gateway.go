@@ -51,9 +51,10 @@ leave it (collected through the plugin at start and at each reload; PKCS#11
 and soft keys are listed as not attestable); ?nonce=HEX gives evidence the
 TPM makes for a client's nonce, and POST .../evidence/activate answers a
 credential-activation challenge with the key's TPM. Those two make the TPM
-work and are rate-limited (one a second, ten at once; 429 with
-Retry-After). Clients check it with 'twoway-hsm attest verify --gateway
-URL --roots PEM'.
+work and are rate-limited (--evidence-rate, default one a second, and
+--evidence-burst, default ten at once; 429 with Retry-After). --ek-chain
+adds the EK certificates' intermediate CAs the TPM does not hold. Clients
+check it with 'twoway-hsm attest verify --gateway URL --roots PEM'.
 
 Health and metrics: /healthz (the process serves) and /readyz (every key's
 plugin answers) on the listener, and with /metrics (Prometheus) on
@@ -107,6 +108,7 @@ type gatewayConfig struct {
 	CacheMaxAge       duration          `json:"cache_max_age,omitempty"`
 	EvidenceRate      float64           `json:"evidence_rate,omitempty"`
 	EvidenceBurst     int               `json:"evidence_burst,omitempty"`
+	EKChain           string            `json:"ek_chain,omitempty"`
 }
 
 // gatewayKeyEntry is one key of the configuration.
@@ -323,6 +325,7 @@ func runGateway(ctx context.Context, env *environment, args []string) int {
 	c.fs.Var(&origins, "allow-origin", "forward inner requests for this `HOST` to it (repeatable)")
 	c.fs.StringVar(&cfg.TLSCert, "tls-cert", "", "serve TLS with this certificate chain (PEM `file`)")
 	c.fs.StringVar(&cfg.TLSKey, "tls-key", "", "the TLS private key (PEM `file`)")
+	c.fs.StringVar(&cfg.EKChain, "ek-chain", "", "add the intermediate CA certificates in this PEM `file` to every TPM key's evidence (those between its EK certificate and the maker's root that the TPM does not hold)")
 	c.fs.StringVar(&cfg.ClientCA, "client-ca", "", "require relays to present a client certificate issued by these CAs (PEM `file`)")
 	c.fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve /metrics, /healthz and /readyz on this `address` too")
 	c.fs.StringVar(&cfg.Path, "path", gateway.DefaultPath, "the `path` that takes requests and serves the key configuration")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -27,7 +28,18 @@ func (g *gatewayCmd) newEvidence(ctx context.Context, kr *keyring, cfg gatewayCo
 	// A reload changes the bucket's rate and size, not its tokens.
 	g.evidenceLimiter.SetLimit(rate.Limit(cfg.EvidenceRate))
 	g.evidenceLimiter.SetBurst(cfg.EvidenceBurst)
+	var chain [][]byte
+	if cfg.EKChain != "" {
+		certs, err := readCertsPEM(nil, cfg.EKChain)
+		if err != nil {
+			return nil, fmt.Errorf("ek_chain: %w", err)
+		}
+		for _, c := range certs {
+			chain = append(chain, c.Raw)
+		}
+	}
 	return gateway.NewEvidenceHandler(ctx, kr.tw, attesters,
+		gateway.WithEvidenceChain(chain),
 		gateway.WithEvidencePath(cfg.Path),
 		gateway.WithEvidenceLimiter(g.evidenceLimiter),
 		gateway.WithEvidenceMaxAge(max(time.Duration(cfg.CacheMaxAge), time.Second)),
