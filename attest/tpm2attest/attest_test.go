@@ -10,6 +10,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -133,6 +134,16 @@ func TestEvidence(t *testing.T) {
 	other := startMachine(t, caDir) // another TPM from the same "manufacturer"
 	nonce := []byte("a nonce from the client, fresh..")
 	ev := m.evidence(t, m.key, m.cfg, nonce)
+
+	t.Run("chain too long", func(t *testing.T) {
+		chain := make([][]byte, attest.MaxEKChain+1)
+		for i := range chain {
+			chain[i] = m.issuer
+		}
+		if _, err := tpm2attest.Collect(testCtx(t), m.key, m.cfg, nonce, chain); err == nil || !strings.Contains(err.Error(), "more than evidence carries") {
+			t.Errorf("Collect with %d chain certificates: %v", len(chain), err)
+		}
+	})
 
 	t.Run("verifies", func(t *testing.T) {
 		// Through the wire form, as a client gets it.
