@@ -29,14 +29,12 @@ import (
 	"strings"
 
 	"github.com/twoway-hsm/twoway-hsm/attest"
+	"github.com/twoway-hsm/twoway-hsm/gateway/client"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
 
 // NonceSize is the size of the nonce Verify sends.
 const NonceSize = 32
-
-// maxKeyConfigs bounds the key configuration body read.
-const maxKeyConfigs = 64 << 10
 
 // Result is what Verify found.
 type Result struct {
@@ -72,7 +70,8 @@ func (r *Result) Attested() bool {
 	return len(r.Keys) > 0
 }
 
-// Verify fetches gatewayURL's key configuration (GET, application/ohttp-keys)
+// Verify fetches gatewayURL's key configuration (GET, application/ohttp-keys,
+// with gateway/client.FetchKeyConfigs)
 // and fresh evidence for a random nonce (GET gatewayURL/evidence?nonce=HEX),
 // verifies the evidence of every published key with attest.Verify under
 // opts (its KeyConfigs and Nonce are set here: that key's published
@@ -95,11 +94,10 @@ func Verify(ctx context.Context, hc *http.Client, gatewayURL string, opts attest
 		return nil, fmt.Errorf("attesthttp: %q is not an http(s) URL", gatewayURL)
 	}
 	base.RawQuery, base.Fragment = "", ""
-	body, err := get(ctx, hc, base.String(), twoway.KeyConfigMediaType, maxKeyConfigs)
-	if err != nil {
-		return nil, fmt.Errorf("attesthttp: key configuration: %w", err)
-	}
-	configs, err := twoway.ParseKeyConfigs(body)
+	// The key configuration as every client of the gateway fetches it
+	// (bounded at client.MaxKeyConfigLen; an *client.OuterError or
+	// *client.MediaTypeError otherwise).
+	configs, err := client.FetchKeyConfigs(ctx, hc, base.String())
 	if err != nil {
 		return nil, fmt.Errorf("attesthttp: key configuration: %w", err)
 	}
@@ -108,7 +106,7 @@ func Verify(ctx context.Context, hc *http.Client, gatewayURL string, opts attest
 		return nil, err
 	}
 	evURL := strings.TrimSuffix(base.String(), "/") + "/evidence"
-	body, err = get(ctx, hc, evURL+"?nonce="+hex.EncodeToString(nonce), attest.EvidenceSetMediaType, attest.MaxEvidenceSetSize)
+	body, err := get(ctx, hc, evURL+"?nonce="+hex.EncodeToString(nonce), attest.EvidenceSetMediaType, attest.MaxEvidenceSetSize)
 	if err != nil {
 		return nil, fmt.Errorf("attesthttp: evidence: %w", err)
 	}

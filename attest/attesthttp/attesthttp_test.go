@@ -15,6 +15,7 @@ import (
 
 	"github.com/twoway-hsm/twoway-hsm/attest"
 	"github.com/twoway-hsm/twoway-hsm/attest/attesthttp"
+	"github.com/twoway-hsm/twoway-hsm/gateway/client"
 	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
@@ -85,6 +86,12 @@ func TestVerifyRefuses(t *testing.T) {
 				t.Errorf("Verify: %v, want %q", err, tc.want)
 			}
 		})
+	}
+	// The key configuration is fetched as every client fetches it
+	// (gateway/client): a gateway path that serves none is its OuterError.
+	var oe *client.OuterError
+	if _, err := attesthttp.Verify(ctx, srv.Client(), srv.URL+"/nothing", opts); !errors.As(err, &oe) || oe.Status != http.StatusNotFound {
+		t.Errorf("no key configuration: %v, want a client.OuterError of 404", err)
 	}
 	if _, err := attesthttp.Verify(ctx, nil, "ftp://gw.example/x", opts); err == nil || !strings.Contains(err.Error(), "not an http(s) URL") {
 		t.Errorf("an ftp URL: %v", err)
