@@ -167,11 +167,11 @@ func attestStatus(ctx context.Context, op string, err error) error {
 // attested (PKCS#11, soft), or a plugin that predates attestation, gives
 // an error wrapping attest.ErrNotAttestable.
 func (k *Key) Attest(ctx context.Context, cfg twoway.KeyConfig, nonce []byte) (*attest.Evidence, error) {
-	ctl, err := k.c.control(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("plugins: key %s: %w", k.info.Name, err)
-	}
-	ev, err := ctl.Attest(ctx, k.info.Name, cfg, nonce)
+	var ev *attest.Evidence
+	err := k.c.control(ctx, func(ctl *GRPCClient) (err error) {
+		ev, err = ctl.Attest(ctx, k.info.Name, cfg, nonce)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("plugins: key %s: %w", k.info.Name, err)
 	}
@@ -181,34 +181,15 @@ func (k *Key) Attest(ctx context.Context, cfg twoway.KeyConfig, nonce []byte) (*
 // Activate answers a credential-activation challenge with the TPM that
 // holds the key (see [Attester]).
 func (k *Key) Activate(ctx context.Context, c *attest.Challenge) (*attest.Answer, error) {
-	ctl, err := k.c.control(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("plugins: key %s: %w", k.info.Name, err)
-	}
-	ans, err := ctl.Activate(ctx, k.info.Name, c)
+	var ans *attest.Answer
+	err := k.c.control(ctx, func(ctl *GRPCClient) (err error) {
+		ans, err = ctl.Activate(ctx, k.info.Name, c)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("plugins: key %s: %w", k.info.Name, err)
 	}
 	return ans, nil
-}
-
-// control returns the control client of a live plugin process, starting
-// one if needed.
-func (c *Client) control(ctx context.Context) (*GRPCClient, error) {
-	if c.closed.Load() {
-		return nil, ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	s := c.pick()
-	s.inflight.Add(1)
-	defer s.inflight.Add(-1)
-	p, err := c.live(ctx, s)
-	if err != nil {
-		return nil, err
-	}
-	return p.ctl, nil
 }
 
 // Attest and Activate of a snapshot reach the Backend's own, if it has

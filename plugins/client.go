@@ -227,32 +227,63 @@ func (c *Client) spawn(f func()) bool {
 }
 
 // call sends a request of kind for the key named name with payload to a
-// live plugin process, starting one if needed. An error that means the
-// process is gone wraps ErrUnavailable and makes the next call start a new
-// process.
+// live plugin process over its data channel (see acquire).
 func (c *Client) call(ctx context.Context, op string, kind byte, name string, payload []byte) ([]byte, error) {
-	if c.closed.Load() {
-		return nil, ErrClosed
-	}
-	s := c.pick()
-	s.inflight.Add(1)
-	defer s.inflight.Add(-1)
-	p, err := c.live(ctx, s)
+	s, p, err := c.acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
 	idx, ok := p.index[name]
 	if !ok { // the processes serve the same keys (sameKeys)
+		c.release(s, p, nil)
 		return nil, fmt.Errorf("plugins: %s: %w: %q", op, ErrUnknownKey, name)
 	}
 	out, err := p.data.call(ctx, op, kind, idx, payload)
+	return out, c.release(s, p, err)
+}
+
+// control makes a call f on the control channel (gRPC) of a live plugin
+// process (see acquire).
+func (c *Client) control(ctx context.Context, f func(*GRPCClient) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s, p, err := c.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	return c.release(s, p, f(p.ctl))
+}
+
+// acquire begins a call: it picks a slot and returns its live process,
+// starting one if needed. The call counts as in flight on the slot (see
+// pick) until the caller passes its outcome to release.
+func (c *Client) acquire(ctx context.Context) (*slot, *proc, error) {
+	if c.closed.Load() {
+		return nil, nil, ErrClosed
+	}
+	s := c.pick()
+	s.inflight.Add(1)
+	p, err := c.live(ctx, s)
+	if err != nil {
+		s.inflight.Add(-1)
+		return nil, nil, err
+	}
+	return s, p, nil
+}
+
+// release ends a call begun by acquire and returns its error err. An error
+// that means the process is gone wraps ErrUnavailable: it retires the
+// process, so that the next call starts a new one.
+func (c *Client) release(s *slot, p *proc, err error) error {
+	s.inflight.Add(-1)
 	if err != nil && errors.Is(err, ErrUnavailable) {
 		c.retire(s, p, "call failed")
 		if c.closed.Load() {
-			return nil, fmt.Errorf("%w (%w)", ErrClosed, err)
+			return fmt.Errorf("%w (%w)", ErrClosed, err)
 		}
 	}
-	return out, err
+	return err
 }
 
 // pick chooses the slot for a call: the least busy of those with a live
