@@ -22,7 +22,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 
@@ -46,10 +45,9 @@ type Set struct {
 }
 
 type entry struct {
-	info   plugins.KeyInfo
-	key    keystore.Key
-	x      kem.Exchanger // nil for KEMs that are not Diffie-Hellman based
-	closer io.Closer     // nil when there is nothing to release
+	info plugins.KeyInfo
+	key  keystore.Key
+	x    kem.Exchanger // nil for KEMs that are not Diffie-Hellman based
 }
 
 // Option configures Open.
@@ -118,7 +116,7 @@ func openRef(ctx context.Context, ref string, o *options) (*entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &entry{info: plugins.KeyInfo{Backend: b.Scheme}, key: k, closer: k}
+	e := &entry{info: plugins.KeyInfo{Backend: b.Scheme}, key: k}
 	if x, ok := k.(kem.Exchanger); ok && k.KEM().IsDH() {
 		e.x = x
 	}
@@ -190,10 +188,8 @@ func (s *Set) Close() error {
 	s.closeOnce.Do(func() {
 		var errs []error
 		for _, e := range s.keys {
-			if e.closer != nil {
-				if err := e.closer.Close(); err != nil {
-					errs = append(errs, fmt.Errorf("keyset: close %s: %w", e.info.Name, err))
-				}
+			if err := e.key.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("keyset: close %s: %w", e.info.Name, err))
 			}
 		}
 		s.closeErr = errors.Join(errs...)
