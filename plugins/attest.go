@@ -31,6 +31,15 @@ type Attester interface {
 	Activate(ctx context.Context, key string, c *attest.Challenge) (*attest.Answer, error)
 }
 
+// attesterOf returns b as an Attester, or an error wrapping
+// attest.ErrNotAttestable when it is not one.
+func attesterOf(b Backend) (Attester, error) {
+	if a, ok := b.(Attester); ok {
+		return a, nil
+	}
+	return nil, fmt.Errorf("%w: the plugin's backend does not attest keys", attest.ErrNotAttestable)
+}
+
 // Bounds of the attestation calls' inputs, checked on both sides.
 const (
 	maxKeyName       = 4 << 10
@@ -39,9 +48,9 @@ const (
 
 // Attest implements the Attest RPC.
 func (s *GRPCServer) Attest(ctx context.Context, req *kempluginv2.AttestRequest) (*kempluginv2.AttestResponse, error) {
-	a, ok := s.Impl.(Attester)
-	if !ok {
-		return nil, toStatus(fmt.Errorf("%w: the plugin's backend does not attest keys", attest.ErrNotAttestable))
+	a, err := attesterOf(s.Impl)
+	if err != nil {
+		return nil, toStatus(err)
 	}
 	if err := checkAttestInput(req.GetKey(), req.GetKeyConfig(), req.GetNonce()); err != nil {
 		return nil, grpcstatus.Error(codes.InvalidArgument, err.Error())
@@ -67,9 +76,9 @@ func (s *GRPCServer) Attest(ctx context.Context, req *kempluginv2.AttestRequest)
 
 // Activate implements the Activate RPC.
 func (s *GRPCServer) Activate(ctx context.Context, req *kempluginv2.ActivateRequest) (*kempluginv2.ActivateResponse, error) {
-	a, ok := s.Impl.(Attester)
-	if !ok {
-		return nil, toStatus(fmt.Errorf("%w: the plugin's backend does not attest keys", attest.ErrNotAttestable))
+	a, err := attesterOf(s.Impl)
+	if err != nil {
+		return nil, toStatus(err)
 	}
 	if len(req.GetKey()) > maxKeyName {
 		return nil, grpcstatus.Errorf(codes.InvalidArgument, "activate: key name of %d bytes", len(req.GetKey()))
@@ -195,17 +204,17 @@ func (k *Key) Activate(ctx context.Context, c *attest.Challenge) (*attest.Answer
 // Attest and Activate of a snapshot reach the Backend's own, if it has
 // them.
 func (s snapshot) Attest(ctx context.Context, key string, cfg twoway.KeyConfig, nonce []byte) (*attest.Evidence, error) {
-	a, ok := s.Backend.(Attester)
-	if !ok {
-		return nil, fmt.Errorf("%w: the plugin's backend does not attest keys", attest.ErrNotAttestable)
+	a, err := attesterOf(s.Backend)
+	if err != nil {
+		return nil, err
 	}
 	return a.Attest(ctx, key, cfg, nonce)
 }
 
 func (s snapshot) Activate(ctx context.Context, key string, c *attest.Challenge) (*attest.Answer, error) {
-	a, ok := s.Backend.(Attester)
-	if !ok {
-		return nil, fmt.Errorf("%w: the plugin's backend does not attest keys", attest.ErrNotAttestable)
+	a, err := attesterOf(s.Backend)
+	if err != nil {
+		return nil, err
 	}
 	return a.Activate(ctx, key, c)
 }
