@@ -45,25 +45,28 @@ type benchImpl struct {
 	run  func(b *testing.B)
 }
 
-// bodyReader hides a source's WriterTo, ReaderFrom and ByteReader, as an
-// HTTP request or response body does: the benchmarks read their sources
-// through it.
+// bodyReader hides a source's WriterTo, ByteReader and Len, as an HTTP
+// request or response body does: the chunked benchmarks read their sources
+// through it (bodyOf).
 type bodyReader struct{ r io.Reader }
 
 func (b *bodyReader) Read(p []byte) (int, error) { return b.r.Read(p) }
 
-// drainBody returns a benchmark body that seals or opens in with newReader
-// (a sealer or opener constructor), from a source that hides WriterTo and
-// ByteReader (bodyReader), and reads the result to its end through buf.
-// The result must be a whole benchMsgLen-byte message or longer.
+// bodyOf returns a bodyReader of b.
+func bodyOf(b []byte) io.Reader { return &bodyReader{bytes.NewReader(b)} }
+
+// drainBody returns a benchmark body that seals or opens src(in) with
+// newReader (a sealer or opener constructor) and reads the result to its
+// end through buf. The result must be a whole benchMsgLen-byte message or
+// longer.
 //
 // The media type is converted once, here: passed through a function value,
 // a []byte(...) made per call would escape and count as an allocation of
 // the implementation.
-func drainBody[O any, R io.Reader](newReader func(io.Reader, []byte, ...O) (R, error), in []byte, mediaType string, opts []O, buf []byte) func(b *testing.B) {
+func drainBody[O any, R io.Reader](newReader func(io.Reader, []byte, ...O) (R, error), src func([]byte) io.Reader, in []byte, mediaType string, opts []O, buf []byte) func(b *testing.B) {
 	mt := []byte(mediaType)
 	return func(b *testing.B) {
-		r, err := newReader(&bodyReader{bytes.NewReader(in)}, mt, opts...)
+		r, err := newReader(src(in), mt, opts...)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -76,8 +79,9 @@ func drainBody[O any, R io.Reader](newReader func(io.Reader, []byte, ...O) (R, e
 // chunkedRuns seals a request of pt and a response of resp with one
 // implementation's sealer and opener constructors, and returns the bodies
 // of its four chunked operations (request seal and open, response seal and
-// open, each read through buf) and their sources: pt, the sealed request,
-// resp and the sealed response.
+// open, each from a source that hides WriterTo and ByteReader, bodyOf, and
+// read through buf) and their sources: pt, the sealed request, resp and the
+// sealed response.
 func chunkedRuns[O any, S requestSealer[O], Op requestOpener[O, RS], RS io.Reader](b *testing.B, newSealer func(io.Reader, []byte, ...O) (S, error), newOpener func(io.Reader, []byte, ...O) (Op, error), opts []O, pt, resp, buf []byte) ([4]func(*testing.B), [4][]byte) {
 	s, err := newSealer(bytes.NewReader(pt), []byte("q"), opts...)
 	if err != nil {
@@ -95,10 +99,10 @@ func chunkedRuns[O any, S requestSealer[O], Op requestOpener[O, RS], RS io.Reade
 	}
 	encResp, _ := io.ReadAll(rs)
 	return [4]func(*testing.B){
-		drainBody(newSealer, pt, "q", opts, buf),
-		drainBody(newOpener, encReq, "q", opts, buf),
-		drainBody(o.NewResponseSealer, resp, "a", opts, buf),
-		drainBody(s.NewResponseOpener, encResp, "a", opts, buf),
+		drainBody(newSealer, bodyOf, pt, "q", opts, buf),
+		drainBody(newOpener, bodyOf, encReq, "q", opts, buf),
+		drainBody(o.NewResponseSealer, bodyOf, resp, "a", opts, buf),
+		drainBody(s.NewResponseOpener, bodyOf, encResp, "a", opts, buf),
 	}, [4][]byte{pt, encReq, resp, encResp}
 }
 
@@ -390,16 +394,14 @@ func BenchmarkUnchunkedMemory(b *testing.B) {
 }
 
 // memoryRuns returns the bodies of the unchunked memory benchmarks of one
-// implementation: seal pt, open ct, and open ct from a body of unknown
-// length, as an HTTP request body without a Content-Length.
+// implementation: seal pt and open ct from sources whose length is known
+// (bytes.Reader's Len), and open ct from a body of unknown length, as an
+// HTTP request body without a Content-Length.
 func memoryRuns[O any, S io.Reader, Op io.Reader](newSealer func(io.Reader, []byte, ...O) (S, error), newOpener func(io.Reader, []byte, ...O) (Op, error), pt, ct, buf []byte) [3]func(*testing.B) {
-	unknownLength := func(ct io.Reader, mediaType []byte, opts ...O) (Op, error) {
-		return newOpener(struct{ io.Reader }{ct}, mediaType, opts...)
-	}
 	return [3]func(*testing.B){
-		drainBody(newSealer, pt, "q", nil, buf),
-		drainBody(newOpener, ct, "q", nil, buf),
-		drainBody(unknownLength, ct, "q", nil, buf),
+		drainBody(newSealer, wholeReads, pt, "q", nil, buf),
+		drainBody(newOpener, wholeReads, ct, "q", nil, buf),
+		drainBody(newOpener, bodyOf, ct, "q", nil, buf),
 	}
 }
 
