@@ -53,6 +53,29 @@ func pemPool(t testing.TB, files ...string) *x509.CertPool {
 	return p
 }
 
+// tpmKeyRef starts an swtpm with EK certificates, creates a P-256 key in
+// it and returns the swtpm and the key's reference. It closes its own
+// connection: swtpm serves one, the plugin's.
+func tpmKeyRef(ctx context.Context, t *testing.T) (*testenv.SWTPM, string) {
+	t.Helper()
+	sw := testenv.StartSWTPM(t, testenv.SWTPMEKCert(""))
+	tp, err := tpm2.Open(ctx, sw.Transport())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.Close()
+	k, err := tp.CreateKey(ctx, ecdh.P256())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	path := filepath.Join(t.TempDir(), "gw.pem")
+	if err := k.WriteKeyFile(path); err != nil {
+		t.Fatal(err)
+	}
+	return sw, "tpm2:file=" + path + "?tpm=" + sw.Transport()
+}
+
 // TestAttestThroughPlugin: the plugin's Attest and Activate prove a TPM
 // key (the evidence verifies against swtpm-localca's root, bound to the
 // key configuration and nonce, and the key's TPM answers the activation
@@ -60,24 +83,9 @@ func pemPool(t testing.TB, files ...string) *x509.CertPool {
 // refuse inputs over their bounds and a key configuration that is not the
 // key's.
 func TestAttestThroughPlugin(t *testing.T) {
-	sw := testenv.StartSWTPM(t, testenv.SWTPMEKCert(""))
-	root, issuer := sw.EKRoot()
 	ctx := ctxT(t, 2*time.Minute)
-	tp, err := tpm2.Open(ctx, sw.Transport())
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := tp.CreateKey(ctx, ecdh.P256())
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "gw.pem")
-	if err := k.WriteKeyFile(path); err != nil {
-		t.Fatal(err)
-	}
-	k.Close()
-	tp.Close() // swtpm serves one connection: the plugin's
-	tref := "tpm2:file=" + path + "?tpm=" + sw.Transport()
+	sw, tref := tpmKeyRef(ctx, t)
+	root, issuer := sw.EKRoot()
 	sref := softKeys(t, nil).refs[0]
 	c := newClient(t, plugins.Config{Keys: []string{tref, sref}})
 
@@ -157,23 +165,8 @@ func TestAttestThroughPlugin(t *testing.T) {
 // never the credential, and a credential of a size attest.MakeChallenge
 // does not make is not activated at all.
 func TestActivateReleasesNoCredential(t *testing.T) {
-	sw := testenv.StartSWTPM(t, testenv.SWTPMEKCert(""))
 	ctx := ctxT(t, 2*time.Minute)
-	tp, err := tpm2.Open(ctx, sw.Transport())
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := tp.CreateKey(ctx, ecdh.P256())
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "gw.pem")
-	if err := k.WriteKeyFile(path); err != nil {
-		t.Fatal(err)
-	}
-	k.Close()
-	tp.Close()
-	tref := "tpm2:file=" + path + "?tpm=" + sw.Transport()
+	_, tref := tpmKeyRef(ctx, t)
 	c := newClient(t, plugins.Config{Keys: []string{tref}})
 	tk, err := c.Key(ctx, tref)
 	if err != nil {
