@@ -111,14 +111,16 @@ func roundTrip(t testing.TB, suite hpke.Suite, pk circlkem.PublicKey, sk circlke
 	if err != nil {
 		t.Fatal(err)
 	}
-	return roundTripWith(t, snd, rcv, pt, src, bufLen, opts...)
+	encReq, encResp, _ = roundTripWith(t, snd, rcv, pt, src, bufLen, opts...)
+	return encReq, encResp
 }
 
 // roundTripWith seals pt read from src(pt) as a request with snd, opens it
-// with rcv, answers with a response of len(pt)+3 bytes and opens that,
-// reading every sealer and opener with Read calls of bufLen bytes. It
-// returns the encapsulated request and response.
-func roundTripWith(t testing.TB, snd *twoway.RequestSender, rcv *twoway.RequestReceiver, pt []byte, src func([]byte) io.Reader, bufLen int, opts ...twoway.Option) (encReq, encResp []byte) {
+// with rcv, answers with a response of len(pt)+3 bytes (pattern) read from
+// src too and opens that, reading every sealer and opener with Read calls
+// of bufLen bytes. It returns the encapsulated request and response, and
+// the request's sealer, which opens the response.
+func roundTripWith(t testing.TB, snd *twoway.RequestSender, rcv *twoway.RequestReceiver, pt []byte, src func([]byte) io.Reader, bufLen int, opts ...twoway.Option) (encReq, encResp []byte, sealer *twoway.RequestSealer) {
 	t.Helper()
 	sealer, err := snd.NewRequestSealer(src(pt), []byte("app/req"), opts...)
 	if err != nil {
@@ -159,7 +161,7 @@ func roundTripWith(t testing.TB, snd *twoway.RequestSender, rcv *twoway.RequestR
 	if !bytes.Equal(gotResp, resp) {
 		t.Fatalf("response: got %d bytes, want %d", len(gotResp), len(resp))
 	}
-	return encReq, encResp
+	return encReq, encResp, sealer
 }
 
 // wholeReads is the source of roundTripWith that returns its data in one
