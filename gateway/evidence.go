@@ -95,6 +95,10 @@ type EvidenceHandler struct {
 	keys      *twoway.Gateway
 	attesters map[byte]Attester
 	cfg       evidenceConfig
+	// The two endpoints' paths, joined once: Handles runs for every
+	// request of a server that routes by it, and a concatenation this long
+	// allocates.
+	evidencePath, activatePath string
 
 	mu    sync.Mutex
 	cache map[string]*cachedEvidence // by the marshalled key configuration
@@ -235,7 +239,8 @@ func NewEvidenceHandler(ctx context.Context, keys *twoway.Gateway, attesters map
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)
 	}
-	h := &EvidenceHandler{keys: keys, attesters: make(map[byte]Attester, len(attesters)), cfg: c, cache: map[string]*cachedEvidence{}}
+	h := &EvidenceHandler{keys: keys, attesters: make(map[byte]Attester, len(attesters)), cfg: c, cache: map[string]*cachedEvidence{},
+		evidencePath: c.path + EvidenceSuffix, activatePath: c.path + ActivateSuffix}
 	for id, a := range attesters {
 		if a != nil {
 			h.attesters[id] = a
@@ -247,7 +252,7 @@ func NewEvidenceHandler(ctx context.Context, keys *twoway.Gateway, attesters map
 
 // Handles reports whether the handler serves path (its two endpoints).
 func (h *EvidenceHandler) Handles(path string) bool {
-	return path == h.cfg.path+EvidenceSuffix || path == h.cfg.path+ActivateSuffix
+	return path == h.evidencePath || path == h.activatePath
 }
 
 // Evidence returns the container of cached evidence, as a GET without a
@@ -259,14 +264,14 @@ func (h *EvidenceHandler) Evidence(ctx context.Context) *attest.EvidenceSet {
 // ServeHTTP serves the two endpoints; any other path is 404.
 func (h *EvidenceHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
-	case h.cfg.path + EvidenceSuffix:
+	case h.evidencePath:
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			h.problem(w, r, http.StatusMethodNotAllowed, "method not allowed", r.URL.Path+" serves the evidence to GET and HEAD")
 			return
 		}
 		h.serveEvidence(w, r)
-	case h.cfg.path + ActivateSuffix:
+	case h.activatePath:
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", "POST")
 			h.problem(w, r, http.StatusMethodNotAllowed, "method not allowed", r.URL.Path+" takes a challenge by POST")
@@ -274,7 +279,7 @@ func (h *EvidenceHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.serveActivate(w, r)
 	default:
-		h.problem(w, r, http.StatusNotFound, "not found", "the evidence is at "+h.cfg.path+EvidenceSuffix)
+		h.problem(w, r, http.StatusNotFound, "not found", "the evidence is at "+h.evidencePath)
 	}
 }
 
@@ -556,7 +561,7 @@ func (h *EvidenceHandler) count(r *http.Request, status int) {
 	}
 	endpoint := "cached"
 	switch {
-	case strings.HasSuffix(r.URL.Path, ActivateSuffix):
+	case r.URL.Path == h.activatePath:
 		endpoint = "activate"
 	case r.URL.Query().Has("nonce"):
 		endpoint = "fresh"

@@ -234,3 +234,27 @@ func TestEvidenceRateLimitPerKey(t *testing.T) {
 		t.Errorf("the TPM certified %d keys for fresh evidence, want 3", n)
 	}
 }
+
+// TestEvidenceHandles: Handles matches the two endpoints under the
+// gateway path and nothing else, and allocates nothing: a server that
+// routes by it (twoway-hsm gateway) asks it for every OHTTP request.
+func TestEvidenceHandles(t *testing.T) {
+	eh, err := gateway.NewEvidenceHandler(context.Background(), newKeys(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]bool{
+		gateway.DefaultPath + gateway.EvidenceSuffix: true,
+		gateway.DefaultPath + gateway.ActivateSuffix: true,
+		gateway.DefaultPath:                          false,
+		gateway.DefaultPath + "/evidence/":           false,
+		"/other" + gateway.ActivateSuffix:            false,
+	} {
+		if got := eh.Handles(path); got != want {
+			t.Errorf("Handles(%q) = %v, want %v", path, got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { eh.Handles(gateway.DefaultPath) }); n != 0 {
+		t.Errorf("Handles allocates %v times per call, want 0", n)
+	}
+}
