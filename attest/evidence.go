@@ -149,36 +149,9 @@ func ParseEvidence(b []byte) (*Evidence, error) {
 	if len(b) > MaxEvidenceSize {
 		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrMalformed, len(b), MaxEvidenceSize)
 	}
-	if err := checkJSON(b); err != nil {
-		return nil, err
-	}
-	// The format and version first, so that another version is reported
-	// as such and not as unknown members.
-	var head struct {
-		Format  *string `json:"format"`
-		Version *int    `json:"version"`
-	}
-	if err := json.Unmarshal(b, &head); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	switch {
-	case head.Format == nil:
-		return nil, fmt.Errorf("%w: no \"format\" member", ErrMalformed)
-	case *head.Format != Format:
-		return nil, fmt.Errorf("%w: format %q, want %q", ErrMalformed, *head.Format, Format)
-	case head.Version == nil:
-		return nil, fmt.Errorf("%w: no \"version\" member", ErrMalformed)
-	case *head.Version != Version:
-		return nil, fmt.Errorf("%w: version %d; this verifier reads version %d", ErrUnsupportedVersion, *head.Version, Version)
-	}
 	var w evidenceJSON
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
-	if err := d.Decode(&w); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if _, err := d.Token(); err != io.EOF {
-		return nil, fmt.Errorf("%w: data after the evidence object", ErrMalformed)
+	if err := strictDecode(b, Format, Version, &w); err != nil {
+		return nil, err
 	}
 	e := &Evidence{
 		KeyConfig: w.KeyConfig, EKCert: w.EKCert, EKPublic: w.EKPublic, AKPublic: w.AKPublic,
@@ -237,6 +210,40 @@ func (b *b64) UnmarshalJSON(data []byte) error {
 		return fmt.Errorf("bad base64: %w", err)
 	}
 	*b = v
+	return nil
+}
+
+// strictDecode decodes b, one JSON object, into v strictly: no member
+// repeated (in any object) or unknown, nothing after it. Its "version"
+// (and, when format is not "", its "format") is checked first, so that a
+// document of another version is reported as ErrUnsupportedVersion and
+// not as one with unknown members. Callers bound b's size.
+func strictDecode(b []byte, format string, version int, v any) error {
+	if err := checkJSON(b); err != nil {
+		return err
+	}
+	var head struct {
+		Format  *string `json:"format"`
+		Version *int    `json:"version"`
+	}
+	if err := json.Unmarshal(b, &head); err != nil {
+		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	switch {
+	case format != "" && head.Format == nil:
+		return fmt.Errorf("%w: no \"format\" member", ErrMalformed)
+	case format != "" && *head.Format != format:
+		return fmt.Errorf("%w: format %q, want %q", ErrMalformed, *head.Format, format)
+	case head.Version == nil:
+		return fmt.Errorf("%w: no \"version\" member", ErrMalformed)
+	case *head.Version != version:
+		return fmt.Errorf("%w: version %d; this verifier reads version %d", ErrUnsupportedVersion, *head.Version, version)
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
 	return nil
 }
 

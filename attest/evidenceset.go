@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 )
 
 // EvidenceSetFormat, EvidenceSetVersion and EvidenceSetMediaType identify
@@ -111,32 +110,9 @@ func ParseEvidenceSet(b []byte) (*EvidenceSet, error) {
 	if len(b) > MaxEvidenceSetSize {
 		return nil, fmt.Errorf("%w: evidence set: %d bytes, more than %d", ErrMalformed, len(b), MaxEvidenceSetSize)
 	}
-	if err := checkJSON(b); err != nil {
-		return nil, fmt.Errorf("evidence set: %w", err)
-	}
-	var head struct {
-		Format  *string `json:"format"`
-		Version *int    `json:"version"`
-	}
-	if err := json.Unmarshal(b, &head); err != nil {
-		return nil, fmt.Errorf("%w: evidence set: %v", ErrMalformed, err)
-	}
-	switch {
-	case head.Format == nil || *head.Format != EvidenceSetFormat:
-		return nil, fmt.Errorf("%w: evidence set: format is not %q", ErrMalformed, EvidenceSetFormat)
-	case head.Version == nil:
-		return nil, fmt.Errorf("%w: evidence set: no \"version\" member", ErrMalformed)
-	case *head.Version != EvidenceSetVersion:
-		return nil, fmt.Errorf("%w: evidence set version %d; this verifier reads version %d", ErrUnsupportedVersion, *head.Version, EvidenceSetVersion)
-	}
 	var w evidenceSetJSON
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
-	if err := d.Decode(&w); err != nil {
-		return nil, fmt.Errorf("%w: evidence set: %v", ErrMalformed, err)
-	}
-	if _, err := d.Token(); err != io.EOF {
-		return nil, fmt.Errorf("%w: evidence set: data after the object", ErrMalformed)
+	if err := strictDecode(b, EvidenceSetFormat, EvidenceSetVersion, &w); err != nil {
+		return nil, fmt.Errorf("evidence set: %w", err)
 	}
 	s := &EvidenceSet{}
 	if w.Nonce != nil {
