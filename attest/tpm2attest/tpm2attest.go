@@ -5,8 +5,8 @@
 //
 // Neither function exports, imports, provisions or stores anything: the
 // attestation key is derived again from the endorsement hierarchy on
-// every call, the EK certificate is read from NV, and the key is only
-// certified.
+// every call, the EK certificate is read from NV (once per connection to
+// the TPM, see tpm2.TPM.Endorsement), and the key is only certified.
 package tpm2attest
 
 import (

@@ -112,6 +112,17 @@ type Endorsement struct {
 	Public []byte
 }
 
+// clone is a deep copy of e, for callers that may change what they get.
+func (e *Endorsement) clone() *Endorsement {
+	out := *e
+	out.Certificate, out.Public = bytes.Clone(e.Certificate), bytes.Clone(e.Public)
+	out.Chain = nil
+	for _, c := range e.Chain {
+		out.Chain = append(out.Chain, bytes.Clone(c))
+	}
+	return &out
+}
+
 // Certification is TPM2_Certify of a key by the attestation key.
 type Certification struct {
 	// KeyPublic is the certified key's public area (TPMT_PUBLIC).
@@ -129,21 +140,30 @@ type Certification struct {
 // when it is the default template's and the certificate's key, otherwise
 // the primary key derived from the default template, which must have the
 // certificate's key. Errors wrap [ErrNoEKCertificate] when there is none.
+// It is read once per connection to the TPM (again after a reconnect):
+// the endorsement seed, and so the EK, does not change under a running
+// process.
 func (t *TPM) Endorsement(ctx context.Context) (*Endorsement, error) {
 	if t.closed.Load() {
 		return nil, fmt.Errorf("tpm2: endorsement key: %w", ErrClosed)
 	}
 	var out *Endorsement
 	err := t.c.do(ctx, func() error {
-		t.c.makeRoom(nil, 1)
-		ek, err := t.c.endorsementKey()
-		if err != nil {
-			return err
+		if t.c.endorsement == nil {
+			t.c.makeRoom(nil, 1)
+			ek, err := t.c.endorsementKey()
+			if err != nil {
+				return err
+			}
+			ek.release(t.c)
+			e := ek.Endorsement
+			if e.Chain, err = t.c.ekChain(); err != nil {
+				return err
+			}
+			t.c.endorsement = &e
 		}
-		ek.release(t.c)
-		out = &ek.Endorsement
-		out.Chain, err = t.c.ekChain()
-		return err
+		out = t.c.endorsement.clone()
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("tpm2: endorsement key: %w", err)

@@ -74,6 +74,18 @@ func TestAttestationProver(t *testing.T) {
 	if _, err := x509.ParseCertificate(e.Certificate); err != nil {
 		t.Fatalf("EK certificate: %v", err)
 	}
+	// Read once per connection: the second call asks the TPM nothing and
+	// returns its own copy.
+	if tp.c.endorsement == nil {
+		t.Fatal("the endorsement is not kept on the connection")
+	}
+	ekCert := bytes.Clone(e.Certificate)
+	e.Certificate[0] ^= 0xff
+	again, err := tp.Endorsement(ctx)
+	if err != nil || !bytes.Equal(again.Certificate, ekCert) || !bytes.Equal(again.Public, e.Public) {
+		t.Fatalf("Endorsement again: %v, or another EK, or the caller's change leaked into the kept one", err)
+	}
+	e.Certificate[0] ^= 0xff
 	ak1 := attestationKey(t, tp)
 	if ak2 := attestationKey(t, tp); !bytes.Equal(ak1, ak2) {
 		t.Fatal("the AK is not derived again identically")

@@ -127,6 +127,12 @@ type conn struct {
 	loaded        map[*Key]*loadedKey
 	tick          uint64
 	curveSet      []ecdh.Curve
+	// endorsement is what Endorsement read (EK certificate, chain, EK
+	// public area), kept until the connection's state is reset: reading
+	// it again means NV reads and, without a persistent EK, deriving the
+	// EK (an RSA 2048 CreatePrimary, seconds on a discrete TPM) for
+	// every key's evidence.
+	endorsement *Endorsement
 }
 
 // loadedKey is a key loaded at a transient handle. Its name is the Key's:
@@ -403,6 +409,7 @@ func (c *conn) resetState(flush bool) {
 	}
 	clear(c.loaded)
 	clear(c.parents)
+	c.endorsement = nil
 }
 
 // flush flushes a transient object or session, ignoring errors.
