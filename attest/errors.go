@@ -10,8 +10,9 @@ var (
 	// parse: bad JSON, a repeated or unknown member, bad base64, a TPM
 	// structure that does not decode or has bytes after it.
 	ErrMalformed = errors.New("attest: malformed evidence")
-	// ErrUnsupportedVersion: the evidence is of another format version.
-	ErrUnsupportedVersion = errors.New("attest: unsupported evidence version")
+	// ErrUnsupportedVersion: a document (evidence, an evidence set, a
+	// challenge or an answer) is of another format version.
+	ErrUnsupportedVersion = errors.New("attest: unsupported format version")
 	// ErrEKCertificate: the EK certificate does not parse, is not an EK
 	// certificate, has a critical extension the verifier does not
 	// handle, or does not chain to the roots.

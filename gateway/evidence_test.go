@@ -328,7 +328,7 @@ func TestEvidenceBadInput(t *testing.T) {
 		{"empty body", gateway.ActivateSuffix, "POST", "application/json", nil, 400, "malformed"},
 		{"unknown member", gateway.ActivateSuffix, "POST", "application/json", bytes.Replace(good, []byte(`"version"`), []byte(`"x":1,"version"`), 1), 400, `unknown field "x"`},
 		{"repeated member", gateway.ActivateSuffix, "POST", "application/json", bytes.Replace(good, []byte(`"version":1`), []byte(`"version":1,"version":1`), 1), 400, "repeated"},
-		{"other version", gateway.ActivateSuffix, "POST", "application/json", bytes.Replace(good, []byte(`"version":1`), []byte(`"version":2`), 1), 400, "challenge version 2"},
+		{"other version", gateway.ActivateSuffix, "POST", "application/json", bytes.Replace(good, []byte(`"version":1`), []byte(`"version":2`), 1), 400, "challenge: attest: unsupported format version: version 2"},
 		{"missing field", gateway.ActivateSuffix, "POST", "application/json", []byte(`{"version":1}`), 400, "ek_public: 0 bytes"},
 		{"too large", gateway.ActivateSuffix, "POST", "application/json", bytes.Repeat([]byte(" "), attest.MaxChallengeSize+1), 413, "at most"},
 		{"wrong media type", gateway.ActivateSuffix, "POST", "text/plain", good, 415, "application/json"},
