@@ -7,15 +7,17 @@ import (
 	"errors"
 	"io"
 	"math"
-	"net"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 
 	"github.com/twoway-hsm/twoway-hsm/kem"
@@ -57,29 +59,56 @@ const (
 
 var testKeys = &Description{Keys: []KeyInfo{{Name: "k"}, {Name: "slow"}, {Name: "bad"}}}
 
-// pair returns the two ends of a new data channel: the host's descriptor
-// and the plugin's connection.
-func pair(t testing.TB) (int, net.Conn) {
+// pair returns the two ends of a new data channel, the host's and the
+// plugin's; whoever takes each over closes it.
+func pair(t testing.TB) (host, plugin channelEnd) {
 	t.Helper()
-	fds, err := socketPair()
+	host, plugin, err := newChannel()
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := os.NewFile(uintptr(fds[1]), "plugin end")
-	defer f.Close()
-	c, err := net.FileConn(f)
-	if err != nil {
-		t.Fatal(err)
+	return host, plugin
+}
+
+// peerConn is an end of a channel as a connection, for a peer written by
+// hand: it reads from the end's r and writes to its w, on Go's network
+// poller.
+type peerConn struct{ r, w *os.File }
+
+// peer wraps end; it is closed when the test ends.
+func peer(t testing.TB, end channelEnd) *peerConn {
+	t.Helper()
+	for _, fd := range []int{end.r, end.w} {
+		if err := setNonblock(fd); err != nil {
+			t.Fatal(err)
+		}
 	}
+	c := &peerConn{os.NewFile(uintptr(end.r), "peer in"), os.NewFile(uintptr(end.w), "peer out")}
 	t.Cleanup(func() { c.Close() })
-	return fds[0], c
+	return c
+}
+
+func (c *peerConn) Read(b []byte) (int, error)        { return c.r.Read(b) }
+func (c *peerConn) Write(b []byte) (int, error)       { return c.w.Write(b) }
+func (c *peerConn) SetReadDeadline(t time.Time) error { return c.r.SetReadDeadline(t) }
+func (c *peerConn) Close() error                      { return errors.Join(c.r.Close(), c.w.Close()) }
+
+// server returns a dataServer serving b on end, with calls' contexts
+// derived from ctx.
+func server(t testing.TB, ctx context.Context, b Backend, end channelEnd) *dataServer {
+	t.Helper()
+	s, err := newDataServer(ctx, b, testKeys, end)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // hostConn wraps the host's end of a channel; it is closed when the test
 // ends.
-func hostConn(t testing.TB, fd int) *dataConn {
+func hostConn(t testing.TB, end channelEnd) *dataConn {
 	t.Helper()
-	d, err := newDataConn(fd)
+	d, err := newDataConn(end)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,11 +121,11 @@ func hostConn(t testing.TB, fd int) *dataConn {
 // serve's result.
 func channel(t *testing.T, ctx context.Context, b Backend) (*dataConn, *dataServer, <-chan error) {
 	t.Helper()
-	fd, pc := pair(t)
-	s := newDataServer(ctx, b, testKeys, pc)
+	host, plug := pair(t)
+	s := server(t, ctx, b, plug)
 	served := make(chan error, 1)
 	go func() { served <- s.serve() }()
-	d := hostConn(t, fd)
+	d := hostConn(t, host)
 	t.Cleanup(func() {
 		d.close()
 		select {
@@ -299,14 +328,14 @@ func (c *countingCtx) AfterFunc(func()) (stop func() bool) {
 
 // rawHost is a host written by hand, to drive a dataServer frame by frame.
 type rawHost struct {
-	t  *testing.T
-	fd int
+	t   *testing.T
+	end channelEnd // blocking
 }
 
 func (h rawHost) write(b []byte) {
 	h.t.Helper()
 	for len(b) > 0 {
-		n, err := syscall.Write(h.fd, b)
+		n, err := syscall.Write(h.end.w, b)
 		if err != nil {
 			h.t.Fatal(err)
 		}
@@ -327,7 +356,7 @@ func (h rawHost) send(f frame, payload []byte) {
 func (h rawHost) read() (frame, []byte) {
 	h.t.Helper()
 	tv := syscall.NsecToTimeval(int64(5 * time.Second))
-	syscall.SetsockoptTimeval(h.fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
+	syscall.SetsockoptTimeval(h.end.r, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
 	var hdr [frameHeaderSize]byte
 	h.readFull(hdr[:])
 	f, _, err := decodeResponse(hdr[:])
@@ -342,7 +371,7 @@ func (h rawHost) read() (frame, []byte) {
 func (h rawHost) readFull(b []byte) {
 	h.t.Helper()
 	for len(b) > 0 {
-		n, err := syscall.Read(h.fd, b)
+		n, err := syscall.Read(h.end.r, b)
 		if err == syscall.EINTR {
 			continue
 		}
@@ -355,12 +384,12 @@ func (h rawHost) readFull(b []byte) {
 
 // rawServer starts a dataServer serving b for a rawHost.
 func rawServer(t *testing.T, b Backend) (rawHost, *dataServer, <-chan error) {
-	fd, pc := pair(t)
-	t.Cleanup(func() { syscall.Close(fd) })
-	s := newDataServer(context.Background(), b, testKeys, pc)
+	host, plug := pair(t)
+	t.Cleanup(host.close)
+	s := server(t, context.Background(), b, plug)
 	served := make(chan error, 1)
 	go func() { served <- s.serve() }()
-	return rawHost{t, fd}, s, served
+	return rawHost{t, host}, s, served
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -411,7 +440,7 @@ func TestDataWorkers(t *testing.T) {
 	// answered (the host closed only its sending side).
 	h.send(frame{kind: frameECDH, key: keySlow, id: 101}, []byte{1})
 	waitFor(t, "the last call runs in the backend", func() bool { return b.started.Load() == n+1 })
-	syscall.Shutdown(h.fd, syscall.SHUT_WR)
+	syscall.Shutdown(h.end.w, syscall.SHUT_WR)
 	select {
 	case err := <-served:
 		if err != nil {
@@ -492,7 +521,7 @@ func TestMisbehavingHost(t *testing.T) {
 		if f, _ := h.read(); f.id != maxInFlight+1 || codes.Code(f.code) != codes.ResourceExhausted {
 			t.Fatalf("a call beyond the bound: %+v", f)
 		}
-		syscall.Shutdown(h.fd, syscall.SHUT_WR)
+		syscall.Shutdown(h.end.w, syscall.SHUT_WR)
 		if err := <-served; err != nil {
 			t.Fatal(err)
 		}
@@ -503,7 +532,7 @@ func TestMisbehavingHost(t *testing.T) {
 // wants.
 type fakePlugin struct {
 	t *testing.T
-	c net.Conn
+	c *peerConn
 }
 
 func (p fakePlugin) request() (frame, []byte) {
@@ -564,8 +593,9 @@ func TestMisbehavingPlugin(t *testing.T) {
 		"closed (it exited)": func(uint64) []byte { return nil },
 	} {
 		t.Run(name, func(t *testing.T) {
-			fd, pc := pair(t)
-			d := hostConn(t, fd)
+			host, plug := pair(t)
+			d := hostConn(t, host)
+			pc := peer(t, plug)
 			p := fakePlugin{t, pc}
 			errc := make(chan error, 1)
 			go func() {
@@ -597,9 +627,9 @@ func TestMisbehavingPlugin(t *testing.T) {
 		})
 	}
 	t.Run("duplicate answer", func(t *testing.T) {
-		fd, pc := pair(t)
-		d := hostConn(t, fd)
-		p := fakePlugin{t, pc}
+		host, plug := pair(t)
+		d := hostConn(t, host)
+		p := fakePlugin{t, peer(t, plug)}
 		errc := make(chan error, 1)
 		go func() {
 			out, err := callECDH(context.Background(), d, keyK, []byte{1, 2, 3})
@@ -624,9 +654,9 @@ func TestMisbehavingPlugin(t *testing.T) {
 	t.Run("silence", func(t *testing.T) {
 		// A plugin that reads calls and never answers: each ends at its
 		// deadline, and the plugin is told to cancel it.
-		fd, pc := pair(t)
-		d := hostConn(t, fd)
-		p := fakePlugin{t, pc}
+		host, plug := pair(t)
+		d := hostConn(t, host)
+		p := fakePlugin{t, peer(t, plug)}
 		for range 3 {
 			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 			errc := make(chan error, 1)
@@ -658,8 +688,9 @@ func TestMisbehavingPlugin(t *testing.T) {
 	t.Run("not reading", func(t *testing.T) {
 		// A plugin that reads nothing: once the socket's buffer is full,
 		// calls still end at their deadlines.
-		fd, _ := pair(t)
-		d := hostConn(t, fd)
+		host, plug := pair(t)
+		d := hostConn(t, host)
+		peer(t, plug) // reads nothing
 		payload := make([]byte, maxRequestPayload)
 		start := time.Now()
 		var unavailable, i int
@@ -690,11 +721,11 @@ func hdrOf(f frame) []byte {
 func TestDataChannelNoLeaks(t *testing.T) {
 	before := runtime.NumGoroutine()
 	for range 5 {
-		fd, pc := pair(t)
-		s := newDataServer(context.Background(), &fakeBackend{}, testKeys, pc)
+		host, plug := pair(t)
+		s := server(t, context.Background(), &fakeBackend{}, plug)
 		served := make(chan error, 1)
 		go func() { served <- s.serve() }()
-		d, err := newDataConn(fd)
+		d, err := newDataConn(host)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -717,4 +748,86 @@ func TestDataChannelNoLeaks(t *testing.T) {
 		}
 	}
 	waitFor(t, "the goroutines are gone", func() bool { return runtime.NumGoroutine() <= before })
+}
+
+// TestChannelOneWay: each socket of a channel carries frames one way. A
+// side that writes where it should read gets EPIPE, and one that reads
+// where it should write reads the end, on both sides.
+func TestChannelOneWay(t *testing.T) {
+	host, plug := pair(t)
+	defer host.close()
+	defer plug.close()
+	for _, tc := range []struct {
+		name     string
+		in, out  int // the socket the side reads, the one it writes
+		peerRead int // the peer's socket its frames arrive on
+	}{
+		{"host", host.r, host.w, plug.r},
+		{"plugin", plug.r, plug.w, host.r},
+	} {
+		if _, err := syscall.Write(tc.in, []byte{1}); err != syscall.EPIPE {
+			t.Errorf("%s writing on the socket it reads: %v, want EPIPE", tc.name, err)
+		}
+		var b [1]byte
+		if n, err := syscall.Read(tc.out, b[:]); n != 0 || err != nil {
+			t.Errorf("%s reading the socket it writes: %d, %v; want the end (0, nil)", tc.name, n, err)
+		}
+		// The right way works.
+		if _, err := syscall.Write(tc.out, []byte{7}); err != nil {
+			t.Fatalf("%s writing: %v", tc.name, err)
+		}
+		if n, err := syscall.Read(tc.peerRead, b[:]); n != 1 || err != nil || b[0] != 7 {
+			t.Fatalf("%s's peer reading: %d, %v, %x", tc.name, n, err, b)
+		}
+	}
+}
+
+// TestDataChannelFromEnv: a plugin takes over the two sockets the host
+// names, and refuses anything else with an error that says what was
+// wrong.
+func TestDataChannelFromEnv(t *testing.T) {
+	host, plug := pair(t)
+	defer host.close()
+	defer plug.close()
+	var p [2]int
+	if err := syscall.Pipe(p[:]); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(p[0])
+	defer syscall.Close(p[1])
+	num := func(a, b int) string { return strconv.Itoa(a) + "," + strconv.Itoa(b) }
+	for _, tc := range []struct{ value, want string }{
+		{"3", "is not two different descriptor numbers"},
+		{"3,3", "is not two different descriptor numbers"},
+		{"x,4", "is not two different descriptor numbers"},
+		{"1,4", "is not two different descriptor numbers"},
+		{"3,4,5", "is not two different descriptor numbers"},
+		{num(plug.r, p[1]), "is not a unix stream socket"},
+		{num(p[0], plug.w), "is not a unix stream socket"},
+	} {
+		t.Setenv(DataFDEnv, tc.value)
+		if _, err := dataChannelFromEnv(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s=%q: %v; want an error saying %q", DataFDEnv, tc.value, err, tc.want)
+		}
+	}
+	os.Unsetenv(DataFDEnv)
+	if _, err := dataChannelFromEnv(); err == nil || !strings.Contains(err.Error(), "is not set") {
+		t.Errorf("unset: %v", err)
+	}
+	t.Setenv(DataFDEnv, num(plug.r, plug.w))
+	end, err := dataChannelFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if end != plug {
+		t.Fatalf("took over %+v, want %+v", end, plug)
+	}
+	if _, ok := os.LookupEnv(DataFDEnv); ok {
+		t.Errorf("%s is still set", DataFDEnv)
+	}
+	for _, fd := range []int{plug.r, plug.w} {
+		if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil || fl&unix.FD_CLOEXEC == 0 {
+			t.Errorf("descriptor %d is not close-on-exec: %#x, %v", fd, fl, err)
+		}
+	}
 }

@@ -1,58 +1,66 @@
 package plugins
 
 import (
+	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// waitFD blocks the calling thread until fd is ready for ev, or wake's
-// descriptor is readable (-1 for none), or timeout passes (a negative
-// timeout waits without end). It is a blocking system call on purpose, not
-// Go's network poller: the caller waiting for its answer is the thread the
-// answer wakes (see dataConn).
-func waitFD(fd int, ev pollEvent, wake int, timeout time.Duration) error {
-	fds := [2]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(wake), Events: unix.POLLIN}}
-	if ev == pollOut {
-		fds[0].Events = unix.POLLOUT
-	}
-	var ts *unix.Timespec
-	if timeout >= 0 {
-		t := unix.NsecToTimespec(int64(timeout))
-		ts = &t
-	}
-	if _, err := unix.Ppoll(fds[:], ts, nil); err != nil && err != unix.EINTR {
+// waitWritable blocks the calling thread until fd is writable or timeout
+// passes.
+func waitWritable(fd int, timeout time.Duration) error {
+	fds := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	t := unix.NsecToTimespec(int64(timeout))
+	if _, err := unix.Ppoll(fds[:], &t, nil); err != nil && err != unix.EINTR {
 		return err
 	}
 	return nil
-}
-
-// waker is a descriptor that wake makes readable and drain makes
-// unreadable again, for waitFD's wake: an eventfd.
-type waker struct{ fd int }
-
-func newWaker() (waker, error) {
-	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
-		return waker{-1}, err
-	}
-	return waker{fd}, nil
-}
-
-var one = [8]byte{1}
-
-// readFD is the descriptor to wait on (waitFD's wake).
-func (w waker) readFD() int { return w.fd }
-func (w waker) wake()       { _, _ = unix.Write(w.fd, one[:]) }
-func (w waker) close()      { _ = unix.Close(w.fd) }
-
-func (w waker) drain() {
-	var b [8]byte
-	_, _ = unix.Read(w.fd, b[:])
 }
 
 // socketPair returns a connected pair of unix stream sockets, both
 // close-on-exec.
 func socketPair() ([2]int, error) {
 	return unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+}
+
+// rawRead and rawWrite are read(2) and write(2) on a nonblocking
+// descriptor made as raw system calls, without telling the Go scheduler
+// (entersyscall): a call that cannot block needs no handing off of its P,
+// and entering the scheduler's system-call path wakes its monitor thread
+// when that sleeps, a thread wake-up on every call otherwise. EINTR is
+// retried.
+func rawRead(fd int, b []byte) (int, error) {
+	for {
+		var p unsafe.Pointer
+		if len(b) > 0 {
+			p = unsafe.Pointer(&b[0])
+		}
+		n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(p), uintptr(len(b)))
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != 0 {
+			return 0, e
+		}
+		return int(n), nil
+	}
+}
+
+func rawWrite(fd int, b []byte) (int, error) {
+	for {
+		var p unsafe.Pointer
+		if len(b) > 0 {
+			p = unsafe.Pointer(&b[0])
+		}
+		n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(p), uintptr(len(b)))
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != 0 {
+			return 0, e
+		}
+		return int(n), nil
+	}
 }

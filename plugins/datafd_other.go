@@ -12,20 +12,17 @@ import (
 
 var errNoDataChannel = errors.New("plugins: the plugin data channel needs a unix system")
 
-type waker struct{}
-
-func newWaker() (waker, error)                        { return waker{}, errNoDataChannel }
-func (waker) readFD() int                             { return -1 }
-func (waker) wake()                                   {}
-func (waker) drain()                                  {}
-func (waker) close()                                  {}
-func waitFD(int, pollEvent, int, time.Duration) error { return errNoDataChannel }
-func socketPair() ([2]int, error)                     { return [2]int{-1, -1}, errNoDataChannel }
-func checkDataSocket(int) error                       { return errNoDataChannel }
-func sysRead(int, []byte) (int, error)                { return 0, errNoDataChannel }
-func sysWrite(int, []byte) (int, error)               { return 0, errNoDataChannel }
-func sysClose(int)                                    {}
-func sysShutdown(int)                                 {}
-func setNonblock(int) error                           { return errNoDataChannel }
-func closeOnExec(int)                                 {}
-func isAgain(error) bool                              { return false }
+func waitWritable(int, time.Duration) error { return errNoDataChannel }
+func rawRead(int, []byte) (int, error)      { return 0, errNoDataChannel }
+func rawWrite(int, []byte) (int, error)     { return 0, errNoDataChannel }
+func newChannel() (channelEnd, channelEnd, error) {
+	return channelEnd{-1, -1}, channelEnd{-1, -1}, errNoDataChannel
+}
+func checkDataSocket(int) error         { return errNoDataChannel }
+func sysRead(int, []byte) (int, error)  { return 0, errNoDataChannel }
+func sysWrite(int, []byte) (int, error) { return 0, errNoDataChannel }
+func sysClose(int)                      {}
+func sysShutdown(int)                   {}
+func setNonblock(int) error             { return errNoDataChannel }
+func closeOnExec(int)                   {}
+func isAgain(error) bool                { return false }

@@ -35,3 +35,31 @@ func checkDataSocket(fd int) error {
 	}
 	return nil
 }
+
+// newChannel creates a data channel: the host's end and the plugin's, all
+// four sockets close-on-exec. Each pair carries frames one way: the
+// directions not used are shut down, so that a peer that writes where it
+// should read gets EPIPE, and one that reads where it should write gets
+// the end at once.
+func newChannel() (host, plugin channelEnd, err error) {
+	req, err := socketPair() // host → plugin
+	if err != nil {
+		return channelEnd{-1, -1}, channelEnd{-1, -1}, err
+	}
+	ans, err := socketPair() // plugin → host
+	if err != nil {
+		sysClose(req[0])
+		sysClose(req[1])
+		return channelEnd{-1, -1}, channelEnd{-1, -1}, err
+	}
+	host = channelEnd{r: ans[0], w: req[0]}
+	plugin = channelEnd{r: req[1], w: ans[1]}
+	for _, sd := range []struct{ fd, how int }{{req[0], unix.SHUT_RD}, {ans[0], unix.SHUT_WR}} {
+		if err := unix.Shutdown(sd.fd, sd.how); err != nil {
+			host.close()
+			plugin.close()
+			return channelEnd{-1, -1}, channelEnd{-1, -1}, err
+		}
+	}
+	return host, plugin, nil
+}

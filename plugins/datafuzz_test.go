@@ -49,29 +49,32 @@ func FuzzPluginReceive(f *testing.F) {
 	f.Add(withLength(frame{kind: frameECDH, id: 1}, math.MaxUint32))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		checkDecoder(t, b, decodeRequest, maxRequestPayload)
-		fd, pc := pair(t)
-		s := newDataServer(context.Background(), &fakeBackend{}, testKeys, pc)
+		host, plug := pair(t)
+		s := server(t, context.Background(), &fakeBackend{}, plug)
 		served := make(chan error, 1)
 		go func() { served <- s.serve() }()
 		drained := make(chan struct{})
-		defer func() { <-drained; sysClose(fd) }()
+		defer func() { <-drained; host.close() }()
 		go func() { // the host reads the answers until the plugin's end closes
 			defer close(drained)
 			buf := make([]byte, 4096)
 			for {
-				if n, err := sysRead(fd, buf); n <= 0 && err == nil || err != nil && !isAgain(err) {
+				if n, err := syscall.Read(host.r, buf); n <= 0 && err == nil || err != nil && err != syscall.EINTR {
 					return
 				}
 			}
 		}()
 		for rest := b; len(rest) > 0; {
-			n, err := sysWrite(fd, rest)
+			n, err := syscall.Write(host.w, rest)
+			if err == syscall.EINTR {
+				continue
+			}
 			if err != nil {
 				break // the plugin stopped reading: it found a violation
 			}
 			rest = rest[n:]
 		}
-		syscall.Shutdown(fd, syscall.SHUT_WR)
+		syscall.Shutdown(host.w, syscall.SHUT_WR)
 		select {
 		case err := <-served:
 			if err != nil && !errors.Is(err, errProtocol) {
@@ -92,8 +95,9 @@ func FuzzHostReceive(f *testing.F) {
 	f.Add(withLength(frame{kind: frameResult, id: 1}, math.MaxUint32))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		checkDecoder(t, b, decodeResponse, maxResponsePayload)
-		fd, pc := pair(t)
-		d, err := newDataConn(fd)
+		host, plug := pair(t)
+		pc := peer(t, plug)
+		d, err := newDataConn(host)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -17,19 +19,25 @@ import (
 //
 // There is no receiving goroutine. A caller writes its request frame
 // itself and then waits; one waiting caller at a time, the leader, reads
-// the socket for everyone, in a blocking system call (waitFD) on its own
-// thread, and hands the other callers their answers. When its own answer
-// has come, or its context has ended, it passes the lead to another
-// waiting caller. A call made while the host is otherwise idle therefore
-// costs one thread wake-up on this side: the kernel wakes the caller's own
-// thread with the answer. (A receiving goroutine costs another wake-up and
-// more: Go's network poller wakes one thread, the goroutine's handing the
-// answer over wakes an idle one to look for work, and the caller runs; the
-// README's Performance section has a probe's numbers for both.
-// BenchmarkRoundTripCost counts the thread runs per call of this design.)
+// the answers for everyone and hands the other callers theirs. When its
+// own answer has come, or its context has ended, it passes the lead to
+// another waiting caller. The leader waits on Go's network poller, and
+// both ends make their read(2) and write(2) as raw system calls (rawRead,
+// rawWrite): the sockets are nonblocking, so no call blocks, and a call
+// through the scheduler's system-call path would wake its monitor thread
+// (sysmon) whenever that sleeps, which on an idle process is every call.
+// Only the socket the answers come on is on the poller, and it carries
+// nothing the other way, so that the plugin's reading a request wakes
+// nothing here. A call made while the host is otherwise idle therefore
+// costs one thread wake-up on this side: the thread parked in the poller
+// wakes with the answer and runs its caller. (The README's Performance
+// section has the numbers of the designs measured; BenchmarkRoundTripCost
+// counts the thread runs per call.)
 type dataConn struct {
-	fd    int   // nonblocking
-	waker waker // makes the leader's waitFD return: close, a context that ends
+	rfd int             // the socket the answers come on; nonblocking, on Go's network poller through f
+	wfd int             // the socket the requests go on; nonblocking, not on the poller
+	f   *os.File        // owns rfd; its read deadline wakes the leader (wakeLeader)
+	rc  syscall.RawConn // f's, for the leader's waits
 
 	wsem chan struct{} // one writer at a time; a channel so that waiting honours contexts
 
@@ -38,7 +46,7 @@ type dataConn struct {
 	abandoned int                  // calls in pending whose caller has gone
 	nextID    uint64
 	leader    bool
-	busy      int   // goroutines inside system calls on fd (the leader, a writer)
+	busy      int   // goroutines inside system calls on the sockets (the leader, a writer)
 	err       error // why the channel ended; nil while it works
 	closed    bool  // close was called; the descriptors go when busy drops to 0
 	fdsClosed bool
@@ -77,26 +85,29 @@ const writeSlice = 10 * time.Millisecond
 // cancelWriteTimeout bounds the wait to send a cancellation.
 const cancelWriteTimeout = time.Second
 
-// pollEvent is what waitFD waits for on its descriptor.
-type pollEvent uint8
-
-const (
-	pollIn  pollEvent = iota + 1 // readable
-	pollOut                      // writable
-)
-
-// newDataConn takes over fd, the host's end of a data channel.
-func newDataConn(fd int) (*dataConn, error) {
-	if err := setNonblock(fd); err != nil {
+// newDataConn takes over end, the host's end of a data channel; on an
+// error it has closed it.
+func newDataConn(end channelEnd) (*dataConn, error) {
+	err := setNonblock(end.r)
+	if err == nil {
+		err = setNonblock(end.w)
+	}
+	if err != nil {
+		end.close()
 		return nil, err
 	}
-	w, err := newWaker()
+	f := os.NewFile(uintptr(end.r), "twoway-hsm data channel (answers)")
+	rc, err := f.SyscallConn()
 	if err != nil {
+		f.Close()
+		sysClose(end.w)
 		return nil, err
 	}
 	return &dataConn{
-		fd:      fd,
-		waker:   w,
+		rfd:     end.r,
+		wfd:     end.w,
+		f:       f,
+		rc:      rc,
 		wsem:    make(chan struct{}, 1),
 		pending: make(map[uint64]*dataCall),
 	}, nil
@@ -220,7 +231,7 @@ func (d *dataConn) lead(ctx context.Context, c *dataCall) {
 			clear(d.rbuf[d.rtail:])
 			d.rhead = 0
 		}
-		n, rerr := sysRead(d.fd, d.rbuf[d.rtail:])
+		n, rerr := d.read(d.rbuf[d.rtail:])
 		if n > 0 {
 			d.rtail += n
 			continue
@@ -228,16 +239,10 @@ func (d *dataConn) lead(ctx context.Context, c *dataCall) {
 		switch {
 		case rerr == nil:
 			err = errors.New("the plugin closed the data channel")
-		case isAgain(rerr):
-			timeout := time.Duration(-1)
-			if dl, ok := ctx.Deadline(); ok {
-				timeout = max(time.Until(dl), 0)
-			}
-			if werr := waitFD(d.fd, pollIn, d.waker.readFD(), timeout); werr != nil {
-				err = fmt.Errorf("waiting for the plugin: %w", werr)
-			} else {
-				d.waker.drain()
-			}
+		case errors.Is(rerr, os.ErrDeadlineExceeded):
+			// wakeLeader: a context ended. Cleared before the loop
+			// checks the contexts again, so that no wake-up is lost.
+			_ = d.f.SetReadDeadline(time.Time{})
 		default:
 			err = fmt.Errorf("reading from the plugin: %w", rerr)
 		}
@@ -308,15 +313,28 @@ func (d *dataConn) lastID() uint64 {
 	return d.nextID
 }
 
-// wakeLeader makes the leader's waitFD return, if the descriptors are
-// still open (a number closed could name another file by now).
-func (d *dataConn) wakeLeader() {
-	d.mu.Lock()
-	if !d.fdsClosed {
-		d.waker.wake()
+// read reads what the plugin sent into b, waiting on the network poller
+// until there is something, the channel ends (0 bytes, nil) or
+// wakeLeader is called (os.ErrDeadlineExceeded).
+func (d *dataConn) read(b []byte) (int, error) {
+	var n int
+	var rerr error
+	err := d.rc.Read(func(fd uintptr) bool {
+		n, rerr = rawRead(int(fd), b)
+		return rerr != syscall.EAGAIN
+	})
+	if err != nil {
+		return 0, err
 	}
-	d.mu.Unlock()
+	return n, rerr
 }
+
+// longAgo is a deadline that has passed.
+var longAgo = time.Unix(1, 0)
+
+// wakeLeader makes the leader's wait return (a deadline in the past; the
+// leader clears it). Once the channel is closed it does nothing.
+func (d *dataConn) wakeLeader() { _ = d.f.SetReadDeadline(longAgo) }
 
 // ctxErr is ctx.Err, or DeadlineExceeded once ctx's deadline has passed
 // even if its timer has not fired yet (which would make a leader spin).
@@ -389,19 +407,21 @@ func (d *dataConn) breakLocked(err error) {
 		default:
 		}
 	}
-	// Anyone inside waitFD returns; the peer sees the end too.
-	sysShutdown(d.fd)
-	d.waker.wake()
+	// The leader's wait returns (its socket reads the end); the plugin
+	// sees the end of both too.
+	sysShutdown(d.wfd)
+	sysShutdown(d.rfd)
+	d.wakeLeader()
 }
 
-// leaveLocked records that a goroutine left its system calls on fd, and
+// leaveLocked records that a goroutine left its system calls on the sockets, and
 // closes the descriptors when the channel was closed and it was the last.
 func (d *dataConn) leaveLocked() {
 	d.busy--
 	if d.closed && d.busy == 0 && !d.fdsClosed {
 		d.fdsClosed = true
-		sysClose(d.fd)
-		d.waker.close()
+		d.f.Close()
+		sysClose(d.wfd)
 	}
 }
 
@@ -430,7 +450,7 @@ func (d *dataConn) send(ctx context.Context, hdr, payload []byte) (sent bool, er
 	written := 0
 	for written < len(b) && err == nil {
 		var m int
-		m, err = sysWrite(d.fd, b[written:])
+		m, err = rawWrite(d.wfd, b[written:])
 		if m > 0 {
 			written += m
 		}
@@ -447,7 +467,7 @@ func (d *dataConn) send(ctx context.Context, hdr, payload []byte) (sent bool, er
 				err = errors.New("a frame to the plugin was cut short: the plugin does not read")
 				break
 			}
-			if werr := waitFD(d.fd, pollOut, -1, writeSlice); werr != nil {
+			if werr := waitWritable(d.wfd, writeSlice); werr != nil {
 				err = werr
 			}
 		case err != nil:

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,9 +17,11 @@ import (
 )
 
 // DataFDEnv is the environment variable through which a host tells its
-// plugin the number of the inherited descriptor of the data channel (see
-// frame.go). The host always passes 3, the first of exec.Cmd.ExtraFiles.
-const DataFDEnv = "TWOWAY_HSM_DATA_FD"
+// plugin the numbers of the inherited descriptors of the data channel (see
+// frame.go): the socket the requests come on, a comma, and the socket the
+// answers go on. The host always passes "3,4", the first two of
+// exec.Cmd.ExtraFiles.
+const DataFDEnv = "TWOWAY_HSM_DATA_FDS"
 
 // maxIdleWorkers bounds the goroutines a data channel keeps waiting for
 // calls.
@@ -35,34 +37,34 @@ const maxInFlight = 1024
 const endWriteTimeout = time.Second
 
 // dataChannelFromEnv takes over the data channel the host passed: it
-// checks that the descriptor DataFDEnv names is a unix stream socket,
-// makes it close-on-exec (nothing the backends run inherits it), and
+// checks that the descriptors DataFDEnv names are unix stream sockets,
+// makes them close-on-exec (nothing the backends run inherits them), and
 // removes the variable.
-func dataChannelFromEnv() (net.Conn, error) {
+func dataChannelFromEnv() (channelEnd, error) {
+	none := channelEnd{-1, -1}
 	v, ok := os.LookupEnv(DataFDEnv)
 	if !ok {
-		return nil, fmt.Errorf("%s is not set: the host speaks an older protocol or did not pass the data channel", DataFDEnv)
+		return none, fmt.Errorf("%s is not set: the host speaks another protocol version or did not pass the data channel", DataFDEnv)
 	}
 	os.Unsetenv(DataFDEnv)
-	fd, err := strconv.Atoi(v)
-	if err != nil || fd < 3 {
-		return nil, fmt.Errorf("%s=%q is not a descriptor number above 2", DataFDEnv, v)
+	rs, ws, ok := strings.Cut(v, ",")
+	r, err1 := strconv.Atoi(rs)
+	w, err2 := strconv.Atoi(ws)
+	if !ok || err1 != nil || err2 != nil || r < 3 || w < 3 || r == w {
+		return none, fmt.Errorf("%s=%q is not two different descriptor numbers above 2, comma-separated", DataFDEnv, v)
 	}
-	if err := checkDataSocket(fd); err != nil {
-		return nil, fmt.Errorf("descriptor %d (%s) is not a unix stream socket: %w", fd, DataFDEnv, err)
+	for _, fd := range []int{r, w} {
+		if err := checkDataSocket(fd); err != nil {
+			return none, fmt.Errorf("descriptor %d (%s) is not a unix stream socket: %w", fd, DataFDEnv, err)
+		}
+		closeOnExec(fd)
 	}
-	closeOnExec(fd)
-	f := os.NewFile(uintptr(fd), "twoway-hsm data channel")
-	defer f.Close() // FileConn has its own descriptor
-	c, err := net.FileConn(f)
-	if err != nil {
-		return nil, fmt.Errorf("data channel: %w", err)
-	}
-	return c, nil
+	return channelEnd{r: r, w: w}, nil
 }
 
 // dataServer serves a Backend on the plugin's end of a data channel: one
-// goroutine reads frames (several per read under load) and hands each call
+// goroutine reads frames (several per read under load; it waits on Go's
+// network poller and reads with rawRead, see dataConn) and hands each call
 // to a worker goroutine, which runs it with its own context (the host's
 // deadline; cancelled by a frameCancel or the end of the channel) and
 // writes its answer. Workers outlive their calls and take the next ones,
@@ -70,8 +72,12 @@ func dataChannelFromEnv() (net.Conn, error) {
 // maxIdleWorkers wait between calls.
 type dataServer struct {
 	b    Backend
-	keys []string // by key index: the names of the Describe snapshot
-	conn net.Conn
+	keys []string        // by key index: the names of the Describe snapshot
+	in   *os.File        // the socket the requests come on, on the network poller
+	rc   syscall.RawConn // in's
+	out  int             // the socket the answers go on; nonblocking, not on the poller
+
+	outDeadline atomic.Int64 // when end began: answers give up after endWriteTimeout (Unix ns; 0 before)
 
 	ctx     context.Context // the parent of the calls' contexts
 	stopped atomic.Bool     // stop was called
@@ -96,20 +102,37 @@ type dataRequest struct {
 	cancel  context.CancelFunc
 }
 
-// newDataServer serves b's keys of d on conn, with calls' contexts derived
-// from ctx.
-func newDataServer(ctx context.Context, b Backend, d *Description, conn net.Conn) *dataServer {
+// newDataServer serves b's keys of d on end, which it takes over, with
+// calls' contexts derived from ctx. On an error it has closed end.
+func newDataServer(ctx context.Context, b Backend, d *Description, end channelEnd) (*dataServer, error) {
+	err := setNonblock(end.r)
+	if err == nil {
+		err = setNonblock(end.w)
+	}
+	if err != nil {
+		end.close()
+		return nil, fmt.Errorf("data channel: %w", err)
+	}
+	in := os.NewFile(uintptr(end.r), "twoway-hsm data channel (requests)")
+	rc, err := in.SyscallConn()
+	if err != nil {
+		in.Close()
+		sysClose(end.w)
+		return nil, fmt.Errorf("data channel: %w", err)
+	}
 	s := &dataServer{
 		b:       b,
 		ctx:     ctx,
-		conn:    conn,
+		in:      in,
+		rc:      rc,
+		out:     end.w,
 		running: make(map[uint64]context.CancelFunc),
 		calls:   make(chan dataRequest),
 	}
 	for _, k := range d.Keys {
 		s.keys = append(s.keys, k.Name)
 	}
-	return s
+	return s, nil
 }
 
 // serve reads calls until the host closes the channel (nil) or breaks its
@@ -141,12 +164,12 @@ func (s *dataServer) serve() error {
 			clear(s.rbuf[tail:])
 			head = 0
 		}
-		n, err := s.conn.Read(s.rbuf[tail:])
+		n, err := s.read(s.rbuf[tail:])
 		tail += n
 		if err != nil {
 			// The host closed its end (with answers it did not read:
 			// ECONNRESET), or the plugin is stopping.
-			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed) || s.stopped.Load() {
+			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || s.stopped.Load() {
 				return nil
 			}
 			return err
@@ -158,7 +181,7 @@ func (s *dataServer) serve() error {
 // down): the read loop ends and serve cleans up.
 func (s *dataServer) stop() {
 	s.stopped.Store(true)
-	_ = s.conn.SetReadDeadline(time.Now())
+	_ = s.in.SetReadDeadline(time.Now())
 }
 
 // handle starts a call, cancels one, or refuses it.
@@ -264,7 +287,7 @@ func (s *dataServer) answer(id uint64, out []byte, err error) {
 	}
 	putHeader(buf[:], f)
 	s.wmu.Lock()
-	_, _ = s.conn.Write(buf[:frameHeaderSize+f.n])
+	_ = s.write(buf[:frameHeaderSize+f.n])
 	s.wmu.Unlock()
 	clear(buf[frameHeaderSize:])
 }
@@ -277,8 +300,59 @@ func (s *dataServer) end() {
 		c()
 	}
 	s.mu.Unlock()
-	_ = s.conn.SetWriteDeadline(time.Now().Add(endWriteTimeout))
+	s.outDeadline.Store(time.Now().Add(endWriteTimeout).UnixNano())
 	close(s.calls)
 	s.workers.Wait()
-	s.conn.Close()
+	s.in.Close()
+	sysClose(s.out)
+}
+
+// read reads requests into b, waiting on the network poller until there
+// are some, the host ends the channel (io.EOF) or stop is called.
+func (s *dataServer) read(b []byte) (int, error) {
+	var n int
+	var rerr error
+	err := s.rc.Read(func(fd uintptr) bool {
+		n, rerr = rawRead(int(fd), b)
+		return rerr != syscall.EAGAIN
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case rerr != nil:
+		return 0, rerr
+	case n == 0 && len(b) > 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// answerSlice bounds one wait for the host to make room for an answer,
+// between checks of whether the channel is ending.
+const answerSlice = 10 * time.Millisecond
+
+// write writes b whole to the host. While the host's socket is full it
+// waits, until end's deadline once the channel is ending.
+func (s *dataServer) write(b []byte) error {
+	for len(b) > 0 {
+		n, err := rawWrite(s.out, b)
+		b = b[n:]
+		switch {
+		case err == syscall.EAGAIN:
+			wait := answerSlice
+			if dl := s.outDeadline.Load(); dl != 0 {
+				left := time.Until(time.Unix(0, dl))
+				if left <= 0 {
+					return errors.New("the host does not read its answers")
+				}
+				wait = min(wait, left)
+			}
+			if err := waitWritable(s.out, wait); err != nil {
+				return err
+			}
+		case err != nil:
+			return err
+		}
+	}
+	return nil
 }

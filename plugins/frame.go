@@ -8,10 +8,14 @@ import (
 )
 
 // The data channel carries the per-request calls (ECDH, Decapsulate)
-// between a host and its plugin: a connected unix stream socket pair that
-// the host creates and the plugin inherits at exec (see [DataFDEnv]). It
-// has no path and no listener; holding the descriptor is the
-// authentication.
+// between a host and its plugin: two connected unix stream socket pairs
+// that the host creates, one for each direction, whose other ends the
+// plugin inherits at exec (see [DataFDEnv]). They have no path and no
+// listener; holding the descriptors is the authentication. Each socket
+// carries frames one way only (the host shuts the other direction down):
+// a read at one end then wakes nothing at the other, where a socket that
+// carried both ways would wake its peer's network poller for the room
+// each read frees.
 //
 // Every frame, both ways, is a fixed 24-byte header followed by a payload
 // of at most maxRequestPayload (host to plugin) or maxResponsePayload
@@ -60,6 +64,16 @@ const (
 	// maxFrameSize is the largest frame either way.
 	maxFrameSize = frameHeaderSize + maxRequestPayload
 )
+
+// channelEnd is one side's two sockets of a data channel: r carries the
+// peer's frames to it, w carries its frames to the peer.
+type channelEnd struct{ r, w int }
+
+// close closes both sockets.
+func (e channelEnd) close() {
+	sysClose(e.r)
+	sysClose(e.w)
+}
 
 // errProtocol is the error a frame that breaks the data channel's rules
 // wraps.

@@ -98,18 +98,20 @@ func (c *Client) startProcess(ctx context.Context, thread *osthread.Thread, slot
 		secure = &plugin.SecureConfig{Checksum: cfg.Checksum, Hash: sha256.New()}
 	}
 
-	// The data channel: a socket pair, one end for this process, the
-	// other inherited by the plugin as descriptor 3 (both are
-	// close-on-exec here, so no other child gets them).
-	pair, err := socketPair()
+	// The data channel: two socket pairs, one end of each for this
+	// process, the others inherited by the plugin as descriptors 3
+	// (requests) and 4 (answers). All are close-on-exec here, so no other
+	// child gets them.
+	hostEnd, plugEnd, err := newChannel()
 	if err != nil {
 		return nil, fmt.Errorf("plugins: data channel: %w", err)
 	}
-	plugEnd := os.NewFile(uintptr(pair[1]), "twoway-hsm data channel (plugin end)")
-	defer plugEnd.Close() // the plugin has its own copy once started
-	data, err := newDataConn(pair[0])
+	plugIn := os.NewFile(uintptr(plugEnd.r), "twoway-hsm data channel (plugin's requests)")
+	plugOut := os.NewFile(uintptr(plugEnd.w), "twoway-hsm data channel (plugin's answers)")
+	defer plugIn.Close() // the plugin has its own copies once started (Close is idempotent)
+	defer plugOut.Close()
+	data, err := newDataConn(hostEnd)
 	if err != nil {
-		sysClose(pair[0])
 		return nil, fmt.Errorf("plugins: data channel: %w", err)
 	}
 	defer func() {
@@ -120,7 +122,7 @@ func (c *Client) startProcess(ctx context.Context, thread *osthread.Thread, slot
 
 	cmd := exec.Command(execPath, cfg.Args...)
 	cmd.Args[0] = cfg.Path
-	cmd.ExtraFiles = []*os.File{plugEnd}
+	cmd.ExtraFiles = []*os.File{plugIn, plugOut}
 	level := "info"
 	if cfg.Logger.Enabled(context.Background(), slog.LevelDebug) {
 		level = "debug"
@@ -128,7 +130,7 @@ func (c *Client) startProcess(ctx context.Context, thread *osthread.Thread, slot
 	cmd.Env = append(append([]string(nil), cfg.Env...),
 		plugin.EnvUnixSocketDir+"="+dir,
 		LogLevelEnv+"="+level,
-		DataFDEnv+"=3")
+		DataFDEnv+"=3,4")
 	cmd.SysProcAttr = sysProcAttr()
 
 	said := newFirstError(filepath.Base(cmd.Path)) // go-plugin's name for the plugin's records
@@ -158,9 +160,10 @@ func (c *Client) startProcess(ctx context.Context, thread *osthread.Thread, slot
 
 	var cp plugin.ClientProtocol
 	thread.Run(func() { cp, err = pc.Client() })
-	// Started or not, the plugin end is no longer this process's: closed
-	// here, the channel ends as soon as the plugin's copy does.
-	plugEnd.Close()
+	// Started or not, the plugin's end is no longer this process's:
+	// closed here, the channel ends as soon as the plugin's copies do.
+	plugIn.Close()
+	plugOut.Close()
 	if err != nil {
 		if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
 			return nil, fmt.Errorf("%w: %s", ErrChecksum, cfg.Path)

@@ -11,12 +11,15 @@ import (
 )
 
 // ProtocolVersion is the version of the plugin protocol this package
-// speaks (go-plugin's application protocol version). Version 2 is
-// kemplugin.v2's Describe on gRPC and the data channel (frame.go) for the
-// per-request calls, which the host creates and passes to the plugin at
-// exec (DataFDEnv). Version 1 carried those calls on gRPC; hosts and
-// plugins of different versions refuse each other at the handshake.
-const ProtocolVersion = 2
+// speaks (go-plugin's application protocol version). Version 3 is
+// kemplugin.v2's Describe, Attest and Activate on gRPC, and the data
+// channel (frame.go) for the per-request calls: two socket pairs, one for
+// each direction, which the host creates and passes to the plugin at exec
+// (DataFDEnv). Version 2 had the same frames on one socket pair for both
+// directions; version 1 carried the calls on gRPC. Hosts and plugins of
+// different versions refuse each other (a version-2 plugin exits at once,
+// not finding the descriptor variable it knows).
+const ProtocolVersion = 3
 
 // PluginName is the name under which a plugin process serves its Backend
 // (go-plugin's plugin set key).

@@ -44,7 +44,7 @@ func Serve(b Backend, logger *slog.Logger) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	go watchParent(logger, os.Getppid())
-	conn, err := dataChannelFromEnv()
+	end, err := dataChannelFromEnv()
 	if err != nil {
 		logger.Error("plugins: no data channel", "error", err.Error())
 		os.Exit(1)
@@ -56,7 +56,11 @@ func Serve(b Backend, logger *slog.Logger) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ds := newDataServer(ctx, b, desc, conn)
+	ds, err := newDataServer(ctx, b, desc, end)
+	if err != nil {
+		logger.Error("plugins: data channel", "error", err.Error())
+		os.Exit(1)
+	}
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
