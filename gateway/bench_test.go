@@ -57,6 +57,9 @@ const (
 //	                inline with circl, crypto/hkdf and crypto/cipher, no
 //	                gateway code
 //	gateway         the gateway around the origin, the key in this process
+//	gateway-soft    the same with the same key as the soft key the plugin's
+//	                soft backend serves (crypto/ecdh for the X25519 where
+//	                the gateway row's circl key uses circl's)
 //	plugin-soft     the gateway with the same key served by the plugin
 //	                binary (a soft key file, in a twoway-hsm plugin process)
 //	plugin-softhsm  the gateway with a key on a SoftHSM2 token, served by
@@ -95,8 +98,10 @@ func BenchmarkGateway(b *testing.B) {
 
 // benchRatios are the pairs of rows whose ratio of requests per second
 // runRows reports, measured in the same run: what the gateway costs over
-// the bare work, and what the plugin costs over the key in this process.
-var benchRatios = [][2]string{{"gateway", "bare"}, {"plugin-soft", "gateway"}, {"plugin-softhsm", "gateway"}}
+// the bare work, and what the plugin costs over the key in this process
+// (plugin-soft/gateway-soft: the same key and the same X25519 code on
+// both sides of the boundary).
+var benchRatios = [][2]string{{"gateway", "bare"}, {"plugin-soft", "gateway"}, {"plugin-soft", "gateway-soft"}, {"plugin-softhsm", "gateway"}}
 
 // runRows runs the rows of a benchmark side by side: each iteration runs
 // every row's batch (benchWorkers × benchBatch requests) once, in rotating
@@ -207,13 +212,16 @@ func cpuTime(b *testing.B) time.Duration {
 }
 
 // benchEnv is what the benchmarks share: a fresh X25519 key, a sender to
-// it, the key in a twoway.Gateway, and two handlers with the key around the
-// echo origin: bare (see bareGateway) and the gateway.
+// it, the key in a twoway.Gateway, and handlers with the key around the
+// echo origin: bare (see bareGateway), the gateway, and the gateway with
+// the key as the soft key the plugin's soft backend serves (gatewaySoft:
+// crypto/ecdh where the others use circl).
 type benchEnv struct {
 	sender        *twoway.RequestSender
 	rawKey        []byte // the private key's bytes, for a key file
 	keys          *twoway.Gateway
 	bare, gateway http.Handler
+	gatewaySoft   http.Handler
 }
 
 var benchSuite = hpke.NewSuite(hpke.KEM_X25519_HKDF_SHA256, hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
@@ -244,7 +252,19 @@ func newBenchEnv(b testing.TB) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return &benchEnv{sender: sender, rawKey: raw, keys: keys, bare: bareGateway(b, priv, echo), gateway: gw}
+	soft, err := kem.NewPrivateKey(kem.DHKEMX25519HKDFSHA256, raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	softKeys := twoway.NewGateway(nil)
+	if err := softKeys.AddKey(1, soft, testSuite); err != nil {
+		b.Fatal(err)
+	}
+	gwSoft, err := gateway.New(softKeys, echo, gateway.WithLogger(quietLogger()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &benchEnv{sender: sender, rawKey: raw, keys: keys, bare: bareGateway(b, priv, echo), gateway: gw, gatewaySoft: gwSoft}
 }
 
 // seal seals a known-length POST of payload to the echo origin.
@@ -324,7 +344,8 @@ func gatewaySetups(b *testing.B) []benchSetup {
 	}
 	setups := []benchSetup{plain,
 		{benchRow{name: "bare"}, ohttpDo(serve(env.bare), env.sender)},
-		{benchRow{name: "gateway"}, ohttpDo(serve(env.gateway), env.sender)}}
+		{benchRow{name: "gateway"}, ohttpDo(serve(env.gateway), env.sender)},
+		{benchRow{name: "gateway-soft"}, ohttpDo(serve(env.gatewaySoft), env.sender)}}
 	for _, p := range pluginSetups(b, env) {
 		gw, err := gateway.New(p.keys, echo, gateway.WithLogger(quietLogger()))
 		if err != nil {
