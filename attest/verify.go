@@ -103,7 +103,7 @@ type Result struct {
 	// Attributes are the HPKE key's; Imported is !SensitiveDataOrigin.
 	Attributes Attributes `json:"attributes"`
 	Imported   bool       `json:"imported"`
-	// FirmwareVersion and Clock are from the TPM's attestation.
+	// FirmwareVersion is the TPM's firmware version, from its attestation.
 	FirmwareVersion uint64 `json:"firmware_version"`
 }
 

@@ -3,16 +3,13 @@ package gateway_test
 import (
 	"bytes"
 	"context"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -42,29 +39,6 @@ type tpmEvidenceEnv struct {
 	opts  attest.Options
 	other *testenv.SWTPM // a second TPM, same maker
 	tpm   keystore.Key
-}
-
-func certPoolOf(t testing.TB, files ...string) *x509.CertPool {
-	t.Helper()
-	p := x509.NewCertPool()
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for {
-			var blk *pem.Block
-			if blk, b = pem.Decode(b); blk == nil {
-				break
-			}
-			c, err := x509.ParseCertificate(blk.Bytes)
-			if err != nil {
-				t.Fatal(err)
-			}
-			p.AddCert(c)
-		}
-	}
-	return p
 }
 
 // openStoreKey creates and opens a key through the key store.
@@ -106,7 +80,7 @@ func startEvidence(t *testing.T, withSoft bool, opts ...gateway.EvidenceOption) 
 	caDir := t.TempDir()
 	sw := testenv.StartSWTPM(t, testenv.SWTPMEKCert(caDir))
 	other := testenv.StartSWTPM(t, testenv.SWTPMEKCert(caDir))
-	root, issuer := sw.EKRoot()
+	roots, intermediates := sw.EKPools()
 	dir := t.TempDir()
 	tk := openStoreKey(t, "tpm2:file="+filepath.Join(dir, "gw.pem")+"?tpm="+sw.Transport())
 	keys := twoway.NewGateway(nil)
@@ -144,7 +118,7 @@ func startEvidence(t *testing.T, withSoft bool, opts ...gateway.EvidenceOption) 
 	}))
 	t.Cleanup(srv.Close)
 	return &tpmEvidenceEnv{srv: srv, url: srv.URL + gateway.DefaultPath, keys: keys, ev: eh, other: other, tpm: tk,
-		opts: attest.Options{Roots: certPoolOf(t, root), Intermediates: certPoolOf(t, issuer)}}
+		opts: attest.Options{Roots: roots, Intermediates: intermediates}}
 }
 
 func getEvidence(t *testing.T, u string) (*http.Response, []byte) {
@@ -259,8 +233,8 @@ func TestEvidenceTPM(t *testing.T) {
 	}
 	// A wrong root.
 	stranger := testenv.StartSWTPM(t, testenv.SWTPMEKCert(""))
-	sroot, _ := stranger.EKRoot()
-	if _, err := attesthttp.Verify(ctx, nil, e.url, attest.Options{Roots: certPoolOf(t, sroot)}); !errors.Is(err, attest.ErrEKCertificate) {
+	sroots, _ := stranger.EKPools()
+	if _, err := attesthttp.Verify(ctx, nil, e.url, attest.Options{Roots: sroots}); !errors.Is(err, attest.ErrEKCertificate) {
 		t.Errorf("a wrong root: %v", err)
 	}
 }

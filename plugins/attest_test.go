@@ -5,13 +5,10 @@ import (
 	"context"
 	"crypto/ecdh"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,29 +26,6 @@ import (
 	"github.com/twoway-hsm/twoway-hsm/testenv"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
-
-func pemPool(t testing.TB, files ...string) *x509.CertPool {
-	t.Helper()
-	p := x509.NewCertPool()
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for {
-			var blk *pem.Block
-			if blk, b = pem.Decode(b); blk == nil {
-				break
-			}
-			c, err := x509.ParseCertificate(blk.Bytes)
-			if err != nil {
-				t.Fatal(err)
-			}
-			p.AddCert(c)
-		}
-	}
-	return p
-}
 
 // tpmKeyRef starts an swtpm with EK certificates, creates a P-256 key in
 // it and returns the swtpm and the key's reference. It closes its own
@@ -85,7 +59,7 @@ func tpmKeyRef(ctx context.Context, t *testing.T) (*testenv.SWTPM, string) {
 func TestAttestThroughPlugin(t *testing.T) {
 	ctx := ctxT(t, 2*time.Minute)
 	sw, tref := tpmKeyRef(ctx, t)
-	root, issuer := sw.EKRoot()
+	roots, intermediates := sw.EKPools()
 	sref := softKeys(t, nil).refs[0]
 	c := newClient(t, plugins.Config{Keys: []string{tref, sref}})
 
@@ -100,7 +74,7 @@ func TestAttestThroughPlugin(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Attest: %v", err)
 	}
-	r, err := attest.Verify(ev, attest.Options{Roots: pemPool(t, root), Intermediates: pemPool(t, issuer),
+	r, err := attest.Verify(ev, attest.Options{Roots: roots, Intermediates: intermediates,
 		KeyConfigs: []twoway.KeyConfig{cfg}, Nonce: nonce})
 	if err != nil {
 		t.Fatalf("the plugin's evidence does not verify: %v", err)

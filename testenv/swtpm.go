@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"testing"
@@ -35,6 +36,29 @@ func (s *SWTPM) EKRoot() (root, issuer string) {
 		s.tb.Fatal("swtpm: EKRoot: started without SWTPMEKCert")
 	}
 	return filepath.Join(s.caDir, swtpm.CARootCertFile), filepath.Join(s.caDir, swtpm.CAIssuerCertFile)
+}
+
+// EKPools returns EKRoot's certificates as pools, for attest.Options'
+// Roots and Intermediates.
+func (s *SWTPM) EKPools() (roots, intermediates *x509.CertPool) {
+	s.tb.Helper()
+	root, issuer := s.EKRoot()
+	return certPool(s.tb, root), certPool(s.tb, issuer)
+}
+
+// certPool returns a pool of the certificates in the PEM file name,
+// failing tb if there are none.
+func certPool(tb testing.TB, name string) *x509.CertPool {
+	tb.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(b) {
+		tb.Fatalf("%s: no certificate", name)
+	}
+	return p
 }
 
 // SWTPMOption configures StartSWTPM.
