@@ -244,6 +244,19 @@ func newBenchEnv(b testing.TB) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
+	soft, err := kem.NewPrivateKey(kem.DHKEMX25519HKDFSHA256, raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	keys, gw := echoGateway(b, key)
+	_, gwSoft := echoGateway(b, soft)
+	return &benchEnv{sender: sender, rawKey: raw, keys: keys, bare: bareGateway(b, priv, echo), gateway: gw, gatewaySoft: gwSoft}
+}
+
+// echoGateway returns a twoway.Gateway with key as key id 1, and the
+// gateway around the echo origin with it.
+func echoGateway(b testing.TB, key kem.PrivateKey) (*twoway.Gateway, http.Handler) {
+	b.Helper()
 	keys := twoway.NewGateway(nil)
 	if err := keys.AddKey(1, key, testSuite); err != nil {
 		b.Fatal(err)
@@ -252,19 +265,7 @@ func newBenchEnv(b testing.TB) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	soft, err := kem.NewPrivateKey(kem.DHKEMX25519HKDFSHA256, raw)
-	if err != nil {
-		b.Fatal(err)
-	}
-	softKeys := twoway.NewGateway(nil)
-	if err := softKeys.AddKey(1, soft, testSuite); err != nil {
-		b.Fatal(err)
-	}
-	gwSoft, err := gateway.New(softKeys, echo, gateway.WithLogger(quietLogger()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	return &benchEnv{sender: sender, rawKey: raw, keys: keys, bare: bareGateway(b, priv, echo), gateway: gw, gatewaySoft: gwSoft}
+	return keys, gw
 }
 
 // seal seals a known-length POST of payload to the echo origin.

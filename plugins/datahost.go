@@ -316,18 +316,7 @@ func (d *dataConn) lastID() uint64 {
 // read reads what the plugin sent into b, waiting on the network poller
 // until there is something, the channel ends (0 bytes, nil) or
 // wakeLeader is called (os.ErrDeadlineExceeded).
-func (d *dataConn) read(b []byte) (int, error) {
-	var n int
-	var rerr error
-	err := d.rc.Read(func(fd uintptr) bool {
-		n, rerr = rawRead(int(fd), b)
-		return rerr != syscall.EAGAIN
-	})
-	if err != nil {
-		return 0, err
-	}
-	return n, rerr
-}
+func (d *dataConn) read(b []byte) (int, error) { return pollRead(d.rc, b) }
 
 // longAgo is a deadline that has passed.
 var longAgo = time.Unix(1, 0)

@@ -310,21 +310,11 @@ func (s *dataServer) end() {
 // read reads requests into b, waiting on the network poller until there
 // are some, the host ends the channel (io.EOF) or stop is called.
 func (s *dataServer) read(b []byte) (int, error) {
-	var n int
-	var rerr error
-	err := s.rc.Read(func(fd uintptr) bool {
-		n, rerr = rawRead(int(fd), b)
-		return rerr != syscall.EAGAIN
-	})
-	switch {
-	case err != nil:
-		return 0, err
-	case rerr != nil:
-		return 0, rerr
-	case n == 0 && len(b) > 0:
+	n, err := pollRead(s.rc, b)
+	if err == nil && n == 0 && len(b) > 0 {
 		return 0, io.EOF
 	}
-	return n, nil
+	return n, err
 }
 
 // answerSlice bounds one wait for the host to make room for an answer,

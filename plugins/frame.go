@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"syscall"
 	"unicode/utf8"
 )
 
@@ -73,6 +74,23 @@ type channelEnd struct{ r, w int }
 func (e channelEnd) close() {
 	sysClose(e.r)
 	sysClose(e.w)
+}
+
+// pollRead reads from rc's nonblocking socket into b with rawRead,
+// waiting on Go's network poller until there is something to read, the
+// peer ends (0, nil), or the socket's read deadline passes
+// (os.ErrDeadlineExceeded).
+func pollRead(rc syscall.RawConn, b []byte) (int, error) {
+	var n int
+	var rerr error
+	err := rc.Read(func(fd uintptr) bool {
+		n, rerr = rawRead(int(fd), b)
+		return rerr != syscall.EAGAIN
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, rerr
 }
 
 // errProtocol is the error a frame that breaks the data channel's rules
