@@ -35,10 +35,10 @@ func rawRead(fd int, b []byte) (int, error)  { return rawIO(unix.SYS_READ, fd, b
 func rawWrite(fd int, b []byte) (int, error) { return rawIO(unix.SYS_WRITE, fd, b) }
 
 func rawIO(trap uintptr, fd int, b []byte) (int, error) {
-	var p unsafe.Pointer
-	if len(b) > 0 {
-		p = unsafe.Pointer(&b[0])
+	if len(b) == 0 {
+		return 0, nil // not 0 from read(2), which would mean the end
 	}
+	p := unsafe.Pointer(&b[0])
 	for {
 		n, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(p), uintptr(len(b)))
 		if e == syscall.EINTR {

@@ -38,9 +38,9 @@ func checkDataSocket(fd int) error {
 
 // newChannel creates a data channel: the host's end and the plugin's, all
 // four sockets close-on-exec. Each pair carries frames one way: the
-// directions not used are shut down, so that a peer that writes where it
-// should read gets EPIPE, and one that reads where it should write gets
-// the end at once.
+// directions not used are shut down, so that a peer that reads where it
+// should write gets the end at once, and one that writes where it should
+// read gets EPIPE (on Linux; elsewhere its bytes may just be dropped).
 func newChannel() (host, plugin channelEnd, err error) {
 	req, err := socketPair() // host → plugin
 	if err != nil {

@@ -98,6 +98,11 @@ func newDataConn(end channelEnd) (*dataConn, error) {
 	}
 	f := os.NewFile(uintptr(end.r), "twoway-hsm data channel (answers)")
 	rc, err := f.SyscallConn()
+	if err == nil {
+		// The leader is woken through the read deadline: the socket
+		// must be on the network poller.
+		err = f.SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		f.Close()
 		sysClose(end.w)

@@ -167,8 +167,8 @@ func (s *dataServer) serve() error {
 		n, err := s.read(s.rbuf[tail:])
 		tail += n
 		if err != nil {
-			// The host closed its end (with answers it did not read:
-			// ECONNRESET), or the plugin is stopping.
+			// The host closed its end (EOF; ECONNRESET too, should its
+			// socket have held data unread), or the plugin is stopping.
 			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || s.stopped.Load() {
 				return nil
 			}
@@ -181,6 +181,8 @@ func (s *dataServer) serve() error {
 // down): the read loop ends and serve cleans up.
 func (s *dataServer) stop() {
 	s.stopped.Store(true)
+	// Answers waiting for room give up too, so that serve can end.
+	s.outDeadline.CompareAndSwap(0, time.Now().Add(endWriteTimeout).UnixNano())
 	_ = s.in.SetReadDeadline(time.Now())
 }
 
@@ -287,7 +289,11 @@ func (s *dataServer) answer(id uint64, out []byte, err error) {
 	}
 	putHeader(buf[:], f)
 	s.wmu.Lock()
-	_ = s.write(buf[:frameHeaderSize+f.n])
+	if err := s.write(buf[:frameHeaderSize+f.n]); err != nil {
+		// Gone, or not reading; a frame cut short would make every
+		// later one misread: the host is told the channel is over.
+		sysShutdown(s.out)
+	}
 	s.wmu.Unlock()
 	clear(buf[frameHeaderSize:])
 }
@@ -300,7 +306,7 @@ func (s *dataServer) end() {
 		c()
 	}
 	s.mu.Unlock()
-	s.outDeadline.Store(time.Now().Add(endWriteTimeout).UnixNano())
+	s.outDeadline.CompareAndSwap(0, time.Now().Add(endWriteTimeout).UnixNano())
 	close(s.calls)
 	s.workers.Wait()
 	s.in.Close()

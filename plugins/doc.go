@@ -8,9 +8,10 @@
 // not Diffie-Hellman based). github.com/hashicorp/go-plugin starts the
 // plugin, carries Describe over gRPC (proto/kemplugin/v2/kemplugin.proto)
 // and its logs, and watches its life. ECDH and Decapsulate, one per
-// request, travel on the data channel: a unix socket pair that the host
-// creates and the plugin inherits at exec (descriptor 3, see [DataFDEnv]),
-// with no path and no listener, carrying fixed binary frames (frame.go).
+// request, travel on the data channel: two unix socket pairs, one for each
+// direction, that the host creates and whose other ends the plugin
+// inherits at exec (descriptors 3 and 4, see [DataFDEnv]), with no path
+// and no listener, carrying fixed binary frames (frame.go).
 // Nothing else crosses the boundary: no call takes or returns private key
 // material, and none creates or deletes keys.
 //

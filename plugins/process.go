@@ -82,7 +82,7 @@ func (c *Client) startProcess(ctx context.Context, thread *osthread.Thread, slot
 			return nil, fmt.Errorf("plugins: open plugin binary: %w", err)
 		}
 		defer bin.Close()
-		// Well above the child's descriptors 0-3 (3 is the data channel)
+		// Well above the child's descriptors 0-4 (3 and 4 are the data channel)
 		// and the few that os/exec's child moves out of their way above
 		// them, so that its number still names the binary when the child
 		// execs it.
