@@ -873,3 +873,32 @@ func TestDataStopHostNotReading(t *testing.T) {
 	}
 	syscall.Shutdown(h.end.w, syscall.SHUT_WR)
 }
+
+// TestDataBoundHostNotReading: a host that sends calls and never reads
+// the answers holds at most maxInFlight of the plugin's goroutines: the
+// calls waiting to write their answers count towards the bound.
+func TestDataBoundHostNotReading(t *testing.T) {
+	before := runtime.NumGoroutine()
+	h, _, _ := rawServer(t, &fakeBackend{})
+	var sent atomic.Int64
+	go func() {
+		b := make([]byte, frameHeaderSize+1)
+		for id := uint64(1); id <= 4*maxInFlight; id++ {
+			putHeader(b, frame{kind: frameECDH, key: keyK, id: id, n: 1})
+			if _, err := syscall.Write(h.end.w, b); err != nil {
+				return
+			}
+			sent.Add(1)
+		}
+	}()
+	t.Cleanup(func() { syscall.Shutdown(h.end.w, syscall.SHUT_WR) })
+	for last := int64(-1); ; last = sent.Load() {
+		time.Sleep(200 * time.Millisecond)
+		if n := sent.Load(); n == last || n == 4*maxInFlight {
+			break
+		}
+	}
+	if n := runtime.NumGoroutine() - before; n > maxInFlight+32 {
+		t.Fatalf("%d goroutines more after %d calls whose answers were not read; want at most about %d", n, sent.Load(), maxInFlight)
+	}
+}

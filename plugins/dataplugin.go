@@ -27,9 +27,10 @@ const DataFDEnv = "TWOWAY_HSM_DATA_FDS"
 // calls.
 const maxIdleWorkers = 16
 
-// maxInFlight bounds the calls a plugin runs at once for one host; a call
-// beyond it is refused at once (ResourceExhausted), so that a host cannot
-// make the plugin hold unbounded memory.
+// maxInFlight bounds the calls a plugin runs or has yet to answer at once
+// for one host; a call beyond it is refused at once (ResourceExhausted),
+// so that a host cannot make the plugin hold unbounded memory, not even
+// by leaving its answers unread.
 const maxInFlight = 1024
 
 // endWriteTimeout bounds the answers to the calls still running when the
@@ -254,15 +255,17 @@ func (s *dataServer) run(r dataRequest) {
 		out, err = s.b.Decapsulate(r.ctx, s.keys[r.f.key], r.payload)
 	}
 	clear(r.payload)
-	s.mu.Lock()
-	delete(s.running, r.f.id)
-	s.mu.Unlock()
 	r.cancel()
 	if err == nil && len(out) > maxResultSize {
 		err = fmt.Errorf("plugins: the backend returned %d bytes, more than a result can hold", len(out))
 	}
 	s.answer(r.f.id, out, err)
 	clear(out)
+	// Counted until answered, so that maxInFlight bounds the goroutines
+	// of a host that does not read its answers too.
+	s.mu.Lock()
+	delete(s.running, r.f.id)
+	s.mu.Unlock()
 }
 
 // statusError is an error with a code of its own.
