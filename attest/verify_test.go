@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twoway-hsm/twoway-hsm/testenv"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
 
@@ -22,19 +23,6 @@ import (
 // with EK certificates; these tests need no TPM.
 
 var testTime = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-
-func testPool(t testing.TB, file string) *x509.CertPool {
-	t.Helper()
-	b, err := os.ReadFile("testdata/" + file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := x509.NewCertPool()
-	if !p.AppendCertsFromPEM(b) {
-		t.Fatalf("%s: no certificate", file)
-	}
-	return p
-}
 
 func testEvidence(t testing.TB) ([]byte, Options) {
 	t.Helper()
@@ -50,7 +38,7 @@ func testEvidence(t testing.TB) ([]byte, Options) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b, Options{Roots: testPool(t, "root.pem"), KeyConfigs: cfgs, Nonce: []byte("testdata nonce"), Time: testTime}
+	return b, Options{Roots: testenv.CertPool(t, "testdata/root.pem"), KeyConfigs: cfgs, Nonce: []byte("testdata nonce"), Time: testTime}
 }
 
 func TestVerifyTestdata(t *testing.T) {

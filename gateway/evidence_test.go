@@ -439,28 +439,18 @@ func TestEvidenceMetrics(t *testing.T) {
 	if resp, err := http.Post(e.url+gateway.ActivateSuffix, "text/plain", strings.NewReader("{}")); err == nil {
 		resp.Body.Close()
 	}
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
+	const name = "twoway_gateway_evidence_requests_total"
 	got := map[string]float64{}
-	for _, mf := range mfs {
-		if mf.GetName() != "twoway_gateway_evidence_requests_total" {
-			continue
-		}
-		for _, mm := range mf.GetMetric() {
-			var labels []string
-			for _, l := range mm.GetLabel() {
-				labels = append(labels, l.GetName()+"="+l.GetValue())
-			}
-			got[strings.Join(labels, ",")] = mm.GetCounter().GetValue()
+	for k, v := range gathered(t, reg) {
+		if labels, ok := strings.CutPrefix(k, name+"{"); ok {
+			got["{"+labels] = v
 		}
 	}
 	want := map[string]float64{
-		"endpoint=cached,status=200":   2,
-		"endpoint=fresh,status=200":    1,
-		"endpoint=fresh,status=400":    1,
-		"endpoint=activate,status=415": 1,
+		"{endpoint=cached}{status=200}":   2,
+		"{endpoint=fresh}{status=200}":    1,
+		"{endpoint=fresh}{status=400}":    1,
+		"{endpoint=activate}{status=415}": 1,
 	}
 	if !maps.Equal(got, want) {
 		t.Errorf("evidence requests counted %v; want %v", got, want)

@@ -162,20 +162,7 @@ func TestMetrics(t *testing.T) {
 		resp.Body.Close()
 	}
 	m.PluginRestarts.Inc()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, mf := range mfs {
-		for _, mm := range mf.GetMetric() {
-			name := mf.GetName()
-			for _, l := range mm.GetLabel() {
-				name += "{" + l.GetName() + "=" + l.GetValue() + "}"
-			}
-			got[name] = value(mm)
-		}
-	}
+	got := gathered(t, reg)
 	for name, want := range map[string]float64{
 		"twoway_gateway_requests_total{outcome=ok}":         2,
 		"twoway_gateway_requests_total{outcome=key_config}": 1,
@@ -191,6 +178,27 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s = %v (present %v), want %v", name, v, ok, want)
 		}
 	}
+}
+
+// gathered returns every series reg gathers, by its name and labels
+// ("name{k=v}{k2=v2}"), with its value (see value).
+func gathered(t testing.TB, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, mm := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range mm.GetLabel() {
+				name += "{" + l.GetName() + "=" + l.GetValue() + "}"
+			}
+			got[name] = value(mm)
+		}
+	}
+	return got
 }
 
 // value is a counter's or gauge's value, or a histogram's count.

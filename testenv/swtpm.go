@@ -43,12 +43,12 @@ func (s *SWTPM) EKRoot() (root, issuer string) {
 func (s *SWTPM) EKPools() (roots, intermediates *x509.CertPool) {
 	s.tb.Helper()
 	root, issuer := s.EKRoot()
-	return certPool(s.tb, root), certPool(s.tb, issuer)
+	return CertPool(s.tb, root), CertPool(s.tb, issuer)
 }
 
-// certPool returns a pool of the certificates in the PEM file name,
-// failing tb if there are none.
-func certPool(tb testing.TB, name string) *x509.CertPool {
+// CertPool returns a pool of the certificates in the PEM file name,
+// failing tb if it cannot be read or holds none.
+func CertPool(tb testing.TB, name string) *x509.CertPool {
 	tb.Helper()
 	b, err := os.ReadFile(name)
 	if err != nil {
