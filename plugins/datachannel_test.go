@@ -902,3 +902,28 @@ func TestDataBoundHostNotReading(t *testing.T) {
 		t.Fatalf("%d goroutines more after %d calls whose answers were not read; want at most about %d", n, sent.Load(), maxInFlight)
 	}
 }
+
+// TestDataReadAllocs: reading a socket on the network poller allocates
+// nothing (it is on every call's path, on both sides).
+func TestDataReadAllocs(t *testing.T) {
+	host, plug := pair(t)
+	f, r, err := host.open("host end")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	defer sysClose(host.w)
+	defer plug.close()
+	msg, buf := make([]byte, 64), make([]byte, 128)
+	allocs := testing.AllocsPerRun(200, func() {
+		if _, err := syscall.Write(plug.w, msg); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := r.read(buf); n != len(msg) || err != nil {
+			t.Fatalf("read %d, %v", n, err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per read, want 0", allocs)
+	}
+}

@@ -18,11 +18,8 @@ func rawWrite(int, []byte) (int, error)     { return 0, errNoDataChannel }
 func newChannel() (channelEnd, channelEnd, error) {
 	return channelEnd{-1, -1}, channelEnd{-1, -1}, errNoDataChannel
 }
-func checkDataSocket(int) error         { return errNoDataChannel }
-func sysRead(int, []byte) (int, error)  { return 0, errNoDataChannel }
-func sysWrite(int, []byte) (int, error) { return 0, errNoDataChannel }
-func sysClose(int)                      {}
-func sysShutdown(int)                   {}
-func setNonblock(int) error             { return errNoDataChannel }
-func closeOnExec(int)                   {}
-func isAgain(error) bool                { return false }
+func checkDataSocket(int) error { return errNoDataChannel }
+func sysClose(int)              {}
+func sysShutdown(int)           {}
+func setNonblock(int) error     { return errNoDataChannel }
+func closeOnExec(int)           {}

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -34,10 +34,10 @@ import (
 // section has the numbers of the designs measured; BenchmarkRoundTripCost
 // counts the thread runs per call.)
 type dataConn struct {
-	rfd int             // the socket the answers come on; nonblocking, on Go's network poller through f
-	wfd int             // the socket the requests go on; nonblocking, not on the poller
-	f   *os.File        // owns rfd; its read deadline wakes the leader (wakeLeader)
-	rc  syscall.RawConn // f's, for the leader's waits
+	rfd int           // the socket the answers come on; on Go's network poller through f
+	wfd int           // the socket the requests go on; not on the poller
+	f   *os.File      // owns rfd; its read deadline wakes the leader (wakeLeader)
+	r   *socketReader // f's, the leader's
 
 	wsem chan struct{} // one writer at a time; a channel so that waiting honours contexts
 
@@ -78,41 +78,21 @@ type dataCall struct {
 // treated as gone.
 const maxAbandoned = 4096
 
-// writeSlice bounds one wait for the socket to take a frame, between
-// checks of the caller's context (the plugin is not reading: rare).
-const writeSlice = 10 * time.Millisecond
-
 // cancelWriteTimeout bounds the wait to send a cancellation.
 const cancelWriteTimeout = time.Second
 
 // newDataConn takes over end, the host's end of a data channel; on an
 // error it has closed it.
 func newDataConn(end channelEnd) (*dataConn, error) {
-	err := setNonblock(end.r)
-	if err == nil {
-		err = setNonblock(end.w)
-	}
+	f, r, err := end.open("twoway-hsm data channel (answers)")
 	if err != nil {
-		end.close()
-		return nil, err
-	}
-	f := os.NewFile(uintptr(end.r), "twoway-hsm data channel (answers)")
-	rc, err := f.SyscallConn()
-	if err == nil {
-		// The leader is woken through the read deadline: the socket
-		// must be on the network poller.
-		err = f.SetReadDeadline(time.Time{})
-	}
-	if err != nil {
-		f.Close()
-		sysClose(end.w)
 		return nil, err
 	}
 	return &dataConn{
 		rfd:     end.r,
 		wfd:     end.w,
 		f:       f,
-		rc:      rc,
+		r:       r,
 		wsem:    make(chan struct{}, 1),
 		pending: make(map[uint64]*dataCall),
 	}, nil
@@ -236,13 +216,13 @@ func (d *dataConn) lead(ctx context.Context, c *dataCall) {
 			clear(d.rbuf[d.rtail:])
 			d.rhead = 0
 		}
-		n, rerr := d.read(d.rbuf[d.rtail:])
+		n, rerr := d.r.read(d.rbuf[d.rtail:])
 		if n > 0 {
 			d.rtail += n
 			continue
 		}
 		switch {
-		case rerr == nil:
+		case rerr == io.EOF:
 			err = errors.New("the plugin closed the data channel")
 		case errors.Is(rerr, os.ErrDeadlineExceeded):
 			// wakeLeader: a context ended. Cleared before the loop
@@ -317,11 +297,6 @@ func (d *dataConn) lastID() uint64 {
 	defer d.mu.Unlock()
 	return d.nextID
 }
-
-// read reads what the plugin sent into b, waiting on the network poller
-// until there is something, the channel ends (0 bytes, nil) or
-// wakeLeader is called (os.ErrDeadlineExceeded).
-func (d *dataConn) read(b []byte) (int, error) { return pollRead(d.rc, b) }
 
 // longAgo is a deadline that has passed.
 var longAgo = time.Unix(1, 0)
@@ -405,7 +380,6 @@ func (d *dataConn) breakLocked(err error) {
 	// sees the end of both too.
 	sysShutdown(d.wfd)
 	sysShutdown(d.rfd)
-	d.wakeLeader()
 }
 
 // leaveLocked records that a goroutine left its system calls on the sockets, and
@@ -440,35 +414,19 @@ func (d *dataConn) send(ctx context.Context, hdr, payload []byte) (sent bool, er
 	var buf [maxFrameSize]byte
 	n := copy(buf[:], hdr)
 	n += copy(buf[n:], payload)
-	b := buf[:n]
-	written := 0
-	for written < len(b) && err == nil {
-		var m int
-		m, err = rawWrite(d.wfd, b[written:])
-		if m > 0 {
-			written += m
-		}
-		switch {
-		case isAgain(err):
-			err = nil
-			if ctx.Err() != nil {
-				if written == 0 {
-					d.mu.Lock()
-					d.leaveLocked()
-					d.mu.Unlock()
-					return false, nil
-				}
-				err = errors.New("a frame to the plugin was cut short: the plugin does not read")
-				break
-			}
-			if werr := waitWritable(d.wfd, writeSlice); werr != nil {
-				err = werr
-			}
-		case err != nil:
-			err = fmt.Errorf("writing to the plugin: %w", err)
-		}
-	}
+	written, err := writeAll(d.wfd, buf[:n], func() bool { return ctx.Err() != nil })
 	clear(buf[frameHeaderSize:n])
+	switch {
+	case err == errGaveUp && written == 0:
+		d.mu.Lock()
+		d.leaveLocked()
+		d.mu.Unlock()
+		return false, nil
+	case err == errGaveUp:
+		err = errors.New("a frame to the plugin was cut short: the plugin does not read")
+	case err != nil:
+		err = fmt.Errorf("writing to the plugin: %w", err)
+	}
 	d.mu.Lock()
 	if err != nil {
 		d.breakLocked(err)

@@ -2,7 +2,6 @@ package plugins
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -10,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -73,10 +71,10 @@ func dataChannelFromEnv() (channelEnd, error) {
 // maxIdleWorkers wait between calls.
 type dataServer struct {
 	b    Backend
-	keys []string        // by key index: the names of the Describe snapshot
-	in   *os.File        // the socket the requests come on, on the network poller
-	rc   syscall.RawConn // in's
-	out  int             // the socket the answers go on; nonblocking, not on the poller
+	keys []string      // by key index: the names of the Describe snapshot
+	in   *os.File      // the socket the requests come on, on the network poller
+	r    *socketReader // in's
+	out  int           // the socket the answers go on; not on the poller
 
 	outDeadline atomic.Int64 // when end began: answers give up after endWriteTimeout (Unix ns; 0 before)
 
@@ -106,26 +104,15 @@ type dataRequest struct {
 // newDataServer serves b's keys of d on end, which it takes over, with
 // calls' contexts derived from ctx. On an error it has closed end.
 func newDataServer(ctx context.Context, b Backend, d *Description, end channelEnd) (*dataServer, error) {
-	err := setNonblock(end.r)
-	if err == nil {
-		err = setNonblock(end.w)
-	}
+	in, r, err := end.open("twoway-hsm data channel (requests)")
 	if err != nil {
-		end.close()
-		return nil, fmt.Errorf("data channel: %w", err)
-	}
-	in := os.NewFile(uintptr(end.r), "twoway-hsm data channel (requests)")
-	rc, err := in.SyscallConn()
-	if err != nil {
-		in.Close()
-		sysClose(end.w)
 		return nil, fmt.Errorf("data channel: %w", err)
 	}
 	s := &dataServer{
 		b:       b,
 		ctx:     ctx,
 		in:      in,
-		rc:      rc,
+		r:       r,
 		out:     end.w,
 		running: make(map[uint64]context.CancelFunc),
 		calls:   make(chan dataRequest),
@@ -165,12 +152,11 @@ func (s *dataServer) serve() error {
 			clear(s.rbuf[tail:])
 			head = 0
 		}
-		n, err := s.read(s.rbuf[tail:])
+		n, err := s.r.read(s.rbuf[tail:])
 		tail += n
 		if err != nil {
-			// The host closed its end (EOF; ECONNRESET too, should its
-			// socket have held data unread), or the plugin is stopping.
-			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || s.stopped.Load() {
+			// The host closed its end, or the plugin is stopping.
+			if err == io.EOF || s.stopped.Load() {
 				return nil
 			}
 			return err
@@ -316,42 +302,12 @@ func (s *dataServer) end() {
 	sysClose(s.out)
 }
 
-// read reads requests into b, waiting on the network poller until there
-// are some, the host ends the channel (io.EOF) or stop is called.
-func (s *dataServer) read(b []byte) (int, error) {
-	n, err := pollRead(s.rc, b)
-	if err == nil && n == 0 && len(b) > 0 {
-		return 0, io.EOF
-	}
-	return n, err
-}
-
-// answerSlice bounds one wait for the host to make room for an answer,
-// between checks of whether the channel is ending.
-const answerSlice = 10 * time.Millisecond
-
 // write writes b whole to the host. While the host's socket is full it
 // waits, until end's deadline once the channel is ending.
 func (s *dataServer) write(b []byte) error {
-	for len(b) > 0 {
-		n, err := rawWrite(s.out, b)
-		b = b[n:]
-		switch {
-		case err == syscall.EAGAIN:
-			wait := answerSlice
-			if dl := s.outDeadline.Load(); dl != 0 {
-				left := time.Until(time.Unix(0, dl))
-				if left <= 0 {
-					return errors.New("the host does not read its answers")
-				}
-				wait = min(wait, left)
-			}
-			if err := waitWritable(s.out, wait); err != nil {
-				return err
-			}
-		case err != nil:
-			return err
-		}
-	}
-	return nil
+	_, err := writeAll(s.out, b, func() bool {
+		dl := s.outDeadline.Load()
+		return dl != 0 && time.Now().UnixNano() >= dl
+	})
+	return err
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"syscall"
 	"unicode/utf8"
 )
 
@@ -65,33 +64,6 @@ const (
 	// maxFrameSize is the largest frame either way.
 	maxFrameSize = frameHeaderSize + maxRequestPayload
 )
-
-// channelEnd is one side's two sockets of a data channel: r carries the
-// peer's frames to it, w carries its frames to the peer.
-type channelEnd struct{ r, w int }
-
-// close closes both sockets.
-func (e channelEnd) close() {
-	sysClose(e.r)
-	sysClose(e.w)
-}
-
-// pollRead reads from rc's nonblocking socket into b with rawRead,
-// waiting on Go's network poller until there is something to read, the
-// peer ends (0, nil), or the socket's read deadline passes
-// (os.ErrDeadlineExceeded).
-func pollRead(rc syscall.RawConn, b []byte) (int, error) {
-	var n int
-	var rerr error
-	err := rc.Read(func(fd uintptr) bool {
-		n, rerr = rawRead(int(fd), b)
-		return rerr != syscall.EAGAIN
-	})
-	if err != nil {
-		return 0, err
-	}
-	return n, rerr
-}
 
 // errProtocol is the error a frame that breaks the data channel's rules
 // wraps.
