@@ -237,7 +237,7 @@ func strictDecode(b []byte, format string, version int, v any) error {
 	case head.Version == nil:
 		return fmt.Errorf("%w: no \"version\" member", ErrMalformed)
 	case *head.Version != version:
-		return fmt.Errorf("%w: version %d; this verifier reads version %d", ErrUnsupportedVersion, *head.Version, version)
+		return fmt.Errorf("%w: version %d; this reader reads version %d", ErrUnsupportedVersion, *head.Version, version)
 	}
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.DisallowUnknownFields()

@@ -554,7 +554,9 @@ func (h *EvidenceHandler) serveActivate(w http.ResponseWriter, r *http.Request) 
 }
 
 // count counts a request answered with status, if the handler has
-// metrics: its endpoint is activate, fresh (a nonce given) or cached.
+// metrics: its endpoint is activate, fresh (the evidence with a query:
+// nonce is its one parameter, so a query is a request for fresh evidence,
+// served or refused) or cached.
 func (h *EvidenceHandler) count(r *http.Request, status int) {
 	if h.cfg.metrics == nil {
 		return
@@ -563,7 +565,7 @@ func (h *EvidenceHandler) count(r *http.Request, status int) {
 	switch {
 	case r.URL.Path == h.activatePath:
 		endpoint = "activate"
-	case r.URL.Query().Has("nonce"):
+	case r.URL.RawQuery != "":
 		endpoint = "fresh"
 	}
 	h.cfg.metrics.evidence.WithLabelValues(endpoint, strconv.Itoa(status)).Inc()

@@ -436,6 +436,7 @@ func TestEvidenceMetrics(t *testing.T) {
 	getEvidence(t, e.url+gateway.EvidenceSuffix)
 	getEvidence(t, e.url+gateway.EvidenceSuffix+"?nonce=00112233")
 	getEvidence(t, e.url+gateway.EvidenceSuffix+"?nonce=zz")
+	getEvidence(t, e.url+gateway.EvidenceSuffix+"?nonce=00;x") // a query Go's URL.Query would drop
 	if resp, err := http.Post(e.url+gateway.ActivateSuffix, "text/plain", strings.NewReader("{}")); err == nil {
 		resp.Body.Close()
 	}
@@ -449,7 +450,7 @@ func TestEvidenceMetrics(t *testing.T) {
 	want := map[string]float64{
 		"{endpoint=cached}{status=200}":   2,
 		"{endpoint=fresh}{status=200}":    1,
-		"{endpoint=fresh}{status=400}":    1,
+		"{endpoint=fresh}{status=400}":    2,
 		"{endpoint=activate}{status=415}": 1,
 	}
 	if !maps.Equal(got, want) {

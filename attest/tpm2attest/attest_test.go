@@ -62,12 +62,7 @@ func startMachine(t testing.TB, caDir string) *machine {
 	t.Cleanup(func() { tp.Close() })
 	m := &machine{sw: sw, tpm: tp}
 	rootPath, issuerPath := sw.EKRoot()
-	root, err := x509.ParseCertificate(readPEM(t, rootPath))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.root = x509.NewCertPool()
-	m.root.AddCert(root)
+	m.root = testenv.CertPool(t, rootPath)
 	m.issuer = readPEM(t, issuerPath)
 	m.key, err = tp.CreateKey(testCtx(t), ecdh.P256())
 	if err != nil {

@@ -51,6 +51,9 @@ func Collect(ctx context.Context, key *tpm2.Key, cfg twoway.KeyConfig, nonce []b
 	if err != nil {
 		return nil, err
 	}
+	if n := len(ek.Chain) + len(chain); n > attest.MaxEKChain { // before the TPM certifies
+		return nil, fmt.Errorf("tpm2attest: %d EK chain certificates (%d from the TPM), more than evidence carries (%d)", n, len(ek.Chain), attest.MaxEKChain)
+	}
 	cert, err := key.Certify(ctx, attest.QualifyingData(kc, nonce))
 	if err != nil {
 		return nil, err
@@ -68,9 +71,6 @@ func Collect(ctx context.Context, key *tpm2.Key, cfg twoway.KeyConfig, nonce []b
 		ev.Nonce = bytes.Clone(nonce)
 	}
 	ev.EKChain = append(append(ev.EKChain, ek.Chain...), chain...)
-	if len(ev.EKChain) > attest.MaxEKChain {
-		return nil, fmt.Errorf("tpm2attest: %d EK chain certificates (%d from the TPM), more than evidence carries (%d)", len(ev.EKChain), len(ek.Chain), attest.MaxEKChain)
-	}
 	return ev, nil
 }
 

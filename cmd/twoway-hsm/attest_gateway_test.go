@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -50,14 +49,8 @@ func TestGatewayEvidence(t *testing.T) {
 		t.Fatalf("--json: %v %s", err, r.stdout)
 	}
 	// The package a client uses, against the gateway and its plugin.
-	pool := x509.NewCertPool()
-	for _, f := range []string{root, issuer} {
-		b, err := os.ReadFile(f)
-		if err != nil || !pool.AppendCertsFromPEM(b) {
-			t.Fatalf("%s: %v", f, err)
-		}
-	}
-	res, err := attesthttp.Verify(context.Background(), nil, g.url, attest.Options{Roots: pool})
+	roots, intermediates := sw.EKPools()
+	res, err := attesthttp.Verify(context.Background(), nil, g.url, attest.Options{Roots: roots, Intermediates: intermediates})
 	if err != nil || !res.Attested() || len(res.Keys) != 1 || !res.Keys[0].Activated || res.Keys[0].Result.KeyID() != 1 {
 		t.Fatalf("attesthttp.Verify through the gateway's plugin: %v %+v", err, res)
 	}
