@@ -54,8 +54,5 @@ func OriginErrorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		status = http.StatusGatewayTimeout
 	}
-	body := problemBody(status, "", http.StatusText(status), "the origin could not be reached")
-	w.Header().Set("Content-Type", ProblemMediaType)
-	w.WriteHeader(status)
-	w.Write(body)
+	writeProblem(w, r, status, "", http.StatusText(status), "the origin could not be reached")
 }

@@ -22,13 +22,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"strings"
 
 	"github.com/twoway-hsm/twoway-hsm/attest"
+	"github.com/twoway-hsm/twoway-hsm/gateway"
 	"github.com/twoway-hsm/twoway-hsm/gateway/client"
 	"github.com/twoway-hsm/twoway-hsm/twoway"
 )
@@ -196,9 +195,9 @@ func activate(ctx context.Context, hc *http.Client, u string, ev *attest.Evidenc
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	body, err := do(hc, req, "application/json", attest.MaxAnswerSize)
+	req.Header.Set("Content-Type", gateway.ChallengeMediaType)
+	req.Header.Set("Accept", gateway.ChallengeMediaType)
+	body, err := client.Do(hc, req, "the activation answer", gateway.ChallengeMediaType, attest.MaxAnswerSize)
 	if err != nil {
 		return fmt.Errorf("%w: through the gateway: %w", attest.ErrActivation, err)
 	}
@@ -209,56 +208,11 @@ func activate(ctx context.Context, hc *http.Client, u string, ev *attest.Evidenc
 	return attest.CheckActivation(secret, ans)
 }
 
-func get(ctx context.Context, hc *http.Client, u, mediaType string, limit int64) ([]byte, error) {
+func get(ctx context.Context, hc *http.Client, u, mediaType string, limit int) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Accept", mediaType)
-	return do(hc, req, mediaType, limit)
-}
-
-// do sends req and returns the body of a 200 of mediaType, at most limit
-// bytes; any other answer is an error with the gateway's problem detail.
-func do(hc *http.Client, req *http.Request, mediaType string, limit int64) ([]byte, error) {
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: reading the answer: %w", req.Method, req.URL.Redacted(), err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s %s: %s%s", req.Method, req.URL.Redacted(), resp.Status, problemDetail(resp, body))
-	}
-	if int64(len(body)) > limit {
-		return nil, fmt.Errorf("%s %s: more than %d bytes", req.Method, req.URL.Redacted(), limit)
-	}
-	if mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type")); err != nil || mt != mediaType {
-		return nil, fmt.Errorf("%s %s: Content-Type %q, want %s", req.Method, req.URL.Redacted(), resp.Header.Get("Content-Type"), mediaType)
-	}
-	return body, nil
-}
-
-// problemDetail returns ": DETAIL" from a problem+json body, or "".
-func problemDetail(resp *http.Response, body []byte) string {
-	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "application/problem+json" {
-		return ""
-	}
-	var p struct {
-		Detail string `json:"detail"`
-	}
-	if json.Unmarshal(body, &p) != nil || p.Detail == "" {
-		return ""
-	}
-	d := strings.Join(strings.Fields(p.Detail), " ")
-	if len(d) > 512 {
-		d = d[:512] + "..."
-	}
-	if ra := resp.Header.Get("Retry-After"); ra != "" {
-		d += " (Retry-After " + ra + ")"
-	}
-	return ": " + d
+	return client.Do(hc, req, "the evidence", mediaType, limit)
 }

@@ -66,13 +66,13 @@ func TestVerifyRefuses(t *testing.T) {
 		{"media type", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			w.Write([]byte(`{}`))
-		}, `Content-Type "application/json"`, nil},
+		}, `answered with application/json, not application/`, nil},
 		{"problem", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/problem+json")
 			w.Header().Set("Retry-After", "3")
 			w.WriteHeader(429)
 			w.Write([]byte(`{"type":"about:blank","status":429,"title":"too many requests","detail":"rate-limited"}`))
-		}, "429 Too Many Requests: rate-limited (Retry-After 3)", nil},
+		}, "429 Too Many Requests: too many requests: rate-limited (Retry-After 3)", nil},
 		{"not attestable", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", attest.EvidenceSetMediaType)
 			n := r.URL.Query().Get("nonce")

@@ -231,7 +231,7 @@ func TestExchangeErrors(t *testing.T) {
 	_, err = tr.Exchange(context.Background(), bytes.NewReader(msg), false)
 	var oe *client.OuterError
 	if !errors.As(err, &oe) || oe.Status != 503 || oe.RetryAfter != "3" || oe.Title != "busy  [31mnow" || oe.Detail != "too many requests" ||
-		errors.Is(err, client.ErrKeyProblem) || oe.Describe() != "503 Service Unavailable: busy  [31mnow: too many requests" {
+		errors.Is(err, client.ErrKeyProblem) || oe.Describe() != "503 Service Unavailable: busy  [31mnow: too many requests (Retry-After 3)" {
 		t.Errorf("503: %#v, %v", oe, err)
 	}
 	tr.URL = busy.URL + "/html"

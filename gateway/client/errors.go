@@ -57,6 +57,9 @@ func (e *OuterError) Describe() string {
 		}
 		s += fmt.Sprintf(" (%s, %d bytes)", ct, e.BodyLen)
 	}
+	if e.RetryAfter != "" {
+		s += " (Retry-After " + e.RetryAfter + ")"
+	}
 	return s
 }
 

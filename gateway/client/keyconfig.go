@@ -29,24 +29,37 @@ func FetchKeyConfigList(ctx context.Context, hc *http.Client, url string) ([]byt
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	req.Header.Set("Accept", gateway.KeyConfigMediaType)
+	return Do(hc, req, "the key configuration", gateway.KeyConfigMediaType, MaxKeyConfigLen)
+}
+
+// Do sends req with hc (nil for http.DefaultClient) and returns the body
+// of a 200 answer of mediaType, at most limit bytes; what names the
+// answer in errors ("the key configuration"). An answer other than 200 is
+// an *OuterError, another media type a *MediaTypeError. It serves the
+// gateway's other endpoints: the key configuration (FetchKeyConfigList)
+// and the evidence.
+func Do(hc *http.Client, req *http.Request, what, mediaType string, limit int) ([]byte, error) {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	u := req.URL.String()
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("client: fetch the key configuration: %w", err)
+		return nil, fmt.Errorf("client: fetch %s: %w", what, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return nil, readOuterError(resp)
 	}
-	if err := checkMediaType(resp, url, gateway.KeyConfigMediaType); err != nil {
+	if err := checkMediaType(resp, u, mediaType); err != nil {
 		return nil, err
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxKeyConfigLen+1))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
 	if err != nil {
-		return nil, fmt.Errorf("client: read the key configuration from %s: %w", redact(url), err)
+		return nil, fmt.Errorf("client: read %s from %s: %w", what, redact(u), err)
 	}
-	if len(b) > MaxKeyConfigLen {
-		return nil, fmt.Errorf("client: the key configuration from %s is larger than %d bytes", redact(url), MaxKeyConfigLen)
+	if len(b) > limit {
+		return nil, fmt.Errorf("client: %s from %s is larger than %d bytes", what, redact(u), limit)
 	}
 	return b, nil
 }
