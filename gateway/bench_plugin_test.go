@@ -51,11 +51,7 @@ func pluginSetups(b *testing.B, env *benchEnv) []pluginRow {
 		return nil
 	}
 	bin := pluginBinary(b)
-	key, err := kem.NewPrivateKey(kem.DHKEMX25519HKDFSHA256, env.rawKey)
-	if err != nil {
-		b.Fatal(err)
-	}
-	pem, err := kem.MarshalPrivateKeyPEM(key)
+	pem, err := kem.MarshalPrivateKeyPEM(env.softKey)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -218,7 +218,7 @@ func cpuTime(b *testing.B) time.Duration {
 // crypto/ecdh where the others use circl).
 type benchEnv struct {
 	sender        *twoway.RequestSender
-	rawKey        []byte // the private key's bytes, for a key file
+	softKey       kem.PrivateKey // the same key as the plugin's soft backend holds it, for a key file
 	keys          *twoway.Gateway
 	bare, gateway http.Handler
 	gatewaySoft   http.Handler
@@ -250,7 +250,7 @@ func newBenchEnv(b testing.TB) *benchEnv {
 	}
 	keys, gw := echoGateway(b, key)
 	_, gwSoft := echoGateway(b, soft)
-	return &benchEnv{sender: sender, rawKey: raw, keys: keys, bare: bareGateway(b, priv, echo), gateway: gw, gatewaySoft: gwSoft}
+	return &benchEnv{sender: sender, softKey: soft, keys: keys, bare: bareGateway(b, priv, echo), gateway: gw, gatewaySoft: gwSoft}
 }
 
 // echoGateway returns a twoway.Gateway with key as key id 1, and the

@@ -258,3 +258,36 @@ func TestEvidenceHandles(t *testing.T) {
 		t.Errorf("Handles allocates %v times per call, want 0", n)
 	}
 }
+
+// TestEvidenceTimeout: WithEvidenceTimeout bounds a TPM operation (the
+// attester here takes 300 ms; the bound is 50 ms), and a bound that is
+// not positive is refused.
+func TestEvidenceTimeout(t *testing.T) {
+	b, err := os.ReadFile("../attest/testdata/evidence.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := attest.ParseEvidence(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := newKeys(t)
+	var calls atomic.Int32
+	a := blockingAttester{ev: ev, entered: make(chan struct{}), calls: &calls}
+	eh, err := gateway.NewEvidenceHandler(context.Background(), keys, map[byte]gateway.Attester{1: a},
+		gateway.WithEvidenceLogger(quietLogger()), gateway.WithEvidenceTimeout(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	set := eh.Evidence(context.Background())
+	if len(set.Keys) != 1 || set.Keys[0].Evidence != nil || !strings.Contains(set.Keys[0].Problem, "could not be collected") {
+		t.Fatalf("an attester slower than the timeout: %+v", set.Keys)
+	}
+	if d := time.Since(start); d > 250*time.Millisecond {
+		t.Errorf("the collection took %v, past the 50 ms timeout", d)
+	}
+	if _, err := gateway.NewEvidenceHandler(context.Background(), keys, nil, gateway.WithEvidenceTimeout(0)); err == nil || !strings.Contains(err.Error(), "not positive") {
+		t.Errorf("a timeout of 0: %v", err)
+	}
+}
