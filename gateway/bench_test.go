@@ -76,7 +76,7 @@ const (
 // Every request's response is opened and checked (an inner 200 and the
 // echoed payload). Each round runs benchBatch requests on each of
 // benchWorkers clients per row.
-// Run: go test ./gateway -run '^$' -bench BenchmarkGateway -count 5
+// Run: go test ./gateway -run '^$' -bench 'BenchmarkGateway$' -benchtime 20x -count 5
 func BenchmarkGateway(b *testing.B) {
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2 * benchWorkers}}
 	defer hc.CloseIdleConnections()

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"testing/iotest"
 
 	"github.com/cloudflare/circl/hpke"
+	circlkem "github.com/cloudflare/circl/kem"
 	"github.com/quic-go/quic-go/quicvarint"
 
 	"github.com/twoway-hsm/twoway-hsm/twoway"
@@ -36,15 +38,22 @@ import (
 // or full, for chunk lengths with 1-, 2- and 4-byte length prefixes.
 //
 // The paths are also held to expectations of their own: the custom suite
-// seals with circl's HPKE rather than this package's key schedule, the
-// sealed message has the layout its length gives (full chunks, then the
-// final one), and a damaged message yields the plaintext of exactly the
-// chunks before the damage, then, for a cut, ErrTruncated before the final
-// chunk's tag and ErrAuthentication within it.
+// is called for every sender and receiver (the package does not replace
+// it by its own key schedule), the sealed message has the layout its
+// length gives (full chunks, then the final one), and a damaged message
+// yields the plaintext of exactly the chunks before the damage, then, for
+// a cut, ErrTruncated while the final chunk is shorter than a tag and
+// ErrAuthentication from there on.
 func TestChunkPathsIdentical(t *testing.T) {
 	pk, sk := keyPair(t, hpke.KEM_X25519_HKDF_SHA256, "paths")
 	fast := twoway.AdaptCirclHPKESuite(testSuite)
-	suites := map[string]twoway.HPKESuite{"fast": fast, "custom": opaqueSuite{fast}}
+	var customSetups atomic.Int64
+	suites := map[string]twoway.HPKESuite{"fast": fast, "custom": countingSuite{fast, &customSetups}}
+	defer func() {
+		if customSetups.Load() == 0 {
+			t.Error("the custom suite was never called: the package replaced it by its own key schedule")
+		}
+	}()
 	sources := map[string]func([]byte) io.Reader{
 		"whole": wholeReads,
 		"body":  bodyOf,
@@ -163,8 +172,8 @@ func TestChunkPathsIdentical(t *testing.T) {
 				// dr (cut there when cut), along every path: each yields
 				// the plaintext of the chunks before the damage and then
 				// the error of the first path, which for a cut is
-				// ErrTruncated before the final chunk's tag and
-				// ErrAuthentication after.
+				// ErrTruncated while the final chunk is shorter than a
+				// tag and ErrAuthentication from there on.
 				damaged := func(what string, encReq, encResp []byte, d, dr int, cut bool) {
 					t.Helper()
 					wantPT, wantRsp := pt[:openedBefore(reqHdr, n, d)], resp[:openedBefore(respHdr, n+3, dr)]
@@ -213,6 +222,23 @@ func TestChunkPathsIdentical(t *testing.T) {
 			})
 		}
 	}
+}
+
+// countingSuite hides a suite's type, as opaqueSuite does, and counts the
+// senders and receivers the package sets up through it.
+type countingSuite struct {
+	twoway.HPKESuite
+	setups *atomic.Int64
+}
+
+func (c countingSuite) NewSender(pk circlkem.PublicKey, info []byte) (twoway.HPKESender, error) {
+	c.setups.Add(1)
+	return c.HPKESuite.NewSender(pk, info)
+}
+
+func (c countingSuite) NewReceiver(sk circlkem.PrivateKey, info []byte) (twoway.HPKEReceiver, error) {
+	c.setups.Add(1)
+	return c.HPKESuite.NewReceiver(sk, info)
 }
 
 // typed reports whether err is one of the package's errors (typedErrors).
