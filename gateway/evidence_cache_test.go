@@ -159,14 +159,7 @@ func (b blockingAttester) Activate(context.Context, *attest.Challenge) (*attest.
 // up cached a failure for 30 s, and one GET every 30 s kept the gateway
 // from ever serving the evidence.
 func TestEvidenceCollectCanceled(t *testing.T) {
-	b, err := os.ReadFile("../attest/testdata/evidence.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev, err := attest.ParseEvidence(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ev := testdataEvidence(t)
 	keys := newKeys(t)
 	keys.SetPublished(1, false) // nothing to collect at the start
 	var calls atomic.Int32
@@ -263,14 +256,7 @@ func TestEvidenceHandles(t *testing.T) {
 // attester here takes 300 ms; the bound is 50 ms), and a bound that is
 // not positive is refused.
 func TestEvidenceTimeout(t *testing.T) {
-	b, err := os.ReadFile("../attest/testdata/evidence.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev, err := attest.ParseEvidence(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ev := testdataEvidence(t)
 	keys := newKeys(t)
 	var calls atomic.Int32
 	a := blockingAttester{ev: ev, entered: make(chan struct{}), calls: &calls}
@@ -290,4 +276,18 @@ func TestEvidenceTimeout(t *testing.T) {
 	if _, err := gateway.NewEvidenceHandler(context.Background(), keys, nil, gateway.WithEvidenceTimeout(0)); err == nil || !strings.Contains(err.Error(), "not positive") {
 		t.Errorf("a timeout of 0: %v", err)
 	}
+}
+
+// testdataEvidence is the attest package's evidence of a swtpm key.
+func testdataEvidence(t testing.TB) *attest.Evidence {
+	t.Helper()
+	b, err := os.ReadFile("../attest/testdata/evidence.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := attest.ParseEvidence(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
 }
