@@ -38,7 +38,8 @@ type pluginRow struct {
 // pluginSetups starts the plugin rows of BenchmarkGateway with the real
 // twoway-hsm binary. plugin-soft serves env's key from a key file: the
 // same key as the gateway row, whose ECDH the plugin's soft backend
-// computes with crypto/ecdh where the gateway row decapsulates with circl.
+// computes as the gateway-soft row's key does (kem's software key), where
+// the gateway row decapsulates with circl's HPKE.
 // plugin-softhsm serves an X25519 key generated on a fresh SoftHSM2 token,
 // whose PIN the plugin reads from a file. Without SoftHSM2 that row is
 // left out (with TWOWAY_HSM_REQUIRED=1 the benchmark fails). The plugins

@@ -58,8 +58,9 @@ const (
 //	                gateway code
 //	gateway         the gateway around the origin, the key in this process
 //	gateway-soft    the same with the same key as the soft key the plugin's
-//	                soft backend serves (crypto/ecdh for the X25519 where
-//	                the gateway row's circl key uses circl's)
+//	                soft backend serves (kem's software key and its
+//	                decapsulation, where the gateway row's circl key uses
+//	                circl's HPKE)
 //	plugin-soft     the gateway with the same key served by the plugin
 //	                binary (a soft key file, in a twoway-hsm plugin process)
 //	plugin-softhsm  the gateway with a key on a SoftHSM2 token, served by
@@ -215,7 +216,7 @@ func cpuTime(b *testing.B) time.Duration {
 // it, the key in a twoway.Gateway, and handlers with the key around the
 // echo origin: bare (see bareGateway), the gateway, and the gateway with
 // the key as the soft key the plugin's soft backend serves (gatewaySoft:
-// crypto/ecdh where the others use circl).
+// kem's software key where the others use circl's HPKE).
 type benchEnv struct {
 	sender        *twoway.RequestSender
 	softKey       kem.PrivateKey // the same key as the plugin's soft backend holds it, for a key file

@@ -6,8 +6,10 @@ import (
 	"crypto/ecdh"
 	"crypto/mlkem"
 	"crypto/rand"
+	"crypto/subtle"
 	"fmt"
 
+	"github.com/cloudflare/circl/dh/x25519"
 	"github.com/cloudflare/circl/dh/x448"
 	"github.com/cloudflare/circl/hpke"
 )
@@ -117,15 +119,24 @@ func MarshalPrivateKey(k PrivateKey) ([]byte, error) {
 	return nil, fmt.Errorf("kem: %T is not a software key; its private key cannot be exported", k)
 }
 
-// ecdhKey is a software DHKEM key on a crypto/ecdh curve.
+// ecdhKey is a software DHKEM key on a crypto/ecdh curve. An X25519 key
+// also holds its scalar for circl's X25519, which its exchanges use: the
+// same function (RFC 7748, TestX25519MatchesCryptoECDH), about a third
+// faster than crypto/ecdh's on amd64 (BenchmarkX25519).
 type ecdhKey struct {
 	id  ID
 	k   *ecdh.PrivateKey
+	x   *x25519.Key // X25519 keys only
 	pub []byte
 }
 
 func newECDHKey(id ID, k *ecdh.PrivateKey) *ecdhKey {
-	return &ecdhKey{id: id, k: k, pub: k.PublicKey().Bytes()}
+	e := &ecdhKey{id: id, k: k, pub: k.PublicKey().Bytes()}
+	if id == DHKEMX25519HKDFSHA256 {
+		e.x = new(x25519.Key)
+		copy(e.x[:], k.Bytes())
+	}
+	return e
 }
 
 func (k *ecdhKey) KEM() ID                    { return k.id }
@@ -133,11 +144,19 @@ func (k *ecdhKey) PublicKeyBytes() []byte     { return append([]byte(nil), k.pub
 func (k *ecdhKey) PublicKey() *ecdh.PublicKey { return k.k.PublicKey() }
 func (k *ecdhKey) Curve() ecdh.Curve          { return k.k.Curve() }
 
-func (k *ecdhKey) ECDH(peer *ecdh.PublicKey) ([]byte, error) { return k.k.ECDH(peer) }
+func (k *ecdhKey) ECDH(peer *ecdh.PublicKey) ([]byte, error) {
+	if k.x == nil || peer.Curve() != k.k.Curve() {
+		return k.k.ECDH(peer) // crypto/ecdh's own error for a curve mismatch
+	}
+	return k.x25519(peer.Bytes())
+}
 
 func (k *ecdhKey) ECDHContext(ctx context.Context, peer []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if k.x != nil {
+		return k.x25519(peer)
 	}
 	p, err := k.k.Curve().NewPublicKey(peer)
 	if err != nil {
@@ -152,6 +171,29 @@ func (k *ecdhKey) ECDHContext(ctx context.Context, peer []byte) ([]byte, error) 
 
 func (k *ecdhKey) DecapsulateContext(ctx context.Context, enc []byte) ([]byte, error) {
 	return decapsulateDH(ctx, k, k.pub, enc)
+}
+
+// x25519 is the X25519 function of k's scalar and a peer's u-coordinate,
+// with crypto/ecdh's checks: a peer of 32 bytes, and an error, wrapping
+// ErrInvalidPublicKey, for a low-order peer (an all-zero output), which
+// circl reports and which is checked again on the output in constant
+// time.
+func (k *ecdhKey) x25519(peer []byte) ([]byte, error) {
+	if len(peer) != x25519.Size {
+		return nil, fmt.Errorf("%w: X25519 public key of %d bytes, want %d", ErrInvalidPublicKey, len(peer), x25519.Size)
+	}
+	var p, z x25519.Key
+	copy(p[:], peer)
+	ok := x25519.Shared(&z, k.x, &p)
+	var zero x25519.Key
+	if !ok || subtle.ConstantTimeCompare(z[:], zero[:]) == 1 {
+		clear(z[:])
+		return nil, fmt.Errorf("%w: X25519 low-order point", ErrInvalidPublicKey)
+	}
+	out := make([]byte, x25519.Size)
+	copy(out, z[:])
+	clear(z[:])
+	return out, nil
 }
 
 // x448Key is a software DHKEM(X448) key (circl), as crypto/ecdh has no X448.
