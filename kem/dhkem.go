@@ -122,8 +122,9 @@ func IDForCurve(c ecdh.Curve) (ID, error) {
 }
 
 // CheckPublicKey reports whether b is a valid serialized public key (or
-// DHKEM encapsulated key) of the KEM: the right length, and for the NIST
-// curves an uncompressed point on the curve that is not the identity. The
+// DHKEM encapsulated key) of the KEM: the right length, for the NIST
+// curves an uncompressed point on the curve that is not the identity, and
+// for X25519 and X448 not a point of small order (IsLowOrderPoint). The
 // error wraps ErrInvalidPublicKey.
 func CheckPublicKey(id ID, b []byte) error {
 	if !id.Supported() {
@@ -136,6 +137,9 @@ func CheckPublicKey(id ID, b []byte) error {
 		if _, err := c.NewPublicKey(b); err != nil {
 			return fmt.Errorf("%w: not a point of %v: %v", ErrInvalidPublicKey, id, err)
 		}
+	}
+	if IsLowOrderPoint(id, b) {
+		return fmt.Errorf("%w: a point of small order on %v's curve", ErrInvalidPublicKey, id)
 	}
 	return nil
 }

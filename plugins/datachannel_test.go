@@ -39,6 +39,9 @@ func (f *fakeBackend) ECDH(ctx context.Context, key string, peer []byte) ([]byte
 	case "bad":
 		return nil, kem.ErrInvalidPublicKey
 	}
+	if err := ctx.Err(); err != nil { // a deadline that reached the plugin already past
+		return nil, err
+	}
 	out := make([]byte, len(peer))
 	for i := range peer {
 		out[i] = peer[len(peer)-1-i]
@@ -213,6 +216,15 @@ func TestDataChannel(t *testing.T) {
 	}
 	if _, err := callECDH(ctx, d, keyK, make([]byte, maxRequestPayload+1)); !errors.Is(err, kem.ErrInvalidPublicKey) {
 		t.Fatalf("input too long: %v", err)
+	}
+	// A deadline later than a frame can carry (UnixNano's range, the year
+	// 2262) goes as none, not as a date that has passed.
+	for _, dl := range []time.Time{time.Unix(1<<62, 0), time.Unix(0, math.MaxInt64).Add(time.Nanosecond)} {
+		fctx, cancel := context.WithDeadline(ctx, dl)
+		if _, err := callECDH(fctx, d, keyK, []byte{1}); err != nil {
+			t.Fatalf("a call with the deadline %v: %v", dl, err)
+		}
+		cancel()
 	}
 	// A deadline ends the call promptly and cancels it in the plugin.
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
@@ -687,27 +699,93 @@ func TestMisbehavingPlugin(t *testing.T) {
 	})
 	t.Run("not reading", func(t *testing.T) {
 		// A plugin that reads nothing: once the socket's buffer is full,
-		// calls still end at their deadlines.
+		// calls still end at their deadlines, and once it has taken
+		// nothing for the stall limit the channel breaks, so that the
+		// client restarts the process rather than failing every call.
+		defer func(l time.Duration) { writeStallLimit = l }(writeStallLimit)
+		writeStallLimit = 300 * time.Millisecond
 		host, plug := pair(t)
 		d := hostConn(t, host)
 		peer(t, plug) // reads nothing
 		payload := make([]byte, maxRequestPayload)
 		start := time.Now()
-		var unavailable, i int
-		for ; time.Since(start) < 3*time.Second; i++ {
+		var full time.Time // when a call first found no room
+		for i := 0; ; i++ {
+			if time.Since(start) > 10*time.Second {
+				t.Fatalf("after %d calls in %v the channel has not broken", i, time.Since(start))
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Millisecond)
+			before := d.pendingLen()
 			_, err := callECDH(ctx, d, keyK, payload)
 			cancel()
 			if errors.Is(err, ErrUnavailable) {
-				unavailable++
+				if full.IsZero() {
+					t.Fatalf("call %d: %v, before any call found the socket full", i, err)
+				}
+				if !strings.Contains(err.Error(), "has taken no request") && !strings.Contains(err.Error(), "cut short") {
+					t.Errorf("call %d: %v; want the stall named", i, err)
+				}
+				// (full is when the test saw it, up to a wait slice after
+				// the host did.)
+				if waited := time.Since(full); waited < writeStallLimit/2 {
+					t.Errorf("the channel broke %v after the socket filled, long before the stall limit (%v)", waited, writeStallLimit)
+				}
 				break
 			}
 			if !errors.Is(err, context.DeadlineExceeded) {
 				t.Fatalf("call %d: %v", i, err)
 			}
+			if full.IsZero() && d.pendingLen() == before {
+				full = time.Now() // this call was not sent: no room
+			}
 		}
-		t.Logf("%d calls in %v; the channel broke (a frame cut short): %v", i, time.Since(start).Round(time.Millisecond), unavailable > 0)
+		// Every later call fails at once.
+		if _, err := callECDH(context.Background(), d, keyK, []byte{1}); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("a call after the break: %v, want ErrUnavailable", err)
+		}
 	})
+	t.Run("not reading, one long call", func(t *testing.T) {
+		// The same with a call whose deadline is far away: it ends at the
+		// stall limit, not at its deadline.
+		defer func(l time.Duration) { writeStallLimit = l }(writeStallLimit)
+		writeStallLimit = 300 * time.Millisecond
+		host, plug := pair(t)
+		d := hostConn(t, host)
+		peer(t, plug)
+		payload := make([]byte, maxRequestPayload)
+		for i := 0; ; i++ { // fill the socket
+			ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+			before := d.pendingLen()
+			_, err := callECDH(ctx, d, keyK, payload)
+			cancel()
+			if errors.Is(err, ErrUnavailable) {
+				t.Fatalf("call %d: %v while filling the socket", i, err)
+			}
+			if d.pendingLen() == before { // not sent: the socket is full
+				break
+			}
+			if i > 100000 {
+				t.Fatal("the socket never filled")
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		start := time.Now()
+		_, err := callECDH(ctx, d, keyK, payload)
+		if !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("a call to a plugin that takes nothing: %v, want ErrUnavailable", err)
+		}
+		if took := time.Since(start); took > 10*writeStallLimit {
+			t.Errorf("the call took %v, the stall limit is %v", took, writeStallLimit)
+		}
+	})
+}
+
+// pendingLen is how many calls d has sent and not had answered.
+func (d *dataConn) pendingLen() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.pending)
 }
 
 func hdrOf(f frame) []byte {

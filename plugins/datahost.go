@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"sync"
 	"time"
@@ -40,6 +41,10 @@ type dataConn struct {
 	r   *socketReader // f's, the leader's
 
 	wsem chan struct{} // one writer at a time; a channel so that waiting honours contexts
+	// When the request socket was found full with no byte taken since
+	// (zero while it takes bytes); guarded by wsem. See writeStallLimit.
+	noRoomSince time.Time
+	stallLimit  time.Duration // writeStallLimit when the channel was made
 
 	mu        sync.Mutex
 	pending   map[uint64]*dataCall // calls sent and not yet answered, abandoned ones included
@@ -78,8 +83,23 @@ type dataCall struct {
 // treated as gone.
 const maxAbandoned = 4096
 
-// cancelWriteTimeout bounds the wait to send a cancellation.
-const cancelWriteTimeout = time.Second
+// cancelWriteTimeout bounds the wait to send a cancellation, so that a
+// caller whose context has ended returns at once even when the plugin is
+// slow to read (the frame's deadline still reaches it).
+const cancelWriteTimeout = 20 * time.Millisecond
+
+// writeStallLimit is how long the host waits for a plugin that takes no
+// request bytes at all. A plugin reads its requests as they come, whatever
+// its backend is doing, so a request socket that has been full that long,
+// with nothing taken since across the calls that tried, means a plugin
+// that has stopped: the channel breaks (ErrUnavailable), and the client
+// retires the process and starts another, rather than every later call
+// failing at its deadline. A variable for the tests.
+var writeStallLimit = 5 * time.Second
+
+// lastDeadline is the latest deadline a frame can carry (UnixNano's range);
+// calls with a later one are sent without a deadline.
+var lastDeadline = time.Unix(0, math.MaxInt64)
 
 // newDataConn takes over end, the host's end of a data channel; on an
 // error it has closed it.
@@ -89,12 +109,13 @@ func newDataConn(end channelEnd) (*dataConn, error) {
 		return nil, err
 	}
 	return &dataConn{
-		rfd:     end.r,
-		wfd:     end.w,
-		f:       f,
-		r:       r,
-		wsem:    make(chan struct{}, 1),
-		pending: make(map[uint64]*dataCall),
+		rfd:        end.r,
+		wfd:        end.w,
+		f:          f,
+		r:          r,
+		wsem:       make(chan struct{}, 1),
+		stallLimit: writeStallLimit,
+		pending:    make(map[uint64]*dataCall),
 	}, nil
 }
 
@@ -126,8 +147,8 @@ func (d *dataConn) call(ctx context.Context, op string, kind byte, key uint16, p
 
 	var hdr [frameHeaderSize]byte
 	f := frame{kind: kind, key: key, id: c.id, n: len(payload)}
-	if dl, ok := ctx.Deadline(); ok {
-		f.deadline = dl.UnixNano()
+	if dl, ok := ctx.Deadline(); ok && dl.Before(lastDeadline) {
+		f.deadline = max(dl.UnixNano(), 1) // 0 is no deadline
 	}
 	putHeader(hdr[:], f)
 	sent, err := d.send(ctx, hdr[:], payload)
@@ -234,6 +255,12 @@ func (d *dataConn) lead(ctx context.Context, c *dataCall) {
 		if err != nil {
 			break
 		}
+	}
+	if err != nil {
+		// What is left in the buffer may hold answers (secrets) that
+		// will never be delivered.
+		clear(d.rbuf[:])
+		d.rhead, d.rtail = 0, 0
 	}
 	d.mu.Lock()
 	if err != nil {
@@ -390,6 +417,7 @@ func (d *dataConn) leaveLocked() {
 		d.fdsClosed = true
 		d.f.Close()
 		sysClose(d.wfd)
+		clear(d.rbuf[:]) // no leader is left to read it
 	}
 }
 
@@ -414,9 +442,25 @@ func (d *dataConn) send(ctx context.Context, hdr, payload []byte) (sent bool, er
 	var buf [maxFrameSize]byte
 	n := copy(buf[:], hdr)
 	n += copy(buf[n:], payload)
-	written, err := writeAll(d.wfd, buf[:n], func() bool { return ctx.Err() != nil })
+	taken, stalled := 0, false
+	written, err := writeAll(d.wfd, buf[:n], func(w int) bool {
+		now := time.Now()
+		if w > taken || d.noRoomSince.IsZero() {
+			taken, d.noRoomSince = w, now
+		}
+		if now.Sub(d.noRoomSince) >= d.stallLimit {
+			stalled = true
+			return true
+		}
+		return ctx.Err() != nil
+	})
 	clear(buf[frameHeaderSize:n])
+	if err == nil {
+		d.noRoomSince = time.Time{}
+	}
 	switch {
+	case stalled:
+		err = fmt.Errorf("%w: the plugin has taken no request for %v", errProtocol, d.stallLimit)
 	case err == errGaveUp && written == 0:
 		d.mu.Lock()
 		d.leaveLocked()

@@ -3,6 +3,7 @@ package plugins_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -296,4 +297,67 @@ func waitStopped(pid int, d time.Duration) error {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// TestStoppedPluginRestarted: a plugin that stops taking requests (here
+// stopped with SIGSTOP: its process and its sockets stay, so nothing looks
+// dead) is retired once its request socket has been full, with nothing
+// taken, for the channel's stall limit; the next calls run on a new
+// process. Until then calls fail at their deadlines.
+func TestStoppedPluginRestarted(t *testing.T) {
+	bk := provision(t, "soft", nil)
+	c := newClient(t, plugins.Config{Keys: bk.refs})
+	ctx := ctxT(t, 90*time.Second)
+	key, err := c.Key(ctx, bk.refs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := key.ECDHContext(ctx, peer.PublicKey().Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	old := c.PIDs()[0]
+	if err := syscall.Kill(old, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(old, syscall.SIGCONT) })
+	if err := waitStopped(old, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	var calls, timedOut, unavailable int
+	for {
+		if time.Since(start) > 60*time.Second {
+			t.Fatalf("after %d calls in %v (%d timed out, %d unavailable) no call has run on a new process", calls, time.Since(start).Round(time.Millisecond), timedOut, unavailable)
+		}
+		cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		_, err := key.ECDHContext(cctx, peer.PublicKey().Bytes())
+		cancel()
+		calls++
+		if err == nil {
+			break
+		}
+		switch {
+		case errors.Is(err, plugins.ErrUnavailable):
+			unavailable++
+		case errors.Is(err, context.DeadlineExceeded):
+			timedOut++
+		default:
+			t.Fatalf("call %d: %v", calls, err)
+		}
+	}
+	pids := c.PIDs()
+	if len(pids) != 1 || pids[0] == old {
+		t.Fatalf("a call succeeded with plugin processes %v; the stopped one was %d", pids, old)
+	}
+	if unavailable == 0 {
+		t.Errorf("no call failed with ErrUnavailable before the restart (%d timed out)", timedOut)
+	}
+	if gone, state := processGone(old, 10*time.Second); !gone {
+		t.Errorf("the stopped plugin %d is still there (%s)", old, state)
+	}
+	t.Logf("restarted after %v: %d calls, %d timed out, %d unavailable", time.Since(start).Round(time.Millisecond), calls, timedOut, unavailable)
 }

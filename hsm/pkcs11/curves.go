@@ -1,11 +1,9 @@
 package pkcs11
 
 import (
-	"bytes"
 	"crypto/ecdh"
 	"encoding/asn1"
 	"fmt"
-	"math/big"
 
 	p11 "github.com/miekg/pkcs11"
 
@@ -30,7 +28,6 @@ type curve struct {
 	size       int    // field size in bytes: the length of the DH output
 	pubLen     int    // length of the serialized public key
 	montgomery bool
-	lowOrder   [][]byte // Montgomery only: encodings of small-order u
 	// deriveTmpl is the template of the secret CKM_ECDH1_DERIVE makes,
 	// shared by every exchange on the curve.
 	deriveTmpl []*p11.Attribute
@@ -54,9 +51,6 @@ func newCurve(id kem.ID, name string, oid asn1.ObjectIdentifier, mont bool) *cur
 	}
 	cv := &curve{kem: id, name: name, ecdh: id.Curve(), oid: oid, params: params,
 		size: id.DHSize(), pubLen: id.PublicKeySize(), montgomery: mont}
-	if mont {
-		cv.lowOrder = lowOrderPoints(name)
-	}
 	cv.deriveTmpl = deriveTemplate(cv)
 	return cv
 }
@@ -202,24 +196,10 @@ func (c *curve) peerPoint(b []byte) ([]byte, error) {
 		}
 		return raw, nil
 	}
-	if c.isLowOrder(raw) {
+	if kem.IsLowOrderPoint(c.kem, raw) {
 		return nil, fmt.Errorf("%w: %s point is of small order", kem.ErrInvalidPublicKey, c.name)
 	}
 	return raw, nil
-}
-
-func (c *curve) isLowOrder(u []byte) bool {
-	n := len(u) - 1
-	last := u[n]
-	if c == curveX25519 {
-		last &= 0x7f // RFC 7748: the top bit of a 255-bit u is ignored
-	}
-	for _, lo := range c.lowOrder {
-		if last == lo[n] && bytes.Equal(u[:n], lo[:n]) {
-			return true
-		}
-	}
-	return false
 }
 
 // normalizeSecret turns what the token derived into the DH output: the
@@ -244,63 +224,4 @@ func (c *curve) normalizeSecret(v []byte) ([]byte, error) {
 		return nil, fmt.Errorf("pkcs11: %w", err)
 	}
 	return v, nil
-}
-
-// lowOrderPoints lists the little-endian encodings of the u-coordinates of
-// small-order points (on the curve and its twist) for X25519 and X448, with
-// the non-canonical encodings u+p that fit in the encoding. X25519(k, u) and
-// X448(k, u) are all zero for exactly these inputs, whatever the scalar; the
-// tests check that against crypto/ecdh and circl.
-func lowOrderPoints(name string) [][]byte {
-	var p *big.Int
-	var size int
-	var extra []*big.Int
-	switch name {
-	case "X25519":
-		// p = 2^255 - 19
-		p = new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 255), big.NewInt(19))
-		size = 32
-		// The two u-coordinates of the points of order 8 on Curve25519.
-		for _, s := range []string{
-			"325606250916557431795983626356110631294008115727848805560023387167927233504",
-			"39382357235489614581723060781553021112529911719440698176882885853963445705823",
-		} {
-			v, ok := new(big.Int).SetString(s, 10)
-			if !ok {
-				panic("bad constant")
-			}
-			extra = append(extra, v)
-		}
-	case "X448":
-		// p = 2^448 - 2^224 - 1
-		p = new(big.Int).Lsh(big.NewInt(1), 448)
-		p.Sub(p, new(big.Int).Lsh(big.NewInt(1), 224))
-		p.Sub(p, big.NewInt(1))
-		size = 56
-	default:
-		return nil
-	}
-	one := big.NewInt(1)
-	vals := []*big.Int{
-		big.NewInt(0),            // order 2 (curve) / 4 (twist)
-		big.NewInt(1),            // order 4
-		new(big.Int).Sub(p, one), // u = -1: order 4 (twist)
-		new(big.Int).Set(p),      // 0 + p, non-canonical
-		new(big.Int).Add(p, one), // 1 + p, non-canonical
-	}
-	vals = append(vals, extra...)
-	var out [][]byte
-	limit := new(big.Int).Lsh(one, uint(8*size))
-	for _, v := range vals {
-		if v.Cmp(limit) >= 0 {
-			continue
-		}
-		be := v.FillBytes(make([]byte, size))
-		le := make([]byte, size)
-		for i := range be {
-			le[i] = be[size-1-i]
-		}
-		out = append(out, le)
-	}
-	return out
 }

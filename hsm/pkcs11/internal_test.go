@@ -13,47 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudflare/circl/dh/x448"
 	p11 "github.com/miekg/pkcs11"
 
 	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/testenv"
 )
-
-// TestLowOrderTables checks the small-order tables against independent
-// implementations: every listed u makes crypto/ecdh's X25519 and circl's
-// X448 produce the all-zero output (which both reject), and random points
-// are not listed.
-func TestLowOrderTables(t *testing.T) {
-	if len(curveX25519.lowOrder) != 7 || len(curveX448.lowOrder) != 5 {
-		t.Fatalf("tables have %d and %d entries", len(curveX25519.lowOrder), len(curveX448.lowOrder))
-	}
-	priv, _ := ecdh.X25519().GenerateKey(rand.Reader)
-	for _, u := range curveX25519.lowOrder {
-		pub, err := ecdh.X25519().NewPublicKey(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := priv.ECDH(pub); err == nil {
-			t.Errorf("crypto/ecdh accepts X25519 u=%x, which is listed as small order", u)
-		}
-	}
-	var sk x448.Key
-	rand.Read(sk[:])
-	for _, u := range curveX448.lowOrder {
-		var out, pk x448.Key
-		copy(pk[:], u)
-		if x448.Shared(&out, &sk, &pk) {
-			t.Errorf("circl accepts X448 u=%x, which is listed as small order", u)
-		}
-	}
-	for range 100 {
-		p, _ := ecdh.X25519().GenerateKey(rand.Reader)
-		if curveX25519.isLowOrder(p.PublicKey().Bytes()) {
-			t.Fatal("a random X25519 key is listed as small order")
-		}
-	}
-}
 
 func TestRawPoint(t *testing.T) {
 	for _, c := range curves {
