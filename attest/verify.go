@@ -479,12 +479,12 @@ func checkKeyPublic(pub *gotpm.TPMTPublic, opts Options) ([]byte, kem.ID, error)
 	case !a.Decrypt || a.Restricted:
 		return nil, 0, fmt.Errorf("%w: key_public: not an unrestricted decryption key (decrypt %v, restricted %v)", ErrKeyAttributes, a.Decrypt, a.Restricted)
 	case a.SignEncrypt && !opts.AllowSign:
-		return nil, 0, fmt.Errorf("%w: key_public: the key can sign as well as decrypt (allow it with AllowSign)", ErrKeyAttributes)
+		return nil, 0, fmt.Errorf("%w: key_public: the key can sign as well as decrypt (allow it with Options.AllowSign; twoway-hsm: --allow-sign)", ErrKeyAttributes)
 	case !a.SensitiveDataOrigin || !a.FixedTPM:
 		// Imported keys have neither, nor fixedParent (their empty
 		// authPolicy still keeps TPM2_Duplicate from them).
 		if !opts.AllowImported {
-			return nil, 0, fmt.Errorf("%w: key_public has sensitiveDataOrigin %v and fixedTPM %v: the TPM did not generate the key, it may exist outside the TPM (allow it with AllowImported)",
+			return nil, 0, fmt.Errorf("%w: key_public has sensitiveDataOrigin %v and fixedTPM %v: the TPM did not generate the key, it may exist outside the TPM (allow it with Options.AllowImported; twoway-hsm: --allow-imported)",
 				ErrImportedKey, a.SensitiveDataOrigin, a.FixedTPM)
 		}
 	case !a.FixedParent:

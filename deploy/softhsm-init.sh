@@ -20,6 +20,9 @@ umask 077
 dir=${SOFTHSM_ENV_DIR:-/var/lib/softhsm-env}
 label=${SOFTHSM_TOKEN_LABEL:-twoway}
 conf=$dir/softhsm2.conf
+# Debian's softhsm2 module. The image has no p11-kit proxy module, so the
+# references printed below name it (module-path=).
+module=/usr/lib/softhsm/libsofthsm2.so
 
 if [ -f "$conf" ] &&
 	SOFTHSM2_CONF=$conf softhsm2-util --show-slots 2>/dev/null | grep -q "Label: *$label *\$"; then
@@ -55,4 +58,4 @@ unset user_pin so_pin
 
 echo "softhsm-init: token \"$label\" initialised in $dir"
 echo "  SOFTHSM2_CONF=$conf"
-echo "  pkcs11:token=$label?pin-source=file:$dir/user.pin"
+echo "  pkcs11:token=$label?module-path=$module&pin-source=file:$dir/user.pin"

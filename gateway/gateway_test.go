@@ -197,6 +197,12 @@ func TestOuterErrors(t *testing.T) {
 	flipped[len(flipped)-1] ^= 1
 	badSuite := bytes.Clone(good)
 	badSuite[4] = 9 // KDF 0x0009
+	// Encapsulated keys of small order (X25519's u = 0, and u = 1 with the
+	// top bit set): the client's fault, not the key's.
+	smallOrder, smallOrderHigh := bytes.Clone(good), bytes.Clone(good)
+	clear(smallOrder[7:39])
+	clear(smallOrderHigh[7:39])
+	smallOrderHigh[7], smallOrderHigh[38] = 1, 0x80
 	for _, tc := range []struct {
 		name   string
 		req    *http.Request
@@ -206,6 +212,8 @@ func TestOuterErrors(t *testing.T) {
 		{"unknown key id", post(unknownKey, gateway.RequestMediaType), 400, gateway.KeyProblemType},
 		{"decryption failure", post(flipped, gateway.RequestMediaType), 400, gateway.KeyProblemType},
 		{"unsupported suite", post(badSuite, gateway.RequestMediaType), 400, gateway.KeyProblemType},
+		{"encapsulated key of small order", post(smallOrder, gateway.RequestMediaType), 400, gateway.KeyProblemType},
+		{"encapsulated key of small order, top bit set", post(smallOrderHigh, gateway.RequestMediaType), 400, gateway.KeyProblemType},
 		{"chunked request under the unchunked media type", post(sealed(t, c, true), gateway.RequestMediaType), 400, gateway.KeyProblemType},
 		{"unchunked request under the chunked media type", post(framedAsHugeChunk(t, c), gateway.ChunkedRequestMediaType), 400, "about:blank"},
 		{"truncated header", post(good[:5], gateway.RequestMediaType), 400, "about:blank"},

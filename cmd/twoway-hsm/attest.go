@@ -63,7 +63,11 @@ Subcommands:
                                  verify a running gateway's keys, with
                                  fresh evidence and activation through it
 
-Run 'twoway-hsm attest verify -h' for its flags.
+Examples:
+  twoway-hsm attest verify --gateway https://gw.example --roots tpm-roots.pem
+  twoway-hsm attest verify gw-evidence.json --roots tpm-roots.pem --key-config gw.ohttp-keys --activate 'tpm2:?tpm=/dev/tpmrm0'
+
+Run 'twoway-hsm attest verify -h' for its flags and more examples.
 `
 
 const attestVerifyUsage = `Usage: twoway-hsm attest verify FILE --roots PEM [--key-config FILE] [--nonce HEX] [--activate REF | --skip-activation] [flags]
@@ -94,7 +98,8 @@ the binding is unverified.
 
 --gateway URL verifies a running twoway-hsm gateway as a client does
 (package attest/attesthttp): it fetches the key configuration from URL
-(the gateway path) and fresh evidence for a random nonce from
+(the gateway path; a URL without a path means its
+/.well-known/ohttp-gateway) and fresh evidence for a random nonce from
 URL/evidence?nonce=HEX, verifies the evidence of every published key as
 above, and runs credential activation through the gateway
 (URL/evidence/activate), whose plugin answers with the key's TPM. It
@@ -263,7 +268,7 @@ func runAttestVerify(ctx context.Context, env *environment, args []string) int {
 	anyNonce := c.fs.Bool("any-nonce", false, "without --nonce, accept evidence made for a nonce (it is then not known to be fresh)")
 	allowImported := c.fs.Bool("allow-imported", false, "accept a key imported into the TPM (it existed outside the TPM)")
 	allowSign := c.fs.Bool("allow-sign", false, "accept a key that can sign as well as decrypt")
-	gwURL := c.fs.String("gateway", "", "verify a running gateway instead of a FILE: its `URL` (the gateway path, e.g. https://gw.example/.well-known/ohttp-gateway)")
+	gwURL := c.fs.String("gateway", "", "verify a running gateway instead of a FILE: its `URL` (the gateway path; without a path, its /.well-known/ohttp-gateway)")
 	var tlsf tlsFlags // for --gateway
 	tlsf.register(c.fs)
 	pos, code, ok := c.parse(args)
@@ -278,6 +283,10 @@ func runAttestVerify(ctx context.Context, env *environment, args []string) int {
 			return c.fail(usagef("missing --roots PEM (the TPM manufacturers' root certificates)"))
 		case *keyConfig != "" || *nonceHex != "" || *activate != "" || *skip || *anyNonce:
 			return c.fail(usagef("--gateway fetches the key configuration, sends its own nonce and activates through the gateway: --key-config, --nonce, --any-nonce, --activate and --skip-activation do not apply"))
+		}
+		u, err := gatewayURL("--gateway", *gwURL)
+		if err != nil {
+			return c.fail(err)
 		}
 		if err := tlsf.check(); err != nil {
 			return c.fail(err)
@@ -296,7 +305,7 @@ func runAttestVerify(ctx context.Context, env *environment, args []string) int {
 				return c.fail(fmt.Errorf("--intermediates: %w", err))
 			}
 		}
-		return verifyGateway(ctx, c, hc, *gwURL, opts)
+		return verifyGateway(ctx, c, hc, u.String(), opts)
 	}
 	switch {
 	case tlsf != (tlsFlags{}):

@@ -42,7 +42,7 @@ func verifyGateway(ctx context.Context, c *cmdline, hc *http.Client, gwURL strin
 	if res == nil {
 		return c.fail(fmt.Errorf("evidence NOT verified: %w", err))
 	}
-	v := &gatewayVerifyView{Verified: err == nil, Gateway: gwURL, Nonce: fmt.Sprintf("%x", res.Nonce)}
+	v := &gatewayVerifyView{Verified: err == nil, Gateway: redactURL(gwURL), Nonce: fmt.Sprintf("%x", res.Nonce)}
 	for _, k := range res.Keys {
 		kv := gatewayKeyView{KeyID: k.KeyID}
 		if k.Result != nil {

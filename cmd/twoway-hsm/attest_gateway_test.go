@@ -14,6 +14,7 @@ import (
 	"github.com/twoway-hsm/twoway-hsm/attest"
 	"github.com/twoway-hsm/twoway-hsm/attest/attesthttp"
 	"github.com/twoway-hsm/twoway-hsm/gateway"
+	"github.com/twoway-hsm/twoway-hsm/kem"
 	"github.com/twoway-hsm/twoway-hsm/testenv"
 )
 
@@ -142,4 +143,27 @@ func TestGatewayEvidence(t *testing.T) {
 	if logs := g.stderr.String(); strings.Contains(logs, `"level":"ERROR"`) {
 		t.Errorf("the gateway logged errors:\n%s", logs)
 	}
+}
+
+// TestAttestVerifyGatewayWithoutPath: as for request and key-config
+// --merge, a --gateway URL without a path means the gateway's
+// /.well-known/ohttp-gateway. The gateway's soft key is reported not
+// attestable (not a 404): the command reached the gateway's endpoints.
+func TestAttestVerifyGatewayWithoutPath(t *testing.T) {
+	t.Parallel()
+	key := writeSoftKey(t, kem.DHKEMX25519HKDFSHA256)
+	origin := newEchoOrigin(t)
+	g := startGateway(t, nil, "--listen", "127.0.0.1:0", "--key", "1="+key, "--target", origin.URL)
+	_, _, rootPEM := reqNewCA(t)
+	roots := filepath.Join(t.TempDir(), "roots.pem")
+	if err := os.WriteFile(roots, rootPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"http://" + g.addr, "http://" + g.addr + "/"} {
+		r := runFail(t, nil, exitFailure, "not attestable", "attest", "verify", "--gateway", u, "--roots", roots)
+		if want := "gateway:        " + g.url + "\n"; !strings.Contains(r.stdout+r.stderr, want) || strings.Contains(r.stderr, "404") {
+			t.Errorf("attest verify --gateway %s: want %q and no 404\nstdout: %s\nstderr: %s", u, want, r.stdout, r.stderr)
+		}
+	}
+	runFail(t, nil, exitUsage, "want an http or https URL", "attest", "verify", "--gateway", "gw.example", "--roots", roots)
 }

@@ -60,13 +60,16 @@ Health and metrics: /healthz (the process serves) and /readyz (every key's
 plugin answers) on the listener, and with /metrics (Prometheus) on
 --metrics-listen.
 
-Rotation: with --config FILE (JSON; its fields are the flags' names, with
-"keys" a list of {"id", "ref", "suites", "not_before", "publish_until",
-"not_after"}), SIGHUP reloads the file: new keys are opened before any
+Rotation: with --config FILE (JSON; its fields are the flags' names with
+_ for -, and "keys" a list of {"id", "ref", "suites", "not_before",
+"publish_until", "not_after"}; -v and --json are flags only, given with
+--config), SIGHUP reloads the file: new keys are opened before any
 request sees them, and requests in flight finish on the keys they started
-with. A key is accepted from not_before to not_after and published from
-not_before to publish_until (default not_after), so that clients move to the
-next key before this one goes. SIGTERM or SIGINT stops accepting, lets the
+with. The listen addresses, path, origins, origin, read-header and idle
+timeouts, client CAs and whether TLS is on take a restart. A key is
+accepted from not_before to not_after and published from not_before to
+publish_until (default not_after), so that clients move to the next key
+before this one goes. SIGTERM or SIGINT stops accepting, lets the
 requests in flight finish within --shutdown-timeout, then stops the plugins.
 
 Logs are JSON records on stderr (-v: debug), never with plaintext, PINs or

@@ -22,12 +22,11 @@ func (g *gatewayCmd) newEvidence(ctx context.Context, kr *keyring, cfg gatewayCo
 	for id, k := range kr.keys {
 		attesters[id] = k
 	}
+	// The bucket is made once; a reload that succeeds changes its rate
+	// and size (gatewayCmd.reload).
 	g.evidenceOnce.Do(func() {
 		g.evidenceLimiter = rate.NewLimiter(rate.Limit(cfg.EvidenceRate), cfg.EvidenceBurst)
 	})
-	// A reload changes the bucket's rate and size, not its tokens.
-	g.evidenceLimiter.SetLimit(rate.Limit(cfg.EvidenceRate))
-	g.evidenceLimiter.SetBurst(cfg.EvidenceBurst)
 	var chain [][]byte
 	if cfg.EKChain != "" {
 		certs, err := readCertsPEM(nil, cfg.EKChain)

@@ -26,6 +26,7 @@ type keyring struct {
 	tw       *twoway.Gateway
 	handler  *gateway.Handler
 	evidence *gateway.EvidenceHandler // the keys' TPM evidence (gateway_evidence.go)
+	pids     []int                    // the plugin processes at open, the baseline of pluginWatch
 
 	mu     sync.Mutex
 	users  int
@@ -64,7 +65,7 @@ func (g *gatewayCmd) openKeyring(ctx context.Context, cfg gatewayConfig) (*keyri
 		}
 		return nil, fmt.Errorf("starting the plugin: %w", err)
 	}
-	kr := &keyring{client: client, entries: cfg.Keys, keys: map[byte]*plugins.Key{},
+	kr := &keyring{client: client, entries: cfg.Keys, keys: map[byte]*plugins.Key{}, pids: client.PIDs(),
 		suites: map[byte][]twoway.SymmetricSuite{}, tw: twoway.NewGateway(nil), idle: make(chan struct{})}
 	for _, e := range cfg.Keys {
 		k, err := client.Key(ctx, plugins.KeyName(e.Ref))

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -492,6 +493,167 @@ func TestGatewayMetricsAndReadiness(t *testing.T) {
 	}
 	if err := roundTrip(c, "/tpm-back", "the TPM is back", true); err != nil {
 		t.Errorf("round trip with the TPM back: %v", err)
+	}
+}
+
+// TestGatewayReloadIsNotARestart: a reload stops the previous keyring's
+// plugin on purpose; that is neither counted in plugin_restarts_total nor
+// logged as a plugin gone. A plugin of the new keyring that dies still is.
+func TestGatewayReloadIsNotARestart(t *testing.T) {
+	t.Parallel()
+	key := writeSoftKey(t, kem.DHKEMX25519HKDFSHA256)
+	origin := newEchoOrigin(t)
+	cfgPath := filepath.Join(t.TempDir(), "gateway.json")
+	b, _ := json.Marshal(gatewayConfig{Listen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0", Keys: []gatewayKeyEntry{{ID: 1, Ref: key}}, Target: origin.URL})
+	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := startGateway(t, nil, "--config", cfgPath)
+	maddr := g.metricsAddress(t)
+	c := ohttpClient(t, g.url)
+	reloads := func() (n int, pids []int) {
+		for _, rec := range g.logRecords(t) {
+			if rec["msg"] == "reloaded" {
+				n++
+				pids = nil
+				for _, p := range rec["plugin_pids"].([]any) {
+					pids = append(pids, int(p.(float64)))
+				}
+			}
+		}
+		return n, pids
+	}
+	var pids []int
+	for i := 1; i <= 2; i++ {
+		g.cmd.Process.Signal(syscall.SIGHUP)
+		if err := opsWait(10*time.Second, func() error {
+			var n int
+			if n, pids = reloads(); n != i {
+				return fmt.Errorf("%d reloads logged; want %d", n, i)
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("%v\n%s", err, g.stderr.String())
+		}
+	}
+	if err := roundTrip(c, "/reloaded", "after two reloads", false); err != nil {
+		t.Fatalf("round trip after the reloads: %v\n%s", err, g.stderr.String())
+	}
+	// The run loop compares the plugin processes once a second.
+	time.Sleep(2500 * time.Millisecond)
+	if v := opsScrape(t, maddr)[`twoway_gateway_plugin_restarts_total`]; v != 0 {
+		t.Errorf("plugin_restarts_total = %v after two reloads; want 0", v)
+	}
+	for _, rec := range g.logRecords(t) {
+		if rec["level"] == "WARN" {
+			t.Errorf("a reload logged a warning: %v", rec)
+		}
+	}
+
+	if len(pids) == 0 {
+		t.Fatalf("the last reload logged no plugin pids:\n%s", g.stderr.String())
+	}
+	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := opsWait(10*time.Second, func() error { return roundTrip(c, "/after-kill", "again", false) }); err != nil {
+		t.Fatalf("no round trip within 10 s of the plugin's death: %v\n%s", err, g.stderr.String())
+	}
+	if err := opsWait(5*time.Second, func() error {
+		if v := opsScrape(t, maddr)[`twoway_gateway_plugin_restarts_total`]; v != 1 {
+			return fmt.Errorf("plugin_restarts_total = %v; want 1 after one kill", v)
+		}
+		return nil
+	}); err != nil {
+		t.Errorf("%v\n%s", err, g.stderr.String())
+	}
+}
+
+// TestGatewayFailedReloadKeepsCertificate: a reload whose key does not
+// open changes nothing, not even the certificate, although its new
+// certificate files load; the next reload that succeeds takes them.
+func TestGatewayFailedReloadKeepsCertificate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca, caKey, _ := reqNewCA(t)
+	reqIssue(t, ca, caKey, "first", x509.ExtKeyUsageServerAuth, dir, "first")
+	reqIssue(t, ca, caKey, "second", x509.ExtKeyUsageServerAuth, dir, "second")
+	key := writeSoftKey(t, kem.DHKEMX25519HKDFSHA256)
+	origin := newEchoOrigin(t)
+	cfgPath := filepath.Join(dir, "gateway.json")
+	writeCfg := func(cert, ref string) {
+		b, _ := json.Marshal(gatewayConfig{Listen: "127.0.0.1:0", Keys: []gatewayKeyEntry{{ID: 1, Ref: ref}}, Target: origin.URL,
+			TLSCert: filepath.Join(dir, cert+".pem"), TLSKey: filepath.Join(dir, cert+".key")})
+		if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCfg("first", key)
+	g := startGateway(t, nil, "--config", cfgPath)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	served := func() string {
+		conn, err := tls.Dial("tcp", g.addr, &tls.Config{RootCAs: roots})
+		if err != nil {
+			t.Fatalf("TLS to the gateway: %v", err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	if cn := served(); cn != "first" {
+		t.Fatalf("at start the gateway serves the certificate of %q; want \"first\"", cn)
+	}
+	hup := func(msg string) {
+		t.Helper()
+		before := strings.Count(g.stderr.String(), msg)
+		g.cmd.Process.Signal(syscall.SIGHUP)
+		if err := opsWait(10*time.Second, func() error {
+			if strings.Count(g.stderr.String(), msg) == before {
+				return fmt.Errorf("no %s logged after SIGHUP", msg)
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("%v\n%s", err, g.stderr.String())
+		}
+	}
+	writeCfg("second", "soft:file="+filepath.Join(dir, "no-such-key.pem"))
+	hup(`"msg":"reload failed`)
+	if cn := served(); cn != "first" {
+		t.Errorf("after a failed reload the gateway serves the certificate of %q; want \"first\", as before", cn)
+	}
+	writeCfg("second", key)
+	hup(`"msg":"reloaded"`)
+	if cn := served(); cn != "second" {
+		t.Errorf("after the reload the gateway serves the certificate of %q; want \"second\"", cn)
+	}
+}
+
+// TestPluginWatch: a process of the watched keyring that goes is reported
+// once; the processes of a keyring a reload replaced are not.
+func TestPluginWatch(t *testing.T) {
+	first, second := &keyring{pids: []int{10, 11}}, &keyring{pids: []int{20}}
+	var w pluginWatch
+	for _, step := range []struct {
+		kr   *keyring
+		now  []int
+		gone []int
+	}{
+		{first, []int{10, 11}, nil},
+		{first, []int{10, 12}, []int{11}}, // 11 crashed, 12 replaced it
+		{first, []int{10, 12}, nil},
+		{second, []int{20}, nil}, // a reload: 10 and 12 stop on purpose
+		{second, nil, []int{20}}, // 20 crashed, not yet replaced
+		{second, []int{21}, nil},
+	} {
+		if got := w.gone(step.kr, step.now); !slices.Equal(got, step.gone) {
+			t.Errorf("gone(%v, %v) = %v; want %v", step.kr.pids, step.now, got, step.gone)
+		}
+	}
+	// A process of the new keyring that died before the first look is
+	// still reported.
+	var w2 pluginWatch
+	if got := w2.gone(second, []int{22}); !slices.Equal(got, []int{20}) {
+		t.Errorf("first look at a keyring whose process 20 is gone: %v; want [20]", got)
 	}
 }
 

@@ -149,7 +149,7 @@ func (g *gatewayCmd) run(ctx context.Context, cfg gatewayConfig) error {
 	defer signal.Stop(sigs)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	pids := kr.client.PIDs()
+	var watch pluginWatch
 	var runErr error
 loop:
 	for {
@@ -171,14 +171,9 @@ loop:
 			cur.applyWindows(now, g.log)
 			// A plugin process that is gone was restarted by the client
 			// (or will be at the next call): count it.
-			if p := cur.client.PIDs(); !slices.Equal(p, pids) {
-				for _, old := range pids {
-					if !slices.Contains(p, old) {
-						g.metrics.PluginRestarts.Inc()
-						g.log.Warn("plugin process gone; the client restarts it", "pid", old)
-					}
-				}
-				pids = p
+			for _, pid := range watch.gone(cur, cur.client.PIDs()) {
+				g.metrics.PluginRestarts.Inc()
+				g.log.Warn("plugin process gone; the client restarts it", "pid", pid)
 			}
 		}
 	}
@@ -195,6 +190,32 @@ loop:
 	}
 	g.log.Info("gateway stopped")
 	return runErr
+}
+
+// pluginWatch finds the plugin processes of the current keyring that
+// have gone since it last looked. A reload swaps in a keyring with a
+// plugin of its own and stops the previous one on purpose: those
+// processes were not restarted, so a new keyring starts from the
+// processes it opened with, and the previous keyring's are forgotten.
+type pluginWatch struct {
+	kr   *keyring
+	pids []int
+}
+
+// gone returns the pids the watch last saw for kr that are not in now
+// (kr's plugin processes at this moment), and remembers now.
+func (w *pluginWatch) gone(kr *keyring, now []int) []int {
+	if kr != w.kr {
+		w.kr, w.pids = kr, kr.pids
+	}
+	var out []int
+	for _, pid := range w.pids {
+		if !slices.Contains(now, pid) {
+			out = append(out, pid)
+		}
+	}
+	w.pids = slices.Clone(now)
+	return out
 }
 
 func metricsAddr(ls []net.Listener) string {
@@ -239,8 +260,12 @@ func (g *gatewayCmd) reload(ctx context.Context) {
 		!slices.Equal(cfg.AllowOrigins, g.cfg.AllowOrigins) || cfg.Path != g.cfg.Path || (cfg.TLSCert == "") != (g.cfg.TLSCert == "") || cfg.ClientCA != g.cfg.ClientCA) {
 		err = errors.New("listen, metrics_listen, path, target, allow_origin, origin_timeout, read_header_timeout, idle_timeout, client_ca and whether TLS is on take a restart; change only keys, the other limits and certificate files on reload")
 	}
+	// Nothing of the new configuration takes effect before all of it
+	// has loaded: the certificate and the evidence rate limit change
+	// with the keys, or not at all.
+	var cert *tls.Certificate
 	if err == nil && cfg.TLSCert != "" {
-		err = g.certs.load(cfg.TLSCert, cfg.TLSKey)
+		cert, err = loadCertificate(cfg.TLSCert, cfg.TLSKey)
 	}
 	var kr *keyring
 	if err == nil {
@@ -250,6 +275,12 @@ func (g *gatewayCmd) reload(ctx context.Context) {
 		g.log.Error("reload failed; serving with the previous configuration", "error", err.Error())
 		return
 	}
+	if cert != nil {
+		g.certs.cert.Store(cert)
+	}
+	// The bucket's rate and size change, not its tokens.
+	g.evidenceLimiter.SetLimit(rate.Limit(cfg.EvidenceRate))
+	g.evidenceLimiter.SetBurst(cfg.EvidenceBurst)
 	old := g.current.Swap(kr)
 	g.cfg = cfg
 	g.log.Info("reloaded", "keys", len(cfg.Keys), "plugin_pids", kr.client.PIDs())
@@ -296,12 +327,21 @@ type certLoader struct {
 }
 
 func (l *certLoader) load(certFile, keyFile string) error {
+	c, err := loadCertificate(certFile, keyFile)
+	if err != nil {
+		return err
+	}
+	l.cert.Store(c)
+	return nil
+}
+
+// loadCertificate reads the TLS certificate chain and its private key.
+func loadCertificate(certFile, keyFile string) (*tls.Certificate, error) {
 	c, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
-		return fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
 	}
-	l.cert.Store(&c)
-	return nil
+	return &c, nil
 }
 
 func (l *certLoader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { return l.cert.Load(), nil }

@@ -549,6 +549,7 @@ func TestHelp(t *testing.T) {
 		{"keys", "list", "-h"}, {"keys", "show", "-h"}, {"keys", "delete", "-h"},
 		{"key-config", "-h"}, {"env", "-h"}, {"env", "up", "-h"}, {"env", "down", "--help"},
 		{"version", "-h"}, {"demo", "-h"}, {"selftest", "-h"},
+		{"attest", "-h"}, {"attest", "verify", "-h"}, {"keys", "attest", "-h"}, {"gateway", "-h"}, {"request", "-h"},
 	} {
 		r := run(t, nil, "", args...)
 		if r.code != 0 || !strings.Contains(r.stdout, "Usage:") || !strings.Contains(r.stdout, "Example") || r.stderr != "" {

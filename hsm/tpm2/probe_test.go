@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,13 +13,13 @@ import (
 )
 
 // ctrlTransport returns the transport string of swtpm's control channel
-// (testenv puts it on the data port plus one, or ctrl.sock beside the
-// data socket).
+// (testenv puts it on the data port plus one, or beside the data socket
+// with ".ctrl" added).
 func ctrlTransport(t testing.TB, sw *testenv.SWTPM) string {
 	t.Helper()
 	tr := sw.Transport()
 	if p, ok := strings.CutPrefix(tr, "unix:"); ok {
-		return "unix:" + filepath.Join(filepath.Dir(p), "ctrl.sock")
+		return "unix:" + p + ".ctrl"
 	}
 	host, port, err := net.SplitHostPort(strings.TrimPrefix(tr, "tcp:"))
 	if err != nil {

@@ -124,7 +124,7 @@ func Start(ctx context.Context, cfg Config) (*Instance, error) {
 	in := &Instance{cfg: cfg}
 	if cfg.Unix {
 		in.dataSock = filepath.Join(cfg.Dir, "data.sock")
-		in.ctrlSock = filepath.Join(cfg.Dir, "ctrl.sock")
+		in.ctrlSock = filepath.Join(cfg.Dir, "data.sock.ctrl") // where the swtpm TCTI of tpm2-tools and tpm2-openssl looks
 	}
 	// Free ports can be taken between choosing and binding; try others.
 	var lastErr error
