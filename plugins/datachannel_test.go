@@ -702,22 +702,14 @@ func TestMisbehavingPlugin(t *testing.T) {
 		// calls still end at their deadlines, and once it has taken
 		// nothing for the stall limit the channel breaks, so that the
 		// client restarts the process rather than failing every call.
-		defer func(l time.Duration) { writeStallLimit = l }(writeStallLimit)
-		writeStallLimit = 300 * time.Millisecond
-		host, plug := pair(t)
-		d := hostConn(t, host)
-		peer(t, plug) // reads nothing
-		payload := make([]byte, maxRequestPayload)
+		d, payload := unreadChannel(t)
 		start := time.Now()
 		var full time.Time // when a call first found no room
 		for i := 0; ; i++ {
 			if time.Since(start) > 10*time.Second {
 				t.Fatalf("after %d calls in %v the channel has not broken", i, time.Since(start))
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Millisecond)
-			before := d.pendingLen()
-			_, err := callECDH(ctx, d, keyK, payload)
-			cancel()
+			sent, err := timedCall(d, payload, 2*time.Millisecond)
 			if errors.Is(err, ErrUnavailable) {
 				if full.IsZero() {
 					t.Fatalf("call %d: %v, before any call found the socket full", i, err)
@@ -735,8 +727,8 @@ func TestMisbehavingPlugin(t *testing.T) {
 			if !errors.Is(err, context.DeadlineExceeded) {
 				t.Fatalf("call %d: %v", i, err)
 			}
-			if full.IsZero() && d.pendingLen() == before {
-				full = time.Now() // this call was not sent: no room
+			if full.IsZero() && !sent {
+				full = time.Now() // no room
 			}
 		}
 		// Every later call fails at once.
@@ -747,21 +739,13 @@ func TestMisbehavingPlugin(t *testing.T) {
 	t.Run("not reading, one long call", func(t *testing.T) {
 		// The same with a call whose deadline is far away: it ends at the
 		// stall limit, not at its deadline.
-		defer func(l time.Duration) { writeStallLimit = l }(writeStallLimit)
-		writeStallLimit = 300 * time.Millisecond
-		host, plug := pair(t)
-		d := hostConn(t, host)
-		peer(t, plug)
-		payload := make([]byte, maxRequestPayload)
+		d, payload := unreadChannel(t)
 		for i := 0; ; i++ { // fill the socket
-			ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
-			before := d.pendingLen()
-			_, err := callECDH(ctx, d, keyK, payload)
-			cancel()
+			sent, err := timedCall(d, payload, time.Millisecond)
 			if errors.Is(err, ErrUnavailable) {
 				t.Fatalf("call %d: %v while filling the socket", i, err)
 			}
-			if d.pendingLen() == before { // not sent: the socket is full
+			if !sent { // the socket is full
 				break
 			}
 			if i > 100000 {
@@ -779,6 +763,31 @@ func TestMisbehavingPlugin(t *testing.T) {
 			t.Errorf("the call took %v, the stall limit is %v", took, writeStallLimit)
 		}
 	})
+}
+
+// unreadChannel returns the host's end of a channel whose plugin reads
+// nothing, with a stall limit of 300 ms for the test, and the largest
+// request payload.
+func unreadChannel(t *testing.T) (*dataConn, []byte) {
+	t.Helper()
+	l := writeStallLimit
+	t.Cleanup(func() { writeStallLimit = l })
+	writeStallLimit = 300 * time.Millisecond
+	host, plug := pair(t)
+	d := hostConn(t, host)
+	peer(t, plug) // reads nothing
+	return d, make([]byte, maxRequestPayload)
+}
+
+// timedCall makes an ECDH call of payload on d, whose plugin answers
+// nothing, with a timeout, and reports whether its frame was sent (it is
+// then among d's pending calls) and the call's error.
+func timedCall(d *dataConn, payload []byte, timeout time.Duration) (sent bool, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	before := d.pendingLen()
+	_, err = callECDH(ctx, d, keyK, payload)
+	return d.pendingLen() != before, err
 }
 
 // pendingLen is how many calls d has sent and not had answered.

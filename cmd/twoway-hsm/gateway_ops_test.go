@@ -436,20 +436,7 @@ func TestGatewayMetricsAndReadiness(t *testing.T) {
 	// The plugin is killed: the gateway restarts it and counts it.
 	g.servingRecord(t)
 	pids := g.pluginPIDs(t)
-	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	if err := opsWait(10*time.Second, func() error { return roundTrip(c, "/after-kill", "again", false) }); err != nil {
-		t.Fatalf("no round trip within 10 s of the plugin's death: %v\n%s", err, g.stderr.String())
-	}
-	if err := opsWait(5*time.Second, func() error {
-		if v := opsScrape(t, maddr)[`twoway_gateway_plugin_restarts_total`]; v != 1 {
-			return fmt.Errorf("plugin_restarts_total = %v; want 1 after one kill", v)
-		}
-		return nil
-	}); err != nil {
-		t.Errorf("%v\n%s", err, g.stderr.String())
-	}
+	killPluginCounted(t, g, c, maddr, pids[0])
 
 	// Readiness follows the TPM; liveness does not.
 	for _, base := range []string{"http://" + g.addr, "http://" + maddr} {
@@ -553,20 +540,7 @@ func TestGatewayReloadIsNotARestart(t *testing.T) {
 	if len(pids) == 0 {
 		t.Fatalf("the last reload logged no plugin pids:\n%s", g.stderr.String())
 	}
-	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	if err := opsWait(10*time.Second, func() error { return roundTrip(c, "/after-kill", "again", false) }); err != nil {
-		t.Fatalf("no round trip within 10 s of the plugin's death: %v\n%s", err, g.stderr.String())
-	}
-	if err := opsWait(5*time.Second, func() error {
-		if v := opsScrape(t, maddr)[`twoway_gateway_plugin_restarts_total`]; v != 1 {
-			return fmt.Errorf("plugin_restarts_total = %v; want 1 after one kill", v)
-		}
-		return nil
-	}); err != nil {
-		t.Errorf("%v\n%s", err, g.stderr.String())
-	}
+	killPluginCounted(t, g, c, maddr, pids[0])
 }
 
 // TestGatewayFailedReloadKeepsCertificate: a reload whose key does not
@@ -1100,5 +1074,25 @@ func TestGatewayFlagsAreConfig(t *testing.T) {
 	}
 	if len(flags) < 20 {
 		t.Errorf("only %d flags read from the usage:\n%s", len(flags), out.String())
+	}
+}
+
+// killPluginCounted kills the gateway's plugin process pid and checks that
+// the gateway serves again within 10 s and counts one plugin restart.
+func killPluginCounted(t *testing.T, g *runningGateway, c *http.Client, maddr string, pid int) {
+	t.Helper()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := opsWait(10*time.Second, func() error { return roundTrip(c, "/after-kill", "again", false) }); err != nil {
+		t.Fatalf("no round trip within 10 s of the plugin's death: %v\n%s", err, g.stderr.String())
+	}
+	if err := opsWait(5*time.Second, func() error {
+		if v := opsScrape(t, maddr)[`twoway_gateway_plugin_restarts_total`]; v != 1 {
+			return fmt.Errorf("plugin_restarts_total = %v; want 1 after one kill", v)
+		}
+		return nil
+	}); err != nil {
+		t.Errorf("%v\n%s", err, g.stderr.String())
 	}
 }
