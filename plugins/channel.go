@@ -91,17 +91,16 @@ const writeSlice = 10 * time.Millisecond
 var errGaveUp = errors.New("gave up waiting for the peer to read")
 
 // writeAll writes b whole to the nonblocking socket fd, waiting while its
-// buffer is full, and asking stop, with how much it has written so far,
-// before each wait: when stop returns true it returns errGaveUp and how
-// much it wrote.
-func writeAll(fd int, b []byte, stop func(written int) bool) (int, error) {
+// buffer is full, and asking stop before each wait: when stop returns
+// true it returns errGaveUp and how much it wrote.
+func writeAll(fd int, b []byte, stop func() bool) (int, error) {
 	written := 0
 	for written < len(b) {
 		m, err := rawWrite(fd, b[written:])
 		written += m
 		switch {
 		case err == syscall.EAGAIN:
-			if stop(written) {
+			if stop() {
 				return written, errGaveUp
 			}
 			if err := waitWritable(fd, writeSlice); err != nil {

@@ -41,8 +41,9 @@ type dataConn struct {
 	r   *socketReader // f's, the leader's
 
 	wsem chan struct{} // one writer at a time; a channel so that waiting honours contexts
-	// When the request socket was found full with no byte taken since
-	// (zero while it takes bytes); guarded by wsem. See writeStallLimit.
+	// When a frame first found the request socket full, if no frame has
+	// been sent whole since (zero otherwise); guarded by wsem. See
+	// writeStallLimit.
 	noRoomSince time.Time
 	stallLimit  time.Duration // writeStallLimit when the channel was made
 
@@ -89,12 +90,12 @@ const maxAbandoned = 4096
 const cancelWriteTimeout = 20 * time.Millisecond
 
 // writeStallLimit is how long the host waits for a plugin that takes no
-// request bytes at all. A plugin reads its requests as they come, whatever
-// its backend is doing, so a request socket that has been full that long,
-// with nothing taken since across the calls that tried, means a plugin
-// that has stopped: the channel breaks (ErrUnavailable), and the client
-// retires the process and starts another, rather than every later call
-// failing at its deadline. A variable for the tests.
+// request. A plugin reads its requests as they come, whatever its backend
+// is doing, so a request socket that has been full that long, with no
+// frame sent whole since across the calls that tried, means a plugin that
+// has stopped: the channel breaks (ErrUnavailable), and the client retires
+// the process and starts another, rather than every later call failing at
+// its deadline. A variable for the tests.
 var writeStallLimit = 5 * time.Second
 
 // lastDeadline is the latest deadline a frame can carry (UnixNano's range);
@@ -442,13 +443,11 @@ func (d *dataConn) send(ctx context.Context, hdr, payload []byte) (sent bool, er
 	var buf [maxFrameSize]byte
 	n := copy(buf[:], hdr)
 	n += copy(buf[n:], payload)
-	taken, stalled := 0, false
-	written, err := writeAll(d.wfd, buf[:n], func(w int) bool {
-		now := time.Now()
-		if w > taken || d.noRoomSince.IsZero() {
-			taken, d.noRoomSince = w, now
-		}
-		if now.Sub(d.noRoomSince) >= d.stallLimit {
+	stalled := false
+	written, err := writeAll(d.wfd, buf[:n], func() bool {
+		if d.noRoomSince.IsZero() {
+			d.noRoomSince = time.Now()
+		} else if time.Since(d.noRoomSince) >= d.stallLimit {
 			stalled = true
 			return true
 		}

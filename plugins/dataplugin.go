@@ -305,7 +305,7 @@ func (s *dataServer) end() {
 // write writes b whole to the host. While the host's socket is full it
 // waits, until end's deadline once the channel is ending.
 func (s *dataServer) write(b []byte) error {
-	_, err := writeAll(s.out, b, func(int) bool {
+	_, err := writeAll(s.out, b, func() bool {
 		dl := s.outDeadline.Load()
 		return dl != 0 && time.Now().UnixNano() >= dl
 	})
